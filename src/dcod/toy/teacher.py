@@ -1,0 +1,308 @@
+"""The exact programmatic teacher of the toy world (DESIGN §5, option b).
+
+Why programmatic: a neural teacher that is reliable on direct multi-digit steps costs tens of CPU
+minutes to train; this teacher is exact, costs nothing, and still behaves like a model: it defines
+the next-token distribution at *any* completion prefix, so it can score traces, give full
+distributions for on-policy KD, and sample, through the same interface as the HF/vLLM backends.
+
+How it reads a prefix (a small incremental state machine, O(1) per token):
+- the completion is a sequence of segments terminated by ``;``. The running value starts at the
+  problem's start value; after each completed segment it becomes the face value of the number right
+  after that segment's last ``=`` (kept when none parses). The teacher takes the prefix's own results
+  at face value, as a neural teacher would: after a wrong step it continues correctly *from the wrong
+  value*.
+- with j < k completed segments, the current segment must be a prefix of one of the two renderings
+  of step j from the running value, each followed by ``;`` (direct, weight ``p_direct``; decomposed,
+  weight ``1 - p_direct``; merged when identical). The next-token distribution is the weighted next
+  characters of the still-consistent renderings, renormalised: probability 1 on forced characters,
+  the style split on the first character where the renderings differ. If every consistent
+  rendering has weight 0 (e.g. ``p_direct=1`` scoring a decomposed step) the teacher continues the
+  rendering it is on: that is the limit of ``p_direct -> 1``.
+- with j >= k the segment must be a prefix of ``\\boxed{value}`` + eos; the reversal task expects
+  ``\\boxed{reversed digits}`` + eos.
+- a diverged (malformed) segment gets a defined answer: probability 1 on ``;`` (close the step) in a
+  step segment, on eos in the answer segment. After eos the distribution is eos with probability 1.
+
+Floor: so that every KL and every stored log-prob stays finite, every one of the V vocabulary tokens
+(special tokens included) gets probability ``floor``:  p = (1 - V*floor) * p_exact + floor.
+The floored distribution is the teacher: it is what ``next_token_logprobs`` returns, what
+``generate`` samples from, and what its log-probs are reported under.
+"""
+
+from __future__ import annotations
+
+import bisect
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from dcod.generation import Generation, SamplingParams, process_logits
+from dcod.toy.world import apply_op, boxed, parse_prompt, render_step
+from dcod.toy.tokenizer import WORLD_CHARS
+
+_STYLE_P_DIRECT = {"direct": 1.0, "decomposed": 0.0}
+
+
+class _Row:
+    """One processed next-token distribution: log-probs, sampling CDF, argmax, top-k (cached)."""
+
+    __slots__ = ("logp", "logp_list", "cdf", "total", "argmax", "topk")
+
+    def __init__(self, logp: np.ndarray, k: int):
+        self.logp = logp  # float32 [V]
+        self.logp_list = logp.tolist()
+        self.cdf = np.cumsum(np.exp(logp.astype(np.float64))).tolist()
+        self.total = self.cdf[-1]
+        self.argmax = int(np.argmax(logp))  # first maximum: ties go to the lowest token id
+        self.topk = None
+        if k:
+            order = np.lexsort((np.arange(len(logp)), -logp))[:k]  # by log-prob, then lowest id
+            self.topk = (order.tolist(), logp[order].tolist())
+
+
+class TeacherState:
+    """Incremental reading of one completion: ``advance(token_id)``, ``distribution()``."""
+
+    __slots__ = ("t", "ops", "k", "answer", "value", "j", "cands", "pos", "diverged", "seg", "done")
+
+    def __init__(self, teacher: ToyTeacher, problem: dict):
+        self.t = teacher
+        if problem["task"] == "reverse":
+            self.ops, self.k, self.answer, self.value = (), 0, problem["digits"][::-1], None
+        else:
+            self.ops, self.answer, self.value = problem["ops"], None, problem["start"]
+            self.k = len(self.ops)
+        self.j = 0
+        self.done = False
+        self._new_segment()
+
+    def _new_segment(self):
+        in_step = self.j < self.k
+        if in_step:
+            op, x = self.ops[self.j]
+            self.cands = self.t._step_candidates(self.value, op, x)
+        else:
+            ans = self.answer if self.answer is not None else self.value
+            self.cands = self.t._answer_candidates(ans)
+        self.pos = 0
+        self.diverged = False
+        self.seg = []
+
+    def advance(self, tok: int) -> None:
+        """Feed one completion token (any id: unknown or special tokens just diverge the segment)."""
+        if self.done:
+            return
+        t = self.t
+        if tok == t.eos_id:
+            self.done = True
+            return
+        self.seg.append(tok)
+        if not self.diverged:
+            pos = self.pos
+            alive = [c for c in self.cands if c[0][pos] == tok]
+            if alive:
+                self.cands, self.pos = alive, pos + 1
+            else:
+                self.diverged = True
+        if tok == t.semi_id:  # `;` always closes the segment, well formed or not
+            if self.diverged:
+                self.value = _face_value(t._text(self.seg), self.value)
+            else:
+                self.value = self.cands[0][2]
+            self.j += 1
+            self._new_segment()
+
+    def key(self) -> tuple:
+        """The exact (un-floored) next-token distribution as sorted ``((token_id, prob), ...)``."""
+        t = self.t
+        if self.done:
+            return t._onehot[t.eos_id]
+        if self.diverged:
+            return t._onehot[t.semi_id if self.j < self.k else t.eos_id]
+        cands, pos = self.cands, self.pos
+        if len(cands) == 1:
+            return t._onehot[cands[0][0][pos]]
+        agg: dict[int, float] = {}
+        for ids, w, _ in cands:
+            agg[ids[pos]] = agg.get(ids[pos], 0.0) + w
+        if len(agg) == 1:
+            return t._onehot[next(iter(agg))]
+        total = sum(agg.values())
+        if total <= 0:  # only zero-weight renderings left: continue them (p_direct -> 1 limit)
+            agg = {tok: 1.0 for tok in agg}
+            total = float(len(agg))
+        return tuple(sorted((tok, w / total) for tok, w in agg.items()))
+
+    def distribution(self) -> dict[int, float]:
+        """Sparse exact part of the next-token distribution, ``{token_id: prob}`` (before the floor)."""
+        return dict(self.key())
+
+
+def _face_value(text: str, previous):
+    """Integer right after the last ``=`` of a step (optional minus sign), else ``previous``."""
+    i = text.rfind("=")
+    if i < 0:
+        return previous
+    s = text[i + 1:]
+    n = 1 if s[:1] == "-" else 0
+    while n < len(s) and s[n].isdigit():
+        n += 1
+    digits = s[:n]
+    return int(digits) if digits not in ("", "-") else previous
+
+
+class ToyTeacher:
+    """Exact teacher; same interface as a model backend (see the module docstring)."""
+
+    def __init__(self, tokenizer, p_direct: float = 0.5, floor: float = 1e-6,
+                 style_override: str | None = None):
+        if style_override is not None:
+            if style_override not in _STYLE_P_DIRECT:
+                raise ValueError(
+                    f"style_override must be 'direct', 'decomposed' or None, got {style_override!r}")
+            p_direct = _STYLE_P_DIRECT[style_override]
+        if not 0.0 <= p_direct <= 1.0:
+            raise ValueError(f"p_direct must be in [0, 1], got {p_direct}")
+        self.tokenizer = tokenizer
+        self.p_direct = float(p_direct)
+        self.style_override = style_override
+        self.vocab_size = V = len(tokenizer)
+        self.floor = float(floor)
+        assert floor >= 0 and V * floor < 1, f"need 0 <= V*floor < 1, got V={V}, floor={floor}"
+        vocab = tokenizer.get_vocab()
+        special = set(tokenizer.all_special_ids)
+        missing = [c for c in WORLD_CHARS if c not in vocab]
+        if missing:
+            raise ValueError(f"tokenizer lacks the toy-world characters {missing!r}")
+        self.char_id = {c: vocab[c] for c in WORLD_CHARS}
+        self.eos_id = tokenizer.eos_token_id
+        self.bos_id = tokenizer.bos_token_id
+        self.pad_id = tokenizer.pad_token_id
+        self.semi_id = self.char_id[";"]
+        id_tok = {i: tok for tok, i in vocab.items()}
+        # decoding for `text` (special tokens skipped) and for prefix parsing (specials kept visible)
+        self._decode_chars = ["" if i in special else id_tok.get(i, "") for i in range(V)]
+        self._parse_chars = [id_tok.get(i, "\0") for i in range(V)]
+        self._onehot = [((i, 1.0),) for i in range(V)]
+        self._rows: dict[tuple, _Row] = {}
+        self._step_candidates = lru_cache(maxsize=200_000)(self._step_candidates_uncached)
+        self._answer_candidates = lru_cache(maxsize=20_000)(self._answer_candidates_uncached)
+
+    # ------------------------------------------------------------------ building blocks
+    def _ids(self, text: str) -> tuple[int, ...]:
+        return tuple(self.char_id[c] for c in text)
+
+    def _text(self, ids) -> str:
+        return "".join(self._parse_chars[i] if 0 <= i < self.vocab_size else "\0" for i in ids)
+
+    def _step_candidates_uncached(self, value: int, op: str, x: int) -> list:
+        result = apply_op(value, op, x)
+        direct = render_step(value, op, x, "direct") + ";"
+        decomposed = render_step(value, op, x, "decomposed") + ";"
+        if direct == decomposed:
+            return [(self._ids(direct), 1.0, result)]
+        return [(self._ids(direct), self.p_direct, result),
+                (self._ids(decomposed), 1.0 - self.p_direct, result)]
+
+    def _answer_candidates_uncached(self, answer) -> list:
+        return [(self._ids(boxed(answer)) + (self.eos_id,), 1.0, None)]
+
+    def parse(self, prompt_ids) -> dict:
+        """Problem of a prompt given as token ids (leading pads and one ``<bos>`` skipped)."""
+        ids = list(prompt_ids)
+        i = 0
+        while i < len(ids) and ids[i] == self.pad_id:
+            i += 1
+        if i < len(ids) and ids[i] == self.bos_id:
+            i += 1
+        text = "".join(self._parse_chars[t] if 0 <= t < self.vocab_size else "\0" for t in ids[i:])
+        return parse_prompt(text)  # ValueError naming the prompt text
+
+    def state(self, prompt_ids) -> TeacherState:
+        """A fresh state at the start of the completion of ``prompt_ids``."""
+        return TeacherState(self, self.parse(prompt_ids))
+
+    def _row(self, key: tuple, temperature: float = 1.0, top_p: float = 1.0, k: int = 0) -> _Row:
+        ck = (key, temperature, top_p, k)
+        row = self._rows.get(ck)
+        if row is None:
+            p = np.full(self.vocab_size, self.floor, dtype=np.float64)
+            scale = 1.0 - self.vocab_size * self.floor
+            for tok, q in key:
+                p[tok] += scale * q
+            logp = process_logits(torch.from_numpy(np.log(p)), temperature, top_p).numpy()
+            row = self._rows[ck] = _Row(logp, k)
+        return row
+
+    def full_distribution(self, key_or_sparse, temperature: float = 1.0) -> np.ndarray:
+        """Floored (and tempered) probabilities over the whole vocabulary, float32 ``[V]``."""
+        key = key_or_sparse if isinstance(key_or_sparse, tuple) else tuple(sorted(key_or_sparse.items()))
+        return np.exp(self._row(key, temperature).logp)
+
+    # ------------------------------------------------------------------ model interface
+    def next_token_logprobs(self, prompt_ids, completion_ids, temperature: float = 1.0) -> torch.Tensor:
+        """``[T+1, V]`` float32: row t = log p(. | prompt, completion[:t]); the last row follows the
+        whole completion. ``temperature`` gives the tempered distribution ∝ p^(1/τ) (floor included)."""
+        st = self.state(prompt_ids)
+        rows = []
+        for tok in completion_ids:
+            rows.append(self._row(st.key(), temperature).logp)
+            st.advance(int(tok))
+        rows.append(self._row(st.key(), temperature).logp)
+        return torch.from_numpy(np.stack(rows))
+
+    def score(self, prompt_ids, completion_ids, temperature: float = 1.0) -> list[float]:
+        """Log-prob of each completion token given its prefix (``next_token_logprobs`` gathered)."""
+        st = self.state(prompt_ids)
+        out = []
+        for tok in completion_ids:
+            tok = int(tok)
+            out.append(self._row(st.key(), temperature).logp_list[tok])
+            st.advance(tok)
+        return out
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams, progress: bool = False) -> list[Generation]:
+        """``params.n`` samples per prompt, in prompt order, from ``numpy.random.Generator(seed)``.
+
+        Greedy (temperature 0) takes the argmax, ties to the lowest token id (so with p_direct=0.5
+        the greedy style of a step depends on the digits: use ``style_override`` for a pure style).
+        """
+        rng = np.random.default_rng(params.seed)
+        temp, top_p, k = float(params.temperature), float(params.top_p), params.top_k_logprobs
+        greedy, eos, V = params.greedy, self.eos_id, self.vocab_size
+        rows, decode = self._rows, self._decode_chars
+        uniforms, ui = rng.random(4096), 0
+        out = []
+        for pi, prompt in enumerate(prompts):
+            prompt = [int(t) for t in prompt]
+            problem = self.parse(prompt)
+            for _ in range(params.n):
+                st = TeacherState(self, problem)
+                ids, lps = [], []
+                tk_ids, tk_lps = ([], []) if k else (None, None)
+                finish = "length"
+                for _ in range(params.max_new_tokens):
+                    key = st.key()
+                    row = rows.get((key, temp, top_p, k)) or self._row(key, temp, top_p, k)
+                    if greedy:
+                        tok = row.argmax
+                    else:
+                        if ui == len(uniforms):
+                            uniforms, ui = rng.random(4096), 0
+                        tok = min(bisect.bisect_right(row.cdf, uniforms[ui] * row.total), V - 1)
+                        ui += 1
+                    ids.append(tok)
+                    lps.append(row.logp_list[tok])
+                    if k:
+                        tk_ids.append(list(row.topk[0]))
+                        tk_lps.append(list(row.topk[1]))
+                    if tok == eos:
+                        finish = "stop"
+                        break
+                    st.advance(tok)
+                out.append(Generation(
+                    prompt_index=pi, prompt_ids=list(prompt), token_ids=ids,
+                    text="".join(decode[t] for t in ids), logprobs=lps, finish_reason=finish,
+                    topk_ids=tk_ids, topk_logprobs=tk_lps))
+        return out

@@ -1,0 +1,368 @@
+"""The synthetic chain-arithmetic world (DESIGN §5): problems, the two step styles, splits, analysis.
+
+A problem is a start value and k left-to-right operations, shown as ``Q:47+38*6-91\\nA:``; its
+solution writes one step per operation, each ``;``-terminated, then ``\\boxed{answer}``:
+``47+38=85;85*6=510;510-91=419;\\boxed{419}``. Every step can be written in two styles:
+
+- *direct* ``85*6=510``: one ``=``, the whole result in one go (hard for a small student);
+- *decomposed* ``85*6=80*6+5*6=480+30=510``, ``47+38=47+30+8=77+8=85``, ``85-38=85-30-8=55-8=47``:
+  place-value parts, each sub-result easy (the student's learnable native style). When there is
+  nothing to split (a one-digit-place operand such as ``+40``, or ``*`` on a number with a single
+  non-zero part such as 80) the decomposed step *is* the direct one.
+
+A second skill, string reversal (``Q:rev 3817\\nA:`` -> ``\\boxed{7183}``), measures retention.
+
+Splits are generated evaluation-first, each from its own ``random.Random`` seeded with
+``"<seed>:<split>"``, so resizing one split never changes the problems of another evaluation split;
+the training splits (``train``, ``pretrain``) are drawn afterwards and exclude every problem already
+used, so no question string is in two splits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import tempfile
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+MAX_VALUE = 999
+STYLES = ("direct", "decomposed")
+
+
+# --------------------------------------------------------------------------- configuration
+@dataclass
+class WorldConfig:
+    """Every size, range and seed of the world. Ranges are inclusive ``(lo, hi)`` pairs."""
+
+    seed: int = 0
+    start_range: tuple[int, int] = (10, 99)
+    add_range: tuple[int, int] = (10, 99)  # operand of + and -
+    mul_range: tuple[int, int] = (2, 9)  # operand of *
+    max_value: int = MAX_VALUE  # every intermediate value stays in [0, max_value]
+    train_k: tuple[int, int] = (1, 5)
+    n_train: int = 4000
+    validation_k: tuple[int, int] = (1, 5)
+    n_validation: int = 200
+    id_k: tuple[int, int] = (1, 3)
+    n_id: int = 300
+    long_k: tuple[int, int] = (4, 5)
+    n_long: int = 300
+    n_retention: int = 200
+    reverse_len: tuple[int, int] = (3, 6)
+    pretrain_k: tuple[int, int] = (1, 5)
+    n_pretrain: int = 6000  # decomposed-only arithmetic traces for the base student
+    n_pretrain_reversal: int = 2000  # reversal examples in the same `pretrain` split
+    extrapolate_k: tuple[int, int] = (6, 7)
+    n_extrapolate: int = 0  # off by default: k beyond training measures extrapolation only
+
+    def __post_init__(self):
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name.endswith(("_k", "_range", "_len")):
+                v = tuple(int(x) for x in v)
+                if len(v) != 2 or v[0] > v[1]:
+                    raise ValueError(f"WorldConfig.{f.name} must be an inclusive (lo, hi), got {v}")
+                setattr(self, f.name, v)
+            elif f.name.startswith("n_") and int(v) < 0:
+                raise ValueError(f"WorldConfig.{f.name} must be >= 0, got {v}")
+        if self.reverse_len[0] < 1:
+            raise ValueError("WorldConfig.reverse_len must start at >= 1")
+        # `long` measures compounding errors inside the trained range, not length extrapolation.
+        if not (self.train_k[0] <= self.long_k[0] and self.long_k[1] <= self.train_k[1]):
+            raise ValueError(f"long_k {self.long_k} must lie inside train_k {self.train_k}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> WorldConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown world config key(s): {', '.join(unknown)}")
+        return cls(**d)
+
+
+# --------------------------------------------------------------------------- rendering
+def apply_op(value: int, op: str, operand: int) -> int:
+    if op == "+":
+        return value + operand
+    if op == "-":
+        return value - operand
+    if op == "*":
+        return value * operand
+    raise ValueError(f"unknown op {op!r}")
+
+
+def place_parts(a: int) -> list[int]:
+    """Non-zero place-value parts of a non-negative integer: 123 -> [100, 20, 3], 80 -> [80]."""
+    s = str(a)
+    return [int(d) * 10 ** (len(s) - 1 - i) for i, d in enumerate(s) if d != "0"]
+
+
+def render_step(value: int, op: str, operand: int, style: str) -> str:
+    """One step, without its ``;``. ``style`` is ``direct`` or ``decomposed``."""
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {STYLES}, got {style!r}")
+    result = apply_op(value, op, operand)
+    head = f"{value}{op}{operand}="
+    if style == "direct":
+        return f"{head}{result}"
+    if op in "+-":
+        tens, units = operand - operand % 10, operand % 10
+        if units == 0 or tens == 0:
+            return f"{head}{result}"
+        mid = apply_op(value, op, tens)
+        return f"{head}{value}{op}{tens}{op}{units}={mid}{op}{units}={result}"
+    parts = place_parts(value) if value > 0 else []
+    if len(parts) < 2:  # nothing to split (negative values only arise from a wrong prefix)
+        return f"{head}{result}"
+    products = "+".join(f"{p}*{operand}" for p in parts)
+    sums = "+".join(str(p * operand) for p in parts)
+    return f"{head}{products}={sums}={result}"
+
+
+def format_prompt(start: int, ops) -> str:
+    return "Q:" + str(start) + "".join(f"{op}{x}" for op, x in ops) + "\nA:"
+
+
+def format_reverse_prompt(digits: str) -> str:
+    return f"Q:rev {digits}\nA:"
+
+
+def boxed(answer) -> str:
+    return "\\boxed{" + str(answer) + "}"
+
+
+def step_values(start: int, ops) -> list[int]:
+    """Running values: ``[start, after op 1, ..., after op k]``."""
+    values = [start]
+    for op, x in ops:
+        values.append(apply_op(values[-1], op, x))
+    return values
+
+
+def solve(problem: dict) -> str:
+    """Gold answer (as the string inside ``\\boxed{}``) of a record or ``parse_prompt`` result."""
+    if problem["task"] == "reverse":
+        digits = problem.get("digits") or parse_prompt(problem["question"])["digits"]
+        return digits[::-1]
+    return str(step_values(problem["start"], problem["ops"])[-1])
+
+
+def render_completion(problem: dict, styles) -> str:
+    """Full completion text (no eos). ``styles``: one style for every step, or one per step."""
+    if problem["task"] == "reverse":
+        return boxed(solve(problem))
+    ops = problem["ops"]
+    if isinstance(styles, str):
+        styles = [styles] * len(ops)
+    if len(styles) != len(ops):
+        raise ValueError(f"{len(styles)} styles for {len(ops)} steps")
+    values = step_values(problem["start"], ops)
+    steps = [render_step(v, op, x, s) + ";" for v, (op, x), s in zip(values, ops, styles)]
+    return "".join(steps) + boxed(values[-1])
+
+
+_ARITH_PROMPT = re.compile(r"Q:(\d+)((?:[+\-*]\d+)*)\nA:")
+_REV_PROMPT = re.compile(r"Q:rev (\d+)\nA:")
+_OP_TERM = re.compile(r"([+\-*])(\d+)")
+
+
+def parse_prompt(text: str) -> dict:
+    """``{task, start, ops}`` or ``{task: 'reverse', digits}``; ValueError naming the text."""
+    m = _ARITH_PROMPT.fullmatch(text)
+    if m:
+        ops = [[op, int(x)] for op, x in _OP_TERM.findall(m.group(2))]
+        return {"task": "arith", "start": int(m.group(1)), "ops": ops}
+    m = _REV_PROMPT.fullmatch(text)
+    if m:
+        return {"task": "reverse", "digits": m.group(1)}
+    raise ValueError(f"not a toy-world prompt: {text!r}")
+
+
+# --------------------------------------------------------------------------- sampling problems
+def _feasible_ops(value: int, cfg: WorldConfig) -> list[tuple[str, int, int]]:
+    """(op, lo, hi) for every op that keeps the result in [0, max_value] with some operand."""
+    a_lo, a_hi = cfg.add_range
+    m_lo, m_hi = cfg.mul_range
+    out = []
+    if value + a_lo <= cfg.max_value:
+        out.append(("+", a_lo, min(a_hi, cfg.max_value - value)))
+    if value - a_lo >= 0:
+        out.append(("-", a_lo, min(a_hi, value)))
+    if value * m_lo <= cfg.max_value:
+        out.append(("*", m_lo, min(m_hi, cfg.max_value // value) if value else m_hi))
+    return out
+
+
+def _sample_arith(rng: random.Random, cfg: WorldConfig, k_range: tuple[int, int]) -> dict:
+    k = rng.randint(*k_range)
+    value = start = rng.randint(*cfg.start_range)
+    ops = []
+    for _ in range(k):
+        feasible = _feasible_ops(value, cfg)
+        if not feasible:
+            raise ValueError(f"no feasible operation from value {value}: check WorldConfig ranges")
+        op, lo, hi = rng.choice(feasible)
+        x = rng.randint(lo, hi)
+        ops.append([op, x])
+        value = apply_op(value, op, x)
+    return {"task": "arith", "start": start, "ops": ops}
+
+
+def _sample_reverse(rng: random.Random, cfg: WorldConfig) -> dict:
+    n = rng.randint(*cfg.reverse_len)
+    return {"task": "reverse", "digits": "".join(rng.choice("123456789") for _ in range(n))}
+
+
+def _record(split: str, i: int, p: dict) -> dict:
+    if p["task"] == "reverse":
+        gold = p["digits"][::-1]
+        return {"id": f"{split}-{i:05d}", "task": "reverse", "question": format_reverse_prompt(p["digits"]),
+                "gold": gold, "k": 0, "start": None, "ops": [],
+                "completion_direct": boxed(gold), "completion_decomposed": boxed(gold)}
+    return {"id": f"{split}-{i:05d}", "task": "arith", "question": format_prompt(p["start"], p["ops"]),
+            "gold": solve(p), "k": len(p["ops"]), "start": p["start"], "ops": p["ops"],
+            "completion_direct": render_completion(p, "direct"),
+            "completion_decomposed": render_completion(p, "decomposed")}
+
+
+def _draw(split: str, n: int, sampler, used: set[str], rng: random.Random) -> list[dict]:
+    """``n`` distinct problems whose question is not in ``used`` (``used`` is updated)."""
+    out: list[dict] = []
+    attempts = 0
+    while len(out) < n:
+        attempts += 1
+        if attempts > 50 * n + 1000:
+            raise ValueError(f"split {split!r}: cannot find {n} distinct unused problems; "
+                             "the problem space is too small for the requested sizes")
+        rec = _record(split, len(out), sampler(rng))
+        if rec["question"] not in used:
+            used.add(rec["question"])
+            out.append(rec)
+    return out
+
+
+def build_world(cfg: WorldConfig | None = None) -> dict[str, list[dict]]:
+    """All splits as ``{split: [record, ...]}``; deterministic given ``cfg``."""
+    cfg = cfg or WorldConfig()
+    used: set[str] = set()
+
+    def rng(split):
+        return random.Random(f"{cfg.seed}:{split}")
+
+    def arith(k_range):
+        return lambda r: _sample_arith(r, cfg, k_range)
+
+    def reverse(r):
+        return _sample_reverse(r, cfg)
+
+    # evaluation splits first, so their problems are fixed whatever the training sizes are
+    eval_splits = [("validation", cfg.n_validation, arith(cfg.validation_k)),
+                   ("id", cfg.n_id, arith(cfg.id_k)),
+                   ("long", cfg.n_long, arith(cfg.long_k)),
+                   ("retention", cfg.n_retention, reverse)]
+    if cfg.n_extrapolate:
+        eval_splits.append(("extrapolate", cfg.n_extrapolate, arith(cfg.extrapolate_k)))
+    world = {name: _draw(name, n, sampler, used, rng(name)) for name, n, sampler in eval_splits}
+    world["train"] = _draw("train", cfg.n_train, arith(cfg.train_k), used, rng("train"))
+    r = rng("pretrain")
+    pre = _draw("pretrain", cfg.n_pretrain, arith(cfg.pretrain_k), used, r)
+    pre_rev = _draw("pretrain", cfg.n_pretrain_reversal, reverse, used, r)
+    for i, rec in enumerate(pre_rev, start=len(pre)):
+        rec["id"] = f"pretrain-{i:05d}"
+    world["pretrain"] = pre + pre_rev
+    return world
+
+
+def write_world(cfg: WorldConfig | None, out_dir: str | os.PathLike) -> dict[str, Path]:
+    """Write ``<split>.jsonl`` per split atomically (temp file + ``os.replace``); returns the paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for split, records in build_world(cfg).items():
+        path = out / f"{split}.jsonl"
+        fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{split}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                for rec in records:
+                    f.write(json.dumps(rec) + "\n")
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        paths[split] = path
+    return paths
+
+
+def config_dict(cfg: WorldConfig) -> dict:
+    """JSON-friendly dict of the config (tuples become lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
+
+
+# --------------------------------------------------------------------------- analysis
+@dataclass(frozen=True)
+class StepRecord:
+    """One step of a generated completion.
+
+    ``style``: ``direct`` (exactly one ``=``), ``decomposed`` (more) or ``none`` (no ``=``).
+    ``well_formed``: ``a<op>b=...=r`` with integers, the middle terms sums/products of integers.
+    ``correct``: *locally* correct: well formed, its ``<op>b`` is the problem's operation at this
+    position, and ``r`` equals its own stated ``a <op> b`` (a wrong ``a`` copied from a wrong earlier
+    step does not make this step wrong: the error is charged to the step that made it).
+    ``terminated``: the step ended with ``;`` (False for a trailing fragment, e.g. a truncation).
+    """
+
+    index: int
+    text: str
+    style: str
+    well_formed: bool
+    correct: bool
+    terminated: bool = True
+
+    @property
+    def malformed(self) -> bool:
+        return not self.well_formed
+
+
+_NUM = r"-?\d+"
+_HEAD = re.compile(rf"({_NUM})([+\-*])(\d+)")
+_EXPR = re.compile(rf"{_NUM}(?:[+\-*]{_NUM})*")
+
+
+def _analyze_step(index: int, text: str, problem_ops, terminated: bool) -> StepRecord:
+    parts = text.split("=")
+    n_eq = len(parts) - 1
+    style = "none" if n_eq == 0 else "direct" if n_eq == 1 else "decomposed"
+    head = _HEAD.fullmatch(parts[0]) if n_eq else None
+    well_formed = (
+        terminated and head is not None and re.fullmatch(_NUM, parts[-1]) is not None
+        and all(_EXPR.fullmatch(p) for p in parts[1:-1])
+    )
+    correct = False
+    if well_formed and index < len(problem_ops):
+        a, op, b = int(head.group(1)), head.group(2), int(head.group(3))
+        exp_op, exp_b = problem_ops[index]
+        correct = op == exp_op and b == exp_b and int(parts[-1]) == apply_op(a, op, b)
+    return StepRecord(index, text, style, bool(well_formed), correct, terminated)
+
+
+def analyze_completion(record: dict, completion_text: str) -> list[StepRecord]:
+    """Parse a generated completion into steps (no grading of the final answer here).
+
+    Steps are the ``;``-separated segments before the ``\\boxed{`` answer; a non-empty trailing
+    fragment that is not an answer (a truncated step) is returned as a malformed, unterminated step.
+    Reversal records have no steps.
+    """
+    if record["task"] == "reverse":
+        return []
+    ops = record["ops"]
+    segments = completion_text.split(";")
+    steps = []
+    for i, seg in enumerate(segments):
+        last = i == len(segments) - 1
+        if seg.startswith("\\boxed") or (last and seg == ""):
+            break
+        steps.append(_analyze_step(len(steps), seg, ops, terminated=not last))
+    return steps
