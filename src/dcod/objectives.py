@@ -1,0 +1,301 @@
+"""Pure loss functions over tensors: SFT, offline top-k KD, DFT, GKD's generalised JSD, DCOD weights.
+
+Conventions (docs/architecture.md): every per-token tensor is ``[B, T]`` aligned with the prediction
+targets (``logits[:, :-1]`` predict ``input_ids[:, 1:]``), ``mask`` is the bool ``loss_mask``. Losses
+are per token and unreduced; the trainer reduces ``sum(weight * loss * mask) / N`` with ``N`` the
+number of supervised tokens in the whole optimiser batch. Nothing here touches a model or a config.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+GRANULARITIES = ("prefix", "sequence")
+REFERENCES = ("teacher", "initial_student", "none")
+
+
+# ----------------------------------------------------------------------------- token losses
+
+
+def target_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p_θ(y_t | y_<t) = z_{y_t} − logsumexp(z), in float32. logits [B,T,V], targets [B,T] → [B,T].
+
+    gather − logsumexp instead of log_softmax + gather: autograd then keeps no [B,T,V] output copy.
+    """
+    logits = logits.float()
+    picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return picked - torch.logsumexp(logits, dim=-1)
+
+
+def nll_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """SFT / SeqKD: ℓ_t = −log p_θ(y_t | y_<t). logits [B,T,V], targets [B,T] → [B,T], unreduced."""
+    return -target_logprobs(logits, targets)
+
+
+def dft_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Dynamic fine-tuning (Wu et al. 2025): ℓ_t = −sg(p_θ(y_t)) · log p_θ(y_t).
+
+    logits [B,T,V], targets [B,T] → [B,T]: the NLL gradient scaled by the detached token probability.
+    """
+    logprobs = target_logprobs(logits, targets)
+    return -logprobs.detach().exp() * logprobs
+
+
+def _log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """log(1 − eˣ) for x ≤ 0, accurate at both ends (Mächler 2012: expm1 near 0, log1p far from it)."""
+    return torch.where(x > -math.log(2.0), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+def kd_topk_loss(
+    logits: torch.Tensor, topk_ids: torch.Tensor, topk_logprobs: torch.Tensor
+) -> torch.Tensor:
+    """Offline token KD: forward KL(q_T ‖ p_θ) over the teacher's top-k tokens plus one tail bucket.
+
+        ℓ_t = Σ_{k≤K} q_k (log q_k − log p_k) + q_tail (log q_tail − log p_tail),
+        q_tail = max(0, 1 − Σ_k q_k),  p_tail = 1 − Σ_k p_θ(topk_ids_k)
+
+    logits [B,T,V], topk_ids [B,T,K] (distinct ids), topk_logprobs [B,T,K] (teacher) → [B,T].
+    Terms with q = 0 contribute exactly 0 (0·log 0 = 0), so a one-hot teacher gives the NLL and
+    K = V gives the exact forward KL. The tails are computed in float64 as log(1 − exp(logsumexp))
+    on the K-sized tensors only, so no second [B,T,V] buffer is needed (V is 151k for Qwen); the
+    student tail is floored at float32 eps, below which the float32 log-softmax cannot resolve it.
+    """
+    logits = logits.float()
+    student_topk = logits.gather(-1, topk_ids) - torch.logsumexp(logits, dim=-1, keepdim=True)
+    teacher_topk = topk_logprobs.detach().double()
+    student_topk = student_topk.double()
+
+    teacher_tail_log = _log1mexp(torch.logsumexp(teacher_topk, -1).clamp(max=0.0))  # -inf if no tail
+    eps = torch.finfo(torch.float32).eps
+    student_tail_log = _log1mexp(torch.logsumexp(student_topk, -1).clamp(max=math.log1p(-eps)))
+
+    teacher_log = torch.cat([teacher_topk, teacher_tail_log.unsqueeze(-1)], dim=-1)  # [B,T,K+1]
+    student_log = torch.cat([student_topk, student_tail_log.unsqueeze(-1)], dim=-1)
+    # A where() on the *inputs* as well as the output: a -inf in the unselected branch would
+    # otherwise turn into a NaN gradient.
+    has_mass = teacher_log > -math.inf
+    safe_teacher_log = torch.where(has_mass, teacher_log, torch.zeros_like(teacher_log))
+    terms = safe_teacher_log.exp() * (safe_teacher_log - student_log)
+    terms = torch.where(has_mass, terms, torch.zeros_like(terms))
+    return terms.sum(-1).float()
+
+
+def generalized_jsd(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    beta: float,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """GKD's generalised JSD (Agarwal et al. 2024, Eq. 1), per token, summed over the vocabulary.
+
+        m = β p_T + (1 − β) p_S,   JSD_β = β KL(p_T ‖ m) + (1 − β) KL(p_S ‖ m)
+        β = 0 → KL(p_T ‖ p_S) (forward KL),  β = 1 → KL(p_S ‖ p_T) (reverse KL)
+
+    This is trl's ``generalized_jsd_loss`` (trl 1.16, ``trl.experimental.gkd.GKDTrainer``) before its
+    masking and reduction, including its convention that β = 0 and β = 1 are the KL *endpoints*
+    (the mixture form itself tends to 0 there). Both inputs are divided by ``temperature`` (no T²
+    factor, as in trl). Teacher log-probs are fine as teacher logits: log_softmax is idempotent.
+    student_logits, teacher_logits [B,T,V] → [B,T]; no gradient reaches the teacher.
+    """
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"generalized_jsd: beta must be in [0, 1], got {beta}")
+    student_log = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    teacher_log = F.log_softmax(teacher_logits.detach().float() / temperature, dim=-1)
+    # F.kl_div(input, target) = KL(target ‖ input), hence the swapped argument order.
+    if beta == 0.0:
+        jsd = F.kl_div(student_log, teacher_log, reduction="none", log_target=True)
+    elif beta == 1.0:
+        jsd = F.kl_div(teacher_log, student_log, reduction="none", log_target=True)
+    else:
+        mixture_log = torch.logsumexp(
+            torch.stack([student_log + math.log1p(-beta), teacher_log + math.log(beta)]), dim=0
+        )
+        kl_teacher = F.kl_div(mixture_log, teacher_log, reduction="none", log_target=True)
+        kl_student = F.kl_div(mixture_log, student_log, reduction="none", log_target=True)
+        jsd = beta * kl_teacher + (1.0 - beta) * kl_student
+    return jsd.sum(-1)
+
+
+# ----------------------------------------------------------------------------- DCOD (DESIGN §2)
+
+
+def dcod_log_ratios(
+    student_target_logprobs: torch.Tensor,
+    reference_logprobs: torch.Tensor | None,
+    mask: torch.Tensor,
+    reference: str = "teacher",
+) -> torch.Tensor:
+    """DESIGN §2.1: r_t = sg(log π_θ(y_t | y_<t)) − log π_ref(y_t | y_<t), detached, 0 where masked.
+
+    ``reference``: "teacher" (stored teacher log-prob, π_ref = π_T), "initial_student" (π_ref = π_0),
+    "none" (r_t = log π_θ: student likelihood alone; ``reference_logprobs`` is ignored).
+    All tensors [B,T] → [B,T].
+    """
+    if reference not in REFERENCES:
+        raise ValueError(f"dcod_log_ratios: unknown reference {reference!r}, expected one of {REFERENCES}")
+    ratios = student_target_logprobs.detach().float()
+    if reference != "none":
+        if reference_logprobs is None:
+            raise ValueError(f"dcod_log_ratios: reference={reference!r} needs reference_logprobs")
+        ratios = ratios - reference_logprobs.detach().float()
+    # where(), not multiplication: padding may hold -inf or NaN and 0 · inf is NaN.
+    return torch.where(mask, ratios, torch.zeros_like(ratios))
+
+
+def dcod_scores(
+    log_ratios: torch.Tensor, mask: torch.Tensor, granularity: str, discount: float = 1.0
+) -> torch.Tensor:
+    """DESIGN §2.2: the score of every supervised token. log_ratios, mask [B,T] → [B,T], 0 where masked.
+
+    ``prefix``: with j indexing the supervised tokens of a row (padding and prompt skipped),
+
+        s_j = Σ_{i<j} λ^(j−i) r_i      ⇔   s_0 = 0,  s_j = λ (s_{j−1} + r_{j−1})
+
+    i.e. every earlier ratio is discounted at least once. λ = 1 is exact prefix importance sampling
+    (s_j = log π_θ(y_<j)/π_ref(y_<j)), λ = 0 gives s ≡ 0, i.e. exactly SFT, and 0 < λ < 1 has an
+    effective horizon of about 1/(1−λ) tokens. DESIGN writes λ^(j−1−i), which at λ = 0 would leave
+    s_j = r_{j−1} (a one-step ratio, not SFT) while the design claims "λ = 0 is plain SFT"; the
+    exponent j−i is the continuous reading that makes the claim true (it rescales DESIGN's score by
+    λ, which only moves the useful range of β).
+    ``sequence``: s = mean of r over the row's supervised tokens, the same at each of them
+    (length-normalised log of the geometric-mean ratio). ``discount`` is ignored.
+    """
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"dcod_scores: unknown granularity {granularity!r}, expected {GRANULARITIES}")
+    ratios = torch.where(mask, log_ratios.float(), torch.zeros_like(log_ratios, dtype=torch.float32))
+    if granularity == "sequence":
+        counts = mask.sum(-1, keepdim=True).clamp_min(1)
+        row_mean = ratios.sum(-1, keepdim=True) / counts
+        return torch.where(mask, row_mean.expand_as(ratios), torch.zeros_like(ratios))
+    if not 0.0 <= discount <= 1.0:
+        raise ValueError(f"dcod_scores: discount must be in [0, 1], got {discount}")
+    if discount == 0.0:
+        return torch.zeros_like(ratios)
+    if discount == 1.0:  # exclusive cumulative sum: the masked ratios are 0, so they drop out
+        return torch.where(mask, ratios.cumsum(-1) - ratios, torch.zeros_like(ratios))
+    # O(B·T) scan. The closed form Σ λ^(j−i) r_i = λ^j Σ λ^(−i) r_i overflows for long rows, and a
+    # [T,T] matrix of powers is too big at T ≈ 4k, so loop over positions with vector ops over rows.
+    scores = torch.zeros_like(ratios)
+    carry = torch.zeros_like(ratios[:, 0])
+    for t in range(ratios.shape[1]):
+        scores[:, t] = carry
+        carry = torch.where(mask[:, t], discount * (carry + ratios[:, t]), carry)
+    return torch.where(mask, scores, torch.zeros_like(scores))
+
+
+def ess_fraction(unit_weights: torch.Tensor) -> float:
+    """Normalised effective sample size ESS/N = (Σw)² / (N Σw²) ∈ [1/N, 1] of weights [N]."""
+    weights = unit_weights.detach().double()
+    if weights.numel() == 0:
+        return 1.0
+    return float(weights.sum() ** 2 / (weights.numel() * (weights**2).sum()))
+
+
+def _tempered_ess(shifted_scores: torch.Tensor, beta: float) -> float:
+    """ESS/N of exp(β s) given s − max s ≤ 0: the shift cancels in the ratio and rules out overflow."""
+    return ess_fraction(torch.exp(beta * shifted_scores))
+
+
+def choose_beta(unit_scores: torch.Tensor, ess_target: float, beta_max: float, steps: int = 40) -> float:
+    """DESIGN §2.4: the largest β ∈ [0, β_max] with ESS/N of w = exp(β s) at least ``ess_target``.
+
+    Bisection is valid because ESS/N is non-increasing in β ≥ 0: with E_β the mean under weights
+    ∝ exp(β s), log ESS(β) = 2 log Σe^{βs} − log Σe^{2βs} − log N, so
+    d/dβ log ESS = 2 E_β[s] − 2 E_{2β}[s] ≤ 0, because dE_β[s]/dβ = Var_β[s] ≥ 0 and 2β ≥ β.
+    Returns β_max if it meets the target, and 0 when the scores are all equal (β is then moot).
+    The bisection keeps ``lo`` feasible (ESS(0) = 1), so the answer always meets the target.
+    """
+    if not 0.0 < ess_target <= 1.0:
+        raise ValueError(f"choose_beta: ess_target must be in (0, 1], got {ess_target}")
+    if beta_max < 0:
+        raise ValueError(f"choose_beta: beta_max must be >= 0, got {beta_max}")
+    scores = unit_scores.detach().double().flatten()
+    if scores.numel() < 2 or bool((scores == scores[0]).all()):
+        return 0.0
+    shifted = scores - scores.max()
+    if _tempered_ess(shifted, beta_max) >= ess_target:
+        return float(beta_max)
+    lo, hi = 0.0, float(beta_max)
+    for _ in range(steps):
+        mid = 0.5 * (lo + hi)
+        if _tempered_ess(shifted, mid) >= ess_target:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+@torch.no_grad()
+def dcod_weights(
+    scores: torch.Tensor,
+    mask: torch.Tensor,
+    granularity: str,
+    beta: float | None = None,
+    ess_target: float = 0.5,
+    beta_max: float = 50.0,
+    clip: float | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """DESIGN §2.3–2.4: detached per-token weights [B,T] (0 where masked) and their diagnostics.
+
+    Units carry one weight each: supervised tokens (``prefix``) or rows (``sequence``, every token
+    of a row carries the row's weight); N = number of units. Then
+        w_u = exp(β (s_u − max s)),  β given or ``choose_beta`` (``beta=None``),
+        w ← w / mean_tokens(w)   (mean over all *supervised tokens* = 1, so the loss scale is SFT's),
+        w ← min(w, C), then w ← w / mean_tokens(w) once more (``clip=None``: no truncation).
+    Call it on the WHOLE optimiser batch (micro-batches concatenated, ranks gathered): it normalises
+    over everything it is given. Diagnostics: beta, ess_fraction (of the final unit weights),
+    clip_fraction (units truncated), weight_entropy (H(w/Σw)/log N, 1 = uniform), max_weight,
+    mean_score (mean over units).
+    """
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"dcod_weights: unknown granularity {granularity!r}, expected {GRANULARITIES}")
+    if clip is not None and clip <= 0:
+        raise ValueError(f"dcod_weights: clip must be > 0 or None, got {clip}")
+    mask = mask.bool()
+    if granularity == "prefix":
+        unit_scores = scores[mask].double()
+        tokens_per_unit = torch.ones_like(unit_scores)
+    else:
+        rows = mask.any(-1)
+        first = mask.float().argmax(-1)  # every supervised token of a row holds the same score
+        unit_scores = scores.gather(-1, first.unsqueeze(-1)).squeeze(-1)[rows].double()
+        tokens_per_unit = mask.sum(-1)[rows].double()
+    if unit_scores.numel() == 0:
+        empty = dict(beta=0.0, ess_fraction=1.0, clip_fraction=0.0, weight_entropy=1.0, max_weight=0.0)
+        return torch.zeros_like(scores, dtype=torch.float32), {**empty, "mean_score": 0.0}
+    if not bool(torch.isfinite(unit_scores).all()):
+        raise ValueError("dcod_weights: non-finite DCOD score on a supervised token (NaN or inf log-prob?)")
+
+    if beta is None:
+        beta = choose_beta(unit_scores, ess_target, beta_max)
+    n_tokens = tokens_per_unit.sum()
+    unit_weights = torch.exp(beta * (unit_scores - unit_scores.max()))  # β = 0 → exactly 1
+    unit_weights = unit_weights * n_tokens / (unit_weights * tokens_per_unit).sum()
+    clipped = unit_weights > clip if clip is not None else torch.zeros_like(unit_weights, dtype=torch.bool)
+    if clip is not None:
+        unit_weights = unit_weights.clamp(max=clip)
+        unit_weights = unit_weights * n_tokens / (unit_weights * tokens_per_unit).sum()
+
+    weights = torch.zeros_like(scores, dtype=torch.float64)
+    if granularity == "prefix":
+        weights[mask] = unit_weights
+    else:
+        row_weights = torch.zeros(mask.shape[0], dtype=torch.float64, device=mask.device)
+        row_weights[rows] = unit_weights
+        weights = torch.where(mask, row_weights.unsqueeze(-1), weights)
+
+    n_units = unit_weights.numel()
+    probs = unit_weights / unit_weights.sum()
+    entropy = float(-(probs * probs.clamp_min(1e-300).log()).sum())
+    diagnostics = {
+        "beta": float(beta),
+        "ess_fraction": ess_fraction(unit_weights),
+        "clip_fraction": float(clipped.double().mean()),
+        "weight_entropy": entropy / math.log(n_units) if n_units > 1 else 1.0,
+        "max_weight": float(unit_weights.max()),
+        "mean_score": float(unit_scores.mean()),
+    }
+    return weights.float(), diagnostics
