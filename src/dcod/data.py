@@ -1,0 +1,108 @@
+"""Training examples and batches.
+
+An example is a dict of lists: ``prompt_ids``, ``completion_ids`` (eos included) and, for offline
+teacher traces, ``teacher_logprobs`` (one per completion token) and optionally ``topk_ids`` /
+``topk_logprobs`` (``[len(completion), K]``). ``collate`` turns a list of examples into the shifted
+per-target tensors described in docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+
+def collate(examples: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    lengths = [len(e["prompt_ids"]) + len(e["completion_ids"]) for e in examples]
+    width = max(lengths)
+    batch = len(examples)
+    input_ids = torch.full((batch, width), pad_id, dtype=torch.long)
+    attention = torch.zeros((batch, width), dtype=torch.long)
+    loss_mask = torch.zeros((batch, width - 1), dtype=torch.bool)
+    has_teacher = all(e.get("teacher_logprobs") is not None for e in examples)
+    has_topk = all(e.get("topk_ids") is not None for e in examples)
+    teacher = torch.zeros((batch, width - 1)) if has_teacher else None
+    if has_topk:
+        k = len(examples[0]["topk_ids"][0])
+        topk_ids = torch.zeros((batch, width - 1, k), dtype=torch.long)
+        topk_lps = torch.full((batch, width - 1, k), -1e4)
+    for row, example in enumerate(examples):
+        prompt, completion = example["prompt_ids"], example["completion_ids"]
+        sequence = list(prompt) + list(completion)
+        input_ids[row, : len(sequence)] = torch.tensor(sequence)
+        attention[row, : len(sequence)] = 1
+        # target position t predicts sequence[t + 1]; completion token j sits at target len(prompt)-1+j
+        start, stop = len(prompt) - 1, len(prompt) - 1 + len(completion)
+        loss_mask[row, start:stop] = True
+        if has_teacher:
+            teacher[row, start:stop] = torch.as_tensor(np.asarray(example["teacher_logprobs"], dtype=np.float32))
+        if has_topk:
+            topk_ids[row, start:stop] = torch.as_tensor(np.stack(example["topk_ids"]).astype(np.int64))
+            topk_lps[row, start:stop] = torch.as_tensor(np.stack(example["topk_logprobs"]).astype(np.float32))
+    out = {"input_ids": input_ids, "attention_mask": attention, "loss_mask": loss_mask,
+           "targets": input_ids[:, 1:].clone()}
+    if has_teacher:
+        out["teacher_logprobs"] = teacher
+    if has_topk:
+        out["teacher_topk_ids"] = topk_ids
+        out["teacher_topk_logprobs"] = topk_lps
+    return out
+
+
+def load_traces(path) -> list[dict]:
+    """Read a traces parquet into examples, checking that token ids are plain lists of ints."""
+    frame = pd.read_parquet(path)
+    if frame.empty:
+        raise ValueError(f"{path}: no traces (empty file)")
+    required = {"prompt_ids", "completion_ids", "teacher_logprobs"}
+    missing = required - set(frame.columns)
+    if missing:
+        raise ValueError(f"{path}: missing columns {sorted(missing)}")
+    examples = []
+    for record in frame.to_dict("records"):
+        example = {"prompt_ids": [int(t) for t in record["prompt_ids"]],
+                   "completion_ids": [int(t) for t in record["completion_ids"]],
+                   "teacher_logprobs": np.asarray(record["teacher_logprobs"], dtype=np.float32)}
+        if "topk_ids" in record and record["topk_ids"] is not None and len(record["topk_ids"]):
+            example["topk_ids"] = [np.asarray(v) for v in record["topk_ids"]]
+            example["topk_logprobs"] = [np.asarray(v) for v in record["topk_logprobs"]]
+        for key in ("id", "question", "gold"):
+            if key in record:
+                example[key] = record[key]
+        examples.append(example)
+    return examples
+
+
+def check_vocab(examples: list[dict], vocab_size: int, source: str) -> None:
+    """Token ids beyond the vocabulary would index garbage embeddings: refuse them by example index."""
+    for index, example in enumerate(examples):
+        ids = list(example["prompt_ids"]) + list(example["completion_ids"])
+        bad = [t for t in ids if not 0 <= t < vocab_size]
+        if bad:
+            raise ValueError(f"{source}: example {index} has token ids {bad[:5]} outside the vocabulary "
+                             f"(size {vocab_size})")
+
+
+class EpochSampler:
+    """Deterministic batches: step ``s`` of seed ``seed`` always sees the same examples.
+
+    The order is a function of (seed, epoch) only, so a resumed run draws exactly the batches the
+    uninterrupted run would have drawn, with no sampler state in the checkpoint.
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int):
+        if size < 1:
+            raise ValueError("cannot sample batches from an empty dataset")
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+
+    def indices(self, step: int) -> list[int]:
+        out = []
+        position = step * self.batch_size
+        while len(out) < self.batch_size:
+            epoch, offset = divmod(position, self.size)
+            order = np.random.default_rng([self.seed, epoch]).permutation(self.size)
+            take = min(self.batch_size - len(out), self.size - offset)
+            out.extend(order[offset: offset + take].tolist())
+            position += take
+        return out

@@ -1,0 +1,169 @@
+"""Generation backends behind one interface.
+
+Every backend (the HF one here, vLLM in ``generation_vllm``, and the exact toy teacher in
+``dcod.toy.teacher``) takes prompts as token-id lists and returns one ``Generation`` per sample with
+the sampled token ids, the decoded text and the log-probability of every sampled token *under the
+distribution it was sampled from* (temperature and top-p applied), plus the top-k log-probabilities
+of that distribution when asked for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_new_tokens: int = 256
+    temperature: float = 1.0  # 0 means greedy
+    top_p: float = 1.0
+    n: int = 1  # samples per prompt
+    top_k_logprobs: int = 0  # 0: do not return top-k
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.n < 1:
+            raise ValueError(f"n must be >= 1, got {self.n}")
+        if self.top_k_logprobs < 0:
+            raise ValueError(f"top_k_logprobs must be >= 0, got {self.top_k_logprobs}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+@dataclass
+class Generation:
+    prompt_index: int  # which prompt of the request this sample answers
+    prompt_ids: list[int]
+    token_ids: list[int]  # sampled completion, eos included when it was produced
+    text: str  # decoded completion without special tokens
+    logprobs: list[float]  # one per token_ids entry
+    finish_reason: str  # "stop" (eos) or "length"
+    topk_ids: list[list[int]] | None = field(default=None)
+    topk_logprobs: list[list[float]] | None = field(default=None)
+
+
+def process_logits(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+    """Log-probabilities of the distribution actually sampled from: temperature, then nucleus.
+
+    ``logits`` is ``[..., V]``. Greedy (temperature 0) returns the untempered log-softmax, so the
+    reported log-prob of the argmax token is the model's own.
+    """
+    logits = logits.float()
+    if temperature > 0:
+        logits = logits / temperature
+    logprobs = torch.log_softmax(logits, dim=-1)
+    if top_p < 1.0:
+        sorted_lp, order = torch.sort(logprobs, dim=-1, descending=True)
+        cumulative = sorted_lp.exp().cumsum(dim=-1)
+        # keep the smallest prefix whose mass reaches top_p (the first token always stays)
+        drop_sorted = (cumulative - sorted_lp.exp()) >= top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logprobs = torch.log_softmax(logprobs.masked_fill(drop, float("-inf")), dim=-1)
+    return logprobs
+
+
+class HFBackend:
+    """Batched sampling with a KV cache on any ``transformers`` causal LM.
+
+    A lean loop over ``model.forward`` with left-padded prompts and a ``DynamicCache`` rather than
+    ``model.generate``: for the toy models, per-step Python overhead dominates, and owning the loop
+    lets us return the log-probs of the *processed* distribution and seed sampling per call.
+    """
+
+    name = "hf"
+
+    def __init__(self, model, tokenizer, *, batch_size: int = 128):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams, progress: bool = False) -> list[Generation]:
+        requests = [(i, p) for i, p in enumerate(prompts) for _ in range(params.n)]
+        generator = torch.Generator().manual_seed(params.seed)
+        results: list[Generation] = []
+        chunks = range(0, len(requests), self.batch_size)
+        if progress:
+            from tqdm import tqdm
+
+            chunks = tqdm(chunks, desc="generate", unit="batch")
+        for start in chunks:
+            results.extend(self._generate_batch(requests[start:start + self.batch_size], params, generator))
+        return results
+
+    @torch.no_grad()
+    def _generate_batch(self, requests, params: SamplingParams, generator) -> list[Generation]:
+        model, tokenizer = self.model, self.tokenizer
+        was_training = model.training
+        model.eval()
+        eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+        width = max(len(p) for _, p in requests)
+        batch = len(requests)
+        input_ids = torch.full((batch, width), pad, dtype=torch.long)
+        attention = torch.zeros((batch, width), dtype=torch.long)
+        for row, (_, prompt) in enumerate(requests):
+            input_ids[row, width - len(prompt):] = torch.tensor(prompt)
+            attention[row, width - len(prompt):] = 1
+        position_ids = (attention.cumsum(-1) - 1).clamp(min=0)
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        out = model(input_ids=input_ids, attention_mask=attention, position_ids=position_ids,
+                    past_key_values=cache, use_cache=True)
+        logits = out.logits[:, -1]
+        tokens = torch.full((batch, params.max_new_tokens), pad, dtype=torch.long)
+        logprobs = torch.zeros((batch, params.max_new_tokens))
+        k = params.top_k_logprobs
+        top_ids = torch.zeros((batch, params.max_new_tokens, k), dtype=torch.long) if k else None
+        top_lps = torch.zeros((batch, params.max_new_tokens, k)) if k else None
+        finished = torch.zeros(batch, dtype=torch.bool)
+        lengths = torch.full((batch,), params.max_new_tokens, dtype=torch.long)
+        next_position = position_ids[:, -1]
+        vocab = len(tokenizer)
+        for step in range(params.max_new_tokens):
+            step_logprobs = process_logits(logits[:, :vocab], params.temperature, params.top_p)
+            if params.greedy:
+                choice = step_logprobs.argmax(-1)
+            else:
+                choice = torch.multinomial(step_logprobs.exp(), 1, generator=generator).squeeze(-1)
+            choice = torch.where(finished, torch.full_like(choice, pad), choice)
+            tokens[:, step] = choice
+            logprobs[:, step] = step_logprobs.gather(-1, choice[:, None]).squeeze(-1)
+            if k:
+                values, ids = step_logprobs.topk(min(k, vocab), dim=-1)
+                top_ids[:, step, : values.shape[-1]] = ids
+                top_lps[:, step, : values.shape[-1]] = values
+            just_finished = (choice == eos) & ~finished
+            lengths[just_finished] = step + 1
+            finished |= just_finished
+            if bool(finished.all()) or step == params.max_new_tokens - 1:
+                break
+            attention = torch.cat([attention, (~finished).long()[:, None]], dim=1)
+            next_position = next_position + 1
+            out = model(input_ids=choice[:, None], attention_mask=attention, position_ids=next_position[:, None],
+                        past_key_values=out.past_key_values, use_cache=True)
+            logits = out.logits[:, -1]
+        if was_training:
+            model.train()
+        results = []
+        for row, (index, prompt) in enumerate(requests):
+            n = int(lengths[row])
+            ids = tokens[row, :n].tolist()
+            results.append(Generation(
+                prompt_index=index, prompt_ids=list(prompt), token_ids=ids,
+                text=tokenizer.decode(ids, skip_special_tokens=True),
+                logprobs=logprobs[row, :n].tolist(),
+                finish_reason="stop" if ids and ids[-1] == eos else "length",
+                topk_ids=top_ids[row, :n].tolist() if k else None,
+                topk_logprobs=top_lps[row, :n].tolist() if k else None,
+            ))
+        return results

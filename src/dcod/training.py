@@ -1,0 +1,231 @@
+"""The training loop: one loop for every method, on ``accelerate`` so FSDP/DeepSpeed configs apply unchanged.
+
+Each optimiser step: the method supplies the step's examples (offline traces, fresh student samples,
+or a self-distillation round's kept samples); the global batch is split across data-parallel ranks
+and accumulation micro-batches; the per-token losses are reduced as ``sum(w * loss * mask) / N`` with
+N the supervised tokens of the *whole* optimiser batch, so every method has SFT's loss scale.
+
+DCOD's weights must be normalised over the whole optimiser batch. With one micro-batch per rank the
+scores come from the training forward itself (no extra cost). With accumulation, a no-grad scoring
+pass over the rank's micro-batches comes first (documented cost), because weights of micro-batch 1
+depend on the scores of micro-batch 2. Scores of all ranks are gathered before the weights are taken.
+
+Resume: ``accelerate``'s ``save_state`` every ``checkpoint_every`` steps into a temporary directory
+renamed into place; the data order is a pure function of (seed, step), so a resumed run replays
+exactly the batches of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from tqdm import tqdm
+
+from dcod.config import TrainConfig
+from dcod.methods import Cost, Method, collate_for
+from dcod.io import atomic_path
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+def cosine_schedule(cfg: TrainConfig):
+    def factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / (cfg.warmup_steps + 1)
+        progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+def _pad_cat(tensors: list[torch.Tensor], value: float = 0.0) -> torch.Tensor:
+    width = max(t.shape[1] for t in tensors)
+    return torch.cat([torch.nn.functional.pad(t, (0, width - t.shape[1]), value=value) for t in tensors])
+
+
+def _split(items: list, parts: int) -> list[list]:
+    size = len(items) // parts
+    return [items[i * size:(i + 1) * size] for i in range(parts)]
+
+
+class Trainer:
+    def __init__(self, model, tokenizer, method: Method, cfg: TrainConfig, out_dir: Path, *,
+                 cost: Cost, seed: int, progress: bool = True, stop_after: int | None = None):
+        self.cfg, self.method, self.tokenizer, self.cost = cfg, method, tokenizer, cost
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.seed, self.progress = seed, progress
+        self.stop_after = stop_after  # tests: simulate an interruption after this many steps
+        self.accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision)
+        world = self.accelerator.num_processes
+        micro = cfg.micro_batch_size or cfg.batch_size // world
+        if cfg.batch_size % (micro * world):
+            raise ValueError(f"batch_size={cfg.batch_size} must be a multiple of micro_batch_size x processes "
+                             f"= {micro} x {world}")
+        self.accumulation = cfg.batch_size // (micro * world)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_schedule(cfg))
+        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
+        self.checkpoint_dir = self.out_dir / "checkpoint"
+        self.log_path = self.out_dir / "train_log.jsonl"
+        self.start_step = 0
+        self.elapsed_before = 0.0
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, step: int, elapsed: float) -> None:
+        self.accelerator.wait_for_everyone()
+        if not self.accelerator.is_main_process:
+            return
+        with atomic_path(self.checkpoint_dir, directory=True) as tmp:
+            self.accelerator.save_state(str(tmp))
+            torch.save({"step": step, "cost": self.cost.as_dict(), "elapsed": elapsed,
+                        "method": self.method.state()}, tmp / "progress.pt")
+            if self.log_path.exists():
+                shutil.copy(self.log_path, tmp / "train_log.jsonl")
+
+    def maybe_resume(self) -> None:
+        if not (self.checkpoint_dir / "progress.pt").exists():
+            self.log_path.unlink(missing_ok=True)
+            return
+        self.accelerator.load_state(str(self.checkpoint_dir))
+        progress = torch.load(self.checkpoint_dir / "progress.pt", weights_only=False)
+        self.start_step = progress["step"]
+        self.elapsed_before = progress["elapsed"]
+        for key, value in progress["cost"].items():
+            setattr(self.cost, key, value)
+        self.method.load_state(progress["method"])
+        # the log is rewound to the checkpoint so steps after it are not logged twice
+        saved_log = self.checkpoint_dir / "train_log.jsonl"
+        if saved_log.exists():
+            shutil.copy(saved_log, self.log_path)
+        else:
+            self.log_path.unlink(missing_ok=True)
+        self.accelerator.print(f"resumed from {self.checkpoint_dir} at step {self.start_step}")
+
+    # ------------------------------------------------------------------ one optimiser step
+    def _local_examples(self, step: int) -> list[dict]:
+        examples = self.method.examples(step, self.accelerator.unwrap_model(self.model))
+        world, rank = self.accelerator.num_processes, self.accelerator.process_index
+        return examples[rank::world]
+
+    def _forward(self, batch):
+        return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+
+    def _global_tokens(self, batches) -> float:
+        local = torch.tensor(float(sum(int(b["loss_mask"].sum()) for b in batches)))
+        return float(self.accelerator.reduce(local, reduction="sum"))
+
+    def _global_weights(self, scores: list[torch.Tensor], batches: list[dict]):
+        """DCOD weights normalised over every micro-batch of every rank (gathered, then sliced back)."""
+        local_scores = _pad_cat(scores)
+        local_mask = _pad_cat([b["loss_mask"].float() for b in batches]).bool()
+        local_ratios = _pad_cat([b["log_ratios"] for b in batches])
+        pad = self.accelerator.pad_across_processes
+        all_scores = self.accelerator.gather(pad(local_scores, dim=1))
+        all_mask = self.accelerator.gather(pad(local_mask, dim=1))
+        all_ratios = self.accelerator.gather(pad(local_ratios, dim=1))
+        weights, diagnostics = self.method.weights(all_scores, all_mask)
+        diagnostics["mean_log_ratio"] = float(all_ratios[all_mask].mean()) if all_mask.any() else 0.0
+        rows = local_scores.shape[0]
+        rank = self.accelerator.process_index
+        mine = weights[rank * rows:(rank + 1) * rows]
+        out, offset = [], 0
+        for batch in batches:
+            b, t = batch["loss_mask"].shape
+            out.append(mine[offset:offset + b, :t])
+            offset += b
+        return out, diagnostics
+
+    def train_step(self, step: int) -> dict:
+        examples = self._local_examples(step)
+        if not examples:  # e.g. a self-distillation round in which no sample was verified correct
+            self.scheduler.step()
+            return {"step": step + 1, "loss": None, "lr": self.scheduler.get_last_lr()[0],
+                    "grad_norm": 0.0, "tokens": 0, "skipped": True}
+        micro_examples = _split(examples, self.accumulation)
+        pad_id = self.tokenizer.pad_token_id
+        batches = [collate_for(self.method, ex, pad_id) for ex in micro_examples]
+        n_tokens = self._global_tokens(batches)
+        scale = self.accelerator.num_processes / n_tokens  # DDP averages gradients over ranks
+        diagnostics: dict = {}
+        weights = [None] * len(batches)
+        cached_logits = None
+        if self.method.weighted:
+            if len(batches) == 1:
+                cached_logits = self._forward(batches[0])
+                scores = [self.method.unit_scores(cached_logits, batches[0])]
+            else:
+                with torch.no_grad():
+                    scores = [self.method.unit_scores(self._forward(b), b) for b in batches]
+            weights, diagnostics = self._global_weights(scores, batches)
+        total = 0.0
+        for index, batch in enumerate(batches):
+            last = index == len(batches) - 1
+            sync = self.accelerator.no_sync(self.model) if not last else _nullcontext()
+            with sync:
+                logits = cached_logits if cached_logits is not None else self._forward(batch)
+                per_token = self.method.token_losses(logits, batch)
+                mask = batch["loss_mask"].to(per_token.dtype)
+                if weights[index] is not None:
+                    mask = mask * weights[index].to(per_token.dtype)
+                loss = (per_token * mask).sum() * scale
+                if not torch.isfinite(loss):
+                    last_good = self.checkpoint_dir if self.checkpoint_dir.exists() else "none (no checkpoint yet)"
+                    raise NonFiniteLossError(f"non-finite loss {loss.item()} at step {step}; last good "
+                                             f"checkpoint: {last_good}")
+                self.accelerator.backward(loss)
+                total += loss.item() / self.accelerator.num_processes
+        grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.cost.student_tokens_trained += int(n_tokens)
+        return {"step": step + 1, "loss": total, "lr": self.scheduler.get_last_lr()[0],
+                "grad_norm": float(grad_norm), "tokens": int(n_tokens), **diagnostics}
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> dict:
+        self.maybe_resume()
+        self.model.train()
+        started = time.time()
+        bar = tqdm(range(self.start_step, self.cfg.steps), initial=self.start_step, total=self.cfg.steps,
+                   desc=f"train {self.method.name}", disable=not (self.progress and self.accelerator.is_main_process))
+        for step in bar:
+            record = self.train_step(step)
+            record["elapsed"] = self.elapsed_before + time.time() - started
+            if self.accelerator.is_main_process:
+                with open(self.log_path, "a") as handle:
+                    handle.write(json.dumps(record) + "\n")
+            if step % self.cfg.log_every == 0:
+                bar.set_postfix(loss=f"{record['loss']:.3f}")
+            done = step + 1
+            if done % self.cfg.checkpoint_every == 0 or done == self.cfg.steps:
+                self.save_checkpoint(done, record["elapsed"])
+            if self.stop_after is not None and done >= self.stop_after:
+                raise KeyboardInterrupt(f"stopped after step {done} (stop_after)")
+        progress = torch.load(self.checkpoint_dir / "progress.pt", weights_only=False)
+        return {"wall_time_s": progress["elapsed"], **self.cost.as_dict()}
+
+    def save_model(self, path: Path) -> None:
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            model = self.accelerator.unwrap_model(self.model)
+            with atomic_path(path, directory=True) as tmp:
+                model.save_pretrained(tmp)
+                self.tokenizer.save_pretrained(tmp)
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+

@@ -1,0 +1,63 @@
+"""Generation backends return the log-prob of each sampled token under the distribution sampled from."""
+
+import pytest
+import torch
+
+from dcod.config import StudentConfig
+from dcod.generation import HFBackend, SamplingParams, process_logits
+from dcod.models import build_tiny_llama
+
+TINY = StudentConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)
+PROMPTS = ["Q:47+38*6\nA:", "Q:rev 123\nA:", "Q:12-5\nA:"]
+
+
+@pytest.fixture(scope="module")
+def backend(toy_tokenizer):
+    model = build_tiny_llama(TINY, toy_tokenizer, seed=0).eval()
+    return HFBackend(model, toy_tokenizer, batch_size=2)
+
+
+def _reference_logprobs(model, prompt, completion, temperature, top_p):
+    ids = torch.tensor([prompt + completion])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0, len(prompt) - 1: -1]
+    lp = process_logits(logits, temperature, top_p)
+    return lp.gather(-1, torch.tensor(completion)[:, None]).squeeze(-1)
+
+
+@pytest.mark.parametrize("temperature,top_p", [(0.0, 1.0), (1.0, 1.0), (0.7, 0.9)])
+def test_logprobs_match_a_full_forward_pass(backend, toy_tokenizer, temperature, top_p):
+    """KV-cached, left-padded batched decoding equals an unpadded full forward on the same tokens."""
+    prompts = [toy_tokenizer(p)["input_ids"] for p in PROMPTS]
+    params = SamplingParams(max_new_tokens=12, temperature=temperature, top_p=top_p, n=2, seed=5)
+    for g in backend.generate(prompts, params):
+        reference = _reference_logprobs(backend.model, g.prompt_ids, g.token_ids, temperature, top_p)
+        assert torch.allclose(torch.tensor(g.logprobs), reference, atol=1e-4), g
+        assert len(g.logprobs) == len(g.token_ids) <= 12
+
+
+def test_sampling_is_seeded_and_greedy_is_deterministic(backend, toy_tokenizer):
+    prompts = [toy_tokenizer(p)["input_ids"] for p in PROMPTS]
+    sample = lambda seed, t: [g.token_ids for g in backend.generate(prompts, SamplingParams(
+        max_new_tokens=10, temperature=t, seed=seed))]
+    assert sample(1, 1.0) == sample(1, 1.0)
+    assert sample(1, 1.0) != sample(2, 1.0)
+    assert sample(1, 0.0) == sample(2, 0.0)
+
+
+def test_topk_logprobs_are_the_top_of_the_sampled_distribution(backend, toy_tokenizer):
+    prompts = [toy_tokenizer(PROMPTS[0])["input_ids"]]
+    (g,) = backend.generate(prompts, SamplingParams(max_new_tokens=6, top_k_logprobs=3, seed=0))
+    for t, token in enumerate(g.token_ids):
+        assert len(g.topk_ids[t]) == 3
+        assert g.topk_logprobs[t] == sorted(g.topk_logprobs[t], reverse=True)
+        if token in g.topk_ids[t]:
+            assert g.topk_logprobs[t][g.topk_ids[t].index(token)] == pytest.approx(g.logprobs[t], abs=1e-6)
+        else:
+            assert g.logprobs[t] <= g.topk_logprobs[t][-1] + 1e-6
+
+
+def test_bad_sampling_params_are_refused():
+    for kwargs in ({"temperature": -1}, {"top_p": 0}, {"n": 0}, {"max_new_tokens": 0}):
+        with pytest.raises(ValueError):
+            SamplingParams(**kwargs)
