@@ -30,6 +30,7 @@ def atomic_path(path: str | Path, *, directory: bool = False) -> Iterator[Path]:
         tmp = Path(name)
     try:
         yield tmp
+        os.chmod(tmp, 0o755 if directory else 0o644)  # mkstemp/mkdtemp create owner-only modes
         if directory and path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)

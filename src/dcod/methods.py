@@ -95,8 +95,7 @@ class DCOD(Method):
     def extra_inputs(self, batch, examples):
         if self.params.reference == "initial_student":
             with torch.no_grad():
-                logits = self.ctx.reference_model(input_ids=batch["input_ids"],
-                                                  attention_mask=batch["attention_mask"]).logits[:, :-1]
+                logits = self.ctx.reference_model(input_ids=batch["input_ids"]).logits[:, :-1]  # right-padded
             batch["reference_logprobs"] = objectives.target_logprobs(logits, batch["targets"])
             self.cost.reference_forward_tokens += int(batch["attention_mask"].sum())
         elif self.params.reference == "teacher":
@@ -134,7 +133,7 @@ def teacher_full_logprobs(teacher, examples: list[dict], batch: dict) -> torch.T
             rows.append(full)
         return torch.stack(rows)
     with torch.no_grad():
-        logits = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        logits = teacher(input_ids=batch["input_ids"]).logits[:, :-1]  # right-padded: no mask needed
     return torch.log_softmax(logits.float(), dim=-1)
 
 

@@ -1,0 +1,19 @@
+# dcod: the whole paper pipeline as one DAG.
+#   snakemake --cores all results/table1.csv                 # Table 1 of the default (toy) profile
+#   snakemake --cores all --config profile=ci results/ci/table1.csv
+# Rules are thin: each calls one `python -m dcod` subcommand. Experiments are discovered from
+# experiments/*/config.yaml; seeds come from the profile.
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/pipeline.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        TABLE1,
+        TABLE2,
+        CALIBRATION,
+        FIGURES,
+        REPORT,
+    default_target: True

@@ -1,0 +1,139 @@
+"""``python -m dcod <subcommand>``: one subcommand per pipeline stage (each Snakemake rule calls one)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from dcod.config import ConfigError, load_profile
+
+
+def _profile(args):
+    return load_profile(args.profile)
+
+
+def _folder(path: str) -> Path:
+    """Rules pass a file that marks a finished folder (world.json, run.json, metrics.csv): use its folder."""
+    path = Path(path)
+    return path.parent if path.suffix in (".json", ".csv") else path
+
+
+def cmd_world(args):
+    from dcod.pipeline import stage_world
+
+    stage_world(_profile(args), _folder(args.out))
+
+
+def cmd_base_student(args):
+    from dcod.pipeline import stage_base_student
+
+    stage_base_student(_profile(args), _folder(args.world), Path(args.out), threads=args.threads)
+
+
+def cmd_traces(args):
+    from dcod.pipeline import stage_traces
+
+    stage_traces(_profile(args), _folder(args.world), Path(args.out))
+
+
+def cmd_train(args):
+    from dcod.pipeline import stage_train
+
+    stage_train(_profile(args), Path(args.experiment), args.seed, _folder(args.world), Path(args.base),
+                Path(args.traces), _folder(args.out))
+
+
+TEACHERS = {"teacher": "teacher", "teacher_direct": "teacher:direct", "teacher_decomposed": "teacher:decomposed"}
+
+
+def cmd_evaluate(args):
+    from dcod.pipeline import stage_evaluate
+
+    if args.model == "base_student":
+        if not args.base:
+            raise ValueError("--model base_student needs --base <base student folder>")
+        model = args.base
+    elif args.model in TEACHERS:
+        model = TEACHERS[args.model]
+    elif args.model.endswith("run.json"):  # a finished run: its model folder sits beside run.json
+        model = str(Path(args.model).parent / "model")
+    else:
+        model = args.model
+    stage_evaluate(_profile(args), _folder(args.world), model, _folder(args.out), seed=args.seed)
+
+
+def cmd_grade(args):
+    from dcod.grading import grade_file
+
+    summary = grade_file(args.input, args.output, timeout=args.timeout, workers=args.workers)
+    print(summary)
+
+
+def cmd_report(args):
+    from dcod.reporting import cli as reporting_cli
+
+    reporting_cli.run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dcod", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name, func, help_text, *, profile=True):
+        p = sub.add_parser(name, help=help_text)
+        if profile:
+            p.add_argument("--profile", required=True, help="profile YAML, e.g. config/profiles/toy.yaml")
+        p.set_defaults(func=func)
+        return p
+
+    p = add("world", cmd_world, "generate the toy world's splits and tokenizer")
+    p.add_argument("--out", required=True)
+    p = add("base-student", cmd_base_student, "pre-train the toy base student")
+    p.add_argument("--world", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: the profile's)")
+    p = add("traces", cmd_traces, "sample verified teacher traces with log-probs and top-k")
+    p.add_argument("--world", required=True)
+    p.add_argument("--out", required=True)
+    p = add("train", cmd_train, "train one experiment with one seed")
+    p.add_argument("--experiment", required=True, help="experiments/<name>/config.yaml")
+    for name in ("world", "base", "traces", "out"):
+        p.add_argument(f"--{name}", required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p = add("evaluate", cmd_evaluate, "greedy pass@1 on every split of the profile")
+    p.add_argument("--world", required=True)
+    p.add_argument("--model", required=True, help="a model directory, a run.json, or one of base_student, "
+                   "teacher, teacher_direct, teacher_decomposed")
+    p.add_argument("--base", default=None, help="the base student folder (with --model base_student)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p = add("grade", cmd_grade, "grade a JSONL of {gold, prediction} lines", profile=False)
+    p.add_argument("input")
+    p.add_argument("output")
+    p.add_argument("--timeout", type=float, default=5.0)
+    p.add_argument("--workers", type=int, default=2)
+    p = add("report", cmd_report, "calibration, tables, figures and the generated report", profile=False)
+    p.add_argument("what", help="calibration | table1 | table2 | figure:<name> | paper")
+    p.add_argument("--profile", default=None, help="profile YAML (recorded in the outputs)")
+    p.add_argument("--work", default=None, help="the profile's work folder, e.g. work/toy")
+    p.add_argument("--experiment-list", default="", help="comma-separated experiment names")
+    p.add_argument("--seeds", default="", help="comma-separated seeds")
+    p.add_argument("--experiments", default="experiments", help="experiments folder (their configs)")
+    p.add_argument("--results-dir", default="results")
+    p.add_argument("--figures-dir", default="figures")
+    p.add_argument("--out", required=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ConfigError, FileNotFoundError, ValueError) as error:
+        print(f"dcod {args.command}: error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""Pipeline stages: each function is one CLI subcommand and one Snakemake rule.
+
+world -> teacher, base student -> teacher traces -> train {experiment} x {seed} -> evaluate -> tables,
+figures, report. Every stage writes its outputs atomically and saves the resolved config beside them.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from dcod import grading
+from dcod.config import ProfileConfig, discover_experiments, load_experiment, to_dict, train_config_for
+from dcod.data import check_vocab, load_traces
+from dcod.evaluation import evaluate_records, stability_rows, write_results
+from dcod.generation import HFBackend, SamplingParams
+from dcod.io import atomic_path, code_version, read_jsonl, write_json, write_parquet
+from dcod.methods import Cost, StepContext, build_method
+from dcod.models import build_tiny_llama, load_model, set_threads
+from dcod.training import Trainer
+
+
+def _provenance(profile: ProfileConfig, **extra) -> dict:
+    return {"profile": to_dict(profile), "code_version": code_version(), **extra}
+
+
+def _world_cfg(profile: ProfileConfig):
+    from dcod.toy.world import WorldConfig
+
+    return WorldConfig.from_dict(profile.world)
+
+
+# ----------------------------------------------------------------------------- world, teacher
+def stage_world(profile: ProfileConfig, out_dir: Path) -> None:
+    from dcod.toy.tokenizer import build_tokenizer
+    from dcod.toy.world import config_dict, write_world
+
+    out_dir = Path(out_dir)
+    write_world(_world_cfg(profile), out_dir)
+    with atomic_path(out_dir / "tokenizer", directory=True) as tmp:
+        build_tokenizer().save_pretrained(tmp)
+    write_json(out_dir / "world.json", {**_provenance(profile), "world": config_dict(_world_cfg(profile))})
+
+
+def load_teacher(profile: ProfileConfig, world_dir: Path, style_override: str | None = None):
+    """The teacher as a generation backend (toy: the exact programmatic teacher)."""
+    if profile.teacher.kind == "programmatic":
+        from transformers import AutoTokenizer
+
+        from dcod.toy.teacher import ToyTeacher
+
+        tokenizer = AutoTokenizer.from_pretrained(Path(world_dir) / "tokenizer")
+        return ToyTeacher(tokenizer, p_direct=profile.teacher.p_direct, floor=profile.teacher.floor,
+                          style_override=style_override), tokenizer
+    model, tokenizer = load_model(profile.teacher.path, gguf_file=profile.teacher.gguf_file)
+    return HFBackend(model, tokenizer, batch_size=profile.eval.batch_size), tokenizer
+
+
+# ----------------------------------------------------------------------------- base student
+def stage_base_student(profile: ProfileConfig, world_dir: Path, out_dir: Path, threads: int | None = None) -> None:
+    """Pre-train the toy student on its native decomposed style plus the retention skill."""
+    from transformers import AutoTokenizer
+
+    set_threads(threads or profile.threads)
+    world_dir, out_dir = Path(world_dir), Path(out_dir)
+    tokenizer = AutoTokenizer.from_pretrained(world_dir / "tokenizer")
+    examples = []
+    for record in read_jsonl(world_dir / "pretrain.jsonl"):
+        completion = record["completion_decomposed"]
+        examples.append({"prompt_ids": tokenizer(record["question"])["input_ids"],
+                         "completion_ids": tokenizer(completion, add_special_tokens=False)["input_ids"]
+                         + [tokenizer.eos_token_id]})
+    pre = profile.pretrain
+    model = build_tiny_llama(profile.student, tokenizer, seed=pre.seed)
+    from dcod.config import TrainConfig
+
+    cfg = TrainConfig(steps=pre.steps, batch_size=pre.batch_size, lr=pre.lr, warmup_steps=pre.warmup_steps,
+                      checkpoint_every=max(1, pre.steps // 4))
+    cost = Cost()
+    ctx = StepContext(tokenizer=tokenizer, traces=examples, batch_size=pre.batch_size, seed=pre.seed)
+    method = build_method("sft", None, ctx, cost, pre.steps)
+    trainer = Trainer(model, tokenizer, method, cfg, out_dir.parent / (out_dir.name + "_run"), cost=cost,
+                      seed=pre.seed)
+    summary = trainer.run()
+    trainer.save_model(out_dir)
+    write_json(out_dir.parent / (out_dir.name + "_run") / "run.json", {**_provenance(profile), **summary})
+
+
+# ----------------------------------------------------------------------------- teacher traces
+def stage_traces(profile: ProfileConfig, world_dir: Path, out_path: Path) -> None:
+    """n teacher samples per training prompt, verified, with per-token log-probs and top-k."""
+    set_threads(profile.threads)
+    teacher, tokenizer = load_teacher(profile, world_dir)
+    records = read_jsonl(Path(world_dir) / "train.jsonl")
+    tc = profile.traces
+    params = SamplingParams(max_new_tokens=tc.max_new_tokens, temperature=tc.temperature, top_p=tc.top_p,
+                            n=tc.samples_per_prompt, top_k_logprobs=tc.top_k_logprobs, seed=tc.seed)
+    prompts = [tokenizer(r["question"])["input_ids"] for r in records]
+    started = time.time()
+    generations = teacher.generate(prompts, params)
+    seconds = time.time() - started
+    graded = grading.grade([records[g.prompt_index]["gold"] for g in generations], [g.text for g in generations])
+    rows = []
+    for generation, result in zip(generations, graded):
+        if tc.keep_only_correct and not (result.correct and generation.finish_reason == "stop"):
+            continue
+        record = records[generation.prompt_index]
+        rows.append({"id": record["id"], "question": record["question"], "gold": record["gold"],
+                     "prompt_ids": generation.prompt_ids, "completion_ids": generation.token_ids,
+                     "teacher_logprobs": generation.logprobs, "text": generation.text,
+                     "topk_ids": generation.topk_ids or [], "topk_logprobs": generation.topk_logprobs or []})
+    if not rows:
+        raise RuntimeError("no teacher trace survived verification: check the teacher and the grader")
+    write_parquet(out_path, pd.DataFrame(rows))
+    write_json(Path(out_path).with_suffix(".json"), {
+        **_provenance(profile), "generated": len(generations), "kept": len(rows),
+        "generation_seconds": seconds, "tokens_generated": sum(len(g.token_ids) for g in generations),
+        "grader": grading.GRADER_INFO})
+
+
+# ----------------------------------------------------------------------------- training
+def stage_train(profile: ProfileConfig, experiment_config: Path, seed: int, world_dir: Path, base_dir: Path,
+                traces_path: Path, out_dir: Path, *, stop_after: int | None = None) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    set_threads(profile.threads)
+    exp = load_experiment(experiment_config)
+    cfg = train_config_for(profile, exp)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    traces = load_traces(traces_path)
+    check_vocab(traces, len(tokenizer), str(traces_path))
+    ctx = StepContext(tokenizer=tokenizer, traces=traces, batch_size=cfg.batch_size, seed=seed,
+                      max_new_tokens=profile.traces.max_new_tokens)
+    if exp.method in ("onpolicy_kd", "self_distill"):
+        ctx.student_backend = HFBackend(model, tokenizer, batch_size=profile.eval.batch_size)
+    if exp.method == "onpolicy_kd":
+        ctx.teacher = load_teacher(profile, world_dir)[0]
+        if isinstance(ctx.teacher, HFBackend):
+            ctx.teacher = ctx.teacher.model
+    if exp.method == "self_distill":
+        ctx.prompts = [{"prompt_ids": tokenizer(r["question"])["input_ids"], "gold": r["gold"]}
+                       for r in read_jsonl(Path(world_dir) / "train.jsonl")]
+        ctx.grade = lambda golds, texts: [r.correct for r in grading.grade(golds, texts)]
+    if exp.method == "dcod" and exp.params.reference == "initial_student":
+        ctx.reference_model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval()
+    cost = Cost()
+    method = build_method(exp.method, exp.params, ctx, cost, cfg.steps)
+    trainer = Trainer(model, tokenizer, method, cfg, out_dir, cost=cost, seed=seed, stop_after=stop_after)
+    summary = trainer.run()
+    trainer.save_model(out_dir / "model")
+    extra = {"self_distill_acceptance": method.accepted} if exp.method == "self_distill" else {}
+    write_json(out_dir / "run.json", {**_provenance(profile), "experiment": to_dict(exp), "train": to_dict(cfg),
+                                      "seed": seed, **summary, **extra})
+
+
+# ----------------------------------------------------------------------------- evaluation
+def stage_evaluate(profile: ProfileConfig, world_dir: Path, model_dir: str, out_dir: Path, seed: int = 0) -> None:
+    """Evaluate a model directory, or the teacher: ``teacher`` (as configured), ``teacher:direct`` or
+    ``teacher:decomposed`` (the toy teacher forced to one style, for the calibration report)."""
+    set_threads(profile.threads)
+    if model_dir == "teacher" or model_dir.startswith("teacher:"):
+        style = model_dir.partition(":")[2] or None
+        backend, tokenizer = load_teacher(profile, world_dir, style_override=style)
+    else:
+        model, tokenizer = load_model(model_dir)
+        backend = HFBackend(model, tokenizer, batch_size=profile.eval.batch_size)
+    ev = profile.eval
+    records = []
+    for split in ev.splits:
+        path = Path(world_dir) / f"{split}.jsonl"
+        if not path.is_file():
+            raise FileNotFoundError(f"evaluation split {split!r}: {path} does not exist (known splits are the "
+                                    f"*.jsonl files of {world_dir})")
+        records.extend({**r, "split": split} for r in read_jsonl(path))
+    rows = evaluate_records(backend, tokenizer, records, max_new_tokens=ev.max_new_tokens, seed=seed)
+    stability = []
+    if ev.stability_samples:
+        subset = [r for r in records if r["split"] in ("id", "long")][: ev.stability_problems]
+        stability = stability_rows(backend, tokenizer, subset, samples=ev.stability_samples,
+                                   temperature=ev.stability_temperature, max_new_tokens=ev.max_new_tokens,
+                                   timeout=5.0, workers=1, seed=seed)
+    write_json(Path(out_dir) / "grader.json", grading.GRADER_INFO)
+    write_results(out_dir, rows, stability, {"code_version": code_version(),
+                                             "grader": f"math-verify=={grading.GRADER_INFO['math_verify_version']}"})
+
+
+def experiment_names(profile: ProfileConfig, experiments_dir: Path) -> list[str]:
+    return discover_experiments(experiments_dir, profile)

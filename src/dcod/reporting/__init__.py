@@ -1,0 +1,148 @@
+"""Reporting: tables, calibration, figures and the generated report, computed only from pipeline outputs.
+
+This module is the one place that knows where the pipeline leaves its results under the work folder
+``W`` and how to read them, so tables and figures cannot disagree about a path or a missing-file
+message. Every reader fails with ``FileNotFoundError`` naming the missing file: a report built from a
+silently skipped run would be wrong in a way nobody sees.
+
+Layout read here (written by ``dcod.pipeline``):
+  W/eval/<experiment>/seed<s>/{metrics.csv, samples.jsonl, stability.csv}
+  W/eval/<reference>/{metrics.csv, samples.jsonl, stability.csv}   (teacher*, base_student: no seed)
+  W/runs/<experiment>/seed<s>/{run.json, train_log.jsonl}
+  W/traces/train.json
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from dcod.io import read_jsonl
+
+SFT = "sft"
+DCOD = "dcod"
+# Models evaluated once, without a training seed (their eval folder has no seed<s> level).
+REFERENCES = ("teacher", "base_student", "teacher_direct", "teacher_decomposed")
+VALIDATION_SPLIT = "validation"  # the tuning split: shown, never used to judge a claim
+STEP_FIELDS = ("steps_direct", "errors_direct", "steps_decomposed", "errors_decomposed", "steps_malformed")
+
+
+def parse_names(text: str | None) -> list[str]:
+    return [name.strip() for name in (text or "").split(",") if name.strip()]
+
+
+def parse_seeds(text: str | None) -> list[int]:
+    try:
+        return [int(seed) for seed in parse_names(text)]
+    except ValueError:
+        raise ValueError(f"--seeds must be comma-separated integers, got {text!r}") from None
+
+
+def need(value, flag: str, what: str):
+    """Arguments are optional in the shared parser; each report command states what it needs."""
+    if value in (None, "", []):
+        raise ValueError(f"report {what}: {flag} is required")
+    return value
+
+
+def require(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"missing input {path} (has the stage that writes it run?)")
+    return path
+
+
+def is_reference(name: str) -> bool:
+    return name in REFERENCES
+
+
+def eval_dirs(work: Path, name: str, seeds: list[int]) -> list[Path]:
+    """One evaluation folder per seed; references have a single folder and no seed."""
+    if is_reference(name):
+        return [Path(work) / "eval" / name]
+    return [Path(work) / "eval" / name / f"seed{seed}" for seed in seeds]
+
+
+def run_dirs(work: Path, name: str, seeds: list[int]) -> list[Path]:
+    return [Path(work) / "runs" / name / f"seed{seed}" for seed in seeds]
+
+
+def read_metrics(folder: Path) -> pd.DataFrame:
+    return pd.read_csv(require(Path(folder) / "metrics.csv"))
+
+
+def read_samples(folder: Path) -> pd.DataFrame:
+    """Per-problem rows; step counts that the evaluator left out (a style never used) count as 0."""
+    path = require(Path(folder) / "samples.jsonl")
+    frame = pd.DataFrame(read_jsonl(path))
+    if frame.empty:
+        raise ValueError(f"{path}: no samples")
+    for column in ("id", "split", "correct"):
+        if column not in frame:
+            raise ValueError(f"{path}: no {column!r} field")
+    frame["id"] = frame["id"].astype(str)
+    frame["correct"] = frame["correct"].astype(bool)
+    arith = frame["task"].eq("arith") if "task" in frame else pd.Series(True, index=frame.index)
+    for column in STEP_FIELDS:
+        values = frame[column] if column in frame else pd.Series(math.nan, index=frame.index)
+        frame[column] = values.astype(float).where(~arith, values.astype(float).fillna(0.0))
+    return frame
+
+
+def read_stability(folder: Path) -> pd.DataFrame:
+    return pd.read_csv(require(Path(folder) / "stability.csv"))
+
+
+def read_run(folder: Path) -> dict:
+    with open(require(Path(folder) / "run.json")) as handle:
+        return json.load(handle)
+
+
+def read_train_log(folder: Path) -> pd.DataFrame:
+    path = require(Path(folder) / "train_log.jsonl")
+    return pd.DataFrame(read_jsonl(path))
+
+
+def read_traces_info(work: Path) -> dict:
+    with open(require(Path(work) / "traces" / "train.json")) as handle:
+        return json.load(handle)
+
+
+def split_order(frames: list[pd.DataFrame]) -> list[str]:
+    """Splits in the order the evaluator wrote them (the profile's order), union over models."""
+    order: list[str] = []
+    for frame in frames:
+        for split in frame["split"].astype(str):
+            if split not in order:
+                order.append(split)
+    return order
+
+
+def held_out_splits(splits: list[str]) -> list[str]:
+    return [split for split in splits if split != VALIDATION_SPLIT]
+
+
+def primary_split(splits: list[str]) -> str:
+    """The headline split: the toy's in-distribution ``id``, else the first held-out benchmark."""
+    if "id" in splits:
+        return "id"
+    held_out = held_out_splits(splits)
+    if not held_out:
+        raise ValueError(f"no held-out split among {splits}")
+    return held_out[0]
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A GitHub markdown table of already formatted cells (no tabulate dependency)."""
+    header = "| " + " | ".join(str(column) for column in frame.columns) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    rows = ["| " + " | ".join("" if _blank(v) else str(v) for v in row) + " |"
+            for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *rows])
+
+
+def _blank(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))

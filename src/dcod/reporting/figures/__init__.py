@@ -1,0 +1,67 @@
+"""One module per figure, each with ``render(args)``: the PNG and, beside it, the CSV of exactly the
+numbers it plots (same stem), so a reader can check any bar or point without re-running anything.
+
+Matplotlib runs headless (Agg) and the PNG carries no software/date metadata, so re-rendering the
+same data gives the same bytes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
+import pandas as pd  # noqa: E402
+
+from dcod.io import atomic_path, write_csv  # noqa: E402
+from dcod.reporting import need, parse_names, parse_seeds  # noqa: E402
+
+FIGURE_NAMES = ("accuracy_per_split", "accuracy_vs_length", "dcod_diagnostics", "accuracy_vs_cost",
+                "trace_stability")
+REFERENCE_STYLE = {"teacher": dict(color="0.25", hatch="//"), "base_student": dict(color="0.7", hatch="..")}
+
+
+def style_of(method: str, experiments: list[str]) -> dict:
+    """The same colour for a method in every figure (its place in --experiment-list); references grey."""
+    if method in REFERENCE_STYLE:
+        return dict(REFERENCE_STYLE[method])
+    colors = plt.get_cmap("tab10").colors
+    index = experiments.index(method) if method in experiments else len(experiments)
+    return dict(color=colors[index % len(colors)])
+
+
+def inputs(args, name: str) -> tuple[Path, list[str], list[int]]:
+    """The work folder, experiment list and seeds every figure that reads raw outputs needs."""
+    what = f"figure:{name}"
+    work = Path(need(args.work, "--work", what))
+    return work, need(parse_names(args.experiment_list), "--experiment-list", what), need(
+        parse_seeds(args.seeds), "--seeds", what)
+
+
+def read_table1(args, name: str) -> pd.DataFrame:
+    path = Path(need(args.results_dir, "--results-dir", f"figure:{name}")) / "table1.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"missing input {path} (run `dcod report table1` first)")
+    return pd.read_csv(path)
+
+
+def listed_rows(table: pd.DataFrame, experiments: list[str], references=("teacher", "base_student")):
+    """Table rows for the references present and every listed experiment; a listed one missing is an error."""
+    missing = [name for name in experiments if name not in set(table["method"])]
+    if missing:
+        raise ValueError(f"table1.csv has no row for {missing}: rebuild it with the same --experiment-list")
+    keep = [name for name in (*references, *experiments) if name in set(table["method"])]
+    return table.set_index("method").loc[keep].reset_index()
+
+
+def save(figure, data: pd.DataFrame, out: str | Path) -> None:
+    out = Path(out)
+    if out.suffix != ".png":
+        raise ValueError(f"figure output must be a .png path, got {out}")
+    with atomic_path(out) as tmp:
+        figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight", metadata={"Software": None})
+    plt.close(figure)
+    write_csv(out.with_suffix(".csv"), data)
+    print(f"figure: {out} (+ {out.with_suffix('.csv').name})")

@@ -1,0 +1,58 @@
+"""Accuracy against chain length k (number of steps): where compounding errors would show.
+
+From samples.jsonl of the held-out arithmetic problems (k > 0), mean over seeds per k, for the
+methods that differ in how they meet their own prefixes (SFT, DCOD, on-policy KD, self-distillation)
+and the base student as the starting point.
+"""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from dcod.reporting import VALIDATION_SPLIT, eval_dirs, read_samples
+from dcod.reporting.figures import inputs, save, style_of
+from dcod.reporting.tables import mean_std
+
+NAME = "accuracy_vs_length"
+METHODS = ("sft", "dcod", "onpolicy_kd", "self_distill")
+
+
+def curve(work, name: str, seeds: list[int]) -> pd.DataFrame:
+    """One row per k: accuracy (%) mean and std over seeds, problems per seed."""
+    per_seed = []
+    for folder in eval_dirs(work, name, seeds):
+        samples = read_samples(folder)
+        if "k" not in samples:
+            raise ValueError(f"{folder / 'samples.jsonl'}: no 'k' field (chain length)")
+        rows = samples[(samples["split"] != VALIDATION_SPLIT) & (samples["k"].fillna(0) > 0)]
+        per_seed.append(rows.groupby("k")["correct"].agg(["mean", "size"]))
+    ks = sorted(set().union(*(frame.index for frame in per_seed)))
+    records = []
+    for k in ks:
+        values = [100.0 * frame.loc[k, "mean"] for frame in per_seed if k in frame.index]
+        mean, std = mean_std(values)
+        records.append({"method": name, "k": int(k), "n_seeds": len(values),
+                        "n": int(per_seed[0].loc[k, "size"]) if k in per_seed[0].index else 0,
+                        "accuracy_mean": mean, "accuracy_std": std})
+    return pd.DataFrame(records)
+
+
+def render(args) -> None:
+    work, experiments, seeds = inputs(args, NAME)
+    names = [name for name in METHODS if name in experiments] + ["base_student"]
+    data = pd.concat([curve(work, name, seeds) for name in names], ignore_index=True)
+    figure, axis = plt.subplots(figsize=(7.0, 4.0), layout="constrained")
+    for name in names:
+        part = data[data["method"] == name]
+        errors = [0.0 if math.isnan(v) else v for v in part["accuracy_std"]]
+        style = dict(color="0.5", linestyle="--") if name == "base_student" else style_of(name, experiments)
+        axis.errorbar(part["k"], part["accuracy_mean"], yerr=errors, marker="o", capsize=2, label=name, **style)
+    axis.set_xlabel("chain length k (steps)")
+    axis.set_ylabel("accuracy (%)")
+    axis.set_ylim(0, 100)
+    axis.set_title("Accuracy vs chain length (held-out problems, mean ± std over seeds)")
+    axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    save(figure, data, args.out)

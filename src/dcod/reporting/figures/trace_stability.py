@@ -1,0 +1,46 @@
+"""Trace stability per method: answer agreement across k sampled traces, and malformed-output rate.
+
+From stability.csv (k samples per problem at the stability temperature). High agreement means the
+student's reasoning lands on the same answer when its own sampled prefixes differ, which is what the
+paper's "more stable reasoning traces" claim is about.
+"""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from dcod.reporting import eval_dirs, read_stability
+from dcod.reporting.figures import inputs, save, style_of
+from dcod.reporting.tables import mean_std
+
+NAME = "trace_stability"
+REFERENCES = ("teacher", "base_student")
+
+
+def summary(work, name: str, seeds: list[int]) -> dict:
+    per_seed = [read_stability(folder) for folder in eval_dirs(work, name, seeds)]
+    row = {"method": name, "n_seeds": len(per_seed), "problems": int(len(per_seed[0]))}
+    for column in ("agreement", "malformed_rate"):
+        row[f"{column}_mean"], row[f"{column}_std"] = mean_std(frame[column].mean() for frame in per_seed)
+    return row
+
+
+def render(args) -> None:
+    work, experiments, seeds = inputs(args, NAME)
+    references = [name for name in REFERENCES if (work / "eval" / name / "stability.csv").is_file()]
+    data = pd.DataFrame([summary(work, name, seeds) for name in (*references, *experiments)])
+    figure, axes = plt.subplots(1, 2, figsize=(11.0, 3.8), layout="constrained")
+    for axis, column, label in ((axes[0], "agreement", "answer agreement across samples"),
+                                (axes[1], "malformed_rate", "malformed-output rate")):
+        for index, row in data.iterrows():
+            error = 0.0 if math.isnan(row[f"{column}_std"]) else row[f"{column}_std"]
+            axis.bar(index, row[f"{column}_mean"], yerr=error, capsize=2, edgecolor="black", linewidth=0.4,
+                     **style_of(row["method"], experiments))
+        axis.set_xticks(range(len(data)), data["method"], rotation=30, ha="right")
+        axis.set_ylim(0, 1)
+        axis.set_title(label)
+    figure.suptitle("Trace stability (mean ± std over seeds)")
+    save(figure, data, args.out)

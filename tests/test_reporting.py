@@ -1,0 +1,277 @@
+"""Reporting (DESIGN §6): tables, bootstrap, calibration, figures and the generated report.
+
+A synthetic work folder of hand-made evaluation files where every answer is known: dcod answers
+everything (or nothing, to flip the verdicts), sft answers 50% (seed 0) and 60% (seed 1) of each
+split, kd equals sft but one problem. So sft's id accuracy is 55 ± 7.07, dcod − sft is +45 points with
+a CI far from 0, and kd − sft is +1.25 points with a CI that contains 0.
+"""
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from dcod.reporting import calibration, cli, paper, tables
+from dcod.reporting.figures import FIGURE_NAMES
+
+ROOT = Path(__file__).resolve().parents[1]
+SPLITS = {"validation": (8, (1, 2)), "id": (40, (1, 4)), "long": (40, (5, 6)), "retention": (20, None)}
+SEEDS = [0, 1]
+EXPERIMENTS = ["sft", "dcod", "kd"]
+
+
+def sft_rule(seed):
+    return lambda i, n: i < (0.5 if seed == 0 else 0.6) * n
+
+
+RULES = {  # (experiment, seed) -> correct(problem index, split size)
+    ("sft", 0): sft_rule(0), ("sft", 1): sft_rule(1),
+    ("kd", 0): lambda i, n: sft_rule(0)(i, n) or i == n - 1, ("kd", 1): sft_rule(1),
+    ("dcod", 0): lambda i, n: True, ("dcod", 1): lambda i, n: True,
+    ("teacher", None): lambda i, n: True, ("teacher_direct", None): lambda i, n: True,
+    ("teacher_decomposed", None): lambda i, n: True,
+    ("base_student", None): lambda i, n: i < 0.4 * n,
+}
+STYLE = {"teacher_direct": 1.0, "teacher_decomposed": 0.0, "teacher": 0.5, "base_student": 0.0,
+         "sft": 0.5, "kd": 0.5, "dcod": 0.0, "dcod_prefix": 0.0}  # share of steps written in the direct style
+
+
+def sample_rows(name, correct):
+    rows = []
+    for split, (n, ks) in SPLITS.items():
+        for i in range(n):
+            ok = bool(correct(i, n))
+            row = {"id": f"{split}-{i:05d}", "split": split, "gold": "1", "prediction": "\\boxed{1}",
+                   "correct": ok, "status": "ok", "finish_reason": "stop", "num_tokens": 30}
+            if ks is None:
+                rows.append({**row, "task": "reverse", "k": 0})
+                continue
+            k = ks[0] + i % (ks[1] - ks[0] + 1)
+            direct = round(k * STYLE[name])
+            # a wrong answer from a student that writes direct steps: its direct steps are the broken ones
+            errors_direct = direct if (not ok and direct) else 0
+            errors_decomposed = 1 if (not ok and not direct) else 0
+            rows.append({**row, "task": "arith", "k": k, "steps_direct": direct, "errors_direct": errors_direct,
+                         "steps_decomposed": k - direct, "errors_decomposed": errors_decomposed,
+                         "steps_malformed": 0})
+    return rows
+
+
+def metrics_frame(rows):
+    frame = pd.DataFrame(rows)
+    out = []
+    for split, group in frame.groupby("split", sort=False):
+        record = {"split": split, "n": len(group), "accuracy": group["correct"].mean(), "no_answer_rate": 0.0}
+        steps_direct, steps_decomposed = group["steps_direct"].sum(), group["steps_decomposed"].sum()
+        if steps_direct + steps_decomposed:
+            record.update(steps_direct=steps_direct, steps_decomposed=steps_decomposed,
+                          direct_step_fraction=steps_direct / (steps_direct + steps_decomposed))
+        out.append({**record, "code_version": "abc123"})
+    return pd.DataFrame(out)
+
+
+def write_eval(folder: Path, name, correct, agreement):
+    folder.mkdir(parents=True)
+    rows = sample_rows(name, correct)
+    (folder / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    metrics_frame(rows).to_csv(folder / "metrics.csv", index=False)
+    stability = [{"id": f"id-{i:05d}", "split": "id", "k": 1, "samples": 4, "agreement": agreement,
+                  "malformed_rate": 1 - agreement, "sample_accuracy": 0.5} for i in range(5)]
+    pd.DataFrame(stability).to_csv(folder / "stability.csv", index=False)
+
+
+def write_run(folder: Path, name, seed, method, table="main", params=None):
+    folder.mkdir(parents=True)
+    run = {"wall_time_s": {"sft": 10.0, "kd": 11.0}.get(name, 10.4 + seed * 0.2), "student_tokens_trained": 1000,
+           "tokens_sampled": 0, "teacher_forward_tokens": 0, "reference_forward_tokens": 0, "seed": seed,
+           "code_version": "abc123",
+           "experiment": {"name": name, "method": method, "description": f"{name} description", "table": table,
+                          "params": params or {}, "train": {}}}
+    (folder / "run.json").write_text(json.dumps(run))
+    log = [{"step": s + 1, "loss": 1.0 / (s + 1), "lr": 1e-3, "grad_norm": 1.0, "tokens": 100, "elapsed": s}
+           for s in range(10)]
+    if method == "dcod":
+        log = [{**r, "beta": float(r["step"]), "ess_fraction": 0.5, "clip_fraction": 0.01 * r["step"]} for r in log]
+    (folder / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+
+
+DCOD_PARAMS = {"granularity": "sequence", "discount": 1.0, "beta": None, "ess_target": 0.5, "beta_max": 100.0,
+               "clip": 5.0, "reference": "teacher", "token_loss": "nll"}
+
+
+def make_work(root: Path, rules=RULES) -> Path:
+    work = root / "work"
+    for name in ("teacher", "teacher_direct", "teacher_decomposed", "base_student"):
+        write_eval(work / "eval" / name, name, rules[(name, None)], 0.5)
+    for name in [*EXPERIMENTS, "dcod_prefix"]:
+        method = "dcod" if name.startswith("dcod") else name
+        params = DCOD_PARAMS if method == "dcod" else {}
+        if name == "dcod_prefix":
+            params = {**DCOD_PARAMS, "granularity": "prefix", "beta": 2.0, "clip": None}
+        for seed in SEEDS:
+            rule = rules[("dcod" if method == "dcod" else name, seed)]
+            write_eval(work / "eval" / name / f"seed{seed}", name, rule, 0.9 if method == "dcod" else 0.6)
+            write_run(work / "runs" / name / f"seed{seed}", name, seed, method,
+                      "ablation" if name == "dcod_prefix" else "main", params)
+    (work / "traces").mkdir()
+    (work / "traces" / "train.json").write_text(json.dumps({"generated": 10, "kept": 9, "generation_seconds": 2.0,
+                                                            "tokens_generated": 5000}))
+    return work
+
+
+def args_for(tmp_path, work, what, out, experiments=EXPERIMENTS, seeds=SEEDS):
+    return argparse.Namespace(what=what, profile=str(ROOT / "config" / "profiles" / "ci.yaml"), work=str(work),
+                              experiment_list=",".join(experiments), seeds=",".join(map(str, seeds)),
+                              experiments="experiments", results_dir=str(tmp_path / "results"),
+                              figures_dir=str(tmp_path / "figures"), out=str(out))
+
+
+def build_all(tmp_path, work, figures=True):
+    """Every report output, in pipeline order; returns the report text (figures=False: placeholders)."""
+    results = tmp_path / "results"
+    cli.run(args_for(tmp_path, work, "table1", results / "table1.csv"))
+    cli.run(args_for(tmp_path, work, "table2", results / "table2.csv", ["sft", "dcod", "dcod_prefix"], [0]))
+    cli.run(args_for(tmp_path, work, "calibration", results / "calibration.csv"))
+    for name in FIGURE_NAMES:
+        png = tmp_path / "figures" / f"{name}.png"
+        if figures:
+            cli.run(args_for(tmp_path, work, f"figure:{name}", png))
+        else:
+            png.parent.mkdir(exist_ok=True)
+            png.write_bytes(b"")
+    cli.run(args_for(tmp_path, work, "paper", tmp_path / "paper" / "report.md"))
+    return (tmp_path / "paper" / "report.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("report")
+    work = make_work(tmp_path)
+    return tmp_path, work, build_all(tmp_path, work)
+
+
+def test_table1_rows_columns_and_values(built):
+    tmp_path, _, _ = built
+    table = pd.read_csv(tmp_path / "results" / "table1.csv").set_index("method")
+    assert list(table.index) == ["teacher", "base_student", "sft", "dcod", "kd"]
+    for column in ("description", "n_seeds", "seeds", "id_mean", "id_std", "long_mean", "retention_std",
+                   "direct_step_fraction", "wall_time_s", "student_tokens_trained", "tokens_sampled",
+                   "teacher_forward_tokens", "delta_id_vs_sft", "delta_long_ci_low", "delta_long_ci_high"):
+        assert column in table.columns, column
+    assert table.loc["sft", "id_mean"] == pytest.approx(55.0)
+    assert table.loc["sft", "id_std"] == pytest.approx(math.sqrt(50.0), rel=1e-5)
+    assert table.loc["dcod", "long_mean"] == pytest.approx(100.0) and table.loc["dcod", "long_std"] == 0
+    assert math.isnan(table.loc["teacher", "id_std"]) and math.isnan(table.loc["teacher", "wall_time_s"])
+    assert table.loc["sft", "seeds"] == "0;1" and table.loc["sft", "n_seeds"] == 2
+    assert table.loc["dcod", "wall_time_s"] == pytest.approx(10.5)
+    assert table.loc["dcod", "direct_step_fraction"] == 0
+    assert table.loc["dcod", "offline_trace_tokens"] == 5000
+    assert table.loc["dcod", "agreement_mean"] == pytest.approx(0.9)
+
+
+def test_bootstrap_contains_true_delta_and_separates_large_differences(built):
+    tmp_path, _, _ = built
+    table = pd.read_csv(tmp_path / "results" / "table1.csv").set_index("method")
+    dcod, kd, sft = table.loc["dcod"], table.loc["kd"], table.loc["sft"]
+    assert dcod["delta_id_vs_sft"] == pytest.approx(45.0)
+    assert 0 < dcod["delta_id_ci_low"] <= 45.0 <= dcod["delta_id_ci_high"]
+    assert kd["delta_id_vs_sft"] == pytest.approx(1.25)
+    assert kd["delta_id_ci_low"] <= 0 <= kd["delta_id_ci_high"]
+    assert sft["delta_long_vs_sft"] == 0 and sft["delta_long_ci_low"] == 0 == sft["delta_long_ci_high"]
+
+
+def test_paired_bootstrap_is_paired():
+    """Two models wrong on the same hard problems differ by exactly one problem: the CI is tight."""
+    ids = [f"p{i}" for i in range(200)]
+    reference = pd.Series([float(i % 2) for i in range(200)], index=ids)
+    method = reference.copy()
+    method.iloc[0] = 1.0
+    delta, low, high = tables.paired_bootstrap(method, reference, "id")
+    assert delta == pytest.approx(0.5) and 0 <= low <= delta <= high <= 2.5
+
+
+def test_tables_are_bit_reproducible(built, tmp_path):
+    first_dir, work, _ = built
+    out = tmp_path / "again.csv"
+    tables.write_table1(args_for(tmp_path, work, "table1", out))
+    assert out.read_bytes() == (first_dir / "results" / "table1.csv").read_bytes()
+
+
+def test_missing_file_is_an_error_naming_it(tmp_path):
+    work = make_work(tmp_path)
+    missing = work / "eval" / "kd" / "seed1" / "metrics.csv"
+    missing.unlink()
+    with pytest.raises(FileNotFoundError, match="kd/seed1/metrics.csv"):
+        tables.write_table1(args_for(tmp_path, work, "table1", tmp_path / "t.csv"))
+    (work / "runs" / "dcod" / "seed0" / "run.json").unlink()
+    with pytest.raises(FileNotFoundError, match="dcod/seed0/run.json"):
+        cli.run(args_for(tmp_path, work, "table2", tmp_path / "t2.csv", ["sft", "dcod"], [0]))
+
+
+def test_table2_flattens_knobs_and_diagnostics(built):
+    tmp_path, _, _ = built
+    table = pd.read_csv(tmp_path / "results" / "table2.csv", keep_default_na=False).set_index("method")
+    assert list(table.index) == ["sft", "dcod", "dcod_prefix"]
+    assert table.loc["dcod", "beta"] == "adaptive" and table.loc["dcod_prefix", "clip"] == "inf"
+    assert table.loc["dcod_prefix", "beta"] == "2" and table.loc["dcod_prefix", "granularity"] == "prefix"
+    assert table.loc["dcod_prefix", "role"] == "ablation" and table.loc["dcod", "role"] == "reference"
+    assert table.loc["sft", "beta"] == "" and table.loc["dcod", "id_std"] == ""  # one seed: no spread
+    assert float(table.loc["dcod", "final_beta"]) == pytest.approx(9.5)  # mean of steps 9, 10
+    assert float(table.loc["dcod", "final_clip_fraction"]) == pytest.approx(0.095)
+
+
+def test_calibration_targets_pass_and_flip(built):
+    tmp_path, _, _ = built
+    frame = pd.read_csv(tmp_path / "results" / "calibration.csv")
+    assert {"teacher", "teacher_direct", "teacher_decomposed", "base_student", "sft"} == set(frame["model"])
+    sft_id = frame[(frame["model"] == "sft") & (frame["split"] == "id")].iloc[0]
+    assert sft_id["accuracy"] == pytest.approx(55.0) and sft_id["n_seeds"] == 2
+    assert sft_id["step_error_rate_direct"] == pytest.approx(sft_id["errors_direct"] / sft_id["steps_direct"])
+    assert [t.status for t in calibration.check_targets(frame)] == ["PASS", "PASS", "FAIL"]
+    markdown = (tmp_path / "results" / "calibration.md").read_text()
+    assert "**PASS**" in markdown and "**FAIL**" in markdown and "What each row checks" in markdown
+
+    flipped = frame.copy()
+    teacher = (flipped["model"] == "teacher_direct") & (flipped["split"] == "long")
+    flipped.loc[teacher, ["accuracy", "step_error_rate_direct"]] = [60.0, 0.2]
+    flipped.loc[flipped["model"] == "sft", "errors_direct"] = 0
+    for model, split, accuracy in (("base_student", "long", 10.0), ("sft", "long", 20.0)):
+        flipped.loc[(flipped["model"] == model) & (flipped["split"] == split), "accuracy"] = accuracy
+    assert [t.status for t in calibration.check_targets(flipped)] == ["FAIL", "FAIL", "PASS"]
+
+
+def test_each_figure_is_a_png_with_its_data(built):
+    tmp_path, _, _ = built
+    for name in FIGURE_NAMES:
+        png = tmp_path / "figures" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000, name
+        assert len(pd.read_csv(png.with_suffix(".csv"))) > 0, name
+
+
+def test_unknown_figure_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="known figures"):
+        cli.run(args_for(tmp_path, tmp_path, "figure:nope", tmp_path / "x.png"))
+
+
+def test_report_has_table_values_figures_and_verdicts(built):
+    _, _, report = built
+    assert "55.0 ± 7.1" in report  # sft on id, from table1.csv
+    assert "+45.0 [" in report
+    for name in FIGURE_NAMES:
+        assert f"](../figures/{name}.png)" in report
+    claims = report.split("## Claims")[1]
+    assert "DCOD beats SFT on in-distribution accuracy: supported." in claims
+    assert "more stable reasoning traces than SFT: supported." in claims
+    assert "close to SFT's: supported." in claims  # 10.5 s vs 10.0 s
+
+
+def test_report_verdict_flips_when_dcod_loses(tmp_path):
+    rules = {**RULES, ("dcod", 0): lambda i, n: False, ("dcod", 1): lambda i, n: i == 0}
+    report = build_all(tmp_path, make_work(tmp_path, rules), figures=False)
+    claims = report.split("## Claims")[1]
+    assert "DCOD beats SFT on in-distribution accuracy: not supported." in claims
+    assert "DCOD beats SFT on harder / long problems: not supported." in claims
+    assert "retention of the base student's second skill): not supported." in claims

@@ -1,0 +1,29 @@
+"""Stored teacher traces: their log-probs equal a fresh teacher pass at the sampling temperature."""
+
+import pandas as pd
+import pytest
+import torch
+
+from dcod.config import load_profile
+from dcod.pipeline import stage_traces, stage_world
+from dcod.toy.teacher import ToyTeacher
+
+from conftest import REPO
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.8])
+def test_stored_logprobs_equal_a_fresh_teacher_pass(tmp_path, toy_tokenizer, temperature):
+    profile = load_profile(REPO / "config/profiles/ci.yaml")
+    profile.traces.temperature = temperature
+    profile.world["n_train"] = 24
+    stage_world(profile, tmp_path / "world")
+    stage_traces(profile, tmp_path / "world", tmp_path / "traces.parquet")
+    frame = pd.read_parquet(tmp_path / "traces.parquet")
+    assert len(frame) > 0
+    teacher = ToyTeacher(toy_tokenizer, p_direct=profile.teacher.p_direct, floor=profile.teacher.floor)
+    for row in frame.itertuples():
+        fresh = teacher.next_token_logprobs(list(row.prompt_ids), list(row.completion_ids), temperature=temperature)
+        gathered = fresh[torch.arange(len(row.completion_ids)), torch.tensor(list(row.completion_ids))]
+        assert torch.allclose(gathered, torch.tensor(list(row.teacher_logprobs), dtype=torch.float32), atol=1e-5)
+        assert len(row.topk_ids) == len(row.completion_ids)
+        assert row.completion_ids[-1] == toy_tokenizer.eos_token_id

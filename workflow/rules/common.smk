@@ -1,0 +1,63 @@
+from pathlib import Path
+
+from snakemake.utils import validate
+
+from dcod.config import discover_experiments, load_experiment, load_profile
+
+validate(config, "../schemas/config.schema.yaml")
+
+BASE = Path(workflow.basedir)
+PROFILE = config.get("profile", "toy")
+PROFILE_FILE = BASE / "config" / "profiles" / f"{PROFILE}.yaml"
+EXPERIMENTS_DIR = BASE / "experiments"
+ENV = BASE / "environment.yml"
+P = load_profile(PROFILE_FILE)  # strict: an unknown or mistyped key stops here with its name
+
+# The default profile writes to results/, figures/, paper/; others to a subfolder named after them.
+W = f"work/{PROFILE}"
+R = "results" if PROFILE == "toy" else f"results/{PROFILE}"
+F = "figures" if PROFILE == "toy" else f"figures/{PROFILE}"
+DOC = "paper" if PROFILE == "toy" else f"paper/{PROFILE}"
+
+EXPERIMENTS = discover_experiments(EXPERIMENTS_DIR, P)
+TABLE_OF = {name: load_experiment(EXPERIMENTS_DIR / name / "config.yaml").table for name in EXPERIMENTS}
+MAIN = [e for e in EXPERIMENTS if TABLE_OF[e] == "main"]
+ABLATIONS = [e for e in EXPERIMENTS if TABLE_OF[e] == "ablation"]
+# table 2 compares every ablation with the default dcod and sft, on the ablation seeds
+TABLE2_EXPERIMENTS = [e for e in ("sft", "dcod") if e in MAIN] + ABLATIONS
+SEEDS = P.seeds
+ABLATION_SEEDS = P.ablation_seeds or P.seeds
+
+TABLE1 = f"{R}/table1.csv"
+TABLE2 = f"{R}/table2.csv"
+CALIBRATION = f"{R}/calibration.csv"
+FIGURE_NAMES = ["accuracy_per_split", "accuracy_vs_length", "dcod_diagnostics", "accuracy_vs_cost",
+                "trace_stability"]
+FIGURES = expand(f"{F}/{{name}}.png", name=FIGURE_NAMES)
+REPORT = f"{DOC}/report.md"
+# models evaluated besides the runs: the base student, the teacher, the teacher forced to one style
+REFERENCES = ["base_student", "teacher", "teacher_direct", "teacher_decomposed"]
+
+
+EVAL_FILES = ["metrics.csv", "samples.jsonl", "stability.csv"]
+RUN_FILES = ["run.json", "train_log.jsonl"]
+
+
+def evals(experiments, seeds):
+    """Every evaluation output of these runs (the reports read all three files)."""
+    return expand(f"{W}/eval/{{experiment}}/seed{{seed}}/{{file}}", experiment=experiments, seed=seeds,
+                  file=EVAL_FILES)
+
+
+def runs(experiments, seeds):
+    return expand(f"{W}/runs/{{experiment}}/seed{{seed}}/{{file}}", experiment=experiments, seed=seeds,
+                  file=RUN_FILES)
+
+
+def references(names):
+    return expand(f"{W}/eval/{{reference}}/{{file}}", reference=names, file=EVAL_FILES)
+
+
+wildcard_constraints:
+    seed=r"\d+",
+    experiment=r"[A-Za-z0-9_\-]+",

@@ -1,0 +1,115 @@
+# Tables, calibration, figures and the generated report: one rule (and one script) each.
+# --work gets the world marker (work/<profile>/world/world.json) and --results-dir / --figures-dir a file
+# inside the folder, so every path the command uses is derived from a declared input.
+
+
+rule calibration:
+    input:
+        references(REFERENCES),
+        evals(["sft"], SEEDS),
+        profile=PROFILE_FILE,
+        world=f"{W}/world/world.json",
+    output:
+        CALIBRATION,
+        CALIBRATION.replace(".csv", ".md"),
+    params:
+        seeds=",".join(map(str, SEEDS)),
+    log:
+        f"{W}/logs/report/calibration.log",
+    conda:
+        ENV
+    shell:
+        "python -m dcod report calibration --profile {input.profile} --work {input.world} "
+        "--seeds {params.seeds} --out {output[0]} > {log} 2>&1"
+
+
+rule table1:
+    input:
+        references(["teacher", "base_student"]),
+        evals(MAIN, SEEDS),
+        runs(MAIN, SEEDS),
+        f"{W}/traces/train.json",
+        profile=PROFILE_FILE,
+        world=f"{W}/world/world.json",
+    output:
+        TABLE1,
+    params:
+        experiments=",".join(MAIN),
+        seeds=",".join(map(str, SEEDS)),
+        experiments_dir=EXPERIMENTS_DIR,
+    log:
+        f"{W}/logs/report/table1.log",
+    conda:
+        ENV
+    shell:
+        "python -m dcod report table1 --profile {input.profile} --work {input.world} "
+        "--experiment-list {params.experiments} --seeds {params.seeds} --experiments {params.experiments_dir} "
+        "--out {output} > {log} 2>&1"
+
+
+rule table2:
+    input:
+        evals(TABLE2_EXPERIMENTS, ABLATION_SEEDS),
+        runs(TABLE2_EXPERIMENTS, ABLATION_SEEDS),
+        f"{W}/traces/train.json",
+        profile=PROFILE_FILE,
+        world=f"{W}/world/world.json",
+    output:
+        TABLE2,
+    params:
+        experiments=",".join(TABLE2_EXPERIMENTS),
+        seeds=",".join(map(str, ABLATION_SEEDS)),
+        experiments_dir=EXPERIMENTS_DIR,
+    log:
+        f"{W}/logs/report/table2.log",
+    conda:
+        ENV
+    shell:
+        "python -m dcod report table2 --profile {input.profile} --work {input.world} "
+        "--experiment-list {params.experiments} --seeds {params.seeds} --experiments {params.experiments_dir} "
+        "--out {output} > {log} 2>&1"
+
+
+rule figure:
+    input:
+        TABLE2,
+        references(["teacher", "base_student"]),
+        evals(MAIN, SEEDS),
+        runs(MAIN, SEEDS),
+        world=f"{W}/world/world.json",
+        table1=TABLE1,
+    output:
+        f"{F}/{{name}}.png",
+        f"{F}/{{name}}.csv",
+    params:
+        experiments=",".join(MAIN),
+        seeds=",".join(map(str, SEEDS)),
+    log:
+        f"{W}/logs/report/figure_{{name}}.log",
+    wildcard_constraints:
+        name="|".join(FIGURE_NAMES),
+    conda:
+        ENV
+    shell:
+        "python -m dcod report figure:{wildcards.name} --work {input.world} "
+        "--experiment-list {params.experiments} --seeds {params.seeds} --results-dir {input.table1} "
+        "--out {output[0]} > {log} 2>&1"
+
+
+rule report:
+    input:
+        TABLE2,
+        CALIBRATION,
+        FIGURES,
+        table1=TABLE1,
+        figure=FIGURES[0],
+        profile=PROFILE_FILE,
+    output:
+        REPORT,
+    log:
+        f"{W}/logs/report/report.log",
+    conda:
+        ENV
+    shell:
+        "python -m dcod report paper --profile {input.profile} --results-dir {input.table1} "
+        "--figures-dir {input.figure} --out {output} > {log} 2>&1"
