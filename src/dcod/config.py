@@ -36,6 +36,29 @@ def _choice(value: str, allowed: tuple[str, ...], key: str) -> None:
 
 
 @dataclass
+class DataConfig:
+    """Where prompts come from. ``toy``: the synthetic world (``world`` section). ``benchmarks``: the
+    declared real benchmarks (``dcod.benchmarks``), hub by default or ``data_dir`` when offline."""
+
+    source: str = "toy"
+    train: str = "gsm8k_train"  # benchmark whose questions are the training prompts
+    train_limit: int = 0  # 0: all
+    eval: list[str] = field(default_factory=lambda: ["gsm8k"])
+    eval_limit: int = 0  # 0: all problems of each benchmark
+    data_dir: str | None = None  # local copies (e.g. ../shared/data); env DCOD_DATA_DIR also works
+
+    def validate(self, key: str) -> None:
+        _choice(self.source, ("toy", "benchmarks"), f"{key}.source")
+        _check(self.train_limit >= 0 and self.eval_limit >= 0, f"{key}", "limits must be >= 0")
+        if self.source == "benchmarks":
+            from dcod.benchmarks import list_benchmarks
+
+            known = list_benchmarks()
+            for name in [self.train, *self.eval]:
+                _check(name in known, f"{key}", f"unknown benchmark {name!r}; known: {', '.join(known)}")
+
+
+@dataclass
 class StudentConfig:
     """The student. ``path`` set: load a pretrained HF model; else a tiny Llama built from config."""
 
@@ -160,6 +183,7 @@ class EvalConfig:
 @dataclass
 class ProfileConfig:
     name: str
+    data: DataConfig = field(default_factory=DataConfig)
     world: dict[str, Any] = field(default_factory=dict)  # validated by dcod.toy.world.WorldConfig
     student: StudentConfig = field(default_factory=StudentConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
@@ -173,11 +197,15 @@ class ProfileConfig:
     ablation_seeds: list[int] | None = None  # None: same as seeds
 
     def validate(self, key: str = "profile") -> None:
-        for section in ("student", "teacher", "pretrain", "traces", "train", "eval"):
+        for section in ("data", "student", "teacher", "pretrain", "traces", "train", "eval"):
             getattr(self, section).validate(f"{key}.{section}")
         _check(len(self.seeds) > 0, f"{key}.seeds", "must list at least one seed")
         _check(len(set(self.seeds)) == len(self.seeds), f"{key}.seeds", "must be distinct")
         _check(self.threads >= 1, f"{key}.threads", "must be >= 1")
+        if self.data.source == "benchmarks":
+            _check(self.student.path is not None, f"{key}.student.path", "is required with data.source benchmarks")
+            _check(set(self.eval.splits) <= set(self.data.eval), f"{key}.eval.splits",
+                   f"must be among data.eval {self.data.eval}")
         if self.world:
             from dcod.toy.world import WorldConfig
 

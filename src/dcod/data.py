@@ -88,21 +88,47 @@ class EpochSampler:
     """Deterministic batches: step ``s`` of seed ``seed`` always sees the same examples.
 
     The order is a function of (seed, epoch) only, so a resumed run draws exactly the batches the
-    uninterrupted run would have drawn, with no sampler state in the checkpoint.
+    uninterrupted run would have drawn, with no sampler state in the checkpoint. An epoch is
+    ``size // batch_size`` full batches (the remainder waits for the next epoch's shuffle).
+
+    With ``lengths``, batches are grouped by length (as ``group_by_length`` in HF's Trainer): each
+    shuffled window of ``window`` batches is sorted by length before it is cut into batches, and the
+    batch order is shuffled again. Padding per batch drops sharply (traces range from ~20 to ~150
+    tokens), while every example is still seen once per epoch in a seeded random order.
     """
 
-    def __init__(self, size: int, batch_size: int, seed: int):
+    def __init__(self, size: int, batch_size: int, seed: int, lengths=None, window: int = 16):
         if size < 1:
             raise ValueError("cannot sample batches from an empty dataset")
         self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.lengths = None if lengths is None else np.asarray(lengths)
+        self.window = window
+        self._epoch_cache: tuple[int, list[list[int]]] | None = None
+
+    def _epoch(self, epoch: int) -> list[list[int]]:
+        if self._epoch_cache and self._epoch_cache[0] == epoch:
+            return self._epoch_cache[1]
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(self.size)
+        if self.size < self.batch_size:  # tiny datasets: repeat to fill one batch
+            order = np.resize(order, self.batch_size)
+        n_batches = len(order) // self.batch_size
+        order = order[: n_batches * self.batch_size]
+        if self.lengths is not None:
+            span = self.window * self.batch_size
+            windows = [order[i:i + span] for i in range(0, len(order), span)]
+            order = np.concatenate([w[np.argsort(self.lengths[w], kind="stable")] for w in windows])
+        batches = [order[i * self.batch_size:(i + 1) * self.batch_size].tolist() for i in range(n_batches)]
+        if self.lengths is not None:
+            batches = [batches[i] for i in rng.permutation(n_batches)]
+        self._epoch_cache = (epoch, batches)
+        return batches
 
     def indices(self, step: int) -> list[int]:
-        out = []
-        position = step * self.batch_size
-        while len(out) < self.batch_size:
-            epoch, offset = divmod(position, self.size)
-            order = np.random.default_rng([self.seed, epoch]).permutation(self.size)
-            take = min(self.batch_size - len(out), self.size - offset)
-            out.extend(order[offset: offset + take].tolist())
-            position += take
-        return out
+        n_batches = max(1, max(self.size, self.batch_size) // self.batch_size)
+        epoch, index = divmod(step, n_batches)
+        return self._epoch(epoch)[index]
+
+
+def example_lengths(examples: list[dict]) -> list[int]:
+    return [len(e["prompt_ids"]) + len(e["completion_ids"]) for e in examples]

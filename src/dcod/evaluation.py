@@ -15,6 +15,7 @@ import pandas as pd
 from dcod import grading
 from dcod.generation import SamplingParams
 from dcod.io import write_csv, write_jsonl
+from dcod.models import encode_prompt
 from dcod.toy.world import analyze_completion
 
 
@@ -32,7 +33,7 @@ def _step_stats(record: dict, text: str) -> dict:
 
 def evaluate_records(backend, tokenizer, records: list[dict], *, max_new_tokens: int, timeout: float = 5.0,
                      workers: int = 1, seed: int = 0) -> list[dict]:
-    prompts = [tokenizer(r["question"])["input_ids"] for r in records]
+    prompts = [encode_prompt(tokenizer, r["question"]) for r in records]
     generations = backend.generate(prompts, SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0,
                                                            seed=seed), progress=True)
     graded = grading.grade([r["gold"] for r in records], [g.text for g in generations],
@@ -50,7 +51,7 @@ def evaluate_records(backend, tokenizer, records: list[dict], *, max_new_tokens:
 def stability_rows(backend, tokenizer, records: list[dict], *, samples: int, temperature: float,
                    max_new_tokens: int, timeout: float, workers: int, seed: int) -> list[dict]:
     """k sampled completions per problem: answer agreement and malformed-output rate (trace stability)."""
-    prompts = [tokenizer(r["question"])["input_ids"] for r in records]
+    prompts = [encode_prompt(tokenizer, r["question"]) for r in records]
     generations = backend.generate(prompts, SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature,
                                                            n=samples, seed=seed + 1), progress=True)
     graded = grading.grade([records[g.prompt_index]["gold"] for g in generations], [g.text for g in generations],

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import torch
 
 from dcod import objectives
-from dcod.data import EpochSampler, collate
+from dcod.data import EpochSampler, collate, example_lengths
 from dcod.generation import SamplingParams
 
 
@@ -50,7 +50,8 @@ class Method:
 
     def __init__(self, params, ctx: StepContext, cost: Cost):
         self.params, self.ctx, self.cost = params, ctx, cost
-        self.sampler = EpochSampler(len(ctx.traces), ctx.batch_size, ctx.seed) if ctx.traces else None
+        self.sampler = (EpochSampler(len(ctx.traces), ctx.batch_size, ctx.seed, lengths=example_lengths(ctx.traces))
+                        if ctx.traces else None)
 
     def examples(self, step: int, model) -> list[dict]:
         return [self.ctx.traces[i] for i in self.sampler.indices(step)]
@@ -202,7 +203,8 @@ class SelfDistill(Method):
         data = self.round_data[round_index]
         if not data:
             return []
-        sampler = EpochSampler(len(data), self.ctx.batch_size, self.ctx.seed * 31 + round_index)
+        sampler = EpochSampler(len(data), self.ctx.batch_size, self.ctx.seed * 31 + round_index,
+                               lengths=example_lengths(data))
         return [data[i] for i in sampler.indices(step - round_index * self.steps_per_round)]
 
     def state(self):

