@@ -41,7 +41,7 @@ def cmd_train(args):
     from dcod.pipeline import stage_train
 
     stage_train(_profile(args), Path(args.experiment), args.seed, _folder(args.world), Path(args.base),
-                Path(args.traces), _folder(args.out))
+                Path(args.traces), _folder(args.out), lr=args.lr)
 
 
 TEACHERS = {"teacher": "teacher", "teacher_direct": "teacher:direct", "teacher_decomposed": "teacher:decomposed"}
@@ -60,7 +60,8 @@ def cmd_evaluate(args):
         model = str(Path(args.model).parent / "model")
     else:
         model = args.model
-    stage_evaluate(_profile(args), _folder(args.world), model, _folder(args.out), seed=args.seed)
+    splits = args.splits.split(",") if args.splits else None
+    stage_evaluate(_profile(args), _folder(args.world), model, _folder(args.out), seed=args.seed, splits=splits)
 
 
 def cmd_grade(args):
@@ -100,12 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment", required=True, help="experiments/<name>/config.yaml")
     for name in ("world", "base", "traces", "out"):
         p.add_argument(f"--{name}", required=True)
+    p.add_argument("--lr", type=float, default=None, help="override the learning rate (tuning grid)")
     p.add_argument("--seed", type=int, required=True)
     p = add("evaluate", cmd_evaluate, "greedy pass@1 on every split of the profile")
     p.add_argument("--world", required=True)
     p.add_argument("--model", required=True, help="a model directory, a run.json, or one of base_student, "
                    "teacher, teacher_direct, teacher_decomposed")
     p.add_argument("--base", default=None, help="the base student folder (with --model base_student)")
+    p.add_argument("--splits", default=None, help="comma-separated subset of the profile's splits")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p = add("grade", cmd_grade, "grade a JSONL of {gold, prediction} lines", profile=False)
@@ -114,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=5.0)
     p.add_argument("--workers", type=int, default=2)
     p = add("report", cmd_report, "calibration, tables, figures and the generated report", profile=False)
-    p.add_argument("what", help="calibration | table1 | table2 | figure:<name> | paper")
+    p.add_argument("what", help="calibration | table1 | table2 | tuning | figure:<name> | paper")
     p.add_argument("--profile", default=None, help="profile YAML (recorded in the outputs)")
     p.add_argument("--work", default=None, help="the profile's work folder, e.g. work/toy")
     p.add_argument("--experiment-list", default="", help="comma-separated experiment names")

@@ -181,6 +181,18 @@ class EvalConfig:
 
 
 @dataclass
+class TuningConfig:
+    """Equal tuning budget for every method: the same learning-rate grid, one seed, the validation split."""
+
+    lrs: list[float] = field(default_factory=lambda: [5e-4, 1e-3, 2e-3])
+    seed: int = 0
+    split: str = "validation"
+
+    def validate(self, key: str) -> None:
+        _check(len(self.lrs) > 0 and all(lr > 0 for lr in self.lrs), f"{key}.lrs", "must be positive numbers")
+
+
+@dataclass
 class ProfileConfig:
     name: str
     data: DataConfig = field(default_factory=DataConfig)
@@ -191,17 +203,19 @@ class ProfileConfig:
     traces: TracesConfig = field(default_factory=TracesConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    tuning: TuningConfig = field(default_factory=TuningConfig)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     threads: int = 1
     experiments: list[str] | None = None  # None: every experiment directory
     ablation_seeds: list[int] | None = None  # None: same as seeds
 
     def validate(self, key: str = "profile") -> None:
-        for section in ("data", "student", "teacher", "pretrain", "traces", "train", "eval"):
+        for section in ("data", "student", "teacher", "pretrain", "traces", "train", "eval", "tuning"):
             getattr(self, section).validate(f"{key}.{section}")
         _check(len(self.seeds) > 0, f"{key}.seeds", "must list at least one seed")
         _check(len(set(self.seeds)) == len(self.seeds), f"{key}.seeds", "must be distinct")
         _check(self.threads >= 1, f"{key}.threads", "must be >= 1")
+        _check(self.tuning.split in self.eval.splits, f"{key}.tuning.split", f"must be one of {self.eval.splits}")
         if self.data.source == "benchmarks":
             _check(self.student.path is not None, f"{key}.student.path", "is required with data.source benchmarks")
             _check(set(self.eval.splits) <= set(self.data.eval), f"{key}.eval.splits",
@@ -349,6 +363,8 @@ def _from_dict(cls: type, data: dict[str, Any], key: str):
             continue
         if isinstance(value, str) and annotation in (float, float | None) and _looks_numeric(value):
             value = float(value)  # YAML 1.1 reads 1e-3 as a string
+        if annotation == list[float] and isinstance(value, list):
+            value = [float(v) if isinstance(v, str) and _looks_numeric(v) else v for v in value]
         if not _type_ok(value, annotation):
             raise ConfigError(f"{key}.{name}: expected {_type_name(annotation)}, got {value!r}")
         kwargs[name] = float(value) if annotation is float else value
@@ -370,8 +386,11 @@ def _type_name(annotation: Any) -> str:
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
-    with open(path) as handle:
-        data = yaml.safe_load(handle)
+    try:
+        with open(path) as handle:
+            data = yaml.safe_load(handle)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({error})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a YAML mapping at the top level")
     return data

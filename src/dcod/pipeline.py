@@ -143,11 +143,14 @@ def stage_traces(profile: ProfileConfig, world_dir: Path, out_path: Path) -> Non
 
 # ----------------------------------------------------------------------------- training
 def stage_train(profile: ProfileConfig, experiment_config: Path, seed: int, world_dir: Path, base_dir: Path,
-                traces_path: Path, out_dir: Path, *, stop_after: int | None = None) -> None:
+                traces_path: Path, out_dir: Path, *, lr: float | None = None, stop_after: int | None = None) -> None:
+    """Train one experiment with one seed; ``lr`` overrides the learning rate (the tuning grid)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     set_threads(profile.threads)
     exp = load_experiment(experiment_config)
+    if lr is not None:
+        exp.train = {**exp.train, "lr": lr}
     cfg = train_config_for(profile, exp)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -181,7 +184,8 @@ def stage_train(profile: ProfileConfig, experiment_config: Path, seed: int, worl
 
 
 # ----------------------------------------------------------------------------- evaluation
-def stage_evaluate(profile: ProfileConfig, world_dir: Path, model_dir: str, out_dir: Path, seed: int = 0) -> None:
+def stage_evaluate(profile: ProfileConfig, world_dir: Path, model_dir: str, out_dir: Path, seed: int = 0,
+                   splits: list[str] | None = None) -> None:
     """Evaluate a model directory, or the teacher: ``teacher`` (as configured), ``teacher:direct`` or
     ``teacher:decomposed`` (the toy teacher forced to one style, for the calibration report)."""
     set_threads(profile.threads)
@@ -193,7 +197,7 @@ def stage_evaluate(profile: ProfileConfig, world_dir: Path, model_dir: str, out_
         backend = HFBackend(model, tokenizer, batch_size=profile.eval.batch_size)
     ev = profile.eval
     records = []
-    for split in ev.splits:
+    for split in splits or ev.splits:
         path = Path(world_dir) / f"{split}.jsonl"
         if not path.is_file():
             raise FileNotFoundError(f"evaluation split {split!r}: {path} does not exist (known splits are the "
@@ -201,7 +205,7 @@ def stage_evaluate(profile: ProfileConfig, world_dir: Path, model_dir: str, out_
         records.extend({**r, "split": split} for r in read_jsonl(path))
     rows = evaluate_records(backend, tokenizer, records, max_new_tokens=ev.max_new_tokens, seed=seed)
     stability = []
-    if ev.stability_samples:
+    if ev.stability_samples and not splits:
         subset = [r for r in records if r["split"] in ("id", "long")][: ev.stability_problems]
         stability = stability_rows(backend, tokenizer, subset, samples=ev.stability_samples,
                                    temperature=ev.stability_temperature, max_new_tokens=ev.max_new_tokens,

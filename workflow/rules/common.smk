@@ -54,10 +54,21 @@ def runs(experiments, seeds):
                   file=RUN_FILES)
 
 
+TUNING = f"{R}/tuning.csv"
+TUNING_SEED = P.tuning.seed
+TUNING_SPLIT = P.tuning.split
+TUNING_LRS = [f"{lr:g}" for lr in P.tuning.lrs]
+
+
+def tuning_evals(experiments):
+    return expand(f"{W}/tuning/{{experiment}}/lr{{lr}}/eval/metrics.csv", experiment=experiments, lr=TUNING_LRS)
+
+
 def references(names):
     return expand(f"{W}/eval/{{reference}}/{{file}}", reference=names, file=EVAL_FILES)
 
 
 wildcard_constraints:
     seed=r"\d+",
+    lr=r"[0-9.e\-]+",
     experiment=r"[A-Za-z0-9_\-]+",

@@ -36,14 +36,14 @@ rule traces:
         profile=PROFILE_FILE,
         world=f"{W}/world/world.json",
     output:
-        f"{W}/traces/train.parquet",
-        f"{W}/traces/train.json",
+        marker=f"{W}/traces/train.parquet",
+        summary=f"{W}/traces/train.json",
     log:
         f"{W}/logs/traces.log",
     conda:
         ENV
     shell:
-        "python -m dcod traces --profile {input.profile} --world {input.world} --out {output[0]} > {log} 2>&1"
+        "python -m dcod traces --profile {input.profile} --world {input.world} --out {output.marker} > {log} 2>&1"
 
 
 rule train:
@@ -54,8 +54,8 @@ rule train:
         traces=f"{W}/traces/train.parquet",
         config=EXPERIMENTS_DIR / "{experiment}" / "config.yaml",
     output:
-        f"{W}/runs/{{experiment}}/seed{{seed}}/run.json",
-        f"{W}/runs/{{experiment}}/seed{{seed}}/train_log.jsonl",
+        marker=f"{W}/runs/{{experiment}}/seed{{seed}}/run.json",
+        train_log=f"{W}/runs/{{experiment}}/seed{{seed}}/train_log.jsonl",
     log:
         f"{W}/logs/train/{{experiment}}_seed{{seed}}.log",
     conda:
@@ -63,7 +63,7 @@ rule train:
     shell:
         "python -m dcod train --profile {input.profile} --experiment {input.config} "
         "--seed {wildcards.seed} --world {input.world} "
-        "--base {input.base} --traces {input.traces} --out {output[0]} > {log} 2>&1"
+        "--base {input.base} --traces {input.traces} --out {output.marker} > {log} 2>&1"
 
 
 rule evaluate:
@@ -72,14 +72,16 @@ rule evaluate:
         world=f"{W}/world/world.json",
         run=f"{W}/runs/{{experiment}}/seed{{seed}}/run.json",
     output:
-        expand(f"{W}/eval/{{{{experiment}}}}/seed{{{{seed}}}}/{{file}}", file=EVAL_FILES),
+        marker=f"{W}/eval/{{experiment}}/seed{{seed}}/metrics.csv",
+        samples=f"{W}/eval/{{experiment}}/seed{{seed}}/samples.jsonl",
+        stability=f"{W}/eval/{{experiment}}/seed{{seed}}/stability.csv",
     log:
         f"{W}/logs/eval/{{experiment}}_seed{{seed}}.log",
     conda:
         ENV
     shell:
         "python -m dcod evaluate --profile {input.profile} --world {input.world} --seed {wildcards.seed} "
-        "--model {input.run} --out {output[0]} > {log} 2>&1"
+        "--model {input.run} --out {output.marker} > {log} 2>&1"
 
 
 rule evaluate_reference:
@@ -89,7 +91,9 @@ rule evaluate_reference:
         world=f"{W}/world/world.json",
         base=f"{W}/base_student",
     output:
-        expand(f"{W}/eval/{{{{reference}}}}/{{file}}", file=EVAL_FILES),
+        marker=f"{W}/eval/{{reference}}/metrics.csv",
+        samples=f"{W}/eval/{{reference}}/samples.jsonl",
+        stability=f"{W}/eval/{{reference}}/stability.csv",
     log:
         f"{W}/logs/eval/{{reference}}.log",
     wildcard_constraints:
@@ -98,4 +102,52 @@ rule evaluate_reference:
         ENV
     shell:
         "python -m dcod evaluate --profile {input.profile} --world {input.world} --model {wildcards.reference} --base {input.base} "
-        "--out {output[0]} > {log} 2>&1"
+        "--out {output.marker} > {log} 2>&1"
+
+
+# ------------------------------------------------------------------ tuning: same budget for every method
+# Each Table 1 method is trained with every learning rate of the profile's tuning grid (one seed) and
+# scored on the validation split only; results/tuning.csv records the grid and the best value.
+
+
+rule tune_train:
+    input:
+        profile=PROFILE_FILE,
+        world=f"{W}/world/world.json",
+        base=f"{W}/base_student",
+        traces=f"{W}/traces/train.parquet",
+        config=EXPERIMENTS_DIR / "{experiment}" / "config.yaml",
+    output:
+        marker=f"{W}/tuning/{{experiment}}/lr{{lr}}/run.json",
+        train_log=f"{W}/tuning/{{experiment}}/lr{{lr}}/train_log.jsonl",
+    params:
+        seed=TUNING_SEED,
+    log:
+        f"{W}/logs/tuning/{{experiment}}_lr{{lr}}.log",
+    conda:
+        ENV
+    shell:
+        "python -m dcod train --profile {input.profile} --experiment {input.config} --lr {wildcards.lr} "
+        "--seed {params.seed} --world {input.world} --base {input.base} --traces {input.traces} "
+        "--out {output.marker} > {log} 2>&1"
+
+
+rule tune_evaluate:
+    input:
+        profile=PROFILE_FILE,
+        world=f"{W}/world/world.json",
+        run=f"{W}/tuning/{{experiment}}/lr{{lr}}/run.json",
+    output:
+        marker=f"{W}/tuning/{{experiment}}/lr{{lr}}/eval/metrics.csv",
+        samples=f"{W}/tuning/{{experiment}}/lr{{lr}}/eval/samples.jsonl",
+        stability=f"{W}/tuning/{{experiment}}/lr{{lr}}/eval/stability.csv",
+    params:
+        seed=TUNING_SEED,
+        split=TUNING_SPLIT,
+    log:
+        f"{W}/logs/tuning/{{experiment}}_lr{{lr}}_eval.log",
+    conda:
+        ENV
+    shell:
+        "python -m dcod evaluate --profile {input.profile} --world {input.world} --seed {params.seed} "
+        "--model {input.run} --splits {params.split} --out {output.marker} > {log} 2>&1"

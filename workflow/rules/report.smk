@@ -10,8 +10,8 @@ rule calibration:
         profile=PROFILE_FILE,
         world=f"{W}/world/world.json",
     output:
-        CALIBRATION,
-        CALIBRATION.replace(".csv", ".md"),
+        marker=CALIBRATION,
+        markdown=CALIBRATION.replace(".csv", ".md"),
     params:
         seeds=",".join(map(str, SEEDS)),
     log:
@@ -20,7 +20,7 @@ rule calibration:
         ENV
     shell:
         "python -m dcod report calibration --profile {input.profile} --work {input.world} "
-        "--seeds {params.seeds} --out {output[0]} > {log} 2>&1"
+        "--seeds {params.seeds} --out {output.marker} > {log} 2>&1"
 
 
 rule table1:
@@ -79,8 +79,8 @@ rule figure:
         world=f"{W}/world/world.json",
         table1=TABLE1,
     output:
-        f"{F}/{{name}}.png",
-        f"{F}/{{name}}.csv",
+        marker=f"{F}/{{name}}.png",
+        data=f"{F}/{{name}}.csv",
     params:
         experiments=",".join(MAIN),
         seeds=",".join(map(str, SEEDS)),
@@ -93,7 +93,7 @@ rule figure:
     shell:
         "python -m dcod report figure:{wildcards.name} --work {input.world} "
         "--experiment-list {params.experiments} --seeds {params.seeds} --results-dir {input.table1} "
-        "--out {output[0]} > {log} 2>&1"
+        "--out {output.marker} > {log} 2>&1"
 
 
 rule report:
@@ -113,3 +113,21 @@ rule report:
     shell:
         "python -m dcod report paper --profile {input.profile} --results-dir {input.table1} "
         "--figures-dir {input.figure} --out {output} > {log} 2>&1"
+
+
+rule tuning:
+    input:
+        tuning_evals(MAIN),
+        profile=PROFILE_FILE,
+        world=f"{W}/world/world.json",
+    output:
+        TUNING,
+    params:
+        experiments=",".join(MAIN),
+    log:
+        f"{W}/logs/report/tuning.log",
+    conda:
+        ENV
+    shell:
+        "python -m dcod report tuning --profile {input.profile} --work {input.world} "
+        "--experiment-list {params.experiments} --out {output} > {log} 2>&1"

@@ -38,6 +38,7 @@ def run(args) -> None:
     commands = {"table1": ("dcod.reporting.tables", "write_table1"),
                 "table2": ("dcod.reporting.tables", "write_table2"),
                 "calibration": ("dcod.reporting.calibration", "write_calibration"),
+                "tuning": ("dcod.reporting.tuning", "write_tuning"),
                 "paper": ("dcod.reporting.paper", "write_report")}
     if what not in commands:
         raise ValueError(f"unknown report {what!r}; expected one of {', '.join(commands)} or figure:<name>")

@@ -1,0 +1,37 @@
+"""``report tuning``: the learning-rate grid of every Table 1 method, scored on the validation split.
+
+Every method gets the same budget (the profile's ``tuning.lrs``, one seed, validation only; test
+splits are never read). The chosen value is the grid point with the best validation accuracy (ties:
+the smaller learning rate); it is then written into the experiment's config by a person, and
+``tests/test_tuning.py`` checks that the configs still match this file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from dcod.config import load_profile
+from dcod.io import write_csv
+
+
+def write_tuning(args) -> None:
+    profile = load_profile(args.profile)
+    work = Path(args.work)
+    split = profile.tuning.split
+    rows = []
+    for experiment in [e for e in args.experiment_list.split(",") if e]:
+        for lr in profile.tuning.lrs:
+            path = work / "tuning" / experiment / f"lr{lr:g}" / "eval" / "metrics.csv"
+            if not path.is_file():
+                raise FileNotFoundError(f"missing input {path} (tuning run of {experiment} at lr {lr:g})")
+            metrics = pd.read_csv(path)
+            accuracy = float(metrics.loc[metrics["split"] == split, "accuracy"].iloc[0])
+            rows.append({"experiment": experiment, "lr": lr, f"{split}_accuracy": 100 * accuracy,
+                         "seed": profile.tuning.seed})
+    frame = pd.DataFrame(rows)
+    best = (frame.sort_values([f"{split}_accuracy", "lr"], ascending=[False, True])
+            .groupby("experiment", sort=False).head(1).index)
+    frame["chosen"] = frame.index.isin(best)
+    write_csv(args.out, frame)
