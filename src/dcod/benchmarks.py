@@ -1,0 +1,230 @@
+"""Declarative benchmarks: one YAML per benchmark under ``dcod/benchmarks/``, loaded as records.
+
+A declaration says where the data lives (hub dataset id, configs, split, and a path under a local
+data directory for machines that cannot reach the hub), which fields hold the id, question and gold,
+how the gold is normalised into the text the grader wraps as ``$gold$``, the prompt template, the
+generation settings and the metric. Unknown keys are errors that name the key.
+
+``load_benchmark(name)`` returns ``[{id, question, gold, prompt}]``. It reads the local JSONL when a
+data directory is given (argument or ``DCOD_DATA_DIR``) and the hub otherwise.
+
+Gold normalisers (``GOLD_NORMALISERS``):
+
+- ``identity``: the field as text. AIME golds stay strings such as ``"025"``: math-verify parses
+  ``025`` and ``25`` to the same integer, so no zero-stripping is needed (tests check it).
+- ``gsm8k_hash``: the text after the last ``####`` with thousands commas removed (``1,000`` -> ``1000``).
+- ``float_to_str``: AMC golds are floats; integral ones lose the ``.0`` (``27.0`` -> ``27``).
+- ``last_boxed``: the last ``\\boxed{...}`` of a MATH solution (MATH has no answer field).
+- ``join_list``: OlympiadBench golds are lists of ``$...$`` strings. Every ``$`` delimiter is removed
+  and elements are joined with ``", "``, so ``["$69$,$84$"]`` becomes ``69,84``, which math-verify
+  parses as the set {69, 84}: several answers grade as a set, order free, all required.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+DEFAULT_PROMPT_TEMPLATE = "{question}\nPlease reason step by step, and put your final answer within \\boxed{}."
+PROMPT_PLACEHOLDER = "{question}"
+
+
+def _identity(value) -> str:
+    return str(value).strip()
+
+
+def _gsm8k_hash(value) -> str:
+    if "####" not in str(value):
+        raise ValueError("no '#### <answer>' line")
+    return str(value).rsplit("####", 1)[1].strip().replace(",", "")
+
+
+def _float_to_str(value) -> str:
+    number = float(value)
+    return str(int(number)) if number.is_integer() else repr(number)
+
+
+def _last_boxed(value) -> str:
+    from dcod.grading import last_boxed  # the grader's brace-balanced scanner
+
+    boxed = last_boxed(str(value))
+    if boxed is None:
+        raise ValueError("no complete \\boxed{...} in the solution")
+    return boxed.strip()
+
+
+def _join_list(value) -> str:
+    elements = value if isinstance(value, (list, tuple)) else [value]
+    answers = [_strip_dollars(str(element)).strip() for element in elements]
+    return ", ".join(answer for answer in answers if answer)
+
+
+def _strip_dollars(text: str) -> str:
+    """Remove math-mode ``$`` delimiters, keeping escaped ``\\$`` (a currency sign)."""
+    return "".join(char for i, char in enumerate(text) if char != "$" or (i > 0 and text[i - 1] == "\\"))
+
+
+GOLD_NORMALISERS = {
+    "identity": _identity,
+    "gsm8k_hash": _gsm8k_hash,
+    "float_to_str": _float_to_str,
+    "last_boxed": _last_boxed,
+    "join_list": _join_list,
+}
+
+
+@dataclass(frozen=True)
+class SampledGeneration:
+    """avg@k: k samples per question at this temperature and top-p; the score is their mean accuracy."""
+
+    temperature: float
+    top_p: float
+    k: int
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    max_new_tokens: int
+    greedy: bool = True  # pass@1 with greedy decoding
+    sampled: SampledGeneration | None = None
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    version: int
+    hub_id: str
+    split: str
+    question_field: str
+    gold_field: str
+    gold_normaliser: str
+    metric: str
+    hub_configs: list[str] | None = None  # several configs are concatenated in this order
+    local_path: str | None = None  # relative to the local data directory; None: hub only
+    id_field: str | None = None  # None: the running index ("config/index" with several configs)
+    prompt_template: str = DEFAULT_PROMPT_TEMPLATE
+    generation: GenerationSettings | None = None  # None for training-prompt sources
+    description: str = ""
+
+
+def _check_keys(cls, mapping: dict, where: str) -> None:
+    if not isinstance(mapping, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(mapping).__name__}")
+    known = {field.name for field in dataclasses.fields(cls)}
+    for key in mapping:
+        if key not in known:
+            raise ValueError(f"{where}: unknown key '{key}' (known: {', '.join(sorted(known))})")
+
+
+def parse_declaration(mapping: dict, where: str = "benchmark") -> Benchmark:
+    """Validate a declaration mapping (from YAML) into a Benchmark; errors name the key."""
+    _check_keys(Benchmark, mapping, where)
+    mapping = dict(mapping)
+    generation = mapping.get("generation")
+    if generation is not None:
+        _check_keys(GenerationSettings, generation, f"{where}: generation")
+        generation = dict(generation)
+        if generation.get("sampled") is not None:
+            _check_keys(SampledGeneration, generation["sampled"], f"{where}: generation.sampled")
+            generation["sampled"] = SampledGeneration(**generation["sampled"])
+        mapping["generation"] = GenerationSettings(**generation)
+    try:
+        benchmark = Benchmark(**mapping)
+    except TypeError as error:  # a required key is missing
+        raise ValueError(f"{where}: {error}") from None
+    if benchmark.gold_normaliser not in GOLD_NORMALISERS:
+        raise ValueError(f"{where}: gold_normaliser '{benchmark.gold_normaliser}' is not one of "
+                         f"{', '.join(GOLD_NORMALISERS)}")
+    if PROMPT_PLACEHOLDER not in benchmark.prompt_template:
+        raise ValueError(f"{where}: prompt_template has no {PROMPT_PLACEHOLDER} placeholder")
+    return benchmark
+
+
+def _declaration_files() -> dict[str, object]:
+    folder = resources.files("dcod").joinpath("benchmarks")
+    return {entry.name.removesuffix(".yaml"): entry for entry in folder.iterdir() if entry.name.endswith(".yaml")}
+
+
+def list_benchmarks() -> list[str]:
+    return sorted(_declaration_files())
+
+
+def get_benchmark(name: str) -> Benchmark:
+    files = _declaration_files()
+    if name not in files:
+        raise ValueError(f"unknown benchmark '{name}'; known: {', '.join(sorted(files))}")
+    try:
+        mapping = yaml.safe_load(files[name].read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ValueError(f"{name}.yaml is not valid YAML: {error}") from None
+    benchmark = parse_declaration(mapping, f"{name}.yaml")
+    if benchmark.name != name:
+        raise ValueError(f"{name}.yaml declares name '{benchmark.name}'")
+    return benchmark
+
+
+def format_prompt(benchmark: Benchmark, question: str) -> str:
+    # Plain replacement, not str.format: templates hold LaTeX braces such as \boxed{}.
+    return benchmark.prompt_template.replace(PROMPT_PLACEHOLDER, question)
+
+
+def _read_local(benchmark: Benchmark, data_dir: Path) -> list[tuple[object, dict]]:
+    """(fallback id, row) pairs; the fallback id is the row index."""
+    if benchmark.local_path is None:
+        raise FileNotFoundError(f"benchmark '{benchmark.name}' has no local copy (local_path: null); "
+                                f"unset DCOD_DATA_DIR / data_dir to read {benchmark.hub_id} from the hub")
+    path = Path(data_dir) / benchmark.local_path
+    if not path.is_file():
+        raise FileNotFoundError(f"benchmark '{benchmark.name}': local file {path} does not exist")
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if line.strip():
+                try:
+                    rows.append((len(rows), json.loads(line)))
+                except json.JSONDecodeError as error:
+                    raise ValueError(f"{path}: line {line_number} is not valid JSON: {error}") from None
+    return rows
+
+
+def _read_hub(benchmark: Benchmark) -> list[tuple[object, dict]]:
+    """(fallback id, row) pairs; the fallback id is the row index, "config/index" with several configs."""
+    import datasets
+
+    configs = benchmark.hub_configs or [None]
+    rows = []
+    for config in configs:
+        dataset = datasets.load_dataset(benchmark.hub_id, config, split=benchmark.split)
+        rows.extend((f"{config}/{index}" if len(configs) > 1 else index, dict(row))
+                    for index, row in enumerate(dataset))
+    return rows
+
+
+def load_benchmark(name: str, *, data_dir: str | os.PathLike | None = None,
+                   limit: int | None = None) -> list[dict]:
+    """Records ``{id, question, gold, prompt}`` of a benchmark, from a local directory or the hub."""
+    benchmark = get_benchmark(name)
+    data_dir = data_dir if data_dir is not None else os.environ.get("DCOD_DATA_DIR") or None
+    rows = _read_local(benchmark, Path(data_dir)) if data_dir is not None else _read_hub(benchmark)
+    normalise = GOLD_NORMALISERS[benchmark.gold_normaliser]
+    records = []
+    for index, (fallback_id, row) in enumerate(rows[:limit] if limit is not None else rows):
+        for field in (benchmark.question_field, benchmark.gold_field, benchmark.id_field):
+            if field is not None and field not in row:
+                raise ValueError(f"benchmark '{name}': record {index} has no field '{field}'")
+        record_id = row[benchmark.id_field] if benchmark.id_field is not None else fallback_id
+        try:
+            gold = normalise(row[benchmark.gold_field])
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"benchmark '{name}': record {index} field '{benchmark.gold_field}': "
+                             f"{benchmark.gold_normaliser} failed: {error}") from None
+        question = str(row[benchmark.question_field])
+        records.append({"id": record_id, "question": question, "gold": gold,
+                        "prompt": format_prompt(benchmark, question)})
+    return records
