@@ -61,7 +61,17 @@ def cmd_evaluate(args):
     else:
         model = args.model
     splits = args.splits.split(",") if args.splits else None
-    stage_evaluate(_profile(args), _folder(args.world), model, _folder(args.out), seed=args.seed, splits=splits)
+    stage_evaluate(_profile(args), _folder(args.world), model, _folder(args.out), seed=args.seed, splits=splits,
+                   stability=not _is_ablation(args.model))
+
+
+def _is_ablation(model: str) -> bool:
+    """Table 2 rows report no trace-stability columns, so their evaluation skips those samples."""
+    if not model.endswith("run.json"):
+        return False
+    import json
+
+    return json.loads(Path(model).read_text())["experiment"]["table"] == "ablation"
 
 
 def cmd_grade(args):

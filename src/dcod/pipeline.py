@@ -185,7 +185,7 @@ def stage_train(profile: ProfileConfig, experiment_config: Path, seed: int, worl
 
 # ----------------------------------------------------------------------------- evaluation
 def stage_evaluate(profile: ProfileConfig, world_dir: Path, model_dir: str, out_dir: Path, seed: int = 0,
-                   splits: list[str] | None = None) -> None:
+                   splits: list[str] | None = None, stability: bool = True) -> None:
     """Evaluate a model directory, or the teacher: ``teacher`` (as configured), ``teacher:direct`` or
     ``teacher:decomposed`` (the toy teacher forced to one style, for the calibration report)."""
     set_threads(profile.threads)
@@ -204,15 +204,20 @@ def stage_evaluate(profile: ProfileConfig, world_dir: Path, model_dir: str, out_
                                     f"*.jsonl files of {world_dir})")
         records.extend({**r, "split": split} for r in read_jsonl(path))
     rows = evaluate_records(backend, tokenizer, records, max_new_tokens=ev.max_new_tokens, seed=seed)
-    stability = []
-    if ev.stability_samples and not splits:
-        subset = [r for r in records if r["split"] in ("id", "long")][: ev.stability_problems]
-        stability = stability_rows(backend, tokenizer, subset, samples=ev.stability_samples,
-                                   temperature=ev.stability_temperature, max_new_tokens=ev.max_new_tokens,
-                                   timeout=5.0, workers=1, seed=seed)
+    stability_data = []
+    if ev.stability_samples and stability and not splits:
+        # half the problems from each of the first two evaluation splits other than validation
+        test_splits = [s for s in ev.splits if s != profile.tuning.split][:2]
+        per_split = ev.stability_problems // max(1, len(test_splits))
+        subset = []
+        for split in test_splits:
+            subset += [r for r in records if r["split"] == split][:per_split]
+        stability_data = stability_rows(backend, tokenizer, subset, samples=ev.stability_samples,
+                                        temperature=ev.stability_temperature, max_new_tokens=ev.max_new_tokens,
+                                        timeout=5.0, workers=1, seed=seed)
     write_json(Path(out_dir) / "grader.json", grading.GRADER_INFO)
-    write_results(out_dir, rows, stability, {"code_version": code_version(),
-                                             "grader": f"math-verify=={grading.GRADER_INFO['math_verify_version']}"})
+    grader = f"math-verify=={grading.GRADER_INFO['math_verify_version']}"
+    write_results(out_dir, rows, stability_data, {"code_version": code_version(), "grader": grader})
 
 
 def experiment_names(profile: ProfileConfig, experiments_dir: Path) -> list[str]:

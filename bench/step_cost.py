@@ -1,0 +1,88 @@
+"""Optimiser-step cost of every method, measured side by side on the same batch; prints ratios to SFT.
+
+    python bench/step_cost.py [--steps 20] [--batch 32] [--threads 1]
+
+Each method trains the same toy student (fresh copy) on the same batch of teacher traces; methods are
+interleaved round-robin so that machine load affects them alike, and the median step time is
+reported. ``onpolicy_kd`` includes its sampling and teacher scoring. Target (DESIGN §8): a DCOD step
+costs at most 1.05x an SFT step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import tempfile
+import time
+
+import torch
+
+from dcod.config import DCODParams, OnPolicyParams, StudentConfig, TrainConfig
+from dcod.generation import HFBackend, SamplingParams
+from dcod.methods import Cost, StepContext, build_method
+from dcod.models import build_tiny_llama, encode_prompt
+from dcod.toy.teacher import ToyTeacher
+from dcod.toy.tokenizer import build_tokenizer
+from dcod.toy.world import WorldConfig, build_world
+from dcod.training import Trainer
+
+METHODS = {
+    "sft": None,
+    "kd": None,
+    "dft": None,
+    "dcod_sequence": DCODParams(granularity="sequence"),
+    "dcod_prefix": DCODParams(granularity="prefix", discount=0.9),
+    "onpolicy_kd": OnPolicyParams(),
+}
+
+
+def traces(tokenizer, n: int) -> list[dict]:
+    world = build_world(WorldConfig(n_train=n, n_validation=1, n_id=1, n_long=1, n_retention=1, n_pretrain=1,
+                                    n_pretrain_reversal=1, train_k=(1, 4), validation_k=(1, 4), id_k=(1, 2),
+                                    long_k=(3, 4), pretrain_k=(1, 4)))
+    prompts = [encode_prompt(tokenizer, r["question"]) for r in world["train"]]
+    teacher = ToyTeacher(tokenizer)
+    return [{"prompt_ids": g.prompt_ids, "completion_ids": g.token_ids, "teacher_logprobs": g.logprobs,
+             "topk_ids": g.topk_ids, "topk_logprobs": g.topk_logprobs}
+            for g in teacher.generate(prompts, SamplingParams(max_new_tokens=200, top_k_logprobs=20, seed=0))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    tokenizer = build_tokenizer()
+    data = traces(tokenizer, args.batch)
+    base = build_tiny_llama(StudentConfig(), tokenizer, seed=0)
+    teacher = ToyTeacher(tokenizer)
+    trainers = {}
+    for name, params in METHODS.items():
+        model = copy.deepcopy(base)
+        ctx = StepContext(tokenizer=tokenizer, traces=data, batch_size=args.batch, seed=0, teacher=teacher,
+                          student_backend=HFBackend(model, tokenizer), max_new_tokens=200)
+        method = build_method(name.split("_")[0] if name.startswith("dcod") else name, params, ctx, Cost(),
+                              args.steps)
+        cfg = TrainConfig(steps=args.steps, batch_size=args.batch, checkpoint_every=10**9)
+        trainers[name] = Trainer(model, tokenizer, method, cfg, tempfile.mkdtemp(), cost=method.cost, seed=0,
+                                 progress=False)
+    times = {name: [] for name in trainers}
+    for step in range(args.steps + 2):  # two warm-up rounds
+        for name, trainer in trainers.items():
+            started = time.perf_counter()
+            trainer.train_step(0)  # the same batch every time
+            if step >= 2:
+                times[name].append(time.perf_counter() - started)
+    sft = statistics.median(times["sft"])
+    print(f"batch {args.batch} traces, {args.steps} steps, {args.threads} thread(s), median seconds per step")
+    print(f"{'method':16s} {'s/step':>8s} {'x sft':>7s}")
+    for name, values in times.items():
+        median = statistics.median(values)
+        print(f"{name:16s} {median:8.3f} {median / sft:7.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""The whole DAG on the `ci` profile, end to end through Snakemake: schemas and sanity, not accuracies."""
+
+import shutil
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def ci_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("ci_dag")
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "2",
+               "--config", "profile=ci"]
+    result = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=1500)
+    if result.returncode != 0:
+        logs = "\n".join(f"== {p}\n{p.read_text()[-2000:]}" for p in (workdir / "work/ci/logs").rglob("*.log"))
+        pytest.fail(f"snakemake failed:\n{result.stderr[-4000:]}\n{logs[-8000:]}")
+    return workdir
+
+
+@pytest.mark.slow
+def test_table1_schema_and_sanity(ci_run):
+    table = pd.read_csv(ci_run / "results/ci/table1.csv")
+    assert list(table["method"]) == ["teacher", "base_student", "sft", "kd", "dft", "onpolicy_kd",
+                                     "self_distill", "dcod"]
+    for split in ("validation", "id", "long", "retention"):
+        values = table[f"{split}_mean"]
+        assert values.between(0, 100).all(), split
+    trained = table.set_index("method").loc[["sft", "kd", "dft", "onpolicy_kd", "self_distill", "dcod"]]
+    assert (trained["n_seeds"] == 2).all()
+    assert (trained["wall_time_s"] > 0).all() and (trained["student_tokens_trained"] > 0).all()
+    assert trained.loc["onpolicy_kd", "tokens_sampled"] > 0 and trained.loc["onpolicy_kd", "teacher_forward_tokens"] > 0
+    assert trained.loc["self_distill", "tokens_sampled"] > 0
+    assert trained.loc["sft", "tokens_sampled"] == 0 and trained.loc["sft", "teacher_forward_tokens"] == 0
+    assert {"delta_id_vs_sft", "delta_id_ci_low", "delta_id_ci_high"} <= set(table.columns)
+    assert table.set_index("method").loc["teacher", "id_mean"] > 90  # the exact teacher is reliable
+
+
+@pytest.mark.slow
+def test_every_other_output_exists(ci_run):
+    table2 = pd.read_csv(ci_run / "results/ci/table2.csv")
+    assert {"dcod_prefix_l09", "dcod_kd", "sft", "dcod"} <= set(table2["method"])
+    calibration = pd.read_csv(ci_run / "results/ci/calibration.csv")
+    assert {"teacher", "teacher_direct", "teacher_decomposed", "base_student", "sft"} <= set(calibration["model"])
+    for name in ("accuracy_per_split", "accuracy_vs_length", "dcod_diagnostics", "accuracy_vs_cost",
+                 "trace_stability"):
+        assert (ci_run / f"figures/ci/{name}.png").stat().st_size > 1000
+    report = (ci_run / "paper/ci/report.md").read_text()
+    assert "## Claims" in report or "Claims" in report
+    log = [line for line in (ci_run / "work/ci/runs/dcod/seed0/train_log.jsonl").read_text().splitlines()]
+    assert len(log) == 4 and '"ess_fraction"' in log[0]
+
+
+@pytest.mark.slow
+def test_rerun_is_a_no_op(ci_run):
+    """Finished outputs are never redone: a second invocation has nothing to do."""
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "2",
+               "--config", "profile=ci", "-n"]
+    result = subprocess.run(command, cwd=ci_run, capture_output=True, text=True, timeout=300)
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_dry_run_and_lint_are_clean():
+    snakemake = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
+    dry = subprocess.run(snakemake + ["-n", "results/table1.csv"], cwd=REPO, capture_output=True, text=True,
+                         timeout=300)
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    lint = subprocess.run(snakemake + ["--lint"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert lint.returncode == 0 and "Lints for" not in lint.stdout + lint.stderr, (lint.stdout + lint.stderr)[-3000:]
