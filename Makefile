@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CORES ?= all
 PROFILE ?= toy
 
-.PHONY: setup reproduce all test test-fast lint clean-work
+.PHONY: setup reproduce all test test-slow lint clean-work
 
 setup: $(VENV)/.installed
 
@@ -23,11 +23,13 @@ reproduce: setup
 all: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --cores $(CORES) --config profile=$(PROFILE)
 
+# The default suite (fast and medium tests, ~10 minutes on 2 cores).
 test: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q
 
-test-fast: setup
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -m "not slow"
+# The slow tier: the ci profile's whole DAG, SIGKILL resume, the real SmolLM2 model, 2-process training.
+test-slow: setup
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -m slow
 
 lint: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --lint

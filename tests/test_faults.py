@@ -82,3 +82,26 @@ def test_unwritable_results_folder_is_a_clear_error(tmp_path):
     with pytest.raises((NotADirectoryError, FileExistsError)):
         write_json(blocker / "table1.json", {"a": 1})
     assert blocker.read_text() == "not a folder"
+
+
+@pytest.mark.slow
+def test_same_seed_same_machine_gives_identical_results(prepared, tmp_path):
+    """Two clean runs of train + evaluate: identical losses, weights and per-sample outputs."""
+    import json
+
+    from dcod.pipeline import stage_evaluate, stage_train
+
+    profile = load_profile(PROFILE)
+    outputs = []
+    for attempt in ("a", "b"):
+        run = tmp_path / attempt
+        stage_train(profile, REPO / "experiments/onpolicy_kd/config.yaml", 0, prepared / "world", prepared / "base",
+                    prepared / "traces.parquet", run)
+        stage_evaluate(profile, prepared / "world", str(run / "model"), run / "eval", seed=0)
+        losses = [json.loads(line)["loss"] for line in (run / "train_log.jsonl").read_text().splitlines()]
+        outputs.append((losses, load_file(run / "model" / "model.safetensors"),
+                        (run / "eval" / "samples.jsonl").read_text(), (run / "eval" / "metrics.csv").read_text()))
+    (losses_a, weights_a, samples_a, metrics_a), (losses_b, weights_b, samples_b, metrics_b) = outputs
+    assert losses_a == losses_b
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+    assert samples_a == samples_b and metrics_a == metrics_b

@@ -61,3 +61,23 @@ def test_bad_sampling_params_are_refused():
     for kwargs in ({"temperature": -1}, {"top_p": 0}, {"n": 0}, {"max_new_tokens": 0}):
         with pytest.raises(ValueError):
             SamplingParams(**kwargs)
+
+
+def test_a_prompt_longer_than_the_context_is_refused_by_name(backend, toy_tokenizer):
+    context = backend.model.config.max_position_embeddings
+    prompts = [toy_tokenizer("Q:1+1\nA:")["input_ids"], [toy_tokenizer.bos_token_id] + [9] * context]
+    with pytest.raises(ValueError, match="prompt 1 has .* tokens, the model's context is"):
+        backend.generate(prompts, SamplingParams(max_new_tokens=4))
+
+
+def test_evaluation_counts_prompts_that_do_not_fit(backend, toy_tokenizer, monkeypatch):
+    from dcod import evaluation
+
+    monkeypatch.setattr(evaluation.grading, "grade", lambda golds, preds, **kw: [
+        type("R", (), {"correct": False, "status": "ok"})() for _ in golds])
+    context = backend.model.config.max_position_embeddings
+    records = [{"id": "a", "split": "id", "question": "Q:1+1\nA:", "gold": "2"},
+               {"id": "b", "split": "id", "question": "Q:" + "1+" * context + "1\nA:", "gold": "9"}]
+    rows = evaluation.evaluate_records(backend, toy_tokenizer, records, max_new_tokens=4)
+    assert [r["status"] for r in rows] == ["ok", "prompt_too_long"]
+    assert evaluation.summarise(rows).loc[0, "prompt_too_long_count"] == 1

@@ -31,9 +31,27 @@ def _step_stats(record: dict, text: str) -> dict:
     return dict(stats)
 
 
+def _context(backend) -> int | None:
+    model = getattr(backend, "model", None)
+    return getattr(getattr(model, "config", None), "max_position_embeddings", None)
+
+
 def evaluate_records(backend, tokenizer, records: list[dict], *, max_new_tokens: int, timeout: float = 5.0,
                      workers: int = 1, seed: int = 0) -> list[dict]:
+    """Greedy completions graded against gold. A prompt that does not fit the model's context is not
+    generated: it is kept as a wrong answer with status ``prompt_too_long`` and counted in the metrics."""
     prompts = [encode_prompt(tokenizer, r["question"]) for r in records]
+    context = _context(backend)
+    too_long = [context is not None and len(p) >= context for p in prompts]
+    if any(too_long):
+        kept = [i for i, bad in enumerate(too_long) if not bad]
+        rows = evaluate_records(backend, tokenizer, [records[i] for i in kept], max_new_tokens=max_new_tokens,
+                                timeout=timeout, workers=workers, seed=seed) if kept else []
+        by_index = dict(zip(kept, rows))
+        return [by_index.get(i) or {"id": r["id"], "split": r["split"], "task": r.get("task"), "k": r.get("k"),
+                                    "gold": r["gold"], "prediction": "", "correct": False,
+                                    "status": "prompt_too_long", "finish_reason": "skipped", "num_tokens": 0}
+                for i, r in enumerate(records)]
     generations = backend.generate(prompts, SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0,
                                                            seed=seed), progress=True)
     graded = grading.grade([r["gold"] for r in records], [g.text for g in generations],
@@ -79,6 +97,7 @@ def summarise(rows: list[dict]) -> pd.DataFrame:
         record = {"split": split, "n": len(group), "accuracy": group["correct"].mean(),
                   "no_answer_rate": (group["status"] == "no_answer").mean(),
                   "timeout_count": int((group["status"] == "timeout").sum()),
+                  "prompt_too_long_count": int((group["status"] == "prompt_too_long").sum()),
                   "truncated_rate": (group["finish_reason"] == "length").mean(),
                   "mean_tokens": group["num_tokens"].mean()}
         for style in ("direct", "decomposed"):

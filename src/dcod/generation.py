@@ -108,6 +108,11 @@ class HFBackend:
         eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
         width = max(len(p) for _, p in requests)
         batch = len(requests)
+        context = getattr(model.config, "max_position_embeddings", None) or 10**9
+        if width >= context:
+            index = max(requests, key=lambda r: len(r[1]))[0]
+            raise ValueError(f"prompt {index} has {width} tokens, the model's context is {context}")
+        max_new = min(params.max_new_tokens, context - width)  # never run past the position table
         input_ids = torch.full((batch, width), pad, dtype=torch.long)
         attention = torch.zeros((batch, width), dtype=torch.long)
         for row, (_, prompt) in enumerate(requests):
@@ -120,16 +125,16 @@ class HFBackend:
         out = model(input_ids=input_ids, attention_mask=attention, position_ids=position_ids,
                     past_key_values=cache, use_cache=True)
         logits = out.logits[:, -1]
-        tokens = torch.full((batch, params.max_new_tokens), pad, dtype=torch.long)
-        logprobs = torch.zeros((batch, params.max_new_tokens))
+        tokens = torch.full((batch, max_new), pad, dtype=torch.long)
+        logprobs = torch.zeros((batch, max_new))
         k = params.top_k_logprobs
-        top_ids = torch.zeros((batch, params.max_new_tokens, k), dtype=torch.long) if k else None
-        top_lps = torch.zeros((batch, params.max_new_tokens, k)) if k else None
+        top_ids = torch.zeros((batch, max_new, k), dtype=torch.long) if k else None
+        top_lps = torch.zeros((batch, max_new, k)) if k else None
         finished = torch.zeros(batch, dtype=torch.bool)
-        lengths = torch.full((batch,), params.max_new_tokens, dtype=torch.long)
+        lengths = torch.full((batch,), max_new, dtype=torch.long)
         next_position = position_ids[:, -1]
         vocab = len(tokenizer)
-        for step in range(params.max_new_tokens):
+        for step in range(max_new):
             step_logprobs = process_logits(logits[:, :vocab], params.temperature, params.top_p)
             if params.greedy:
                 choice = step_logprobs.argmax(-1)
@@ -145,7 +150,7 @@ class HFBackend:
             just_finished = (choice == eos) & ~finished
             lengths[just_finished] = step + 1
             finished |= just_finished
-            if bool(finished.all()) or step == params.max_new_tokens - 1:
+            if bool(finished.all()) or step == max_new - 1:
                 break
             attention = torch.cat([attention, (~finished).long()[:, None]], dim=1)
             next_position = next_position + 1

@@ -23,12 +23,10 @@ rule base_student:
         directory(f"{W}/base_student"),
     log:
         f"{W}/logs/base_student.log",
-    threads: 2
     conda:
         ENV
     shell:
-        "python -m dcod base-student --profile {input.profile} --world {input.world} --out {output} "
-        "--threads {threads} > {log} 2>&1"
+        "python -m dcod base-student --profile {input.profile} --world {input.world} --out {output} > {log} 2>&1"
 
 
 rule traces:

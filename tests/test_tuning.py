@@ -1,0 +1,24 @@
+"""The learning rates in the experiment configs are the ones the validation-split tuning chose."""
+
+import pandas as pd
+import pytest
+
+from dcod.config import load_experiment, load_profile, train_config_for
+
+from conftest import REPO
+
+
+def test_configs_use_the_tuned_learning_rates():
+    path = REPO / "results" / "tuning.csv"
+    if not path.exists():
+        pytest.skip("results/tuning.csv not generated yet (snakemake results/tuning.csv)")
+    tuning = pd.read_csv(path)
+    profile = load_profile(REPO / "config/profiles/toy.yaml")
+    chosen = tuning[tuning["chosen"]].set_index("experiment")["lr"]
+    assert set(chosen.index) >= {"sft", "kd", "dft", "onpolicy_kd", "self_distill", "dcod"}
+    for experiment, lr in chosen.items():
+        configured = train_config_for(profile, load_experiment(REPO / "experiments" / experiment / "config.yaml")).lr
+        assert configured == pytest.approx(lr), f"{experiment}: config lr {configured} but tuning chose {lr}"
+    # the grid is the same for every method (equal tuning budget)
+    grids = tuning.groupby("experiment")["lr"].apply(lambda s: tuple(sorted(s)))
+    assert grids.nunique() == 1
