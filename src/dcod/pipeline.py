@@ -81,10 +81,17 @@ def load_teacher(profile: ProfileConfig, world_dir: Path, style_override: str | 
 
 # ----------------------------------------------------------------------------- base student
 def stage_base_student(profile: ProfileConfig, world_dir: Path, out_dir: Path, threads: int | None = None) -> None:
-    """Pre-train the toy student on its native decomposed style plus the retention skill."""
+    """Pre-train the toy student on its native decomposed style plus the retention skill; for a profile
+    with a pretrained student (``student.path``), save that model as a plain HF folder instead."""
     from transformers import AutoTokenizer
 
     set_threads(threads or profile.threads)
+    if profile.student.path is not None:
+        model, tokenizer = load_model(profile.student.path, gguf_file=profile.student.gguf_file)
+        with atomic_path(Path(out_dir), directory=True) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+        return
     world_dir, out_dir = Path(world_dir), Path(out_dir)
     tokenizer = AutoTokenizer.from_pretrained(world_dir / "tokenizer")
     examples = []

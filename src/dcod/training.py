@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -28,8 +29,8 @@ from accelerate import Accelerator
 from tqdm import tqdm
 
 from dcod.config import TrainConfig
-from dcod.methods import Cost, Method, collate_for
 from dcod.io import atomic_path
+from dcod.methods import Cost, Method, collate_for
 
 
 class NonFiniteLossError(RuntimeError):
@@ -80,15 +81,25 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, step: int, elapsed: float) -> None:
-        self.accelerator.wait_for_everyone()
-        if not self.accelerator.is_main_process:
-            return
-        with atomic_path(self.checkpoint_dir, directory=True) as tmp:
-            self.accelerator.save_state(str(tmp))
+        """Every rank writes into one temporary folder (``save_state`` is collective under FSDP and
+        DeepSpeed, and each rank saves its own RNG state); rank 0 adds the progress file and renames the
+        folder into place, so a checkpoint is either complete or absent."""
+        acc = self.accelerator
+        tmp = self.checkpoint_dir.with_name(f".{self.checkpoint_dir.name}.tmp")
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
             torch.save({"step": step, "cost": self.cost.as_dict(), "elapsed": elapsed,
                         "method": self.method.state()}, tmp / "progress.pt")
             if self.log_path.exists():
                 shutil.copy(self.log_path, tmp / "train_log.jsonl")
+            if self.checkpoint_dir.exists():
+                shutil.rmtree(self.checkpoint_dir)
+            os.replace(tmp, self.checkpoint_dir)
+        acc.wait_for_everyone()
 
     def maybe_resume(self) -> None:
         if not (self.checkpoint_dir / "progress.pt").exists():
@@ -128,11 +139,12 @@ class Trainer:
     def _global_weights(self, scores: list[torch.Tensor], batches: list[dict]):
         """DCOD weights normalised over every micro-batch of every rank (gathered, then sliced back)."""
         local_scores = _pad_cat(scores)
-        local_mask = _pad_cat([b["loss_mask"].float() for b in batches]).bool()
+        local_mask = _pad_cat([b["loss_mask"].float() for b in batches])  # gathered as float: padding
+        # a bool tensor across ranks would change its dtype on the padded ranks only
         local_ratios = _pad_cat([b["log_ratios"] for b in batches])
         pad = self.accelerator.pad_across_processes
         all_scores = self.accelerator.gather(pad(local_scores, dim=1))
-        all_mask = self.accelerator.gather(pad(local_mask, dim=1))
+        all_mask = self.accelerator.gather(pad(local_mask, dim=1)).bool()
         all_ratios = self.accelerator.gather(pad(local_ratios, dim=1))
         weights, diagnostics = self.method.weights(all_scores, all_mask)
         diagnostics["mean_log_ratio"] = float(all_ratios[all_mask].mean()) if all_mask.any() else 0.0
@@ -185,6 +197,7 @@ class Trainer:
                                              f"checkpoint: {last_good}")
                 self.accelerator.backward(loss)
                 total += loss.item() / self.accelerator.num_processes
+        total = float(self.accelerator.reduce(torch.tensor(total), reduction="sum"))  # the global loss
         grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()

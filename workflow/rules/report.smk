@@ -6,12 +6,12 @@
 rule calibration:
     input:
         references(REFERENCES),
-        evals(["sft"], SEEDS),
+        evals(["sft"] if "sft" in MAIN else [], SEEDS),
         profile=PROFILE_FILE,
         world=f"{W}/world/world.json",
     output:
-        marker=CALIBRATION,
-        markdown=CALIBRATION.replace(".csv", ".md"),
+        marker=f"{R}/calibration.csv",
+        markdown=f"{R}/calibration.md",
     params:
         seeds=",".join(map(str, SEEDS)),
     log:
@@ -72,7 +72,6 @@ rule table2:
 
 rule figure:
     input:
-        TABLE2,
         references(["teacher", "base_student"]),
         evals(MAIN, SEEDS),
         runs(MAIN, SEEDS),

@@ -1,0 +1,204 @@
+"""Data-parallel training under ``accelerate``: 2 CPU processes (gloo) must take the same DCOD step as 1.
+
+``tests/distributed_step.py`` builds a tiny toy Llama (seed 0) and a global batch of 8 toy-teacher
+traces, then takes one DCOD step (sequence granularity, adaptive beta, ESS target 0.5) through
+``dcod.training.Trainer``. Run once as a plain process and once under ``accelerate launch`` with 2
+processes, the weights must agree: the trainer splits the batch across ranks, gathers the DCOD scores
+of every rank and normalises the weights over the *global* batch (DESIGN §2 step 3), and DDP averages
+the gradients. Tolerance: ``atol=1e-6, rtol=1e-5`` on every parameter (measured: max |diff| 1.6e-7,
+float32 all-reduce summation order). A control run that normalises per rank must differ (by about
+2 x lr = 6e-3 here), so the comparison can tell the two apart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "tests" / "distributed_step.py"
+ACCELERATE_CONFIG = REPO / "config" / "accelerate" / "cpu_2proc.yaml"
+ATOL, RTOL = 1e-6, 1e-5
+
+# the launches: ~15 s single process + ~35 s for the 2-process launch on 2 cores
+slow = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["CUDA_VISIBLE_DEVICES"] = ""  # CPU processes (gloo) even on a GPU machine
+    env["OMP_NUM_THREADS"] = "1"
+    env["TOKENIZERS_PARALLELISM"] = "false"
+    return env
+
+
+def _run(command: list[str], log: Path, timeout: float) -> None:
+    with open(log, "w") as handle:
+        result = subprocess.run(command, cwd=REPO, env=_env(), stdout=handle, stderr=subprocess.STDOUT,
+                                timeout=timeout)
+    if result.returncode != 0:
+        lines = log.read_text(errors="replace").splitlines()
+        # the root cause is often in the *other* rank's output, far above the tail
+        causes = [line for line in lines if "what():" in line or "enforce fail" in line
+                  or ("Error" in line and "rank" in line and "ChildFailedError" not in line)]
+        pytest.fail(f"{' '.join(command)} exited with {result.returncode} (full log: {log}); first errors:\n"
+                    + "\n".join(dict.fromkeys(causes[:8])) + "\nlog tail:\n" + "\n".join(lines[-25:]))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ddp")
+    _run([sys.executable, str(SCRIPT), "--out", str(root / "single")], root / "single.log", timeout=300)
+    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
+    _run([accelerate, "launch", "--config_file", str(ACCELERATE_CONFIG), "--num_processes", "2",
+          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+          "--main_process_port", str(_free_port()), str(SCRIPT), "--out", str(root / "two")],
+         root / "two.log", timeout=420)
+    return root
+
+
+def _state(root: Path, run: str, variant: str) -> dict[str, torch.Tensor]:
+    return torch.load(root / run / variant / "state_dict.pt", weights_only=True)
+
+
+def _records(root: Path, run: str, variant: str) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((root / run / variant).glob("record_rank*.json"))]
+
+
+def _max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+@slow
+def test_two_processes_split_the_global_batch(runs):
+    single = json.loads((runs / "single" / "step" / "tokens_rank0.json").read_text())
+    ranks = [json.loads((runs / "two" / "step" / f"tokens_rank{r}.json").read_text()) for r in (0, 1)]
+    assert single["world"] == 1 and [r["world"] for r in ranks] == [2, 2]
+    assert [len(r["sequences"]) for r in ranks] == [4, 4]
+    assert sorted(map(tuple, ranks[0]["sequences"] + ranks[1]["sequences"])) == sorted(map(tuple, single["sequences"]))
+
+
+@slow
+@pytest.mark.parametrize("variant", ["step", "run"])
+def test_dcod_step_matches_single_process(runs, variant):
+    """``step``: Trainer.train_step; ``run``: Trainer.run (checkpoint written by both ranks) + save_model."""
+    one, two = _state(runs, "single", variant), _state(runs, "two", variant)
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], atol=ATOL, rtol=RTOL, msg=lambda m: f"{key}: {m}")
+    initial = torch.load(runs / "single" / variant / "initial_state_dict.pt", weights_only=True)
+    assert _max_diff(one, initial) > 1e-4  # the step moved the weights (lr 3e-3)
+    torch.testing.assert_close(one, _state(runs, "single", "step"), atol=0, rtol=0)  # run() == train_step
+    (record_one,) = [r for r in _records(runs, "single", variant)]
+    record_two = _records(runs, "two", variant)[0]  # rank 0 writes the log
+    for key in ("beta", "ess_fraction", "max_weight", "clip_fraction", "mean_log_ratio", "grad_norm"):
+        assert record_two[key] == pytest.approx(record_one[key], rel=1e-5, abs=1e-7), key
+    assert record_two["tokens"] == record_one["tokens"]
+    if variant == "run":
+        assert (runs / "two" / "run" / "trainer" / "checkpoint" / "progress.pt").is_file()
+        assert (runs / "two" / "run" / "model" / "config.json").is_file()
+
+
+@slow
+def test_every_rank_logs_the_same_global_beta(runs):
+    records = _records(runs, "two", "step")
+    assert len(records) == 2
+    assert records[0]["beta"] == records[1]["beta"]
+    assert records[0]["ess_fraction"] == pytest.approx(0.5, abs=1e-3)
+
+
+@slow
+def test_every_rank_logs_the_global_loss(runs):
+    """The logged loss is sum(w * nll) / N over the *global* batch: each rank computes its share, and the
+    trainer must reduce the shares (otherwise rank 0's train_log.jsonl holds only its own share)."""
+    (one,) = _records(runs, "single", "step")
+    two = _records(runs, "two", "step")
+    assert len(two) == 2
+    assert sum(r["loss"] for r in two) == pytest.approx(one["loss"], rel=1e-5) or all(
+        r["loss"] == pytest.approx(one["loss"], rel=1e-5) for r in two)  # the shares do add up
+    for record in two:
+        assert record["loss"] == pytest.approx(one["loss"], rel=1e-5), (
+            f"rank logged {record['loss']}, the global loss is {one['loss']}: reduce the shares (sum) before logging")
+
+
+@slow
+def test_per_rank_normalisation_would_differ(runs):
+    """Control: normalising DCOD weights per rank (each rank's 4 traces) gives another beta and other weights."""
+    one = _state(runs, "single", "step")
+    per_rank = _state(runs, "two", "per_rank")
+    assert _max_diff(one, per_rank) > 100 * ATOL
+    betas = [r["beta"] for r in _records(runs, "two", "per_rank")]
+    (global_record,) = _records(runs, "single", "step")
+    assert all(abs(b - global_record["beta"]) > 1e-3 for b in betas)
+
+
+# ----------------------------------------------------------------------------- the shipped accelerate configs
+
+
+def _launch_env(config: str) -> dict:
+    """The environment ``accelerate launch --config_file <config>`` gives its processes (no launch)."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils.launch import prepare_deepspeed_cmd_env, prepare_multi_gpu_env
+
+    args = launch_command_parser().parse_args(["--config_file", str(REPO / "config" / "accelerate" / config),
+                                               "train.py"])
+    args, defaults, _ = _validate_launch_command(args)
+    if args.use_deepspeed:
+        args.deepspeed_fields_from_accelerate_config = ",".join(defaults.deepspeed_config)
+        return prepare_deepspeed_cmd_env(args)[1]
+    return prepare_multi_gpu_env(args)
+
+
+@pytest.mark.parametrize("config,expected", [
+    ("fsdp.yaml", {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "FSDP_RESHARD_AFTER_FORWARD": "true",
+                   "FSDP_AUTO_WRAP_POLICY": "TRANSFORMER_BASED_WRAP", "ACCELERATE_MIXED_PRECISION": "bf16"}),
+    ("deepspeed_zero2.yaml", {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2",
+                              "ACCELERATE_MIXED_PRECISION": "bf16"}),
+    ("deepspeed_zero3.yaml", {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3",
+                              "ACCELERATE_DEEPSPEED_ZERO3_INIT": "true"}),
+    ("cpu_2proc.yaml", {"ACCELERATE_MIXED_PRECISION": "no"}),
+])
+def test_accelerate_configs_launch_as_documented(config, expected):
+    env = _launch_env(config)
+    for key, value in expected.items():
+        assert env.get(key) == value, (config, key, env.get(key))
+    if config == "cpu_2proc.yaml":
+        assert env.get("ACCELERATE_USE_FSDP") != "true" and env.get("ACCELERATE_USE_DEEPSPEED") != "true"
+
+
+def test_fsdp_config_wraps_llama_and_qwen2_decoder_layers(monkeypatch):
+    """No fsdp_transformer_layer_cls_to_wrap in fsdp.yaml: the layer class comes from the model's
+    _no_split_modules, so one file serves Llama (SmolLM2) and Qwen2 (Qwen2.5) students."""
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from accelerate.utils.fsdp_utils import fsdp2_prepare_auto_wrap_policy
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    for key, value in _launch_env("fsdp.yaml").items():
+        if key.startswith("FSDP_"):
+            monkeypatch.setenv(key, value)
+    sizes = dict(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                 intermediate_size=64)
+    for model, layer in [(LlamaForCausalLM(LlamaConfig(**sizes)), "LlamaDecoderLayer"),
+                         (Qwen2ForCausalLM(Qwen2Config(**sizes)), "Qwen2DecoderLayer")]:
+        plugin = FullyShardedDataParallelPlugin()
+        assert plugin.fsdp_version == 2 and plugin.reshard_after_forward is True
+        policy = fsdp2_prepare_auto_wrap_policy(plugin, model)
+        assert [type(m).__name__ for m in model.modules() if policy(m)] == [layer, layer]
+        # listing both families' classes, as one might, fails on either model
+        both = FullyShardedDataParallelPlugin(transformer_cls_names_to_wrap=["LlamaDecoderLayer", "Qwen2DecoderLayer"])
+        with pytest.raises(ValueError, match="Could not find the transformer layer class"):
+            fsdp2_prepare_auto_wrap_policy(both, model)
