@@ -65,7 +65,19 @@ def _benchmark_world(profile: ProfileConfig, out_dir: Path) -> None:
                                         "splits": {k: v[0] for k, v in splits.items()}})
 
 
-def load_teacher(profile: ProfileConfig, world_dir: Path, style_override: str | None = None):
+def generation_backend(name: str, model_dir, *, batch_size: int):
+    """A generation backend over a model folder: ``hf`` (always available) or ``vllm``."""
+    if name == "vllm":
+        from dcod.generation_vllm import VLLMBackend
+
+        backend = VLLMBackend(str(model_dir))
+        return backend, backend.tokenizer
+    model, tokenizer = load_model(model_dir)
+    return HFBackend(model, tokenizer, batch_size=batch_size), tokenizer
+
+
+def load_teacher(profile: ProfileConfig, world_dir: Path, style_override: str | None = None,
+                 backend: str = "hf"):
     """The teacher as a generation backend (toy: the exact programmatic teacher)."""
     if profile.teacher.kind == "programmatic":
         from transformers import AutoTokenizer
@@ -75,6 +87,8 @@ def load_teacher(profile: ProfileConfig, world_dir: Path, style_override: str | 
         tokenizer = AutoTokenizer.from_pretrained(Path(world_dir) / "tokenizer")
         return ToyTeacher(tokenizer, p_direct=profile.teacher.p_direct, floor=profile.teacher.floor,
                           style_override=style_override), tokenizer
+    if backend == "vllm":
+        return generation_backend("vllm", profile.teacher.path, batch_size=profile.eval.batch_size)
     model, tokenizer = load_model(profile.teacher.path, gguf_file=profile.teacher.gguf_file)
     return HFBackend(model, tokenizer, batch_size=profile.eval.batch_size), tokenizer
 
@@ -120,7 +134,7 @@ def stage_base_student(profile: ProfileConfig, world_dir: Path, out_dir: Path, t
 def stage_traces(profile: ProfileConfig, world_dir: Path, out_path: Path) -> None:
     """n teacher samples per training prompt, verified, with per-token log-probs and top-k."""
     set_threads(profile.threads)
-    teacher, tokenizer = load_teacher(profile, world_dir)
+    teacher, tokenizer = load_teacher(profile, world_dir, backend=profile.traces.backend)
     records = read_jsonl(Path(world_dir) / "train.jsonl")
     tc = profile.traces
     params = SamplingParams(max_new_tokens=tc.max_new_tokens, temperature=tc.temperature, top_p=tc.top_p,
@@ -198,10 +212,9 @@ def stage_evaluate(profile: ProfileConfig, world_dir: Path, model_dir: str, out_
     set_threads(profile.threads)
     if model_dir == "teacher" or model_dir.startswith("teacher:"):
         style = model_dir.partition(":")[2] or None
-        backend, tokenizer = load_teacher(profile, world_dir, style_override=style)
+        backend, tokenizer = load_teacher(profile, world_dir, style_override=style, backend=profile.eval.backend)
     else:
-        model, tokenizer = load_model(model_dir)
-        backend = HFBackend(model, tokenizer, batch_size=profile.eval.batch_size)
+        backend, tokenizer = generation_backend(profile.eval.backend, model_dir, batch_size=profile.eval.batch_size)
     ev = profile.eval
     records = []
     for split in splits or ev.splits:
