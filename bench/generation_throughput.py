@@ -84,7 +84,11 @@ def main() -> None:
     from dcod.generation_vllm import VLLMBackend, import_vllm
 
     vllm = import_vllm()
-    workdir = tempfile.mkdtemp(prefix="dcod-genbench-")
+    with tempfile.TemporaryDirectory(prefix="dcod-genbench-") as workdir:
+        run(args, env, vllm, VLLMBackend, workdir)
+
+
+def run(args, env: dict, vllm, VLLMBackend, workdir: str) -> None:
     tokenizer = build_model(workdir, args.train_steps)
     prompts = prompts_for(tokenizer, args.prompts)
 

