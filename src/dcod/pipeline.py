@@ -65,12 +65,12 @@ def _benchmark_world(profile: ProfileConfig, out_dir: Path) -> None:
                                         "splits": {k: v[0] for k, v in splits.items()}})
 
 
-def generation_backend(name: str, model_dir, *, batch_size: int):
+def generation_backend(name: str, model_dir, *, batch_size: int, max_logprobs: int = 20):
     """A generation backend over a model folder: ``hf`` (always available) or ``vllm``."""
     if name == "vllm":
         from dcod.generation_vllm import VLLMBackend
 
-        backend = VLLMBackend(str(model_dir))
+        backend = VLLMBackend(str(model_dir), max_logprobs=max(20, max_logprobs))
         return backend, backend.tokenizer
     model, tokenizer = load_model(model_dir)
     return HFBackend(model, tokenizer, batch_size=batch_size), tokenizer
@@ -88,7 +88,8 @@ def load_teacher(profile: ProfileConfig, world_dir: Path, style_override: str | 
         return ToyTeacher(tokenizer, p_direct=profile.teacher.p_direct, floor=profile.teacher.floor,
                           style_override=style_override), tokenizer
     if backend == "vllm":
-        return generation_backend("vllm", profile.teacher.path, batch_size=profile.eval.batch_size)
+        return generation_backend("vllm", profile.teacher.path, batch_size=profile.eval.batch_size,
+                                  max_logprobs=profile.traces.top_k_logprobs)
     model, tokenizer = load_model(profile.teacher.path, gguf_file=profile.teacher.gguf_file)
     return HFBackend(model, tokenizer, batch_size=profile.eval.batch_size), tokenizer
 
