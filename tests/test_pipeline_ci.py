@@ -23,6 +23,7 @@ def ci_run(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3000)  # the module fixture runs the whole ci DAG (~5 min idle, far more under load)
 def test_table1_schema_and_sanity(ci_run):
     table = pd.read_csv(ci_run / "results/ci/table1.csv")
     assert list(table["method"]) == ["teacher", "base_student", "sft", "kd", "dft", "onpolicy_kd",
@@ -41,9 +42,10 @@ def test_table1_schema_and_sanity(ci_run):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3000)
 def test_every_other_output_exists(ci_run):
     table2 = pd.read_csv(ci_run / "results/ci/table2.csv")
-    assert {"dcod_prefix_l09", "dcod_kd", "sft", "dcod"} <= set(table2["method"])
+    assert {"dcod_kd", "sft", "dcod"} <= set(table2["method"])
     calibration = pd.read_csv(ci_run / "results/ci/calibration.csv")
     assert {"teacher", "teacher_direct", "teacher_decomposed", "base_student", "sft"} <= set(calibration["model"])
     for name in ("accuracy_per_split", "accuracy_vs_length", "dcod_diagnostics", "accuracy_vs_cost",
@@ -56,6 +58,7 @@ def test_every_other_output_exists(ci_run):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3000)
 def test_rerun_is_a_no_op(ci_run):
     """Finished outputs are never redone: a second invocation has nothing to do."""
     command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "2",
