@@ -190,18 +190,30 @@ def stability_claim(dcod, sft) -> Claim:
     return Claim(title, verdict, sentence)
 
 
+PRESERVED_SHARE = 0.9
+
+
 def retention_claim(dcod, sft, base) -> Claim:
     title = "DCOD preserves instruction following (retention of the base student's second skill)"
     split = next((s for s in RETENTION_SPLITS if f"{s}_mean" in dcod), None)
     if split is None:
         return Claim(title, "not evaluated", "this profile has no retention split.")
     direction = interval_direction(dcod, sft, split, True)
-    verdict = ("not supported" if direction == "worse" else "supported" if dcod[f"{split}_mean"] >= sft[f"{split}_mean"]
-               else "inconclusive")
+    # "preserves" is judged against the base student, not only against SFT: DCOD must keep at least
+    # PRESERVED_SHARE of the base student's retention accuracy and not fall below SFT
+    kept = dcod[f"{split}_mean"] / base[f"{split}_mean"] if base is not None and base[f"{split}_mean"] else None
+    if direction == "worse" or (kept is not None and kept < PRESERVED_SHARE):
+        verdict = "not supported"
+    elif dcod[f"{split}_mean"] >= sft[f"{split}_mean"]:
+        verdict = "supported"
+    else:
+        verdict = "inconclusive"
     base_text = f"; base student {mean_std(base, split)}%" if base is not None else ""
+    kept_text = f"; DCOD keeps {100 * kept:.0f}% of the base student's accuracy" if kept is not None else ""
     return Claim(title, verdict, f"Retention accuracy DCOD {mean_std(dcod, split)}% vs SFT {mean_std(sft, split)}%"
-                 f"{base_text} (supported when DCOD's mean is at least SFT's, not supported when DCOD's mean ± std "
-                 f"lies wholly below SFT's).")
+                 f"{base_text}{kept_text} (supported when DCOD keeps at least {100 * PRESERVED_SHARE:.0f}% of the base "
+                 f"student's retention and is not below SFT; not supported when it keeps less or its mean ± std lies "
+                 f"wholly below SFT's).")
 
 
 def cost_claim(table1: pd.DataFrame, dcod, sft) -> Claim:
