@@ -13,6 +13,7 @@ import torch
 from dcod import objectives
 from dcod.data import EpochSampler, collate, example_lengths
 from dcod.generation import SamplingParams
+from dcod.models import shared_vocab_logits
 
 
 @dataclass
@@ -120,8 +121,9 @@ class DCOD(Method):
         return objectives.nll_loss(logits, batch["targets"])
 
 
-def teacher_full_logprobs(teacher, examples: list[dict], batch: dict) -> torch.Tensor:
-    """Teacher log-distribution ``[B, L-1, V]`` at every target position of ``batch``."""
+def teacher_full_logprobs(teacher, examples: list[dict], batch: dict, vocab_size: int) -> torch.Tensor:
+    """Teacher log-distribution ``[B, L-1, V]`` at every target position of ``batch``, over the shared
+    tokenizer's ``vocab_size`` tokens (lm-heads padded beyond it, as in Qwen2.5, are sliced off)."""
     width = batch["input_ids"].shape[1] - 1
     if hasattr(teacher, "next_token_logprobs"):  # the exact toy teacher
         rows = []
@@ -135,7 +137,7 @@ def teacher_full_logprobs(teacher, examples: list[dict], batch: dict) -> torch.T
         return torch.stack(rows)
     with torch.no_grad():
         logits = teacher(input_ids=batch["input_ids"]).logits[:, :-1]  # right-padded: no mask needed
-    return torch.log_softmax(logits.float(), dim=-1)
+    return torch.log_softmax(shared_vocab_logits(logits, vocab_size).float(), dim=-1)
 
 
 class OnPolicyKD(Method):
@@ -157,12 +159,13 @@ class OnPolicyKD(Method):
                            for e in examples[n_student:]]
 
     def extra_inputs(self, batch, examples):
-        batch["teacher_full_logprobs"] = teacher_full_logprobs(self.ctx.teacher, examples, batch)
+        batch["teacher_full_logprobs"] = teacher_full_logprobs(self.ctx.teacher, examples, batch,
+                                                               len(self.ctx.tokenizer))
         self.cost.teacher_forward_tokens += sum(len(e["prompt_ids"]) + len(e["completion_ids"]) for e in examples)
 
     def token_losses(self, logits, batch):
         vocab = batch["teacher_full_logprobs"].shape[-1]
-        return objectives.generalized_jsd(logits[..., :vocab], batch["teacher_full_logprobs"],
+        return objectives.generalized_jsd(shared_vocab_logits(logits, vocab), batch["teacher_full_logprobs"],
                                           beta=self.params.jsd_beta)
 
 

@@ -13,13 +13,13 @@ import pandas as pd
 import torch
 
 from dcod import grading
-from dcod.config import ProfileConfig, discover_experiments, load_experiment, to_dict, train_config_for
+from dcod.config import ProfileConfig, load_experiment, to_dict, train_config_for
 from dcod.data import check_vocab, load_traces
 from dcod.evaluation import evaluate_records, stability_rows, write_results
 from dcod.generation import HFBackend, SamplingParams
 from dcod.io import atomic_path, code_version, read_jsonl, write_json, write_parquet
 from dcod.methods import Cost, StepContext, build_method
-from dcod.models import build_tiny_llama, encode_prompt, load_model, set_threads
+from dcod.models import build_tiny_llama, check_same_tokenizer, encode_prompt, load_model, set_threads
 from dcod.training import Trainer
 
 
@@ -186,9 +186,9 @@ def stage_train(profile: ProfileConfig, experiment_config: Path, seed: int, worl
     if exp.method in ("onpolicy_kd", "self_distill"):
         ctx.student_backend = HFBackend(model, tokenizer, batch_size=profile.eval.batch_size)
     if exp.method == "onpolicy_kd":
-        ctx.teacher = load_teacher(profile, world_dir)[0]
-        if isinstance(ctx.teacher, HFBackend):
-            ctx.teacher = ctx.teacher.model
+        teacher, teacher_tokenizer = load_teacher(profile, world_dir)
+        check_same_tokenizer(teacher_tokenizer, tokenizer)  # token-level KD needs one vocabulary
+        ctx.teacher = teacher.model if isinstance(teacher, HFBackend) else teacher
     if exp.method == "self_distill":
         ctx.prompts = [{"prompt_ids": encode_prompt(tokenizer, r["question"]), "gold": r["gold"]}
                        for r in read_jsonl(Path(world_dir) / "train.jsonl")]
@@ -240,6 +240,3 @@ def stage_evaluate(profile: ProfileConfig, world_dir: Path, model_dir: str, out_
     grader = f"math-verify=={grading.GRADER_INFO['math_verify_version']}"
     write_results(out_dir, rows, stability_data, {"code_version": code_version(), "grader": grader})
 
-
-def experiment_names(profile: ProfileConfig, experiments_dir: Path) -> list[str]:
-    return discover_experiments(experiments_dir, profile)
