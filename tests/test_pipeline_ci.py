@@ -34,7 +34,9 @@ def test_table1_schema_and_sanity(ci_run):
         assert values.between(0, 100).all(), split
     trained = table.set_index("method").loc[["sft", "kd", "dft", "onpolicy_kd", "self_distill", "dcod"]]
     assert (trained["n_seeds"] == 2).all()
-    assert (trained["wall_time_s"] > 0).all() and (trained["student_tokens_trained"] > 0).all()
+    assert (trained["wall_time_s"] > 0).all()
+    # self_distill may train on nothing: the ci student solves few problems, so rounds can keep no sample
+    assert (trained.drop(index="self_distill")["student_tokens_trained"] > 0).all()
     assert trained.loc["onpolicy_kd", "tokens_sampled"] > 0 and trained.loc["onpolicy_kd", "teacher_forward_tokens"] > 0
     assert trained.loc["self_distill", "tokens_sampled"] > 0
     assert trained.loc["sft", "tokens_sampled"] == 0 and trained.loc["sft", "teacher_forward_tokens"] == 0
