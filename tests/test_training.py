@@ -54,7 +54,6 @@ def test_prompt_tokens_are_never_trained(toy_tokenizer, traces):
 def test_loss_gradient_ignores_prompt_tokens(toy_tokenizer, traces, tmp_path):
     trainer = _trainer(tmp_path, toy_tokenizer, traces)
     batch = collate(traces[:2], toy_tokenizer.pad_token_id)
-    batch["input_ids"].requires_grad_(False)
     embeddings = trainer.model.get_input_embeddings()
     logits = trainer.model(inputs_embeds=embeddings(batch["input_ids"])).logits[:, :-1]
     per_token = trainer.method.token_losses(logits, batch)
