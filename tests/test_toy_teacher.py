@@ -180,9 +180,22 @@ def test_malformed_prefixes(tok, teacher):
             st.advance(c)
         return st.distribution()
 
-    assert dist_after("47+38=9") == {semi: 1.0}  # wrong digit: close the step
-    assert dist_after("47+38=9x") == {semi: 1.0}  # unknown character
-    assert dist_after("\\boxed{1") == {semi: 1.0}  # answering too early
+    def tid(c):
+        return tok.convert_tokens_to_ids(c)
+
+    # renderings: direct `47+38=85;`, decomposed `47+38=47+30+8=77+8=85;`. A wrong character is
+    # continued by position, as if it had been right: each rendering's next character, style-weighted
+    assert dist_after("47+38=9") == pytest.approx({tid("5"): 0.5, tid("7"): 0.5})
+    assert dist_after("47+38=9x") == pytest.approx({semi: 0.5, tid("+"): 0.5})  # unknown character
+    assert dist_after("47+38=95") == pytest.approx({semi: 0.5, tid("+"): 0.5})
+    assert dist_after("\\boxed{1") == pytest.approx({semi: 0.5, tid("+"): 0.5})  # answering too early
+    assert dist_after("47+38=8599999999999999999999") == {semi: 1.0}  # past every rendering: close
+    # a pure-style teacher continues its one rendering: `85` after a wrong first digit, then `;`
+    direct = ToyTeacher(tok, style_override="direct")
+    st = direct.state(prompt)
+    for c in ids(tok, "47+38=9"):
+        st.advance(c)
+    assert st.distribution() == {tid("5"): 1.0}
     # the wrong step's face value becomes the running value, and the teacher continues from it
     st = teacher.state(prompt)
     for c in ids(tok, "47+38=90;"):
@@ -199,14 +212,16 @@ def test_malformed_prefixes(tok, teacher):
     # a step without a parsable result keeps the previous value
     d = dist_after("junk;47*2=")  # `junk` is four <unk>; the value stays 47
     assert d == pytest.approx({tok.convert_tokens_to_ids("9"): 0.5, tok.convert_tokens_to_ids("4"): 0.5})
-    assert dist_after("47+38=85;85*2=170;\\boxed{171") == {EOS_ID: 1.0}  # wrong answer digit: stop
+    assert dist_after("47+38=85;85*2=170;\\boxed{171") == {tid("}"): 1.0}  # wrong digit: finish the box
+    assert dist_after("47+38=85;85*2=170;\\boxed{171}") == {EOS_ID: 1.0}
     assert dist_after("47+38=85;85*2=170;\\boxed{170}") == {EOS_ID: 1.0}
     # an extra step after the last one: the answer then boxes that step's result
     d = dist_after("47+38=85;85*2=170;170+1=171;\\boxed{17")
     assert d == {tok.convert_tokens_to_ids("1"): 1.0}
     rev = ids(tok, "Q:rev 3817\nA:", bos=True)
     assert dist_after("\\boxed{71", rev) == {tok.convert_tokens_to_ids("8"): 1.0}
-    assert dist_after("\\boxed{72", rev) == {EOS_ID: 1.0}
+    assert dist_after("\\boxed{72", rev) == {tid("8"): 1.0}  # `7183`: continued by position
+    assert dist_after("\\boxed{7299}", rev) == {EOS_ID: 1.0}
     lp = teacher.next_token_logprobs(prompt, ids(tok, "47+38=9;;;x\\boxed{}") + [EOS_ID, 5, 6])
     assert torch.isfinite(lp).all()
 

@@ -20,8 +20,14 @@ How it reads a prefix (a small incremental state machine, O(1) per token):
   rendering it is on: that is the limit of ``p_direct -> 1``.
 - with j >= k the segment must be a prefix of ``\\boxed{value}`` + eos; the reversal task expects
   ``\\boxed{reversed digits}`` + eos.
-- a diverged (malformed) segment gets a defined answer: probability 1 on ``;`` (close the step) in a
-  step segment, on eos in the answer segment. After eos the distribution is eos with probability 1.
+- a diverged (malformed) segment gets a defined answer, the one a neural teacher reading the
+  prefix at face value would give: it continues the renderings that were consistent up to the
+  first wrong character *by position*, as if that character had been right (``50*7=2`` is continued
+  with ``50;``, keeping the number's length, and the step's face value 250 is carried on). Past the
+  end of every rendering it closes the segment: ``;`` in a step, eos in the answer. After eos the
+  distribution is eos with probability 1. (Session 1 put probability 1 on ``;`` right after the
+  first wrong character; on-policy KD then taught the student to close a step after one wrong
+  digit and collapsed to 0.8% accuracy, an artefact of the toy teacher rather than of GKD.)
 
 Floor: so that every KL and every stored log-prob stays finite, every one of the V vocabulary tokens
 (special tokens included) gets probability ``floor``:  p = (1 - V*floor) * p_exact + floor.
@@ -102,9 +108,10 @@ class TeacherState:
             pos = self.pos
             alive = [c for c in self.cands if c[0][pos] == tok]
             if alive:
-                self.cands, self.pos = alive, pos + 1
-            else:
+                self.cands = alive
+            else:  # keep the renderings consistent so far and go on by position
                 self.diverged = True
+        self.pos += 1
         if tok == t.semi_id:  # `;` always closes the segment, well formed or not
             if self.diverged:
                 self.value = _face_value(t._text(self.seg), self.value)
@@ -118,20 +125,25 @@ class TeacherState:
         t = self.t
         if self.done:
             return t._onehot[t.eos_id]
-        if self.diverged:
-            return t._onehot[t.semi_id if self.j < self.k else t.eos_id]
         cands, pos = self.cands, self.pos
-        if len(cands) == 1:
-            return t._onehot[cands[0][0][pos]]
+        if self.diverged:  # positions past a rendering's end close the segment
+            close = t.semi_id if self.j < self.k else t.eos_id
+            nexts = [(ids[pos] if pos < len(ids) else close, w) for ids, w, _ in cands]
+        else:
+            nexts = [(ids[pos], w) for ids, w, _ in cands]
+        if len(nexts) == 1:
+            return t._onehot[nexts[0][0]]
         agg: dict[int, float] = {}
-        for ids, w, _ in cands:
-            agg[ids[pos]] = agg.get(ids[pos], 0.0) + w
-        if len(agg) == 1:
-            return t._onehot[next(iter(agg))]
+        for tok, w in nexts:
+            agg[tok] = agg.get(tok, 0.0) + w
         total = sum(agg.values())
         if total <= 0:  # only zero-weight renderings left: continue them (p_direct -> 1 limit)
             agg = {tok: 1.0 for tok in agg}
             total = float(len(agg))
+        else:
+            agg = {tok: w for tok, w in agg.items() if w > 0}
+        if len(agg) == 1:
+            return t._onehot[next(iter(agg))]
         return tuple(sorted((tok, w / total) for tok, w in agg.items()))
 
     def distribution(self) -> dict[int, float]:
