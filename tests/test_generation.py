@@ -81,3 +81,36 @@ def test_evaluation_counts_prompts_that_do_not_fit(backend, toy_tokenizer, monke
     rows = evaluation.evaluate_records(backend, toy_tokenizer, records, max_new_tokens=4)
     assert [r["status"] for r in rows] == ["ok", "prompt_too_long"]
     assert evaluation.summarise(rows).loc[0, "prompt_too_long_count"] == 1
+
+
+class _EosBoost(torch.nn.Module):
+    """The tiny model with +2 on the eos logit, so that rows of a batch finish at different steps."""
+
+    def __init__(self, inner, eos):
+        super().__init__()
+        self.inner, self.eos, self.config = inner, eos, inner.config
+
+    def forward(self, **kwargs):
+        out = self.inner(**kwargs)
+        out.logits[..., self.eos] += 2.0
+        return out
+
+
+def test_rows_that_finish_early_leave_the_batch_without_changing_the_others(toy_tokenizer):
+    """Finished rows are dropped from the batch and its cache (compaction): every row still equals
+    an unpadded full forward, and greedy decoding equals decoding one prompt at a time."""
+    model = _EosBoost(build_tiny_llama(TINY, toy_tokenizer, seed=0).eval(), toy_tokenizer.eos_token_id)
+    prompts = [toy_tokenizer(p)["input_ids"] for p in PROMPTS + ["Q:5*9+1\nA:", "Q:rev 98765\nA:"]]
+    params = SamplingParams(max_new_tokens=30, temperature=1.0, n=4, seed=3)
+    generations = HFBackend(model, toy_tokenizer, batch_size=20).generate(prompts, params)
+    lengths = {len(g.token_ids) for g in generations if g.finish_reason == "stop"}
+    assert len(lengths) >= 4, lengths  # the batch really shrank several times
+    for g in generations:
+        reference = _reference_logprobs(model, g.prompt_ids, g.token_ids, 1.0, 1.0)
+        assert torch.allclose(torch.tensor(g.logprobs), reference, atol=1e-4), g
+        assert (g.finish_reason == "stop") == (g.token_ids[-1] == toy_tokenizer.eos_token_id)
+    greedy = SamplingParams(max_new_tokens=30, temperature=0)
+    batched = HFBackend(model, toy_tokenizer, batch_size=20).generate(prompts, greedy)
+    single = HFBackend(model, toy_tokenizer, batch_size=1).generate(prompts, greedy)
+    assert [g.token_ids for g in batched] == [g.token_ids for g in single]
+    assert [g.prompt_index for g in batched] == list(range(len(prompts)))

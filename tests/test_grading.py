@@ -210,3 +210,31 @@ def test_grader_info_records_the_rules():
     assert GRADER_INFO["grader"] == "math-verify"
     assert "last" in GRADER_INFO["several_boxes"]
     assert GRADER_INFO["max_prediction_chars"] == MAX_PREDICTION_CHARS
+
+
+# --- rule 7: the integer shortcut never changes a grade ----------------------------------------------
+
+def test_integer_shortcut_agrees_with_math_verify():
+    import random
+
+    rng = random.Random(0)
+    pairs = []
+    for _ in range(600):
+        n = rng.choice([rng.randint(-999, 999), rng.randint(0, 10**7), rng.randint(-10**30, 10**30)])
+        pairs += [(n, n), (n, n + rng.choice([-1, 1])), (n, -n), (n, n * 10)]
+    checked = 0
+    for gold, answer in pairs:
+        gold_text = grading.prepare_gold(str(gold))
+        fast = grading._integer_fast_path(gold_text, str(answer))
+        assert fast is not None, (gold, answer)
+        slow = grading.grade_prepared(gold_text, *grading.prepare_prediction(f"\\boxed{{{answer}}}"))
+        assert (fast.correct, fast.status, fast.extracted) == slow, (gold, answer)
+        checked += 1
+    assert checked == 2400
+    # not canonical: left to math-verify
+    for gold, boxed in [("7", "007"), ("0", "-0"), ("1000", "1,000"), ("3", "3.0"), ("3", " 3"), ("x", "3"),
+                        ("$3$", None)]:
+        assert grading._integer_fast_path(grading.prepare_gold(gold), boxed) is None
+    # and through grade(): a mixed list keeps its order, shortcut items included
+    results = grade(["12", "12", "\\frac{1}{2}"], ["\\boxed{12}", "\\boxed{012}", "\\boxed{0.5}"], workers=1)
+    assert [result.correct for result in results] == [True, True, True]

@@ -89,15 +89,21 @@ class HFBackend:
 
     def generate(self, prompts: list[list[int]], params: SamplingParams, progress: bool = False) -> list[Generation]:
         requests = [(i, p) for i, p in enumerate(prompts) for _ in range(params.n)]
+        # batches of similar prompt length: less padding, and (in the toy world, where the prompt
+        # length grows with the chain length) rows that finish at similar times. Results keep the
+        # request order; sampling draws from one generator in this batch order.
+        order = sorted(range(len(requests)), key=lambda r: len(requests[r][1]))
         generator = torch.Generator().manual_seed(params.seed)
-        results: list[Generation] = []
-        chunks = range(0, len(requests), self.batch_size)
+        results: list[Generation | None] = [None] * len(requests)
+        chunks = range(0, len(order), self.batch_size)
         if progress:
             from tqdm import tqdm
 
             chunks = tqdm(chunks, desc="generate", unit="batch")
         for start in chunks:
-            results.extend(self._generate_batch(requests[start:start + self.batch_size], params, generator))
+            rows = order[start:start + self.batch_size]
+            for row, generation in zip(rows, self._generate_batch([requests[r] for r in rows], params, generator)):
+                results[row] = generation
         return results
 
     @torch.no_grad()
@@ -130,8 +136,11 @@ class HFBackend:
         k = params.top_k_logprobs
         top_ids = torch.zeros((batch, max_new, k), dtype=torch.long) if k else None
         top_lps = torch.zeros((batch, max_new, k)) if k else None
-        finished = torch.zeros(batch, dtype=torch.bool)
         lengths = torch.full((batch,), max_new, dtype=torch.long)
+        # `active` maps the rows still generating to their batch rows; finished rows are dropped
+        # from the cache, the mask and the next forward (compaction), so a batch costs what its
+        # unfinished rows cost rather than what its longest row costs at full width.
+        active = torch.arange(batch)
         next_position = position_ids[:, -1]
         vocab = len(tokenizer)
         for step in range(max_new):
@@ -140,22 +149,25 @@ class HFBackend:
                 choice = step_logprobs.argmax(-1)
             else:
                 choice = torch.multinomial(step_logprobs.exp(), 1, generator=generator).squeeze(-1)
-            choice = torch.where(finished, torch.full_like(choice, pad), choice)
-            tokens[:, step] = choice
-            logprobs[:, step] = step_logprobs.gather(-1, choice[:, None]).squeeze(-1)
+            tokens[active, step] = choice
+            logprobs[active, step] = step_logprobs.gather(-1, choice[:, None]).squeeze(-1)
             if k:
                 values, ids = step_logprobs.topk(min(k, vocab), dim=-1)
-                top_ids[:, step, : values.shape[-1]] = ids
-                top_lps[:, step, : values.shape[-1]] = values
-            just_finished = (choice == eos) & ~finished
-            lengths[just_finished] = step + 1
-            finished |= just_finished
-            if bool(finished.all()) or step == max_new - 1:
+                top_ids[active, step, : values.shape[-1]] = ids
+                top_lps[active, step, : values.shape[-1]] = values
+            done = choice == eos
+            lengths[active[done]] = step + 1
+            if step == max_new - 1 or bool(done.all()):
                 break
-            attention = torch.cat([attention, (~finished).long()[:, None]], dim=1)
+            if bool(done.any()):
+                keep = (~done).nonzero().squeeze(-1)
+                active, choice, attention = active[keep], choice[keep], attention[keep]
+                next_position = next_position[keep]
+                cache.batch_select_indices(keep)
+            attention = torch.cat([attention, attention.new_ones((len(active), 1))], dim=1)
             next_position = next_position + 1
             out = model(input_ids=choice[:, None], attention_mask=attention, position_ids=next_position[:, None],
-                        past_key_values=out.past_key_values, use_cache=True)
+                        past_key_values=cache, use_cache=True)
             logits = out.logits[:, -1]
         if was_training:
             model.train()

@@ -22,6 +22,10 @@ The rules, applied in this order (they are recorded in ``GRADER_INFO`` next to e
    (``LatexExtractionConfig(boxed_match_priority=0)`` then ``ExprExtractionConfig``); the answer is
    ``verify(gold, prediction)`` with the gold first (the function is not symmetric).
 
+7. **Integer shortcut.** A gold ``$n$`` against a last box ``m``, both canonical integers (no leading
+   zeros, no ``-0``), is decided as ``n == m`` in the parent: that is math-verify's answer for such
+   pairs (a test compares the two on thousands of pairs), and it spares the workers the toy world.
+
 math-verify's own timeouts use ``signal.alarm``: they fail in threads and miss hangs inside C code.
 So they are switched off and every item runs in a long-lived worker process (forkserver context,
 math-verify preloaded); the parent gives each item a wall-clock deadline, kills a worker that
@@ -69,6 +73,7 @@ GRADER_INFO = {
     "max_prediction_chars": MAX_PREDICTION_CHARS,
     "gold": "wrapped as $gold$ unless it holds $ or \\boxed; unparseable without a sympy expression",
     "comparison": "verify(gold, prediction), math-verify defaults (float_rounding=6, strict=True)",
+    "integer_shortcut": "canonical integer gold vs canonical integer last box: string equality",
 }
 
 
@@ -238,6 +243,23 @@ def _forkserver_context():
     return context
 
 
+_CANONICAL_INTEGER = re.compile(r"-?(?:0|[1-9][0-9]*)")
+
+
+def _integer_fast_path(gold_text: str, boxed: str | None) -> GradeResult | None:
+    """Rule 7, a shortcut that never changes a grade: when the gold is ``$n$`` and the last box holds
+    ``m``, both canonical integers (no leading zeros, no ``-0``, no spaces), math-verify's
+    answer is ``n == m``; decide it here without a worker (the whole toy world is such answers).
+    Anything else (``007``, ``1,000``, ``3.0``, ``-0``) goes to math-verify. Tests check the
+    agreement with math-verify on thousands of pairs."""
+    if boxed is None or not (gold_text.startswith("$") and gold_text.endswith("$")):
+        return None
+    gold = gold_text[1:-1]
+    if gold == "-0" or boxed == "-0" or not (_CANONICAL_INTEGER.fullmatch(gold) and _CANONICAL_INTEGER.fullmatch(boxed)):
+        return None
+    return GradeResult(gold == boxed, "ok", boxed)
+
+
 def grade(golds: list, predictions: list, *, timeout: float = DEFAULT_TIMEOUT, workers: int = 2,
           _item_grader=grade_prepared) -> list[GradeResult]:
     """Grade predictions against golds; one GradeResult per item, in order.
@@ -250,10 +272,16 @@ def grade(golds: list, predictions: list, *, timeout: float = DEFAULT_TIMEOUT, w
         raise ValueError(f"timeout must be > 0 and workers >= 1, got {timeout} and {workers}")
     items = [(index, prepare_gold(gold), *prepare_prediction(prediction))
              for index, (gold, prediction) in enumerate(zip(golds, predictions))]
-    if not items:
-        return []
     results: list[GradeResult | None] = [None] * len(items)
-    queue = collections.deque(items)
+    queue = collections.deque()
+    for item in items:
+        fast = _integer_fast_path(item[1], item[3]) if _item_grader is grade_prepared else None
+        if fast is None:
+            queue.append(item)
+        else:
+            results[item[0]] = fast
+    if not queue:
+        return results  # type: ignore[return-value]
     context = _forkserver_context()
     pool: list[_Worker] = []
 

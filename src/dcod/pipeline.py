@@ -12,10 +12,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from dcod import grading
 from dcod.config import ProfileConfig, load_experiment, to_dict, train_config_for
 from dcod.data import check_vocab, load_traces
-from dcod.evaluation import evaluate_records, stability_rows, write_results
 from dcod.generation import HFBackend, SamplingParams
 from dcod.io import atomic_path, code_version, read_jsonl, write_json, write_parquet
 from dcod.methods import Cost, StepContext, build_method
@@ -134,6 +132,8 @@ def stage_base_student(profile: ProfileConfig, world_dir: Path, out_dir: Path, t
 # ----------------------------------------------------------------------------- teacher traces
 def stage_traces(profile: ProfileConfig, world_dir: Path, out_path: Path) -> None:
     """n teacher samples per training prompt, verified, with per-token log-probs and top-k."""
+    from dcod import grading  # math-verify and sympy: imported only by the stages that grade
+
     set_threads(profile.threads)
     teacher, tokenizer = load_teacher(profile, world_dir, backend=profile.traces.backend)
     records = read_jsonl(Path(world_dir) / "train.jsonl")
@@ -190,6 +190,8 @@ def stage_train(profile: ProfileConfig, experiment_config: Path, seed: int, worl
         check_same_tokenizer(teacher_tokenizer, tokenizer)  # token-level KD needs one vocabulary
         ctx.teacher = teacher.model if isinstance(teacher, HFBackend) else teacher
     if exp.method == "self_distill":
+        from dcod import grading
+
         ctx.prompts = [{"prompt_ids": encode_prompt(tokenizer, r["question"]), "gold": r["gold"]}
                        for r in read_jsonl(Path(world_dir) / "train.jsonl")]
         ctx.grade = lambda golds, texts: [r.correct for r in grading.grade(golds, texts)]
@@ -210,6 +212,9 @@ def stage_evaluate(profile: ProfileConfig, world_dir: Path, model_dir: str, out_
                    splits: list[str] | None = None, stability: bool = True) -> None:
     """Evaluate a model directory, or the teacher: ``teacher`` (as configured), ``teacher:direct`` or
     ``teacher:decomposed`` (the toy teacher forced to one style, for the calibration report)."""
+    from dcod import grading
+    from dcod.evaluation import evaluate_records, stability_rows, write_results
+
     set_threads(profile.threads)
     if model_dir == "teacher" or model_dir.startswith("teacher:"):
         style = model_dir.partition(":")[2] or None
