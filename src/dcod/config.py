@@ -123,9 +123,11 @@ class TracesConfig:
     keep_only_correct: bool = True
     seed: int = 7
     backend: str = "hf"  # hf | vllm (an HF teacher only; the toy teacher is exact)
+    shard_size: int = 500  # prompts per resumable shard (dcod.shards)
 
     def validate(self, key: str) -> None:
         _check(self.samples_per_prompt >= 1, f"{key}.samples_per_prompt", "must be >= 1")
+        _check(self.shard_size >= 1, f"{key}.shard_size", "must be >= 1")
         _check(self.temperature > 0, f"{key}.temperature", "must be > 0 (traces are samples)")
         _check(0 < self.top_p <= 1, f"{key}.top_p", "must be in (0, 1]")
         _check(self.top_k_logprobs >= 0, f"{key}.top_k_logprobs", "must be >= 0")
@@ -175,9 +177,11 @@ class EvalConfig:
     stability_temperature: float = 1.0
     stability_problems: int = 100
     backend: str = "hf"  # hf | vllm: the generation backend of evaluation
+    shard_size: int = 256  # problems per resumable shard (dcod.shards)
 
     def validate(self, key: str) -> None:
         _check(len(self.splits) > 0, f"{key}.splits", "must name at least one split")
+        _check(self.shard_size >= 1, f"{key}.shard_size", "must be >= 1")
         _check(self.max_new_tokens >= 1, f"{key}.max_new_tokens", "must be >= 1")
         _check(self.batch_size >= 1, f"{key}.batch_size", "must be >= 1")
         _check(self.stability_samples >= 0, f"{key}.stability_samples", "must be >= 0")

@@ -7,6 +7,7 @@ figures, report. Every stage writes its outputs atomically and saves the resolve
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -18,6 +19,8 @@ from dcod.generation import HFBackend, SamplingParams
 from dcod.io import atomic_path, code_version, read_jsonl, write_json, write_parquet
 from dcod.methods import Cost, StepContext, build_method
 from dcod.models import build_tiny_llama, check_same_tokenizer, encode_prompt, load_model, set_threads
+from dcod.shards import file_identity, run_sharded, shard_seed
+from dcod.shards import finish as finish_shards
 from dcod.training import Trainer
 
 
@@ -140,27 +143,36 @@ def stage_traces(profile: ProfileConfig, world_dir: Path, out_path: Path) -> Non
     tc = profile.traces
     params = SamplingParams(max_new_tokens=tc.max_new_tokens, temperature=tc.temperature, top_p=tc.top_p,
                             n=tc.samples_per_prompt, top_k_logprobs=tc.top_k_logprobs, seed=tc.seed)
-    prompts = [encode_prompt(tokenizer, r["question"]) for r in records]
-    started = time.time()
-    generations = teacher.generate(prompts, params)
-    seconds = time.time() - started
-    graded = grading.grade([records[g.prompt_index]["gold"] for g in generations], [g.text for g in generations])
-    rows = []
-    for generation, result in zip(generations, graded):
-        if tc.keep_only_correct and not (result.correct and generation.finish_reason == "stop"):
-            continue
-        record = records[generation.prompt_index]
-        rows.append({"id": record["id"], "question": record["question"], "gold": record["gold"],
-                     "prompt_ids": generation.prompt_ids, "completion_ids": generation.token_ids,
-                     "teacher_logprobs": generation.logprobs, "text": generation.text,
-                     "topk_ids": generation.topk_ids or [], "topk_logprobs": generation.topk_logprobs or []})
-    if not rows:
-        raise RuntimeError("no teacher trace survived verification: check the teacher and the grader")
+    def work(shard: int, shard_records: list[dict]) -> list[dict]:
+        prompts = [encode_prompt(tokenizer, r["question"]) for r in shard_records]
+        started = time.time()
+        generations = teacher.generate(prompts, replace(params, seed=shard_seed(tc.seed, shard)))
+        seconds = (time.time() - started) / max(1, len(generations))  # the shard's time, apportioned
+        graded = grading.grade([shard_records[g.prompt_index]["gold"] for g in generations],
+                               [g.text for g in generations])
+        rows = []
+        for generation, result in zip(generations, graded):
+            record = shard_records[generation.prompt_index]
+            rows.append({"id": record["id"], "question": record["question"], "gold": record["gold"],
+                         "prompt_ids": generation.prompt_ids, "completion_ids": generation.token_ids,
+                         "teacher_logprobs": generation.logprobs, "text": generation.text,
+                         "topk_ids": generation.topk_ids or [], "topk_logprobs": generation.topk_logprobs or [],
+                         "verified": bool(result.correct and generation.finish_reason == "stop"),
+                         "seconds": seconds})
+        return rows
+
+    shard_dir = Path(out_path).parent / f".{Path(out_path).stem}.shards"
+    fingerprint = {**_provenance(profile), "world": file_identity(Path(world_dir) / "train.jsonl"),
+                   "output": str(out_path)}
+    generated = run_sharded(shard_dir, fingerprint, records, tc.shard_size, work, desc="teacher traces")
+    seconds = sum(row.pop("seconds") for row in generated)
+    rows = [row for row in generated if row["verified"] or not tc.keep_only_correct]
     write_parquet(out_path, pd.DataFrame(rows))
     write_json(Path(out_path).with_suffix(".json"), {
-        **_provenance(profile), "generated": len(generations), "kept": len(rows),
-        "generation_seconds": seconds, "tokens_generated": sum(len(g.token_ids) for g in generations),
+        **_provenance(profile), "generated": len(generated), "kept": len(rows),
+        "generation_seconds": seconds, "tokens_generated": sum(len(row["completion_ids"]) for row in generated),
         "grader": grading.GRADER_INFO})
+    finish_shards(shard_dir)
 
 
 # ----------------------------------------------------------------------------- training
@@ -229,7 +241,13 @@ def stage_evaluate(profile: ProfileConfig, world_dir: Path, model_dir: str, out_
             raise FileNotFoundError(f"evaluation split {split!r}: {path} does not exist (known splits are the "
                                     f"*.jsonl files of {world_dir})")
         records.extend({**r, "split": split} for r in read_jsonl(path))
-    rows = evaluate_records(backend, tokenizer, records, max_new_tokens=ev.max_new_tokens, seed=seed)
+    out_dir = Path(out_dir)
+    fingerprint = {**_provenance(profile), "seed": seed, "splits": splits or ev.splits, "stability": stability,
+                   "model": file_identity(model_dir) if Path(model_dir).exists() else model_dir,
+                   "world": [file_identity(Path(world_dir) / f"{split}.jsonl") for split in splits or ev.splits]}
+    rows = run_sharded(out_dir / ".shards-greedy", fingerprint, records, ev.shard_size, desc="evaluate",
+                       work=lambda _, shard: evaluate_records(backend, tokenizer, shard,
+                                                              max_new_tokens=ev.max_new_tokens, seed=seed))
     stability_data = []
     if ev.stability_samples and stability and not splits:
         # half the problems from each of the first two evaluation splits other than validation
@@ -238,10 +256,14 @@ def stage_evaluate(profile: ProfileConfig, world_dir: Path, model_dir: str, out_
         subset = []
         for split in test_splits:
             subset += [r for r in records if r["split"] == split][:per_split]
-        stability_data = stability_rows(backend, tokenizer, subset, samples=ev.stability_samples,
-                                        temperature=ev.stability_temperature, max_new_tokens=ev.max_new_tokens,
-                                        timeout=5.0, workers=1, seed=seed)
-    write_json(Path(out_dir) / "grader.json", grading.GRADER_INFO)
+        stability_data = run_sharded(
+            out_dir / ".shards-stability", fingerprint, subset, ev.shard_size, desc="stability",
+            work=lambda shard, problems: stability_rows(
+                backend, tokenizer, problems, samples=ev.stability_samples, temperature=ev.stability_temperature,
+                max_new_tokens=ev.max_new_tokens, timeout=5.0, workers=1, seed=shard_seed(seed, shard)))
+    write_json(out_dir / "grader.json", grading.GRADER_INFO)
     grader = f"math-verify=={grading.GRADER_INFO['math_verify_version']}"
     write_results(out_dir, rows, stability_data, {"code_version": code_version(), "grader": grader})
+    finish_shards(out_dir / ".shards-greedy")
+    finish_shards(out_dir / ".shards-stability")
 
