@@ -25,7 +25,9 @@ def ci_run(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.timeout(3000)  # the module fixture runs the whole ci DAG (~5 min idle, far more under load)
 def test_table1_schema_and_sanity(ci_run):
-    table = pd.read_csv(ci_run / "results/ci/table1.csv")
+    from dcod.reporting.tables import read_table
+
+    table = read_table(ci_run / "results/ci/table1.csv")
     methods = list(table["method"])
     assert methods[:2] == ["teacher", "base_student"]  # references first, then the experiments
     assert sorted(methods[2:]) == ["dcod", "dft", "kd", "onpolicy_kd", "self_distill", "sft"]

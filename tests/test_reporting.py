@@ -155,7 +155,11 @@ def built(tmp_path_factory):
 
 def test_table1_rows_columns_and_values(built):
     tmp_path, _, _ = built
-    table = pd.read_csv(tmp_path / "results" / "table1.csv").set_index("method")
+    bare = pd.read_csv(tmp_path / "results" / "table1.csv")
+    assert not set(tables.TIMING_COLUMNS) & set(bare.columns)  # measured times live apart
+    timing = pd.read_csv(tmp_path / "results" / "table1_timing.csv")
+    assert list(timing.columns) == ["method", *tables.TIMING_COLUMNS] and list(timing["method"]) == list(bare["method"])
+    table = tables.read_table(tmp_path / "results" / "table1.csv").set_index("method")
     assert list(table.index) == ["teacher", "base_student", "sft", "dcod", "kd"]
     for column in ("description", "n_seeds", "seeds", "id_mean", "id_std", "long_mean", "retention_std",
                    "direct_step_fraction", "wall_time_s", "student_tokens_trained", "tokens_sampled",
@@ -198,6 +202,7 @@ def test_tables_are_bit_reproducible(built, tmp_path):
     out = tmp_path / "again.csv"
     tables.write_table1(args_for(tmp_path, work, "table1", out))
     assert out.read_bytes() == (first_dir / "results" / "table1.csv").read_bytes()
+    assert (tmp_path / "again_timing.csv").is_file()
 
 
 def test_missing_file_is_an_error_naming_it(tmp_path):

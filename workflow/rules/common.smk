@@ -30,6 +30,9 @@ ABLATION_SEEDS = P.ablation_seeds or P.seeds
 
 TABLE1 = f"{R}/table1.csv"
 TABLE2 = f"{R}/table2.csv"
+# measured wall times, apart so that the tables themselves are bit-for-bit reproducible
+TABLE1_TIMING = f"{R}/table1_timing.csv"
+TABLE2_TIMING = f"{R}/table2_timing.csv"
 # the calibration report checks the toy world's design (forced-style teachers exist only there)
 CALIBRATION = [f"{R}/calibration.csv"] if P.data.source == "toy" else []
 FIGURE_NAMES = ["accuracy_per_split", "accuracy_vs_length", "dcod_diagnostics", "accuracy_vs_cost",

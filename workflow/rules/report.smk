@@ -32,7 +32,8 @@ rule table1:
         profile=PROFILE_FILE,
         world=f"{W}/world/world.json",
     output:
-        TABLE1,
+        table=TABLE1,
+        timing=TABLE1_TIMING,
     params:
         experiments=",".join(MAIN),
         seeds=",".join(map(str, SEEDS)),
@@ -44,7 +45,7 @@ rule table1:
     shell:
         "python -m dcod report table1 --profile {input.profile} --work {input.world} "
         "--experiment-list {params.experiments} --seeds {params.seeds} --experiments {params.experiments_dir} "
-        "--out {output} > {log} 2>&1"
+        "--out {output.table} > {log} 2>&1"
 
 
 rule table2:
@@ -55,7 +56,8 @@ rule table2:
         profile=PROFILE_FILE,
         world=f"{W}/world/world.json",
     output:
-        TABLE2,
+        table=TABLE2,
+        timing=TABLE2_TIMING,
     params:
         experiments=",".join(TABLE2_EXPERIMENTS),
         seeds=",".join(map(str, ABLATION_SEEDS)),
@@ -67,7 +69,7 @@ rule table2:
     shell:
         "python -m dcod report table2 --profile {input.profile} --work {input.world} "
         "--experiment-list {params.experiments} --seeds {params.seeds} --experiments {params.experiments_dir} "
-        "--out {output} > {log} 2>&1"
+        "--out {output.table} > {log} 2>&1"
 
 
 rule figure:
@@ -75,6 +77,7 @@ rule figure:
         references(["teacher", "base_student"]),
         evals(MAIN, SEEDS),
         runs(MAIN, SEEDS),
+        TABLE1_TIMING,
         world=f"{W}/world/world.json",
         table1=TABLE1,
     output:
@@ -98,6 +101,8 @@ rule figure:
 rule report:
     input:
         TABLE2,
+        TABLE1_TIMING,
+        TABLE2_TIMING,
         CALIBRATION,
         FIGURES,
         table1=TABLE1,

@@ -246,10 +246,9 @@ def claims_section(table1: pd.DataFrame) -> list[str]:
 
 
 def read_result(results_dir: Path, name: str) -> pd.DataFrame:
-    path = results_dir / name
-    if not path.is_file():
-        raise FileNotFoundError(f"missing input {path} (run `dcod report {Path(name).stem}` first)")
-    return pd.read_csv(path)
+    from dcod.reporting.tables import read_table
+
+    return read_table(results_dir / name)
 
 
 def write_report(args) -> None:

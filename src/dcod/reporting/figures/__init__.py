@@ -41,10 +41,9 @@ def inputs(args, name: str) -> tuple[Path, list[str], list[int]]:
 
 
 def read_table1(args, name: str) -> pd.DataFrame:
-    path = Path(need(args.results_dir, "--results-dir", f"figure:{name}")) / "table1.csv"
-    if not path.is_file():
-        raise FileNotFoundError(f"missing input {path} (run `dcod report table1` first)")
-    return pd.read_csv(path)
+    from dcod.reporting.tables import read_table
+
+    return read_table(Path(need(args.results_dir, "--results-dir", f"figure:{name}")) / "table1.csv")
 
 
 def listed_rows(table: pd.DataFrame, experiments: list[str], references=("teacher", "base_student")):
