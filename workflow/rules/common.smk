@@ -64,6 +64,17 @@ TUNING_SPLIT = P.tuning.split
 TUNING_LRS = [f"{lr:g}" for lr in P.tuning.lrs]
 
 
+def settings_without_lr(path):
+    """An experiment config as canonical JSON without its train.lr (what the tuning grid depends on)."""
+    import json
+
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    train = {k: v for k, v in (data.get("train") or {}).items() if k != "lr"}
+    return json.dumps({**data, "train": train}, sort_keys=True)
+
+
 def tuning_evals(experiments):
     return expand(f"{W}/tuning/{{experiment}}/lr{{lr}}/eval/metrics.csv", experiment=experiments, lr=TUNING_LRS)
 

@@ -108,24 +108,28 @@ rule evaluate_reference:
 # scored on the validation split only; results/tuning.csv records the grid and the best value.
 
 
+# The experiment config is a param, not an input: writing the chosen learning rate into it must not
+# make the grid stale. `tuned_settings` (the config without train.lr) is compared by Snakemake's
+# params trigger, so a change to any other knob of the method still reruns its grid.
 rule tune_train:
     input:
         profile=PROFILE_FILE,
         world=f"{W}/world/world.json",
         base=f"{W}/base_student",
         traces=f"{W}/traces/train.parquet",
-        config=EXPERIMENTS_DIR / "{experiment}" / "config.yaml",
     output:
         marker=f"{W}/tuning/{{experiment}}/lr{{lr}}/run.json",
         train_log=f"{W}/tuning/{{experiment}}/lr{{lr}}/train_log.jsonl",
     params:
+        config=lambda wildcards: EXPERIMENTS_DIR / wildcards.experiment / "config.yaml",
+        tuned_settings=lambda wildcards: settings_without_lr(EXPERIMENTS_DIR / wildcards.experiment / "config.yaml"),
         seed=TUNING_SEED,
     log:
         f"{W}/logs/tuning/{{experiment}}_lr{{lr}}.log",
     conda:
         ENV
     shell:
-        "python -m dcod train --profile {input.profile} --experiment {input.config} --lr {wildcards.lr} "
+        "python -m dcod train --profile {input.profile} --experiment {params.config} --lr {wildcards.lr} "
         "--seed {params.seed} --world {input.world} --base {input.base} --traces {input.traces} "
         "--out {output.marker} > {log} 2>&1"
 
