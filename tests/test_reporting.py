@@ -135,6 +135,10 @@ def build_all(tmp_path, work, figures=True):
     cli.run(args_for(tmp_path, work, "table1", results / "table1.csv"))
     cli.run(args_for(tmp_path, work, "table2", results / "table2.csv", ["sft", "dcod", "dcod_prefix"], [0]))
     cli.run(args_for(tmp_path, work, "calibration", results / "calibration.csv"))
+    pd.DataFrame([{"experiment": name, "lr": lr, "validation_accuracy": accuracy, "seed": 0, "chosen": chosen}
+                  for name in ("sft", "dcod", "kd")
+                  for lr, accuracy, chosen in ((5e-4, 40.0, False), (1e-3, 50.0, True), (2e-3, 45.0, False))]
+                 ).to_csv(results / "tuning.csv", index=False)
     for name in FIGURE_NAMES:
         png = tmp_path / "figures" / f"{name}.png"
         if figures:
@@ -267,6 +271,9 @@ def test_report_has_table_values_figures_and_verdicts(built):
     assert "+45.0 [" in report
     for name in FIGURE_NAMES:
         assert f"](../figures/{name}.png)" in report
+    tuning = report.split("## Tuning")[1].split("## ")[0]
+    assert "| dcod | 40.0 | 50.0 | 45.0 | 0.001 |" in tuning  # the grid, its validation scores, the choice
+    assert "DCOD variant on `validation`" in tuning
     claims = report.split("## Claims")[1]
     assert "DCOD beats SFT on in-distribution accuracy: supported." in claims
     assert "more stable reasoning traces than SFT: supported." in claims

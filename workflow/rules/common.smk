@@ -59,6 +59,8 @@ def runs(experiments, seeds):
 
 
 TUNING = f"{R}/tuning.csv"
+# a profile with a real learning-rate grid tunes before it reports; the report shows the grid
+TUNING_TARGETS = [TUNING] if len(P.tuning.lrs) > 1 else []
 TUNING_SEED = P.tuning.seed
 TUNING_SPLIT = P.tuning.split
 TUNING_LRS = [f"{lr:g}" for lr in P.tuning.lrs]

@@ -103,6 +103,7 @@ rule report:
         TABLE2,
         TABLE1_TIMING,
         TABLE2_TIMING,
+        TUNING_TARGETS,
         CALIBRATION,
         FIGURES,
         table1=TABLE1,

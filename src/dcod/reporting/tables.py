@@ -168,8 +168,9 @@ def build_rows(work: Path, names: list[str], seeds: list[int]) -> tuple[list[dic
         row["description"] = description or DESCRIPTIONS.get(name, name)
         cost = cost_row(runs[name], traces) if runs[name] else dict.fromkeys(
             [*COST_COLUMNS, "offline_trace_tokens", "offline_trace_seconds"], math.nan)
-        rows.append({**row, **cost, "code_version": code_versions(evaluated[name], runs[name]),
-                     "_runs": runs[name]})
+        lrs = sorted({float(run["train"]["lr"]) for run in runs[name] if "lr" in run.get("train", {})})
+        rows.append({**row, **cost, "lr": ";".join(f"{lr:g}" for lr in lrs),
+                     "code_version": code_versions(evaluated[name], runs[name]), "_runs": runs[name]})
     return rows, splits
 
 
@@ -185,7 +186,7 @@ def order_columns(frame: pd.DataFrame, splits: list[str], extra: list[str]) -> p
     stability = ["agreement_mean", "agreement_std", "malformed_rate_mean", "malformed_rate_std"]
     deltas = [f"delta_{split}_{kind}" for split in held_out_splits(splits)
               for kind in ("vs_sft", "ci_low", "ci_high")]
-    columns = ["method", "description", "n_seeds", "seeds", *accuracy, "direct_step_fraction", *stability,
+    columns = ["method", "description", "lr", "n_seeds", "seeds", *accuracy, "direct_step_fraction", *stability,
                *COST_COLUMNS, "offline_trace_tokens", "offline_trace_seconds", *deltas, *extra, "code_version"]
     return frame[columns]
 
