@@ -230,12 +230,17 @@ class Trainer:
         return {"wall_time_s": progress["elapsed"], **self.cost.as_dict()}
 
     def save_model(self, path: Path) -> None:
+        """The trained model as an HF folder, written by the main process. ``get_state_dict`` is a
+        collective: under FSDP or DeepSpeed ZeRO-3 every rank joins while the full (unsharded) state
+        dict is gathered on the main process; single-process it is the plain state dict."""
         self.accelerator.wait_for_everyone()
+        state_dict = self.accelerator.get_state_dict(self.model)
         if self.accelerator.is_main_process:
             model = self.accelerator.unwrap_model(self.model)
             with atomic_path(path, directory=True) as tmp:
-                model.save_pretrained(tmp)
+                model.save_pretrained(tmp, state_dict=state_dict)
                 self.tokenizer.save_pretrained(tmp)
+        self.accelerator.wait_for_everyone()
 
 
 class _nullcontext:
