@@ -22,3 +22,15 @@ def test_configs_use_the_tuned_learning_rates():
     # the grid is the same for every method (equal tuning budget)
     grids = tuning.groupby("experiment")["lr"].apply(lambda s: tuple(sorted(s)))
     assert grids.nunique() == 1
+
+
+def test_ablations_train_at_the_default_dcod_learning_rate():
+    """Table 2 varies one DCOD knob at a time: every ablation uses the default dcod's (tuned) lr."""
+    profile = load_profile(REPO / "config/profiles/toy.yaml")
+    experiments = REPO / "experiments"
+    dcod_lr = train_config_for(profile, load_experiment(experiments / "dcod" / "config.yaml")).lr
+    ablations = [path for path in sorted(experiments.glob("*/config.yaml"))
+                 if load_experiment(path).table == "ablation"]
+    assert len(ablations) >= 13
+    for path in ablations:
+        assert train_config_for(profile, load_experiment(path)).lr == dcod_lr, path.parent.name
