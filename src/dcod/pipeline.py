@@ -6,6 +6,7 @@ figures, report. Every stage writes its outputs atomically and saves the resolve
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -56,13 +57,16 @@ def _benchmark_world(profile: ProfileConfig, out_dir: Path) -> None:
     from dcod.io import write_jsonl
 
     data = profile.data
+    # DCOD_DATA_DIR overrides the profile's data_dir (which is relative to the working directory): a run
+    # from another folder, such as the tests' temporary one, points at the same local copies
+    data_dir = os.environ.get("DCOD_DATA_DIR") or data.data_dir
     splits = {"train": (data.train, data.train_limit)}
     splits.update({name: (name, data.eval_limit) for name in data.eval})
     for split, (name, limit) in splits.items():
-        records = load_benchmark(name, data_dir=data.data_dir, limit=limit or None)
+        records = load_benchmark(name, data_dir=data_dir, limit=limit or None)
         write_jsonl(out_dir / f"{split}.jsonl", [{"id": str(r["id"]), "task": "math", "question": r["prompt"],
                                                   "gold": r["gold"], "k": None} for r in records])
-    write_json(out_dir / "world.json", {**_provenance(profile), "source": "benchmarks",
+    write_json(out_dir / "world.json", {**_provenance(profile), "source": "benchmarks", "data_dir": data_dir,
                                         "splits": {k: v[0] for k, v in splits.items()}})
 
 
@@ -88,6 +92,9 @@ def load_teacher(profile: ProfileConfig, world_dir: Path, style_override: str | 
         tokenizer = AutoTokenizer.from_pretrained(Path(world_dir) / "tokenizer")
         return ToyTeacher(tokenizer, p_direct=profile.teacher.p_direct, floor=profile.teacher.floor,
                           style_override=style_override), tokenizer
+    if style_override is not None:  # an HF teacher has no step styles to force: never evaluate it under that name
+        raise ValueError(f"teacher:{style_override}: forcing a step style needs the toy world's programmatic teacher, "
+                         f"not teacher.kind {profile.teacher.kind!r}")
     if backend == "vllm":
         return generation_backend("vllm", profile.teacher.path, batch_size=profile.eval.batch_size,
                                   max_logprobs=profile.traces.top_k_logprobs)

@@ -33,14 +33,18 @@ TABLE2 = f"{R}/table2.csv"
 # measured wall times, apart so that the tables themselves are bit-for-bit reproducible
 TABLE1_TIMING = f"{R}/table1_timing.csv"
 TABLE2_TIMING = f"{R}/table2_timing.csv"
-# the calibration report checks the toy world's design (forced-style teachers exist only there)
-CALIBRATION = [f"{R}/calibration.csv"] if P.data.source == "toy" else []
-FIGURE_NAMES = ["accuracy_per_split", "accuracy_vs_length", "dcod_diagnostics", "accuracy_vs_cost",
-                "trace_stability"]
+# The toy world's structure (step styles, chain length k) exists only there: the calibration report
+# (forced-style teachers), the forced-style references and the accuracy-vs-chain-length figure are
+# built for `data.source: toy` only. The list of toy-only figures is also dcod.reporting.figures.TOY_ONLY.
+TOY = P.data.source == "toy"
+CALIBRATION = [f"{R}/calibration.csv"] if TOY else []
+TOY_FIGURES = ["accuracy_vs_length"]
+FIGURE_NAMES = [name for name in ["accuracy_per_split", "accuracy_vs_length", "dcod_diagnostics",
+                                  "accuracy_vs_cost", "trace_stability"] if TOY or name not in TOY_FIGURES]
 FIGURES = expand(f"{F}/{{name}}.png", name=FIGURE_NAMES)
 REPORT = f"{DOC}/report.md"
-# models evaluated besides the runs: the base student, the teacher, the teacher forced to one style
-REFERENCES = ["base_student", "teacher", "teacher_direct", "teacher_decomposed"]
+# models evaluated besides the runs: the base student, the teacher, (toy) the teacher forced to one style
+REFERENCES = ["base_student", "teacher"] + (["teacher_direct", "teacher_decomposed"] if TOY else [])
 
 
 EVAL_FILES = ["metrics.csv", "samples.jsonl", "stability.csv"]

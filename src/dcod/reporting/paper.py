@@ -17,7 +17,7 @@ import pandas as pd
 from dcod.io import write_text
 from dcod.reporting import DCOD, SFT, held_out_splits, markdown_table, need
 from dcod.reporting.calibration import check_targets
-from dcod.reporting.figures import FIGURE_NAMES
+from dcod.reporting.figures import FIGURE_NAMES, figure_names
 from dcod.reporting.tables import table_splits
 
 # Which splits each claim is judged on: the toy's name first, then the paper profile's benchmarks.
@@ -149,9 +149,12 @@ def calibration_section(calibration: pd.DataFrame | None) -> list[str]:
     return lines + [""]
 
 
-def figures_section(figures_dir: Path, out: Path) -> list[str]:
+def figures_section(figures_dir: Path, out: Path, source: str = "toy") -> list[str]:
     lines = ["## Figures", ""]
-    for name in FIGURE_NAMES:
+    skipped = [name for name in FIGURE_NAMES if name not in figure_names(source)]
+    if skipped:
+        lines += [f"Not built for real benchmarks (toy world only): {', '.join(skipped)}.", ""]
+    for name in figure_names(source):
         path = figures_dir / f"{name}.png"
         if not path.is_file():
             raise FileNotFoundError(f"missing input {path} (run `dcod report figure:{name}` first)")
@@ -293,6 +296,7 @@ def write_report(args) -> None:
     tuning = read_result(results_dir, "tuning.csv") if len(profile.tuning.lrs) > 1 else None
     lines += setup_section(profile, table1) + table1_section(table1) + table2_section(table2)
     lines += tuning_section(tuning, table1, table2)
-    lines += calibration_section(calibration) + figures_section(Path(args.figures_dir), out) + claims_section(table1)
+    lines += calibration_section(calibration) + figures_section(Path(args.figures_dir), out, profile.data.source)
+    lines += claims_section(table1)
     write_text(out, "\n".join(lines))
     print(f"paper: -> {out}")

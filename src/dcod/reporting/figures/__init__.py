@@ -20,6 +20,14 @@ from dcod.reporting import need, parse_names, parse_seeds  # noqa: E402
 
 FIGURE_NAMES = ("accuracy_per_split", "accuracy_vs_length", "dcod_diagnostics", "accuracy_vs_cost",
                 "trace_stability")
+# figures of the toy world's structure (chain length k): not built for real benchmarks (the DAG's
+# TOY_FIGURES in workflow/rules/common.smk is the same list)
+TOY_ONLY = ("accuracy_vs_length",)
+
+
+def figure_names(source: str) -> tuple[str, ...]:
+    """The figures a profile with this ``data.source`` builds."""
+    return tuple(name for name in FIGURE_NAMES if source == "toy" or name not in TOY_ONLY)
 REFERENCE_STYLE = {"teacher": dict(color="0.25", hatch="//"), "base_student": dict(color="0.7", hatch="..")}
 
 

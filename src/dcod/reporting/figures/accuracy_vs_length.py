@@ -28,6 +28,9 @@ def curve(work, name: str, seeds: list[int]) -> pd.DataFrame:
         if "k" not in samples:
             raise ValueError(f"{folder / 'samples.jsonl'}: no 'k' field (chain length)")
         rows = samples[(samples["split"] != VALIDATION_SPLIT) & (samples["k"].fillna(0) > 0)]
+        if rows.empty:
+            raise ValueError(f"{folder / 'samples.jsonl'}: no held-out problem with a chain length k > 0 "
+                             f"(this figure is for the toy world only)")
         per_seed.append(rows.groupby("k")["correct"].agg(["mean", "size"]))
     ks = sorted(set().union(*(frame.index for frame in per_seed)))
     records = []
