@@ -159,3 +159,23 @@ def test_every_test_gold_verifies_against_its_own_boxed_form():
     assert not now_verifying, f"allow-listed golds now verify, shorten the list: {now_verifying}"
     assert len(SELF_VERIFY_ALLOW_LIST) <= 5
     assert {status for _, status in failing.values()} <= {"unparseable_gold"}
+
+
+@pytest.mark.realdata
+@needs_data
+def test_several_training_sources_are_concatenated_in_order(tmp_path, monkeypatch):
+    from dcod.config import load_profile
+    from dcod.io import read_jsonl
+    from dcod.pipeline import stage_world
+
+    from conftest import REPO
+
+    monkeypatch.setenv("DCOD_DATA_DIR", str(DATA_DIR))
+    profile = load_profile(REPO / "config" / "profiles" / "smol.yaml")
+    profile.data.train, profile.data.train_limit, profile.data.eval_limit = ["gsm8k_train", "gsm8k"], 3, 2
+    stage_world(profile, tmp_path)
+    train = read_jsonl(tmp_path / "train.jsonl")
+    assert [r["id"].split("/")[0] for r in train] == ["gsm8k_train"] * 3 + ["gsm8k"] * 3
+    assert len({r["id"] for r in train}) == 6  # the source prefix keeps ids unique
+    assert train[0]["question"] and train[3]["gold"] == load_benchmark("gsm8k", data_dir=DATA_DIR)[0]["gold"]
+    assert json.loads((tmp_path / "world.json").read_text())["splits"]["train"] == ["gsm8k_train", "gsm8k"]

@@ -41,11 +41,16 @@ class DataConfig:
     declared real benchmarks (``dcod.benchmarks``), hub by default or ``data_dir`` when offline."""
 
     source: str = "toy"
-    train: str = "gsm8k_train"  # benchmark whose questions are the training prompts
-    train_limit: int = 0  # 0: all
+    # benchmark(s) whose questions are the training prompts: one name, or a list concatenated in order
+    train: str | list[str] = "gsm8k_train"
+    train_limit: int = 0  # per training source; 0: all
     eval: list[str] = field(default_factory=lambda: ["gsm8k"])
     eval_limit: int = 0  # 0: all problems of each benchmark
     data_dir: str | None = None  # local copies (e.g. ../shared/data); env DCOD_DATA_DIR also works
+
+    @property
+    def train_sources(self) -> list[str]:
+        return [self.train] if isinstance(self.train, str) else list(self.train)
 
     def validate(self, key: str) -> None:
         _choice(self.source, ("toy", "benchmarks"), f"{key}.source")
@@ -54,7 +59,8 @@ class DataConfig:
             from dcod.benchmarks import list_benchmarks
 
             known = list_benchmarks()
-            for name in [self.train, *self.eval]:
+            _check(len(self.train_sources) > 0, f"{key}.train", "must name at least one benchmark")
+            for name in [*self.train_sources, *self.eval]:
                 _check(name in known, f"{key}", f"unknown benchmark {name!r}; known: {', '.join(known)}")
 
 

@@ -60,14 +60,19 @@ def _benchmark_world(profile: ProfileConfig, out_dir: Path) -> None:
     # DCOD_DATA_DIR overrides the profile's data_dir (which is relative to the working directory): a run
     # from another folder, such as the tests' temporary one, points at the same local copies
     data_dir = os.environ.get("DCOD_DATA_DIR") or data.data_dir
-    splits = {"train": (data.train, data.train_limit)}
-    splits.update({name: (name, data.eval_limit) for name in data.eval})
-    for split, (name, limit) in splits.items():
-        records = load_benchmark(name, data_dir=data_dir, limit=limit or None)
-        write_jsonl(out_dir / f"{split}.jsonl", [{"id": str(r["id"]), "task": "math", "question": r["prompt"],
-                                                  "gold": r["gold"], "k": None} for r in records])
+    # training prompts: every source in order (e.g. GSM8K train + MATH train), ids prefixed by the source
+    # when there are several so that they stay unique
+    splits = {"train": [(name, data.train_limit) for name in data.train_sources]}
+    splits.update({name: [(name, data.eval_limit)] for name in data.eval})
+    for split, sources in splits.items():
+        rows = []
+        for name, limit in sources:
+            prefix = f"{name}/" if len(sources) > 1 else ""
+            rows += [{"id": f"{prefix}{r['id']}", "task": "math", "question": r["prompt"], "gold": r["gold"],
+                      "k": None} for r in load_benchmark(name, data_dir=data_dir, limit=limit or None)]
+        write_jsonl(out_dir / f"{split}.jsonl", rows)
     write_json(out_dir / "world.json", {**_provenance(profile), "source": "benchmarks", "data_dir": data_dir,
-                                        "splits": {k: v[0] for k, v in splits.items()}})
+                                        "splits": {k: [name for name, _ in v] for k, v in splits.items()}})
 
 
 def generation_backend(name: str, model_dir, *, batch_size: int, max_logprobs: int = 20):
