@@ -255,7 +255,8 @@ def _integer_fast_path(gold_text: str, boxed: str | None) -> GradeResult | None:
     if boxed is None or not (gold_text.startswith("$") and gold_text.endswith("$")):
         return None
     gold = gold_text[1:-1]
-    if gold == "-0" or boxed == "-0" or not (_CANONICAL_INTEGER.fullmatch(gold) and _CANONICAL_INTEGER.fullmatch(boxed)):
+    canonical = _CANONICAL_INTEGER.fullmatch
+    if "-0" in (gold, boxed) or not (canonical(gold) and canonical(boxed)):
         return None
     return GradeResult(gold == boxed, "ok", boxed)
 

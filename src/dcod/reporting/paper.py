@@ -128,16 +128,15 @@ def tuning_section(tuning: pd.DataFrame | None, table1: pd.DataFrame, table2: pd
     lines += [f"Every Table 1 method trained once (seed {int(tuning['seed'].iloc[0])}) at each learning rate of "
               f"the same grid and scored on `{split}` only (accuracy %); the best is chosen (ties: the smaller "
               "learning rate). Test splits never inform a choice.", "", markdown_table(pd.DataFrame(rows)), ""]
-    if split + "_mean" in table2.columns and (table2["role"] == "ablation").any():
-        best = table2.loc[table2[f"{split}_mean"].idxmax()]
-        default = table2.set_index("method").loc[DCOD] if DCOD in set(table2["method"]) else None
-        if default is not None:
-            verdict = ("the default is the validation-best variant" if best["method"] == DCOD else
-                       f"validation prefers `{best['method']}`, by {best[f'{split}_mean'] - default[f'{split}_mean']:.1f} "
-                       "points on one seed")
-            lines += [f"DCOD variant on `{split}` (Table 2, seed(s) {default['seeds']}): `{DCOD}` "
-                      f"{number(default[f'{split}_mean'])}%, best `{best['method']}` "
-                      f"{number(best[f'{split}_mean'])}%: {verdict}.", ""]
+    variants = table2[(table2["method"] == DCOD) | (table2["role"] == "ablation")]
+    if f"{split}_mean" in variants.columns and DCOD in set(variants["method"]) and len(variants) > 1:
+        column = f"{split}_mean"
+        best, default = variants.loc[variants[column].idxmax()], variants.set_index("method").loc[DCOD]
+        margin = best[column] - default[column]
+        verdict = ("the default is the validation-best variant" if margin <= 0 else
+                   f"validation prefers `{best['method']}` by {margin:.1f} points (seeds {default['seeds']})")
+        lines += [f"DCOD variant on `{split}` (Table 2): default `{DCOD}` {number(default[column])}%, best "
+                  f"`{best['method']}` {number(best[column])}%: {verdict}.", ""]
     return lines
 
 
