@@ -27,3 +27,13 @@ def test_stored_logprobs_equal_a_fresh_teacher_pass(tmp_path, toy_tokenizer, tem
         assert torch.allclose(gathered, torch.tensor(list(row.teacher_logprobs), dtype=torch.float32), atol=1e-5)
         assert len(row.topk_ids) == len(row.completion_ids)
         assert row.completion_ids[-1] == toy_tokenizer.eos_token_id
+
+
+def test_no_verified_trace_is_a_clear_error(tmp_path):
+    profile = load_profile(REPO / "config/profiles/ci.yaml")
+    profile.world["n_train"] = 8
+    profile.traces.max_new_tokens = 3  # every trace is cut before its answer: none verifies
+    stage_world(profile, tmp_path / "world")
+    with pytest.raises(RuntimeError, match="no teacher trace survived verification"):
+        stage_traces(profile, tmp_path / "world", tmp_path / "traces.parquet")
+    assert not (tmp_path / "traces.parquet").exists()

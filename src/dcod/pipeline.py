@@ -155,6 +155,7 @@ def stage_traces(profile: ProfileConfig, world_dir: Path, out_path: Path) -> Non
     tc = profile.traces
     params = SamplingParams(max_new_tokens=tc.max_new_tokens, temperature=tc.temperature, top_p=tc.top_p,
                             n=tc.samples_per_prompt, top_k_logprobs=tc.top_k_logprobs, seed=tc.seed)
+
     def work(shard: int, shard_records: list[dict]) -> list[dict]:
         prompts = [encode_prompt(tokenizer, r["question"]) for r in shard_records]
         started = time.time()
@@ -179,6 +180,8 @@ def stage_traces(profile: ProfileConfig, world_dir: Path, out_path: Path) -> Non
     generated = run_sharded(shard_dir, fingerprint, records, tc.shard_size, work, desc="teacher traces")
     seconds = sum(row.pop("seconds") for row in generated)
     rows = [row for row in generated if row["verified"] or not tc.keep_only_correct]
+    if not rows:
+        raise RuntimeError("no teacher trace survived verification: check the teacher and the grader")
     write_parquet(out_path, pd.DataFrame(rows))
     write_json(Path(out_path).with_suffix(".json"), {
         **_provenance(profile), "generated": len(generated), "kept": len(rows),
