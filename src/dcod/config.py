@@ -184,6 +184,7 @@ class EvalConfig:
     stability_problems: int = 100
     backend: str = "hf"  # hf | vllm: the generation backend of evaluation
     shard_size: int = 256  # problems per resumable shard (dcod.shards)
+    sampled: bool = True  # real benchmarks: also avg@k where the declaration asks for it (AIME, AMC)
 
     def validate(self, key: str) -> None:
         _check(len(self.splits) > 0, f"{key}.splits", "must name at least one split")

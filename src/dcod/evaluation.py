@@ -90,11 +90,46 @@ def stability_rows(backend, tokenizer, records: list[dict], *, samples: int, tem
     return rows
 
 
+def sampled_rows(backend, tokenizer, records: list[dict], *, k: int, temperature: float, top_p: float,
+                 max_new_tokens: int, seed: int, timeout: float = 5.0, workers: int = 1) -> list[dict]:
+    """avg@k: k sampled completions per problem, graded; one row per problem with its mean accuracy.
+    A prompt that does not fit the model's context is kept with 0 samples (counted, never generated)."""
+    prompts = [encode_prompt(tokenizer, r["question"]) for r in records]
+    context = _context(backend)
+    fits = [i for i, p in enumerate(prompts) if context is None or len(p) < context]
+    generations = backend.generate([prompts[i] for i in fits], SamplingParams(
+        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, n=k, seed=seed), progress=True)
+    graded = grading.grade([records[fits[g.prompt_index]]["gold"] for g in generations],
+                           [g.text for g in generations], timeout=timeout, workers=workers)
+    correct: dict[int, list[bool]] = {i: [] for i in range(len(records))}
+    for generation, result in zip(generations, graded):
+        correct[fits[generation.prompt_index]].append(bool(result.correct))
+    return [{"id": r["id"], "split": r["split"], "samples": len(correct[i]),
+             "sample_accuracy": sum(correct[i]) / len(correct[i]) if correct[i] else 0.0}
+            for i, r in enumerate(records)]
+
+
+def _standard_error(values: pd.Series) -> float:
+    """Standard error of a mean over problems (sample std / sqrt(n)); NaN for fewer than 2 problems."""
+    return float(values.std(ddof=1) / len(values) ** 0.5) if len(values) > 1 else float("nan")
+
+
+def summarise_sampled(rows: list[dict]) -> pd.DataFrame:
+    """Per split: avg@k (mean over problems of the per-problem sample accuracy) and its standard error."""
+    frame = pd.DataFrame(rows, columns=["id", "split", "samples", "sample_accuracy"])
+    return pd.DataFrame([{"split": split, "avg_at_k": group["sample_accuracy"].mean(),
+                          "avg_at_k_stderr": _standard_error(group["sample_accuracy"]),
+                          "avg_at_k_samples": int(group["samples"].max())}
+                         for split, group in frame.groupby("split", sort=False)],
+                        columns=["split", "avg_at_k", "avg_at_k_stderr", "avg_at_k_samples"])
+
+
 def summarise(rows: list[dict]) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     out = []
     for split, group in frame.groupby("split", sort=False):
         record = {"split": split, "n": len(group), "accuracy": group["correct"].mean(),
+                  "accuracy_stderr": _standard_error(group["correct"].astype(float)),
                   "no_answer_rate": (group["status"] == "no_answer").mean(),
                   "timeout_count": int((group["status"] == "timeout").sum()),
                   "prompt_too_long_count": int((group["status"] == "prompt_too_long").sum()),
@@ -112,12 +147,18 @@ def summarise(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def write_results(out_dir: Path, rows: list[dict], stability: list[dict], info: dict) -> None:
+def write_results(out_dir: Path, rows: list[dict], stability: list[dict], info: dict,
+                  sampled: list[dict] | None = None) -> None:
+    """samples.jsonl, stability.csv and metrics.csv; with ``sampled`` (avg@k rows) also sampled.csv and
+    the avg@k columns of metrics.csv for the splits that have them."""
     out_dir = Path(out_dir)
     write_jsonl(out_dir / "samples.jsonl", rows)
     columns = ["id", "split", "k", "samples", "agreement", "malformed_rate", "sample_accuracy"]
     write_csv(out_dir / "stability.csv", pd.DataFrame(stability, columns=columns))  # header only when off
     metrics = summarise(rows)
+    if sampled:
+        write_csv(out_dir / "sampled.csv", pd.DataFrame(sampled))
+        metrics = metrics.merge(summarise_sampled(sampled), on="split", how="left")
     for key, value in info.items():
         metrics[key] = value
     write_csv(out_dir / "metrics.csv", metrics)

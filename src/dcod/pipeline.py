@@ -240,7 +240,7 @@ def stage_evaluate(profile: ProfileConfig, world_dir: Path, model_dir: str, out_
     """Evaluate a model directory, or the teacher: ``teacher`` (as configured), ``teacher:direct`` or
     ``teacher:decomposed`` (the toy teacher forced to one style, for the calibration report)."""
     from dcod import grading
-    from dcod.evaluation import evaluate_records, stability_rows, write_results
+    from dcod.evaluation import evaluate_records, sampled_rows, stability_rows, write_results
 
     set_threads(profile.threads)
     if model_dir == "teacher" or model_dir.startswith("teacher:"):
@@ -276,9 +276,27 @@ def stage_evaluate(profile: ProfileConfig, world_dir: Path, model_dir: str, out_
             work=lambda shard, problems: stability_rows(
                 backend, tokenizer, problems, samples=ev.stability_samples, temperature=ev.stability_temperature,
                 max_new_tokens=ev.max_new_tokens, timeout=5.0, workers=1, seed=shard_seed(seed, shard)))
+    sampled = []
+    for split, settings in _sampled_settings(profile, splits or ev.splits).items():  # avg@k benchmarks
+        sampled += run_sharded(
+            out_dir / f".shards-sampled-{split}", fingerprint, [r for r in records if r["split"] == split],
+            ev.shard_size, desc=f"avg@{settings.k} {split}",
+            work=lambda shard, problems, s=settings: sampled_rows(
+                backend, tokenizer, problems, k=s.k, temperature=s.temperature, top_p=s.top_p,
+                max_new_tokens=ev.max_new_tokens, seed=shard_seed(seed + 2, shard)))
     write_json(out_dir / "grader.json", grading.GRADER_INFO)
     grader = f"math-verify=={grading.GRADER_INFO['math_verify_version']}"
-    write_results(out_dir, rows, stability_data, {"code_version": code_version(), "grader": grader})
-    finish_shards(out_dir / ".shards-greedy")
-    finish_shards(out_dir / ".shards-stability")
+    write_results(out_dir, rows, stability_data, {"code_version": code_version(), "grader": grader}, sampled)
+    for folder in out_dir.glob(".shards-*"):
+        finish_shards(folder)
+
+
+def _sampled_settings(profile: ProfileConfig, splits: list[str]) -> dict:
+    """The avg@k settings of each evaluated benchmark that declares them (real benchmarks only)."""
+    if profile.data.source != "benchmarks" or not profile.eval.sampled:
+        return {}
+    from dcod.benchmarks import get_benchmark
+
+    settings = {split: get_benchmark(split).generation for split in splits}
+    return {split: g.sampled for split, g in settings.items() if g is not None and g.sampled is not None}
 
