@@ -85,12 +85,14 @@ def write_parquet(path: str | Path, frame) -> None:
 
 
 def code_version() -> str:
-    """The git commit of the code that produced an artifact (``+dirty`` if uncommitted changes)."""
+    """The git commit of the code that produced an artifact (``+dirty`` if the code or the configs have
+    uncommitted changes; regenerated results, figures and docs do not count)."""
     root = Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
                                 capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--",
+                                "src", "workflow", "Snakefile", "config", "experiments", "pyproject.toml"],
                                capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"

@@ -128,6 +128,11 @@ def tuning_section(tuning: pd.DataFrame | None, table1: pd.DataFrame, table2: pd
     lines += [f"Every Table 1 method trained once (seed {int(tuning['seed'].iloc[0])}) at each learning rate of "
               f"the same grid and scored on `{split}` only (accuracy %); the best is chosen (ties: the smaller "
               "learning rate). Test splits never inform a choice.", "", markdown_table(pd.DataFrame(rows)), ""]
+    low, high = tuning["lr"].min(), tuning["lr"].max()
+    at_edge = [name for name in grid.index if chosen[name] in (low, high)]
+    if at_edge:
+        lines += [f"At the edge of the grid (the best value may lie outside it): {', '.join(at_edge)}. The "
+                  "grid was fixed before any result and is not widened after seeing them.", ""]
     variants = table2[(table2["method"] == DCOD) | (table2["role"] == "ablation")]
     if f"{split}_mean" in variants.columns and DCOD in set(variants["method"]) and len(variants) > 1:
         column = f"{split}_mean"
