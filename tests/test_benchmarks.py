@@ -27,12 +27,13 @@ SELF_VERIFY_ALLOW_LIST = {
 
 
 def test_the_declarations():
-    assert list_benchmarks() == ["aime24", "amc23", "gsm8k", "gsm8k_train", "math", "math500", "math_train",
-                                 "olympiadbench"]
+    assert list_benchmarks() == ["aime24", "amc23", "gsm8k", "gsm8k_train", "ifeval", "math", "math500",
+                                 "math_train", "olympiadbench"]
     for name in list_benchmarks():
         benchmark = get_benchmark(name)
         assert benchmark.name == name and benchmark.version >= 1
-        assert "\\boxed{}" in benchmark.prompt_template
+        # math asks for a boxed answer; IFEval prompts go as they are (tests/test_ifeval.py)
+        assert ("\\boxed{}" in benchmark.prompt_template) == (benchmark.task == "math")
     assert get_benchmark("aime24").generation.sampled.k == 64
     assert get_benchmark("amc23").generation.sampled.temperature == 0.6
     assert get_benchmark("gsm8k_train").generation is None  # a training-prompt source

@@ -223,6 +223,49 @@ def test_greedy_generation_on_gsm8k_goes_through_the_grader(smol):
     # correctness is not required: a 135M model mostly fails GSM8K, and 32 tokens rarely reach the answer
 
 
+@needs_smol
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_evaluation_stage_scores_gsm8k_and_ifeval_with_the_real_model(smol_dir, tmp_path, monkeypatch):
+    """The paper profile's evaluation path on a real model: the world stage writes GSM8K and IFEval
+    splits (IFEval: the hand-made records of tests/data), the evaluation stage generates with the chat
+    template and scores each split with its own scorer; lm-eval's checker, called directly on the
+    stored responses, gives the same verdicts."""
+    if not (SHARED_DATA / "gsm8k" / "test.jsonl").is_file():
+        pytest.skip(f"no GSM8K copy at {SHARED_DATA}/gsm8k/test.jsonl")
+    import json
+    import shutil
+
+    import pandas as pd
+    from lm_eval.tasks.ifeval.utils import process_results
+
+    from dcod.config import load_profile
+    from dcod.io import read_jsonl
+    from dcod.pipeline import stage_evaluate, stage_world
+
+    data = tmp_path / "data"
+    (data / "ifeval").mkdir(parents=True)
+    (data / "gsm8k").symlink_to(SHARED_DATA / "gsm8k")
+    shutil.copy(REPO / "tests" / "data" / "ifeval_handmade.jsonl", data / "ifeval" / "ifeval_input_data.jsonl")
+    monkeypatch.setenv("DCOD_DATA_DIR", str(data))
+    profile = load_profile(REPO / "config" / "profiles" / "smol.yaml")
+    profile.data.eval = profile.eval.splits = ["gsm8k", "ifeval"]
+    profile.data.eval_limit, profile.eval.max_new_tokens, profile.threads = 8, 40, 1
+    stage_world(profile, tmp_path / "world")
+    stage_evaluate(profile, tmp_path / "world", str(smol_dir), tmp_path / "eval")
+    metrics = pd.read_csv(tmp_path / "eval" / "metrics.csv").set_index("split")
+    assert list(metrics.index) == ["gsm8k", "ifeval"] and metrics.loc["ifeval", "n"] == 8
+    assert metrics.loc["ifeval", "grader"].endswith(";lm-eval==0.4.13")
+    rows = [r for r in read_jsonl(tmp_path / "eval" / "samples.jsonl") if r["split"] == "ifeval"]
+    direct = [process_results({**json.loads(r["gold"]), "key": r["id"]}, [r["prediction"]]) for r in rows]
+    assert [r["correct"] for r in rows] == [d["prompt_level_strict_acc"] for d in direct]
+    assert [r["instructions_loose"] for r in rows] == [d["inst_level_loose_acc"] for d in direct]
+    assert metrics.loc["ifeval", "accuracy"] == pytest.approx(sum(r["correct"] for r in rows) / 8)
+    assert all(r["prediction"].strip() and r["num_tokens"] <= 40 for r in rows)
+    assert {r["status"] for r in read_jsonl(tmp_path / "eval" / "samples.jsonl") if r["split"] == "gsm8k"} <= \
+        {"ok", "no_answer", "timeout", "unparseable_gold", "error"}
+
+
 def _context(method: str, model, tokenizer, smol_dir, examples) -> tuple[StepContext, object]:
     ctx = StepContext(tokenizer=tokenizer, traces=examples, batch_size=2, seed=0, max_new_tokens=16)
     params = None

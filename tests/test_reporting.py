@@ -289,3 +289,17 @@ def test_report_verdict_flips_when_dcod_loses(tmp_path):
     assert "DCOD beats SFT on in-distribution accuracy: not supported." in claims
     assert "DCOD beats SFT on harder / long problems: not supported." in claims
     assert "retention of the base student's second skill): not supported." in claims
+
+
+def test_retention_claim_reads_ifeval_on_the_paper_profile():
+    from dcod.reporting.paper import retention_claim
+
+    def row(score):  # a Table 1 row of the paper profile: benchmark columns, IFEval for retention
+        return pd.Series({"gsm8k_mean": 60.0, "gsm8k_std": 1.0, "ifeval_mean": score, "ifeval_std": 0.5})
+
+    kept = retention_claim(row(36.0), row(30.0), row(38.0))
+    assert kept.title.endswith("(IFEval prompt-level strict accuracy)") and kept.verdict == "supported"
+    assert "DCOD keeps 95% of the base student's accuracy" in kept.sentence
+    assert retention_claim(row(30.0), row(28.0), row(38.0)).verdict == "not supported"  # 79% of the base
+    toy = pd.Series({"id_mean": 60.0, "retention_mean": 90.0, "retention_std": 1.0})
+    assert retention_claim(toy, toy, toy).title.endswith("(retention of the base student's second skill)")

@@ -18,6 +18,11 @@ Gold normalisers (``GOLD_NORMALISERS``):
 - ``join_list``: OlympiadBench golds are lists of ``$...$`` strings. Every ``$`` delimiter is removed
   and elements are joined with ``", "``, so ``["$69$,$84$"]`` becomes ``69,84``, which math-verify
   parses as the set {69, 84}: several answers grade as a set, order free, all required.
+- ``json_fields``: for a ``gold_field`` that lists several fields (IFEval: prompt, instruction ids and
+  their arguments), a JSON object of those fields with sorted keys.
+
+The metric decides how a completion is scored (``METRICS``): ``math_verify_accuracy`` by the math
+grader (``dcod.grading``), ``ifeval_prompt_level_strict`` by lm-eval's IFEval checkers (``dcod.ifeval``).
 """
 
 from __future__ import annotations
@@ -70,13 +75,22 @@ def _strip_dollars(text: str) -> str:
     return "".join(char for i, char in enumerate(text) if char != "$" or (i > 0 and text[i - 1] == "\\"))
 
 
+def _json_fields(value) -> str:
+    if not isinstance(value, dict):
+        raise ValueError("json_fields needs a gold_field that lists several fields")
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
 GOLD_NORMALISERS = {
     "identity": _identity,
     "gsm8k_hash": _gsm8k_hash,
     "float_to_str": _float_to_str,
     "last_boxed": _last_boxed,
     "join_list": _join_list,
+    "json_fields": _json_fields,
 }
+# metric -> the record's task, which picks the scorer in dcod.evaluation
+METRICS = {"math_verify_accuracy": "math", "ifeval_prompt_level_strict": "ifeval"}
 
 
 @dataclass(frozen=True)
@@ -102,7 +116,7 @@ class Benchmark:
     hub_id: str
     split: str
     question_field: str
-    gold_field: str
+    gold_field: str | list[str]  # several fields: the normaliser gets {field: value} (json_fields)
     gold_normaliser: str
     metric: str
     hub_configs: list[str] | None = None  # several configs are concatenated in this order
@@ -111,6 +125,15 @@ class Benchmark:
     prompt_template: str = DEFAULT_PROMPT_TEMPLATE
     generation: GenerationSettings | None = None  # None for training-prompt sources
     description: str = ""
+
+    @property
+    def task(self) -> str:
+        """What a record of this benchmark is: ``math`` (math-verify) or ``ifeval`` (instruction checkers)."""
+        return METRICS[self.metric]
+
+    @property
+    def gold_fields(self) -> list[str]:
+        return list(self.gold_field) if isinstance(self.gold_field, list) else [self.gold_field]
 
 
 def _check_keys(cls, mapping: dict, where: str) -> None:
@@ -141,6 +164,10 @@ def parse_declaration(mapping: dict, where: str = "benchmark") -> Benchmark:
     if benchmark.gold_normaliser not in GOLD_NORMALISERS:
         raise ValueError(f"{where}: gold_normaliser '{benchmark.gold_normaliser}' is not one of "
                          f"{', '.join(GOLD_NORMALISERS)}")
+    if benchmark.metric not in METRICS:
+        raise ValueError(f"{where}: metric '{benchmark.metric}' is not one of {', '.join(METRICS)}")
+    if isinstance(benchmark.gold_field, list) != (benchmark.gold_normaliser == "json_fields"):
+        raise ValueError(f"{where}: a list of gold fields goes with gold_normaliser json_fields, and only with it")
     if PROMPT_PLACEHOLDER not in benchmark.prompt_template:
         raise ValueError(f"{where}: prompt_template has no {PROMPT_PLACEHOLDER} placeholder")
     return benchmark
@@ -215,12 +242,14 @@ def load_benchmark(name: str, *, data_dir: str | os.PathLike | None = None,
     normalise = GOLD_NORMALISERS[benchmark.gold_normaliser]
     records = []
     for index, (fallback_id, row) in enumerate(rows[:limit] if limit is not None else rows):
-        for field in (benchmark.question_field, benchmark.gold_field, benchmark.id_field):
+        for field in (benchmark.question_field, *benchmark.gold_fields, benchmark.id_field):
             if field is not None and field not in row:
                 raise ValueError(f"benchmark '{name}': record {index} has no field '{field}'")
         record_id = row[benchmark.id_field] if benchmark.id_field is not None else fallback_id
+        gold_value = ({field: row[field] for field in benchmark.gold_fields}
+                      if isinstance(benchmark.gold_field, list) else row[benchmark.gold_field])
         try:
-            gold = normalise(row[benchmark.gold_field])
+            gold = normalise(gold_value)
         except (ValueError, TypeError) as error:
             raise ValueError(f"benchmark '{name}': record {index} field '{benchmark.gold_field}': "
                              f"{benchmark.gold_normaliser} failed: {error}") from None

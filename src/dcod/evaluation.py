@@ -1,4 +1,5 @@
-"""Evaluation: greedy pass@1 per split, graded by math-verify, plus trace analysis and stability.
+"""Evaluation: greedy pass@1 per split, graded by math-verify (IFEval: lm-eval's instruction checkers),
+plus trace analysis and stability.
 
 Per-sample generations go to ``samples.jsonl`` (so any number can be recomputed or audited) and
 per-split metrics to ``metrics.csv``. For the toy world each completion is also parsed into steps, so
@@ -14,6 +15,7 @@ import pandas as pd
 
 from dcod import grading
 from dcod.generation import SamplingParams
+from dcod.ifeval import TASK as IFEVAL_TASK
 from dcod.io import write_csv, write_jsonl
 from dcod.models import encode_prompt
 from dcod.toy.world import analyze_completion
@@ -38,8 +40,11 @@ def _context(backend) -> int | None:
 
 def evaluate_records(backend, tokenizer, records: list[dict], *, max_new_tokens: int, timeout: float = 5.0,
                      workers: int = 1, seed: int = 0) -> list[dict]:
-    """Greedy completions graded against gold. A prompt that does not fit the model's context is not
-    generated: it is kept as a wrong answer with status ``prompt_too_long`` and counted in the metrics."""
+    """Greedy completions, scored by the record's task: math answers graded against the gold by
+    math-verify, ``ifeval`` responses checked by lm-eval's IFEval checkers (``dcod.ifeval``). A record's
+    own ``max_new_tokens`` (its benchmark's budget) overrides the default. A prompt that does not fit the
+    model's context is not generated: it is kept as a wrong answer with status ``prompt_too_long`` and
+    counted in the metrics."""
     prompts = [encode_prompt(tokenizer, r["question"]) for r in records]
     context = _context(backend)
     too_long = [context is not None and len(p) >= context for p in prompts]
@@ -50,20 +55,59 @@ def evaluate_records(backend, tokenizer, records: list[dict], *, max_new_tokens:
         by_index = dict(zip(kept, rows))
         return [by_index.get(i) or {"id": r["id"], "split": r["split"], "task": r.get("task"), "k": r.get("k"),
                                     "gold": r["gold"], "prediction": "", "correct": False,
-                                    "status": "prompt_too_long", "finish_reason": "skipped", "num_tokens": 0}
+                                    "status": "prompt_too_long", **_unanswered(r), "finish_reason": "skipped",
+                                    "num_tokens": 0}
                 for i, r in enumerate(records)]
-    generations = backend.generate(prompts, SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0,
-                                                           seed=seed), progress=True)
-    graded = grading.grade([r["gold"] for r in records], [g.text for g in generations],
-                           timeout=timeout, workers=workers)
+    budgets = [r.get("max_new_tokens") or max_new_tokens for r in records]
+    generations = [None] * len(records)
+    for budget in sorted(set(budgets)):  # one generate call per budget (one in all for the toy world)
+        indices = [i for i, b in enumerate(budgets) if b == budget]
+        outputs = backend.generate([prompts[i] for i in indices], SamplingParams(
+            max_new_tokens=budget, temperature=0.0, seed=seed), progress=True)
+        for i, generation in zip(indices, outputs):
+            generations[i] = generation
+    scores = _score(records, [g.text for g in generations], timeout=timeout, workers=workers)
     rows = []
-    for record, generation, result in zip(records, generations, graded):
+    for record, generation, score in zip(records, generations, scores):
         rows.append({"id": record["id"], "split": record["split"], "task": record.get("task"),
-                     "k": record.get("k"), "gold": record["gold"], "prediction": generation.text,
-                     "correct": bool(result.correct), "status": result.status,
+                     "k": record.get("k"), "gold": record["gold"], "prediction": generation.text, **score,
                      "finish_reason": generation.finish_reason, "num_tokens": len(generation.token_ids),
                      **_step_stats(record, generation.text)})
     return rows
+
+
+def _unanswered(record: dict) -> dict:
+    """The extra verdicts of a record that was never generated: every IFEval instruction not followed."""
+    if record.get("task") != IFEVAL_TASK:
+        return {}
+    from dcod import ifeval
+
+    missed = [False] * len(ifeval.parse_gold(record["gold"], record["id"])["instruction_id_list"])
+    return {"prompt_loose": False, "instructions_strict": missed, "instructions_loose": missed}
+
+
+def _score(records: list[dict], texts: list[str], *, timeout: float, workers: int) -> list[dict]:
+    """``correct`` and ``status`` per completion (plus lm-eval's loose and per-instruction verdicts for
+    IFEval records), by the scorer of each record's task."""
+    scores: list[dict] = [{} for _ in records]
+    ifeval_rows = [i for i, r in enumerate(records) if r.get("task") == IFEVAL_TASK]
+    math_rows = [i for i, r in enumerate(records) if r.get("task") != IFEVAL_TASK]
+    if math_rows:
+        graded = grading.grade([records[i]["gold"] for i in math_rows], [texts[i] for i in math_rows],
+                               timeout=timeout, workers=workers)
+        for i, result in zip(math_rows, graded):
+            scores[i] = {"correct": bool(result.correct), "status": result.status}
+    if ifeval_rows:
+        from dcod import ifeval
+
+        verdicts = ifeval.score([records[i]["gold"] for i in ifeval_rows], [texts[i] for i in ifeval_rows],
+                                [records[i]["id"] for i in ifeval_rows])
+        for i, verdict in zip(ifeval_rows, verdicts):
+            scores[i] = {"correct": verdict.prompt_strict,
+                         "status": "followed" if verdict.prompt_strict else "not_followed",
+                         "prompt_loose": verdict.prompt_loose, "instructions_strict": verdict.instructions_strict,
+                         "instructions_loose": verdict.instructions_loose}
+    return scores
 
 
 def stability_rows(backend, tokenizer, records: list[dict], *, samples: int, temperature: float,
@@ -140,6 +184,11 @@ def summarise(rows: list[dict]) -> pd.DataFrame:
                 steps = group[f"steps_{style}"].fillna(0).sum()
                 record[f"steps_{style}"] = int(steps)
                 record[f"step_error_rate_{style}"] = group[f"errors_{style}"].fillna(0).sum() / steps if steps else None
+        if "prompt_loose" in group and group["prompt_loose"].notna().any():  # IFEval: lm-eval's other metrics
+            record["prompt_level_loose"] = group["prompt_loose"].astype(float).mean()
+            for kind in ("strict", "loose"):
+                verdicts = [v for cell in group[f"instructions_{kind}"] for v in cell]
+                record[f"instruction_level_{kind}"] = sum(verdicts) / len(verdicts) if verdicts else None
         if "steps_direct" in record:
             total = record["steps_direct"] + record.get("steps_decomposed", 0)
             record["direct_step_fraction"] = record["steps_direct"] / total if total else None

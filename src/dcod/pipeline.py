@@ -53,7 +53,7 @@ def stage_world(profile: ProfileConfig, out_dir: Path) -> None:
 def _benchmark_world(profile: ProfileConfig, out_dir: Path) -> None:
     """Real benchmarks in the toy world's split format: ``train.jsonl`` (training prompts) and one file
     per evaluation benchmark, each line ``{id, task, question, gold, k}`` with the benchmark's prompt."""
-    from dcod.benchmarks import load_benchmark
+    from dcod.benchmarks import get_benchmark, load_benchmark
     from dcod.io import write_jsonl
 
     data = profile.data
@@ -68,7 +68,10 @@ def _benchmark_world(profile: ProfileConfig, out_dir: Path) -> None:
         rows = []
         for name, limit in sources:
             prefix = f"{name}/" if len(sources) > 1 else ""
-            rows += [{"id": f"{prefix}{r['id']}", "task": "math", "question": r["prompt"], "gold": r["gold"],
+            task = get_benchmark(name).task  # math (math-verify) or ifeval (lm-eval's instruction checkers)
+            if split == "train" and task != "math":
+                raise ValueError(f"data.train: {name!r} is a {task} benchmark; training prompts need math golds")
+            rows += [{"id": f"{prefix}{r['id']}", "task": task, "question": r["prompt"], "gold": r["gold"],
                       "k": None} for r in load_benchmark(name, data_dir=data_dir, limit=limit or None)]
         write_jsonl(out_dir / f"{split}.jsonl", rows)
     write_json(out_dir / "world.json", {**_provenance(profile), "source": "benchmarks", "data_dir": data_dir,
@@ -249,13 +252,19 @@ def stage_evaluate(profile: ProfileConfig, world_dir: Path, model_dir: str, out_
     else:
         backend, tokenizer = generation_backend(profile.eval.backend, model_dir, batch_size=profile.eval.batch_size)
     ev = profile.eval
+    budgets = split_budgets(profile, splits or ev.splits)
     records = []
     for split in splits or ev.splits:
         path = Path(world_dir) / f"{split}.jsonl"
         if not path.is_file():
             raise FileNotFoundError(f"evaluation split {split!r}: {path} does not exist (known splits are the "
                                     f"*.jsonl files of {world_dir})")
-        records.extend({**r, "split": split} for r in read_jsonl(path))
+        records.extend({**r, "split": split, "max_new_tokens": budgets.get(split)} for r in read_jsonl(path))
+    ifeval_records = [r for r in records if r.get("task") == "ifeval"]
+    if ifeval_records:  # refuse what lm-eval's checkers could not score before generating anything
+        from dcod import ifeval
+
+        ifeval.check_golds([r["gold"] for r in ifeval_records], [r["id"] for r in ifeval_records])
     out_dir = Path(out_dir)
     fingerprint = {**_provenance(profile), "seed": seed, "splits": splits or ev.splits, "stability": stability,
                    "model": file_identity(model_dir) if Path(model_dir).exists() else model_dir,
@@ -266,7 +275,9 @@ def stage_evaluate(profile: ProfileConfig, world_dir: Path, model_dir: str, out_
     stability_data = []
     if ev.stability_samples and stability and not splits:
         # half the problems from each of the first two evaluation splits other than validation
-        test_splits = [s for s in ev.splits if s != profile.tuning.split][:2]
+        # (math splits only: agreement compares boxed answers, which IFEval responses do not have)
+        math_splits = {r["split"] for r in records if r.get("task") != "ifeval"}
+        test_splits = [s for s in ev.splits if s != profile.tuning.split and s in math_splits][:2]
         per_split = ev.stability_problems // max(1, len(test_splits))
         subset = []
         for split in test_splits:
@@ -283,12 +294,29 @@ def stage_evaluate(profile: ProfileConfig, world_dir: Path, model_dir: str, out_
             ev.shard_size, desc=f"avg@{settings.k} {split}",
             work=lambda shard, problems, s=settings: sampled_rows(
                 backend, tokenizer, problems, k=s.k, temperature=s.temperature, top_p=s.top_p,
-                max_new_tokens=ev.max_new_tokens, seed=shard_seed(seed + 2, shard)))
-    write_json(out_dir / "grader.json", grading.GRADER_INFO)
-    grader = f"math-verify=={grading.GRADER_INFO['math_verify_version']}"
+                max_new_tokens=budgets.get(split) or ev.max_new_tokens, seed=shard_seed(seed + 2, shard)))
+    grader_info, grader = dict(grading.GRADER_INFO), f"math-verify=={grading.GRADER_INFO['math_verify_version']}"
+    if ifeval_records:
+        from dcod import ifeval
+
+        grader_info["ifeval"] = ifeval.scorer_info()
+        grader += f";lm-eval=={grader_info['ifeval']['lm_eval_version']}"
+    write_json(out_dir / "grader.json", grader_info)
     write_results(out_dir, rows, stability_data, {"code_version": code_version(), "grader": grader}, sampled)
     for folder in out_dir.glob(".shards-*"):
         finish_shards(folder)
+
+
+def split_budgets(profile: ProfileConfig, splits: list[str]) -> dict[str, int]:
+    """Per real benchmark, its declared generation budget capped by the profile's ``eval.max_new_tokens``
+    (IFEval: lm-eval's 1,280; GSM8K: 2,048). Toy splits are absent: they use ``eval.max_new_tokens``."""
+    if profile.data.source != "benchmarks":
+        return {}
+    from dcod.benchmarks import get_benchmark
+
+    declared = {split: get_benchmark(split).generation for split in splits}
+    return {split: min(profile.eval.max_new_tokens, g.max_new_tokens) for split, g in declared.items()
+            if g is not None}
 
 
 def _sampled_settings(profile: ProfileConfig, splits: list[str]) -> dict:

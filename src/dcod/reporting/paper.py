@@ -23,7 +23,7 @@ from dcod.reporting.tables import table_splits
 # Which splits each claim is judged on: the toy's name first, then the paper profile's benchmarks.
 IN_DISTRIBUTION_SPLITS = ("id", "gsm8k", "math", "math500")
 HARD_SPLITS = ("long", "amc23", "aime24", "olympiadbench")
-RETENTION_SPLITS = ("retention",)
+RETENTION_SPLITS = ("retention", "ifeval")  # the toy's second skill; IFEval (prompt-level strict)
 COST_CLOSE, COST_FAR = 1.10, 1.25  # DCOD/SFT wall-time ratio: <= close: supported; > far: not supported
 CAPTIONS = {
     "accuracy_per_split": "Accuracy per split and method (error bars: std over seeds).",
@@ -228,8 +228,9 @@ PRESERVED_SHARE = 0.9
 
 
 def retention_claim(dcod, sft, base) -> Claim:
-    title = "DCOD preserves instruction following (retention of the base student's second skill)"
     split = next((s for s in RETENTION_SPLITS if f"{s}_mean" in dcod), None)
+    title = "DCOD preserves instruction following (" + ("IFEval prompt-level strict accuracy)" if split == "ifeval"
+                                                        else "retention of the base student's second skill)")
     if split is None:
         return Claim(title, "not evaluated", "this profile has no retention split.")
     direction = interval_direction(dcod, sft, split, True)
