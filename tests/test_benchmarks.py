@@ -180,3 +180,61 @@ def test_several_training_sources_are_concatenated_in_order(tmp_path, monkeypatc
     assert len({r["id"] for r in train}) == 6  # the source prefix keeps ids unique
     assert train[0]["question"] and train[3]["gold"] == load_benchmark("gsm8k", data_dir=DATA_DIR)[0]["gold"]
     assert json.loads((tmp_path / "world.json").read_text())["splits"]["train"] == ["gsm8k_train", "gsm8k"]
+
+
+@pytest.mark.realdata
+@needs_data
+def test_validation_split_is_held_out_of_the_training_prompts(tmp_path, monkeypatch):
+    from dcod.config import load_profile
+    from dcod.io import read_jsonl
+    from dcod.pipeline import stage_world
+
+    from conftest import REPO
+
+    monkeypatch.setenv("DCOD_DATA_DIR", str(DATA_DIR))
+    profile = load_profile(REPO / "config" / "profiles" / "smol.yaml")
+    profile.data.train, profile.data.train_limit = ["gsm8k_train", "gsm8k"], 0
+    profile.data.validation, profile.data.eval_limit = {"gsm8k_train": 5, "gsm8k": 3}, 2
+    stage_world(profile, tmp_path / "a")
+    train, validation = read_jsonl(tmp_path / "a" / "train.jsonl"), read_jsonl(tmp_path / "a" / "validation.jsonl")
+    assert [r["id"].split("/")[0] for r in validation] == ["gsm8k_train"] * 5 + ["gsm8k"] * 3
+    assert len(train) == 7473 - 5 + 1319 - 3
+    assert not {r["id"] for r in validation} & {r["id"] for r in train}  # held out, not copied
+    source = {f"gsm8k_train/{r['id']}": r["gold"] for r in load_benchmark("gsm8k_train", data_dir=DATA_DIR)}
+    assert all(source[r["id"]] == r["gold"] for r in validation[:5])
+    assert len({r["id"] for r in train} | {r["id"] for r in validation}) == 7473 + 1319
+    held = json.loads((tmp_path / "a" / "world.json").read_text())["validation"]
+    assert [f"gsm8k_train/{i}" for i in held["gsm8k_train"]] == [r["id"] for r in validation[:5]]
+    stage_world(profile, tmp_path / "b")  # a fixed sample: the same prompts on every run
+    assert read_jsonl(tmp_path / "b" / "validation.jsonl") == validation
+    profile.data.validation_seed = 1
+    stage_world(profile, tmp_path / "c")
+    assert read_jsonl(tmp_path / "c" / "validation.jsonl") != validation
+
+
+def test_validation_split_config_errors(tmp_path):
+    from dcod.config import ConfigError, load_profile
+
+    from conftest import REPO
+
+    text = (REPO / "config" / "profiles" / "smol.yaml").read_text()
+    held_out = "validation: {gsm8k_train: 4}"
+    assert held_out in text
+    path = tmp_path / "profile.yaml"
+    for replacement, message in [("validation: {gsm8k: 4}", "'gsm8k' is not a training source"),
+                                 ("validation: {gsm8k_train: 0}", "must be a number of prompts >= 1")]:
+        path.write_text(text.replace(held_out, replacement))
+        with pytest.raises(ConfigError, match=message):
+            load_profile(path)
+    path.write_text(text.replace(held_out, "validation: {}"))  # no held-out prompts, yet a validation split
+    with pytest.raises(ConfigError, match="eval.splits: must be among \\['gsm8k'\\]"):
+        load_profile(path)
+
+
+@pytest.mark.realdata
+@needs_data
+def test_holding_out_every_prompt_is_refused():
+    from dcod.pipeline import _validation_indices
+
+    with pytest.raises(ValueError, match="gsm8k_train has 7473 prompts; holding out 7473 would leave none"):
+        _validation_indices("gsm8k_train", 7473, 0, DATA_DIR)

