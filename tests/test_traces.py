@@ -37,3 +37,27 @@ def test_no_verified_trace_is_a_clear_error(tmp_path):
     with pytest.raises(RuntimeError, match="no teacher trace survived verification"):
         stage_traces(profile, tmp_path / "world", tmp_path / "traces.parquet")
     assert not (tmp_path / "traces.parquet").exists()
+
+
+def test_training_uses_the_students_prompt_template(toy_tokenizer):
+    """Traces keep the teacher's completion but get the student's prompt: here the student's template
+    puts a marker before the question that the teacher's plain encoding does not have."""
+    import copy
+
+    from dcod.data import use_student_prompts
+    from dcod.models import encode_prompt
+
+    questions = ["Q:12+7\nA:", "Q:rev 381\nA:", "Q:12+7\nA:"]
+    teacher_ids = [encode_prompt(toy_tokenizer, q) for q in questions]
+    examples = [{"question": q, "prompt_ids": list(ids), "completion_ids": [5, 6]}
+                for q, ids in zip(questions, teacher_ids)]
+    assert use_student_prompts(copy.deepcopy(examples), toy_tokenizer) == 0  # one template: nothing changes
+    student = copy.deepcopy(toy_tokenizer)
+    student.chat_template = "{{ bos_token }}==\n{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    assert use_student_prompts(examples, student) == 3
+    for example, question in zip(examples, questions):
+        assert example["prompt_ids"] == encode_prompt(student, question)
+        assert toy_tokenizer.decode(example["prompt_ids"], skip_special_tokens=True).startswith("==\nQ:")
+        assert example["completion_ids"] == [5, 6]  # the teacher's completion is kept
+    with pytest.raises(ValueError, match="trace 0 has no question"):
+        use_student_prompts([{"prompt_ids": [1], "completion_ids": [2]}], toy_tokenizer)

@@ -74,6 +74,29 @@ def load_traces(path) -> list[dict]:
     return examples
 
 
+def use_student_prompts(examples: list[dict], tokenizer) -> int:
+    """Re-encode each trace's question with the student's tokenizer and chat template, in place.
+
+    The teacher generated from its own template (Qwen2.5-Math-7B-Instruct's default system prompt is not
+    Qwen2.5-1.5B's); the student is trained, sampled and evaluated with its own, so it learns the
+    teacher's completions after the prompt it will actually see. The completion ids and the teacher's
+    log-probs are kept: they are the teacher's, under the teacher's prompt. Returns how many prompts
+    changed (0 when both templates agree, as in the toy world). Examples without a question are refused."""
+    from dcod.models import encode_prompt
+
+    cache: dict[str, list[int]] = {}
+    changed = 0
+    for index, example in enumerate(examples):
+        question = example.get("question")
+        if not isinstance(question, str):
+            raise ValueError(f"trace {index} has no question to encode with the student's template")
+        if question not in cache:
+            cache[question] = list(encode_prompt(tokenizer, question))
+        changed += cache[question] != example["prompt_ids"]
+        example["prompt_ids"] = cache[question]
+    return changed
+
+
 def check_vocab(examples: list[dict], vocab_size: int, source: str) -> None:
     """Token ids beyond the vocabulary would index garbage embeddings: refuse them by example index."""
     for index, example in enumerate(examples):

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from dcod.config import ProfileConfig, load_experiment, to_dict, train_config_for
-from dcod.data import check_vocab, load_traces
+from dcod.data import check_vocab, load_traces, use_student_prompts
 from dcod.generation import HFBackend, SamplingParams
 from dcod.io import atomic_path, code_version, read_jsonl, write_json, write_parquet
 from dcod.methods import Cost, StepContext, build_method
@@ -235,6 +235,7 @@ def stage_train(profile: ProfileConfig, experiment_config: Path, seed: int, worl
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     traces = load_traces(traces_path)
     check_vocab(traces, len(tokenizer), str(traces_path))
+    prompts_reencoded = use_student_prompts(traces, tokenizer)  # the student's chat template, not the teacher's
     ctx = StepContext(tokenizer=tokenizer, traces=traces, batch_size=cfg.batch_size, seed=seed,
                       max_new_tokens=profile.traces.max_new_tokens)
     if exp.method in ("onpolicy_kd", "self_distill"):
@@ -258,7 +259,7 @@ def stage_train(profile: ProfileConfig, experiment_config: Path, seed: int, worl
     trainer.save_model(out_dir / "model")
     extra = {"self_distill_acceptance": method.accepted} if exp.method == "self_distill" else {}
     write_json(out_dir / "run.json", {**_provenance(profile), "experiment": to_dict(exp), "train": to_dict(cfg),
-                                      "seed": seed, **summary, **extra})
+                                      "seed": seed, "trace_prompts_reencoded": prompts_reencoded, **summary, **extra})
 
 
 # ----------------------------------------------------------------------------- evaluation
