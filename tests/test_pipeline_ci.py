@@ -79,3 +79,31 @@ def test_dry_run_and_lint_are_clean():
     assert dry.returncode == 0, dry.stderr[-2000:]
     lint = subprocess.run(snakemake + ["--lint"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert lint.returncode == 0 and "Lints for" not in lint.stdout + lint.stderr, (lint.stdout + lint.stderr)[-3000:]
+
+
+def test_paper_profile_launches_training_through_accelerate(tmp_path):
+    """The paper profile's accelerate config reaches the train jobs: offline methods start with
+    `accelerate launch --config_file config/accelerate/fsdp.yaml` and ask for its 8 GPUs; on-policy KD and
+    self-distillation (vLLM rollouts in the training process) start as one process on one GPU. The toy
+    profile starts every job as one plain process."""
+    import re
+
+    snakemake = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n", "-p",
+                 "--directory", str(tmp_path)]
+    paper = subprocess.run(snakemake + ["--config", "profile=paper", "--", "results/paper/table1.csv"],
+                           cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert paper.returncode == 0, paper.stderr[-2000:]
+    jobs = {}
+    for block in paper.stdout.split("\nrule ")[1:]:
+        if block.startswith("train:"):
+            experiment = re.search(r"experiment=(\w+)", block).group(1)
+            gpus = int(re.search(r"gpu=(\d+)", block).group(1))
+            command = re.search(r"(?:python|accelerate launch[^\n]*?) -m dcod train", block).group(0)
+            jobs.setdefault(experiment, set()).add((command, gpus))
+    fsdp = f"accelerate launch --config_file {REPO / 'config' / 'accelerate' / 'fsdp.yaml'} -m dcod train"
+    assert {e: j for e, j in jobs.items() if e in ("sft", "kd", "dft", "dcod")} == \
+        {e: {(fsdp, 8)} for e in ("sft", "kd", "dft", "dcod")}
+    assert jobs["onpolicy_kd"] == jobs["self_distill"] == {("python -m dcod train", 1)}
+    toy = subprocess.run(snakemake + ["results/table1.csv"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert toy.returncode == 0, toy.stderr[-2000:]
+    assert "accelerate launch" not in toy.stdout and toy.stdout.count("python -m dcod train") >= 18

@@ -169,9 +169,23 @@ class TrainConfig:
     mixed_precision: str = "no"
     checkpoint_every: int = 50
     log_every: int = 10
+    # How the Snakemake train rules start a job: null runs one process (`python -m dcod train`); a path
+    # (relative to the repository root) runs `accelerate launch --config_file <path> -m dcod train`.
+    accelerate_config: str | None = None
+    # Where on-policy KD and self-distillation sample the student while training: `hf` (the training model
+    # itself) or `vllm` (an engine in the training process; the model's weights are pushed into it before
+    # each sampling call). `vllm` runs as one training process (the train rules start it without accelerate
+    # launch); rollout_gpu_memory_utilization is the share of the GPU the engine takes beside training
+    # (null: the vLLM backend's default, meant for an engine alone on its device).
+    rollout_backend: str = "hf"
+    rollout_gpu_memory_utilization: float | None = None
 
     def validate(self, key: str) -> None:
         _check(self.steps >= 1, f"{key}.steps", "must be >= 1")
+        _choice(self.rollout_backend, ("hf", "vllm"), f"{key}.rollout_backend")
+        if self.rollout_gpu_memory_utilization is not None:
+            _check(0 < self.rollout_gpu_memory_utilization < 1, f"{key}.rollout_gpu_memory_utilization",
+                   "must be in (0, 1)")
         _check(self.batch_size >= 1, f"{key}.batch_size", "must be >= 1")
         _check(self.micro_batch_size >= 0, f"{key}.micro_batch_size", "must be >= 0 (0 = no accumulation)")
         if self.micro_batch_size:

@@ -177,6 +177,43 @@ class VLLMBackend:
         self.close()
 
 
+class SyncedVLLMSampler:
+    """Samples a model that is being trained through a vLLM engine in the same process (on-policy rollouts).
+
+    ``generate`` first pushes the model's current weights into the engine with vLLM's in-place
+    ``reload_weights`` (a worker method, reached through ``LLM.collective_rpc``) and resets the engine's
+    prefix cache (its keys and values were computed with the old weights), then samples like
+    ``VLLMBackend``. The engine is built from ``model_dir`` (the model's starting point, for its config and
+    tokenizer) and runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0`` unless already set), so the
+    weights are handed over as tensors, not serialised. One training process only: under data parallelism
+    every rank would need its own engine and the full (gathered) weights.
+    """
+
+    name = "vllm"
+
+    def __init__(self, model, model_dir, **backend_kwargs):
+        import os
+
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        self.model = model
+        self.backend = VLLMBackend(model_dir, **backend_kwargs)
+        self.tokenizer = self.backend.tokenizer
+        self.syncs = 0  # weight pushes so far (one per generate call)
+
+    def sync_weights(self) -> None:
+        weights = [(name, tensor.detach()) for name, tensor in self.model.state_dict().items()]
+        self.backend.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
+        self.backend.llm.reset_prefix_cache()
+        self.syncs += 1
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams, progress: bool = False) -> list[Generation]:
+        self.sync_weights()
+        return self.backend.generate(prompts, params, progress=progress)
+
+    def close(self) -> None:
+        self.backend.close()
+
+
 def __getattr__(name: str):
     """``TokenizerVocabMask`` is built on first access, so that importing this module never imports vllm.
 

@@ -238,8 +238,8 @@ def stage_train(profile: ProfileConfig, experiment_config: Path, seed: int, worl
     prompts_reencoded = use_student_prompts(traces, tokenizer)  # the student's chat template, not the teacher's
     ctx = StepContext(tokenizer=tokenizer, traces=traces, batch_size=cfg.batch_size, seed=seed,
                       max_new_tokens=profile.traces.max_new_tokens)
-    if exp.method in ("onpolicy_kd", "self_distill"):
-        ctx.student_backend = HFBackend(model, tokenizer, batch_size=profile.eval.batch_size)
+    if exp.method in ("onpolicy_kd", "self_distill"):  # they sample the student while it trains
+        ctx.student_backend = rollout_backend(cfg, model, tokenizer, base_dir, profile.eval.batch_size)
     if exp.method == "onpolicy_kd":
         teacher, teacher_tokenizer = load_teacher(profile, world_dir)
         check_same_tokenizer(teacher_tokenizer, tokenizer)  # token-level KD needs one vocabulary
@@ -258,8 +258,25 @@ def stage_train(profile: ProfileConfig, experiment_config: Path, seed: int, worl
     summary = trainer.run()
     trainer.save_model(out_dir / "model")
     extra = {"self_distill_acceptance": method.accepted} if exp.method == "self_distill" else {}
+    if hasattr(ctx.student_backend, "syncs"):  # vLLM rollouts: how often the training weights were pushed
+        extra["rollout_weight_syncs"] = ctx.student_backend.syncs
+        ctx.student_backend.close()
     write_json(out_dir / "run.json", {**_provenance(profile), "experiment": to_dict(exp), "train": to_dict(cfg),
                                       "seed": seed, "trace_prompts_reencoded": prompts_reencoded, **summary, **extra})
+
+
+def rollout_backend(cfg, model, tokenizer, base_dir: Path, batch_size: int):
+    """The student sampler of on-policy KD and self-distillation: the training model through ``HFBackend``,
+    or a vLLM engine in this process that receives the model's weights before every sampling call."""
+    if cfg.rollout_backend == "hf":
+        return HFBackend(model, tokenizer, batch_size=batch_size)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError(f"train.rollout_backend vllm runs one training process; this job has WORLD_SIZE="
+                         f"{os.environ['WORLD_SIZE']} (start it with `python -m dcod train`, as the train rules do "
+                         f"for rollout methods, or use rollout_backend hf under accelerate launch)")
+    from dcod.generation_vllm import SyncedVLLMSampler
+
+    return SyncedVLLMSampler(model, base_dir, gpu_memory_utilization=cfg.rollout_gpu_memory_utilization)
 
 
 # ----------------------------------------------------------------------------- evaluation

@@ -54,12 +54,16 @@ rule train:
     output:
         marker=f"{W}/runs/{{experiment}}/seed{{seed}}/run.json",
         train_log=f"{W}/runs/{{experiment}}/seed{{seed}}/train_log.jsonl",
+    params:
+        launcher=train_launcher,  # python, or accelerate launch with the profile's accelerate config
+    resources:
+        gpu=train_gpus,  # read by cluster executors (Slurm: --gpus); unconstrained in local runs
     log:
         f"{W}/logs/train/{{experiment}}_seed{{seed}}.log",
     conda:
         ENV
     shell:
-        "python -m dcod train --profile {input.profile} --experiment {input.config} "
+        "{params.launcher} -m dcod train --profile {input.profile} --experiment {input.config} "
         "--seed {wildcards.seed} --world {input.world} "
         "--base {input.base} --traces {input.traces} --out {output.marker} > {log} 2>&1"
 
@@ -124,12 +128,15 @@ rule tune_train:
         config=lambda wildcards: EXPERIMENTS_DIR / wildcards.experiment / "config.yaml",
         tuned_settings=lambda wildcards: settings_without_lr(EXPERIMENTS_DIR / wildcards.experiment / "config.yaml"),
         seed=TUNING_SEED,
+        launcher=train_launcher,
+    resources:
+        gpu=train_gpus,
     log:
         f"{W}/logs/tuning/{{experiment}}_lr{{lr}}.log",
     conda:
         ENV
     shell:
-        "python -m dcod train --profile {input.profile} --experiment {params.config} --lr {wildcards.lr} "
+        "{params.launcher} -m dcod train --profile {input.profile} --experiment {params.config} --lr {wildcards.lr} "
         "--seed {params.seed} --world {input.world} --base {input.base} --traces {input.traces} "
         "--out {output.marker} > {log} 2>&1"
 
