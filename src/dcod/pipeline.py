@@ -87,7 +87,7 @@ def _benchmark_world(profile: ProfileConfig, out_dir: Path) -> None:
         write_jsonl(out_dir / f"{split}.jsonl", rows)
     write_json(out_dir / "world.json", {**_provenance(profile), "source": "benchmarks", "data_dir": data_dir,
                                         "splits": {k: [name for name, _ in v] for k, v in splits.items()},
-                                        "validation": {name: sorted(rows) for name, rows in held_out.items()}})
+                                        "validation": {name: sorted(indices) for name, indices in held_out.items()}})
 
 
 def _validation_indices(name: str, size: int, seed: int, data_dir) -> set[int]:
