@@ -202,3 +202,33 @@ def test_fsdp_config_wraps_llama_and_qwen2_decoder_layers(monkeypatch):
         both = FullyShardedDataParallelPlugin(transformer_cls_names_to_wrap=["LlamaDecoderLayer", "Qwen2DecoderLayer"])
         with pytest.raises(ValueError, match="Could not find the transformer layer class"):
             fsdp2_prepare_auto_wrap_policy(both, model)
+
+
+@slow
+def test_the_train_command_runs_under_accelerate_launch(tmp_path):
+    """`accelerate launch ... -m dcod train` (what the train rules run for a profile with an accelerate
+    config) on the ci profile with 2 CPU processes: the run finishes, logs every step once and saves a
+    model that loads."""
+    from transformers import AutoModelForCausalLM
+
+    from dcod.config import load_profile
+    from dcod.pipeline import stage_base_student, stage_traces, stage_world
+
+    profile_path = REPO / "config" / "profiles" / "ci.yaml"
+    profile = load_profile(profile_path)
+    stage_world(profile, tmp_path / "world")
+    stage_base_student(profile, tmp_path / "world", tmp_path / "base")
+    stage_traces(profile, tmp_path / "world", tmp_path / "traces" / "train.parquet")
+    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
+    _run([accelerate, "launch", "--config_file", str(ACCELERATE_CONFIG), "--num_processes", "2",
+          "--main_process_port", str(_free_port()), "-m", "dcod", "train", "--profile", str(profile_path),
+          "--experiment", str(REPO / "experiments" / "dcod" / "config.yaml"), "--seed", "0",
+          "--world", str(tmp_path / "world" / "world.json"), "--base", str(tmp_path / "base"),
+          "--traces", str(tmp_path / "traces" / "train.parquet"), "--out", str(tmp_path / "run" / "run.json")],
+         tmp_path / "launch.log", timeout=420)
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in log] == list(range(1, profile.train.steps + 1))  # rank 0 logs, once
+    assert run["experiment"]["method"] == "dcod"
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "model")
+    assert all(torch.isfinite(p).all() for p in model.parameters())

@@ -91,8 +91,9 @@ def test_bad_golds_are_refused_by_record():
         ifeval.parse_gold("12", "y")
 
 
-@pytest.mark.skipif(ifeval._punkt_tab_available(), reason="nltk's punkt_tab data is installed here")
 def test_instructions_needing_nltk_data_are_refused_before_generation():
+    if ifeval._punkt_tab_available():  # checked here, not at collection: the vLLM venv has no nltk
+        pytest.skip("nltk's punkt_tab data is installed here")
     golds = [_gold(["punctuation:no_comma"]), _gold(["length_constraints:number_sentences"],
                                                     [{"relation": "less than", "num_sentences": 3}])]
     with pytest.raises(RuntimeError, match="1 ifeval records .*'b'.*nltk.downloader punkt_tab"):
