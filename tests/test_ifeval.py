@@ -91,9 +91,8 @@ def test_bad_golds_are_refused_by_record():
         ifeval.parse_gold("12", "y")
 
 
-def test_instructions_needing_nltk_data_are_refused_before_generation():
-    if ifeval._punkt_tab_available():  # checked here, not at collection: the vLLM venv has no nltk
-        pytest.skip("nltk's punkt_tab data is installed here")
+def test_instructions_needing_nltk_data_are_refused_before_generation(monkeypatch):
+    monkeypatch.setattr(ifeval, "_punkt_tab_available", lambda: False)  # as on a machine without the data
     golds = [_gold(["punctuation:no_comma"]), _gold(["length_constraints:number_sentences"],
                                                     [{"relation": "less than", "num_sentences": 3}])]
     with pytest.raises(RuntimeError, match="1 ifeval records .*'b'.*nltk.downloader punkt_tab"):
@@ -148,11 +147,48 @@ def test_evaluate_records_scores_each_task_with_its_scorer_and_budget(data_dir, 
     assert pd.isna(metrics.loc["gsm8k", "prompt_level_loose"])
 
 
-def test_an_ifeval_prompt_beyond_the_context_counts_as_not_followed(data_dir):
-    record = {**benchmarks.load_benchmark("ifeval", data_dir=data_dir)[4], "split": "ifeval", "task": "ifeval"}
-    row = evaluation._unanswered(record)
-    assert row == {"prompt_loose": False, "instructions_strict": [False, False], "instructions_loose": [False, False]}
-    assert evaluation._unanswered({"task": "math"}) == {}
+def test_an_ifeval_prompt_beyond_the_context_counts_as_not_followed(data_dir, monkeypatch):
+    """A model whose context is shorter than the IFEval prompts: they are never generated, each counts as
+    not followed at prompt and instruction level, and the short math prompt is still generated."""
+    from types import SimpleNamespace
+
+    records = [{**r, "split": "ifeval", "task": "ifeval"} for r in benchmarks.load_benchmark("ifeval",
+                                                                                           data_dir=data_dir)[3:5]]
+    records.append({"id": "m1", "split": "gsm8k", "task": "math", "question": "Q:1+1\nA:", "gold": "2"})
+
+    class Tokenizer:
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": list(text.encode())}
+
+        def decode(self, ids):
+            return bytes(ids).decode()
+
+    monkeypatch.setattr(evaluation, "encode_prompt", lambda tokenizer, question: tokenizer(question)["input_ids"])
+    backend = FixedBackend(Tokenizer(), {"Q:1+1\nA:": "\\boxed{2}"})
+    backend.model = SimpleNamespace(config=SimpleNamespace(max_position_embeddings=40))  # IFEval prompts: > 100 bytes
+    rows = evaluation.evaluate_records(backend, Tokenizer(), records, max_new_tokens=8)
+    assert backend.budgets == [(1, 8)]  # only the math prompt reached the model
+    assert [r["status"] for r in rows] == ["prompt_too_long", "prompt_too_long", "ok"]
+    assert rows[1]["instructions_strict"] == [False, False]  # record 9005 has two instructions
+    metrics = evaluation.summarise(rows).set_index("split")
+    assert metrics.loc["ifeval", "prompt_too_long_count"] == 2 and metrics.loc["ifeval", "accuracy"] == 0
+    assert metrics.loc["ifeval", "prompt_level_loose"] == 0 and metrics.loc["ifeval", "instruction_level_loose"] == 0
+    assert metrics.loc["gsm8k", "accuracy"] == 1
+
+
+def test_each_benchmark_generates_with_its_declared_budget_capped_by_the_profile():
+    from dcod.config import load_profile
+    from dcod.pipeline import split_budgets
+
+    from conftest import REPO
+
+    paper = load_profile(REPO / "config" / "profiles" / "paper.yaml")
+    budgets = split_budgets(paper, paper.eval.splits)
+    assert budgets == {"gsm8k": 2048, "math500": 3072, "aime24": 3072, "amc23": 3072, "olympiadbench": 3072,
+                       "math": 3072, "ifeval": 1280}  # validation (training prompts) uses eval.max_new_tokens
+    paper.eval.max_new_tokens = 1500
+    assert split_budgets(paper, ["gsm8k", "ifeval", "validation", "not_a_benchmark"]) == {"gsm8k": 1500,
+                                                                                          "ifeval": 1280}
 
 
 def test_declarations_are_checked():
@@ -165,3 +201,38 @@ def test_declarations_are_checked():
         benchmarks.parse_declaration({**base, "gold_field": ["a", "b"]})
     with pytest.raises(ValueError, match="list of gold fields goes with gold_normaliser json_fields"):
         benchmarks.parse_declaration({**base, "gold_normaliser": "json_fields"})
+
+
+@pytest.mark.realdata
+def test_stage_evaluate_generates_each_split_with_its_budget(data_dir, tmp_path, monkeypatch):
+    """The evaluation stage hands each benchmark's budget to the backend: GSM8K 2,048 and IFEval 1,280
+    under a profile cap of 3,000 (a recording backend stands in for the model)."""
+    from conftest import REPO, SHARED_DATA
+
+    if not (SHARED_DATA / "gsm8k" / "test.jsonl").is_file():
+        pytest.skip(f"no GSM8K copy at {SHARED_DATA}")
+    from dcod import pipeline
+    from dcod.config import load_profile
+
+    (data_dir / "gsm8k").symlink_to(SHARED_DATA / "gsm8k")
+    monkeypatch.setenv("DCOD_DATA_DIR", str(data_dir))
+    profile = load_profile(REPO / "config" / "profiles" / "smol.yaml")
+    profile.data.eval = profile.eval.splits = ["gsm8k", "ifeval"]
+    profile.data.eval_limit, profile.eval.max_new_tokens = 3, 3000
+    pipeline.stage_world(profile, tmp_path / "world")
+
+    class Tokenizer:
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": list(text.encode())}
+
+        def decode(self, ids, skip_special_tokens=False):
+            return bytes(ids).decode()
+
+    backend = FixedBackend(Tokenizer(), {})
+    backend.answers = type("Always", (dict,), {"__missing__": lambda self, key: "My answer is yes."})()
+    monkeypatch.setattr(pipeline, "generation_backend", lambda *args, **kwargs: (backend, Tokenizer()))
+    monkeypatch.setattr(evaluation, "encode_prompt", lambda tokenizer, question: tokenizer(question)["input_ids"])
+    pipeline.stage_evaluate(profile, tmp_path / "world", str(tmp_path / "model"), tmp_path / "eval")
+    assert sorted(backend.budgets) == [(3, 1280), (3, 2048)]
+    metrics = pd.read_csv(tmp_path / "eval" / "metrics.csv").set_index("split")
+    assert metrics.loc["ifeval", "n"] == 3 and metrics.loc["gsm8k", "n"] == 3

@@ -112,10 +112,17 @@ def _score(records: list[dict], texts: list[str], *, timeout: float, workers: in
 
 def stability_rows(backend, tokenizer, records: list[dict], *, samples: int, temperature: float,
                    max_new_tokens: int, timeout: float, workers: int, seed: int) -> list[dict]:
-    """k sampled completions per problem: answer agreement and malformed-output rate (trace stability)."""
+    """k sampled completions per problem: answer agreement and malformed-output rate (trace stability).
+    A record's own ``max_new_tokens`` (its benchmark's budget, as in the greedy pass) overrides the default."""
     prompts = [encode_prompt(tokenizer, r["question"]) for r in records]
-    generations = backend.generate(prompts, SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature,
-                                                           n=samples, seed=seed + 1), progress=True)
+    budgets = [r.get("max_new_tokens") or max_new_tokens for r in records]
+    generations = []
+    for budget in sorted(set(budgets)):  # one generate call per budget (one in all for the toy world)
+        indices = [i for i, b in enumerate(budgets) if b == budget]
+        for generation in backend.generate([prompts[i] for i in indices], SamplingParams(
+                max_new_tokens=budget, temperature=temperature, n=samples, seed=seed + 1), progress=True):
+            generation.prompt_index = indices[generation.prompt_index]
+            generations.append(generation)
     graded = grading.grade([records[g.prompt_index]["gold"] for g in generations], [g.text for g in generations],
                            timeout=timeout, workers=workers)
     by_problem: dict[int, list] = {}

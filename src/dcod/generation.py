@@ -93,7 +93,9 @@ class HFBackend:
         # length grows with the chain length) rows that finish at similar times. Results keep the
         # request order; sampling draws from one generator in this batch order.
         order = sorted(range(len(requests)), key=lambda r: len(requests[r][1]))
-        generator = torch.Generator().manual_seed(params.seed)
+        # the model's device (a GPU when training or evaluating there): inputs, logits and the sampling
+        # generator live there; token and log-prob buffers stay on the CPU
+        generator = torch.Generator(device=self._device()).manual_seed(params.seed)
         results: list[Generation | None] = [None] * len(requests)
         chunks = range(0, len(order), self.batch_size)
         if progress:
@@ -106,9 +108,13 @@ class HFBackend:
                 results[row] = generation
         return results
 
+    def _device(self) -> torch.device:
+        parameter = next(self.model.parameters(), None)
+        return parameter.device if parameter is not None else torch.device("cpu")
+
     @torch.no_grad()
     def _generate_batch(self, requests, params: SamplingParams, generator) -> list[Generation]:
-        model, tokenizer = self.model, self.tokenizer
+        model, tokenizer, device = self.model, self.tokenizer, self._device()
         was_training = model.training
         model.eval()
         eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
@@ -124,6 +130,7 @@ class HFBackend:
         for row, (_, prompt) in enumerate(requests):
             input_ids[row, width - len(prompt):] = torch.tensor(prompt)
             attention[row, width - len(prompt):] = 1
+        input_ids, attention = input_ids.to(device), attention.to(device)
         position_ids = (attention.cumsum(-1) - 1).clamp(min=0)
         from transformers import DynamicCache
 
@@ -149,21 +156,22 @@ class HFBackend:
                 choice = step_logprobs.argmax(-1)
             else:
                 choice = torch.multinomial(step_logprobs.exp(), 1, generator=generator).squeeze(-1)
-            tokens[active, step] = choice
-            logprobs[active, step] = step_logprobs.gather(-1, choice[:, None]).squeeze(-1)
+            tokens[active, step] = choice.cpu()
+            logprobs[active, step] = step_logprobs.gather(-1, choice[:, None]).squeeze(-1).float().cpu()
             if k:
                 values, ids = step_logprobs.topk(min(k, vocab), dim=-1)
-                top_ids[active, step, : values.shape[-1]] = ids
-                top_lps[active, step, : values.shape[-1]] = values
-            done = choice == eos
+                top_ids[active, step, : values.shape[-1]] = ids.cpu()
+                top_lps[active, step, : values.shape[-1]] = values.float().cpu()
+            done = (choice == eos).cpu()
             lengths[active[done]] = step + 1
             if step == max_new - 1 or bool(done.all()):
                 break
             if bool(done.any()):
                 keep = (~done).nonzero().squeeze(-1)
-                active, choice, attention = active[keep], choice[keep], attention[keep]
-                next_position = next_position[keep]
-                cache.batch_select_indices(keep)
+                on_device = keep.to(device)
+                active, choice, attention = active[keep], choice[on_device], attention[on_device]
+                next_position = next_position[on_device]
+                cache.batch_select_indices(on_device)
             attention = torch.cat([attention, attention.new_ones((len(active), 1))], dim=1)
             next_position = next_position + 1
             out = model(input_ids=choice[:, None], attention_mask=attention, position_ids=next_position[:, None],

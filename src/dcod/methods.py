@@ -134,7 +134,7 @@ def teacher_full_logprobs(teacher, examples: list[dict], batch: dict, vocab_size
             full = torch.full((width, vocab), -torch.log(torch.tensor(float(vocab))))
             full[start: start + len(example["completion_ids"])] = table[: len(example["completion_ids"])]
             rows.append(full)
-        return torch.stack(rows)
+        return torch.stack(rows).to(batch["input_ids"].device)
     with torch.no_grad():
         logits = teacher(input_ids=batch["input_ids"]).logits[:, :-1]  # right-padded: no mask needed
     return torch.log_softmax(shared_vocab_logits(logits, vocab_size).float(), dim=-1)
@@ -229,7 +229,13 @@ def build_method(name: str, params, ctx: StepContext, cost: Cost, total_steps: i
     return METHOD_CLASSES[name](params, ctx, cost)
 
 
-def collate_for(method: Method, examples: list[dict], pad_id: int) -> dict:
+def collate_for(method: Method, examples: list[dict], pad_id: int, device=None) -> dict:
+    """The padded batch on ``device`` (the training device; None: where collate builds it, the CPU),
+    then the method's extra inputs (teacher or reference forwards) computed from it."""
     batch = collate(examples, pad_id)
+    if device is not None:
+        from accelerate.utils import send_to_device
+
+        batch = send_to_device(batch, device)
     method.extra_inputs(batch, examples)
     return batch

@@ -110,7 +110,7 @@ def generation_backend(name: str, model_dir, *, batch_size: int, max_logprobs: i
         backend = VLLMBackend(str(model_dir), max_logprobs=max(20, max_logprobs))
         return backend, backend.tokenizer
     model, tokenizer = load_model(model_dir)
-    return HFBackend(model, tokenizer, batch_size=batch_size), tokenizer
+    return HFBackend(_on_device(model), tokenizer, batch_size=batch_size), tokenizer
 
 
 def load_teacher(profile: ProfileConfig, world_dir: Path, style_override: str | None = None,
@@ -131,7 +131,7 @@ def load_teacher(profile: ProfileConfig, world_dir: Path, style_override: str | 
         return generation_backend("vllm", profile.teacher.path, batch_size=profile.eval.batch_size,
                                   max_logprobs=profile.traces.top_k_logprobs)
     model, tokenizer = load_model(profile.teacher.path, gguf_file=profile.teacher.gguf_file)
-    return HFBackend(model, tokenizer, batch_size=profile.eval.batch_size), tokenizer
+    return HFBackend(_on_device(model), tokenizer, batch_size=profile.eval.batch_size), tokenizer
 
 
 # ----------------------------------------------------------------------------- base student
@@ -243,7 +243,7 @@ def stage_train(profile: ProfileConfig, experiment_config: Path, seed: int, worl
     if exp.method == "onpolicy_kd":
         teacher, teacher_tokenizer = load_teacher(profile, world_dir)
         check_same_tokenizer(teacher_tokenizer, tokenizer)  # token-level KD needs one vocabulary
-        ctx.teacher = teacher.model if isinstance(teacher, HFBackend) else teacher
+        ctx.teacher = _frozen_on_device(teacher.model, cfg) if isinstance(teacher, HFBackend) else teacher
     if exp.method == "self_distill":
         from dcod import grading
 
@@ -251,18 +251,36 @@ def stage_train(profile: ProfileConfig, experiment_config: Path, seed: int, worl
                        for r in read_jsonl(Path(world_dir) / "train.jsonl")]
         ctx.grade = lambda golds, texts: [r.correct for r in grading.grade(golds, texts)]
     if exp.method == "dcod" and exp.params.reference == "initial_student":
-        ctx.reference_model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval()
+        ctx.reference_model = _frozen_on_device(AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32), cfg)
     cost = Cost()
     method = build_method(exp.method, exp.params, ctx, cost, cfg.steps)
     trainer = Trainer(model, tokenizer, method, cfg, out_dir, cost=cost, seed=seed, stop_after=stop_after)
-    summary = trainer.run()
+    try:
+        summary = trainer.run()
+    finally:
+        if hasattr(ctx.student_backend, "close"):  # a vLLM rollout engine: stop it even when training fails
+            ctx.student_backend.close()
     trainer.save_model(out_dir / "model")
     extra = {"self_distill_acceptance": method.accepted} if exp.method == "self_distill" else {}
-    if hasattr(ctx.student_backend, "syncs"):  # vLLM rollouts: how often the training weights were pushed
-        extra["rollout_weight_syncs"] = ctx.student_backend.syncs
-        ctx.student_backend.close()
+    if hasattr(ctx.student_backend, "syncs"):  # vLLM rollouts: weight pushes by this process (after a
+        extra["rollout_weight_syncs"] = ctx.student_backend.syncs  # resume: since the resume)
     write_json(out_dir / "run.json", {**_provenance(profile), "experiment": to_dict(exp), "train": to_dict(cfg),
                                       "seed": seed, "trace_prompts_reencoded": prompts_reencoded, **summary, **extra})
+
+
+def _on_device(model):
+    """The model on this process's device (accelerate's choice: a GPU when there is one, else the CPU)."""
+    from accelerate import PartialState
+
+    return model.to(PartialState().device)
+
+
+def _frozen_on_device(model, cfg):
+    """A model that only scores (the on-policy teacher, DCOD's initial-student reference) on this process's
+    training device (accelerate's choice: its GPU under a launcher, else the CPU), in bf16 when training
+    in bf16 (a 7B teacher: 15 GB instead of 30), in eval mode."""
+    dtype = torch.bfloat16 if cfg.mixed_precision == "bf16" else None
+    return _on_device(model).to(dtype=dtype).eval()
 
 
 def rollout_backend(cfg, model, tokenizer, base_dir: Path, batch_size: int):
@@ -351,13 +369,14 @@ def stage_evaluate(profile: ProfileConfig, world_dir: Path, model_dir: str, out_
 
 def split_budgets(profile: ProfileConfig, splits: list[str]) -> dict[str, int]:
     """Per real benchmark, its declared generation budget capped by the profile's ``eval.max_new_tokens``
-    (IFEval: lm-eval's 1,280; GSM8K: 2,048). Toy splits and the held-out ``validation`` split (training
-    sources declare no budget) are absent: they use ``eval.max_new_tokens``."""
+    (IFEval: lm-eval's 1,280; GSM8K: 2,048). Toy splits, the held-out ``validation`` split and any other
+    split that is not a declared benchmark are absent: they use ``eval.max_new_tokens``."""
     if profile.data.source != "benchmarks":
         return {}
-    from dcod.benchmarks import get_benchmark
+    from dcod.benchmarks import get_benchmark, list_benchmarks
 
-    declared = {split: get_benchmark(split).generation for split in splits if split != "validation"}
+    known = list_benchmarks()
+    declared = {split: get_benchmark(split).generation for split in splits if split in known}
     return {split: min(profile.eval.max_new_tokens, g.max_new_tokens) for split, g in declared.items()
             if g is not None}
 
@@ -366,8 +385,9 @@ def _sampled_settings(profile: ProfileConfig, splits: list[str]) -> dict:
     """The avg@k settings of each evaluated benchmark that declares them (real benchmarks only)."""
     if profile.data.source != "benchmarks" or not profile.eval.sampled:
         return {}
-    from dcod.benchmarks import get_benchmark
+    from dcod.benchmarks import get_benchmark, list_benchmarks
 
-    settings = {split: get_benchmark(split).generation for split in splits if split != "validation"}
+    known = list_benchmarks()
+    settings = {split: get_benchmark(split).generation for split in splits if split in known}
     return {split: g.sampled for split, g in settings.items() if g is not None and g.sampled is not None}
 

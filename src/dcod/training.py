@@ -133,7 +133,7 @@ class Trainer:
         return self.model(input_ids=batch["input_ids"]).logits[:, :-1]
 
     def _global_tokens(self, batches) -> float:
-        local = torch.tensor(float(sum(int(b["loss_mask"].sum()) for b in batches)))
+        local = torch.tensor(float(sum(int(b["loss_mask"].sum()) for b in batches)), device=self.accelerator.device)
         return float(self.accelerator.reduce(local, reduction="sum"))
 
     def _global_weights(self, scores: list[torch.Tensor], batches: list[dict]):
@@ -166,7 +166,7 @@ class Trainer:
                     "grad_norm": 0.0, "tokens": 0, "skipped": True}
         micro_examples = _split(examples, self.accumulation)
         pad_id = self.tokenizer.pad_token_id
-        batches = [collate_for(self.method, ex, pad_id) for ex in micro_examples]
+        batches = [collate_for(self.method, ex, pad_id, self.accelerator.device) for ex in micro_examples]
         n_tokens = self._global_tokens(batches)
         scale = self.accelerator.num_processes / n_tokens  # DDP averages gradients over ranks
         diagnostics: dict = {}
@@ -197,7 +197,8 @@ class Trainer:
                                              f"checkpoint: {last_good}")
                 self.accelerator.backward(loss)
                 total += loss.item() / self.accelerator.num_processes
-        total = float(self.accelerator.reduce(torch.tensor(total), reduction="sum"))  # the global loss
+        total = float(self.accelerator.reduce(torch.tensor(total, device=self.accelerator.device),
+                                              reduction="sum"))  # the global loss
         grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()

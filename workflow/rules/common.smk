@@ -84,35 +84,35 @@ def settings_without_lr(path):
 ROLLOUT_METHODS = ("onpolicy_kd", "self_distill")  # they sample the student while training
 
 
-def _accelerate_config(experiment_name):
-    """The accelerate config a train job of this experiment is launched with, or None for one process.
-    Rollout methods that sample with vLLM run as one process (the engine lives in the training process)."""
+def _train_launch(experiment_name):
+    """(accelerate config or None for one process, the experiment's train config). Rollout methods that
+    sample with vLLM run as one process (the engine lives in the training process)."""
     from dcod.config import train_config_for
 
     experiment = load_experiment(EXPERIMENTS_DIR / experiment_name / "config.yaml")
     cfg = train_config_for(P, experiment)
     if cfg.accelerate_config is None or (experiment.method in ROLLOUT_METHODS and cfg.rollout_backend == "vllm"):
-        return None
+        return None, cfg
     config_file = BASE / cfg.accelerate_config
     if not config_file.is_file():
         raise ValueError(f"train.accelerate_config: {config_file} does not exist")
-    return config_file
+    return config_file, cfg
 
 
 def train_launcher(wildcards):
     """``python`` or ``accelerate launch --config_file <config>`` (the profile's or experiment's train.accelerate_config)."""
-    config_file = _accelerate_config(wildcards.experiment)
+    config_file, _ = _train_launch(wildcards.experiment)
     return "python" if config_file is None else f"accelerate launch --config_file {config_file}"
 
 
 def train_gpus(wildcards):
     """GPUs a train job asks a cluster executor for: the accelerate config's num_processes; 1 for a
-    one-process job of a profile that trains on GPUs (mixed precision bf16), else 0 (CPU)."""
+    one-process job that trains in mixed precision (a GPU profile), else 0 (CPU)."""
     import yaml
 
-    config_file = _accelerate_config(wildcards.experiment)
+    config_file, cfg = _train_launch(wildcards.experiment)
     if config_file is None:
-        return 1 if P.train.mixed_precision == "bf16" else 0
+        return 1 if cfg.mixed_precision != "no" else 0
     return int((yaml.safe_load(config_file.read_text()) or {}).get("num_processes", 1))
 
 
