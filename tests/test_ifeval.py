@@ -99,6 +99,16 @@ def test_instructions_needing_nltk_data_are_refused_before_generation(monkeypatc
         ifeval.check_golds(golds, ["a", "b"])
 
 
+class ByteTokenizer:
+    """IFEval prompts are English: a byte-level stand-in for the toy's digit tokenizer."""
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": list(text.encode())}
+
+    def decode(self, ids, skip_special_tokens=False):
+        return bytes(ids).decode()
+
+
 class FixedBackend:
     """Answers each prompt with a fixed text; records the budget of every generate call."""
 
@@ -122,18 +132,11 @@ def test_evaluate_records_scores_each_task_with_its_scorer_and_budget(data_dir, 
                  "max_new_tokens": 64}, {"id": "m2", "split": "gsm8k", "task": "math", "question": "Q:2+2\nA:",
                                          "gold": "4", "max_new_tokens": 64}]
 
-    class Tokenizer:  # IFEval prompts are English: a byte-level stand-in for the toy's digit tokenizer
-        def __call__(self, text, add_special_tokens=False):
-            return {"input_ids": list(text.encode())}
-
-        def decode(self, ids):
-            return bytes(ids).decode()
-
     monkeypatch.setattr(evaluation, "encode_prompt", lambda tokenizer, question: tokenizer(question)["input_ids"])
     answers = {r["question"]: RESPONSES[r["id"]][0] if r["task"] == "ifeval" else
                {"m1": "\\boxed{2}", "m2": "\\boxed{5}"}[r["id"]] for r in records}
-    backend = FixedBackend(Tokenizer(), answers)
-    rows = evaluation.evaluate_records(backend, Tokenizer(), records, max_new_tokens=200)
+    backend = FixedBackend(ByteTokenizer(), answers)
+    rows = evaluation.evaluate_records(backend, ByteTokenizer(), records, max_new_tokens=200)
     assert sorted(backend.budgets) == [(2, 64), (4, 1280)]  # each benchmark's own budget
     by_id = {r["id"]: r for r in rows}
     assert [by_id[i]["correct"] for i in (9001, 9002, 9003, 9004)] == [True, True, True, False]
@@ -156,17 +159,10 @@ def test_an_ifeval_prompt_beyond_the_context_counts_as_not_followed(data_dir, mo
                                                                                            data_dir=data_dir)[3:5]]
     records.append({"id": "m1", "split": "gsm8k", "task": "math", "question": "Q:1+1\nA:", "gold": "2"})
 
-    class Tokenizer:
-        def __call__(self, text, add_special_tokens=False):
-            return {"input_ids": list(text.encode())}
-
-        def decode(self, ids):
-            return bytes(ids).decode()
-
     monkeypatch.setattr(evaluation, "encode_prompt", lambda tokenizer, question: tokenizer(question)["input_ids"])
-    backend = FixedBackend(Tokenizer(), {"Q:1+1\nA:": "\\boxed{2}"})
+    backend = FixedBackend(ByteTokenizer(), {"Q:1+1\nA:": "\\boxed{2}"})
     backend.model = SimpleNamespace(config=SimpleNamespace(max_position_embeddings=40))  # IFEval prompts: > 100 bytes
-    rows = evaluation.evaluate_records(backend, Tokenizer(), records, max_new_tokens=8)
+    rows = evaluation.evaluate_records(backend, ByteTokenizer(), records, max_new_tokens=8)
     assert backend.budgets == [(1, 8)]  # only the math prompt reached the model
     assert [r["status"] for r in rows] == ["prompt_too_long", "prompt_too_long", "ok"]
     assert rows[1]["instructions_strict"] == [False, False]  # record 9005 has two instructions
@@ -221,16 +217,9 @@ def test_stage_evaluate_generates_each_split_with_its_budget(data_dir, tmp_path,
     profile.data.eval_limit, profile.eval.max_new_tokens = 3, 3000
     pipeline.stage_world(profile, tmp_path / "world")
 
-    class Tokenizer:
-        def __call__(self, text, add_special_tokens=False):
-            return {"input_ids": list(text.encode())}
-
-        def decode(self, ids, skip_special_tokens=False):
-            return bytes(ids).decode()
-
-    backend = FixedBackend(Tokenizer(), {})
+    backend = FixedBackend(ByteTokenizer(), {})
     backend.answers = type("Always", (dict,), {"__missing__": lambda self, key: "My answer is yes."})()
-    monkeypatch.setattr(pipeline, "generation_backend", lambda *args, **kwargs: (backend, Tokenizer()))
+    monkeypatch.setattr(pipeline, "generation_backend", lambda *args, **kwargs: (backend, ByteTokenizer()))
     monkeypatch.setattr(evaluation, "encode_prompt", lambda tokenizer, question: tokenizer(question)["input_ids"])
     pipeline.stage_evaluate(profile, tmp_path / "world", str(tmp_path / "model"), tmp_path / "eval")
     assert sorted(backend.budgets) == [(3, 1280), (3, 2048)]
