@@ -237,4 +237,4 @@ def test_holding_out_every_prompt_is_refused():
     from dcod.pipeline import _validation_indices
 
     with pytest.raises(ValueError, match="gsm8k_train has 7473 prompts; holding out 7473 would leave none"):
-        _validation_indices("gsm8k_train", 7473, 0, DATA_DIR)
+        _validation_indices("gsm8k_train", len(load_benchmark("gsm8k_train", data_dir=DATA_DIR)), 7473, 0)

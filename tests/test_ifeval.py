@@ -110,16 +110,18 @@ class ByteTokenizer:
 
 
 class FixedBackend:
-    """Answers each prompt with a fixed text; records the budget of every generate call."""
+    """Answers each prompt with a fixed text (``default`` for prompts not in ``answers``); records the
+    budget of every generate call."""
 
-    def __init__(self, tokenizer, answers: dict[str, str]):
-        self.tokenizer, self.answers, self.budgets = tokenizer, answers, []
+    def __init__(self, tokenizer, answers: dict[str, str], default: str | None = None):
+        self.tokenizer, self.answers, self.default, self.budgets = tokenizer, answers, default, []
 
     def generate(self, prompts, params, progress=False):
         self.budgets.append((len(prompts), params.max_new_tokens))
         out = []
         for index, prompt in enumerate(prompts):
-            text = self.answers[self.tokenizer.decode(prompt)]
+            question = self.tokenizer.decode(prompt)
+            text = self.answers[question] if self.default is None else self.answers.get(question, self.default)
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
             out.append(Generation(index, list(prompt), ids, text, [0.0] * len(ids), "stop"))
         return out
@@ -202,7 +204,8 @@ def test_declarations_are_checked():
 @pytest.mark.realdata
 def test_stage_evaluate_generates_each_split_with_its_budget(data_dir, tmp_path, monkeypatch):
     """The evaluation stage hands each benchmark's budget to the backend: GSM8K 2,048 and IFEval 1,280
-    under a profile cap of 3,000 (a recording backend stands in for the model)."""
+    under a profile cap of 3,000, in the greedy pass and in the stability pass (GSM8K only: IFEval has no
+    boxed answers to agree on); a recording backend stands in for the model."""
     from conftest import REPO, SHARED_DATA
 
     if not (SHARED_DATA / "gsm8k" / "test.jsonl").is_file():
@@ -215,13 +218,14 @@ def test_stage_evaluate_generates_each_split_with_its_budget(data_dir, tmp_path,
     profile = load_profile(REPO / "config" / "profiles" / "smol.yaml")
     profile.data.eval = profile.eval.splits = ["gsm8k", "ifeval"]
     profile.data.eval_limit, profile.eval.max_new_tokens = 3, 3000
+    profile.eval.stability_samples, profile.eval.stability_problems = 2, 4
     pipeline.stage_world(profile, tmp_path / "world")
 
-    backend = FixedBackend(ByteTokenizer(), {})
-    backend.answers = type("Always", (dict,), {"__missing__": lambda self, key: "My answer is yes."})()
+    backend = FixedBackend(ByteTokenizer(), {}, default="My answer is yes.")
     monkeypatch.setattr(pipeline, "generation_backend", lambda *args, **kwargs: (backend, ByteTokenizer()))
     monkeypatch.setattr(evaluation, "encode_prompt", lambda tokenizer, question: tokenizer(question)["input_ids"])
     pipeline.stage_evaluate(profile, tmp_path / "world", str(tmp_path / "model"), tmp_path / "eval")
-    assert sorted(backend.budgets) == [(3, 1280), (3, 2048)]
+    assert sorted(backend.budgets) == [(3, 1280), (3, 2048), (3, 2048)]  # greedy ifeval, gsm8k; stability gsm8k
+    assert set(pd.read_csv(tmp_path / "eval" / "stability.csv")["split"]) == {"gsm8k"}
     metrics = pd.read_csv(tmp_path / "eval" / "metrics.csv").set_index("split")
     assert metrics.loc["ifeval", "n"] == 3 and metrics.loc["gsm8k", "n"] == 3

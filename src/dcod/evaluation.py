@@ -9,6 +9,7 @@ the calibration report can give per-step error rates by style and the figures th
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -58,14 +59,8 @@ def evaluate_records(backend, tokenizer, records: list[dict], *, max_new_tokens:
                                     "status": "prompt_too_long", **_unanswered(r), "finish_reason": "skipped",
                                     "num_tokens": 0}
                 for i, r in enumerate(records)]
-    budgets = [r.get("max_new_tokens") or max_new_tokens for r in records]
-    generations = [None] * len(records)
-    for budget in sorted(set(budgets)):  # one generate call per budget (one in all for the toy world)
-        indices = [i for i, b in enumerate(budgets) if b == budget]
-        outputs = backend.generate([prompts[i] for i in indices], SamplingParams(
-            max_new_tokens=budget, temperature=0.0, seed=seed), progress=True)
-        for i, generation in zip(indices, outputs):
-            generations[i] = generation
+    generations = _generate_by_budget(backend, prompts, records, SamplingParams(
+        max_new_tokens=max_new_tokens, temperature=0.0, seed=seed))
     scores = _score(records, [g.text for g in generations], timeout=timeout, workers=workers)
     rows = []
     for record, generation, score in zip(records, generations, scores):
@@ -74,6 +69,21 @@ def evaluate_records(backend, tokenizer, records: list[dict], *, max_new_tokens:
                      "finish_reason": generation.finish_reason, "num_tokens": len(generation.token_ids),
                      **_step_stats(record, generation.text)})
     return rows
+
+
+def _generate_by_budget(backend, prompts: list[list[int]], records: list[dict], params: SamplingParams):
+    """``backend.generate`` once per distinct budget (a record's own ``max_new_tokens``, its benchmark's,
+    else ``params.max_new_tokens``; one call in all for the toy world). The generations come back in
+    prompt order with ``prompt_index`` pointing into ``prompts``, a prompt's samples in their order."""
+    budgets = [r.get("max_new_tokens") or params.max_new_tokens for r in records]
+    generations = []
+    for budget in sorted(set(budgets)):
+        indices = [i for i, b in enumerate(budgets) if b == budget]
+        for generation in backend.generate([prompts[i] for i in indices], replace(params, max_new_tokens=budget),
+                                           progress=True):
+            generation.prompt_index = indices[generation.prompt_index]
+            generations.append(generation)
+    return sorted(generations, key=lambda g: g.prompt_index)  # stable: keeps each prompt's sample order
 
 
 def _unanswered(record: dict) -> dict:
@@ -115,14 +125,8 @@ def stability_rows(backend, tokenizer, records: list[dict], *, samples: int, tem
     """k sampled completions per problem: answer agreement and malformed-output rate (trace stability).
     A record's own ``max_new_tokens`` (its benchmark's budget, as in the greedy pass) overrides the default."""
     prompts = [encode_prompt(tokenizer, r["question"]) for r in records]
-    budgets = [r.get("max_new_tokens") or max_new_tokens for r in records]
-    generations = []
-    for budget in sorted(set(budgets)):  # one generate call per budget (one in all for the toy world)
-        indices = [i for i, b in enumerate(budgets) if b == budget]
-        for generation in backend.generate([prompts[i] for i in indices], SamplingParams(
-                max_new_tokens=budget, temperature=temperature, n=samples, seed=seed + 1), progress=True):
-            generation.prompt_index = indices[generation.prompt_index]
-            generations.append(generation)
+    generations = _generate_by_budget(backend, prompts, records, SamplingParams(
+        max_new_tokens=max_new_tokens, temperature=temperature, n=samples, seed=seed + 1))
     graded = grading.grade([records[g.prompt_index]["gold"] for g in generations], [g.text for g in generations],
                            timeout=timeout, workers=workers)
     by_problem: dict[int, list] = {}

@@ -66,7 +66,8 @@ def _benchmark_world(profile: ProfileConfig, out_dir: Path) -> None:
     if data.validation:
         splits["validation"] = [(name, 0) for name in data.validation]
     splits.update({name: [(name, data.eval_limit)] for name in data.eval})
-    held_out = {name: _validation_indices(name, size, data.validation_seed, data_dir)
+    source_records = {name: load_benchmark(name, data_dir=data_dir) for name in data.validation}  # read once
+    held_out = {name: _validation_indices(name, len(source_records[name]), size, data.validation_seed)
                 for name, size in data.validation.items()}
     for split, sources in splits.items():
         rows = []
@@ -77,9 +78,9 @@ def _benchmark_world(profile: ProfileConfig, out_dir: Path) -> None:
             if split in ("train", "validation") and task != "math":
                 raise ValueError(f"data.train: {name!r} is a {task} benchmark; training prompts need math golds")
             if split in ("train", "validation") and name in held_out:
-                records = load_benchmark(name, data_dir=data_dir)
-                keep = held_out[name] if split == "validation" else set(range(len(records))) - held_out[name]
-                records = [r for i, r in enumerate(records) if i in keep][:limit or None]
+                everything = set(range(len(source_records[name])))
+                keep = held_out[name] if split == "validation" else everything - held_out[name]
+                records = [r for i, r in enumerate(source_records[name]) if i in keep][:limit or None]
             else:
                 records = load_benchmark(name, data_dir=data_dir, limit=limit or None)
             rows += [{"id": f"{prefix}{r['id']}", "task": task, "question": r["prompt"], "gold": r["gold"],
@@ -90,13 +91,11 @@ def _benchmark_world(profile: ProfileConfig, out_dir: Path) -> None:
                                         "validation": {name: sorted(indices) for name, indices in held_out.items()}})
 
 
-def _validation_indices(name: str, size: int, seed: int, data_dir) -> set[int]:
-    """Row indices of a training source held out as validation prompts: a fixed random sample."""
+def _validation_indices(name: str, total: int, size: int, seed: int) -> set[int]:
+    """Row indices of a training source (``total`` prompts) held out as validation prompts: a fixed random
+    sample."""
     import random
 
-    from dcod.benchmarks import load_benchmark
-
-    total = len(load_benchmark(name, data_dir=data_dir))
     if size >= total:
         raise ValueError(f"data.validation: {name} has {total} prompts; holding out {size} would leave none to train on")
     return set(random.Random(f"{seed}/{name}").sample(range(total), size))
@@ -302,7 +301,7 @@ def stage_evaluate(profile: ProfileConfig, world_dir: Path, model_dir: str, out_
                    splits: list[str] | None = None, stability: bool = True) -> None:
     """Evaluate a model directory, or the teacher: ``teacher`` (as configured), ``teacher:direct`` or
     ``teacher:decomposed`` (the toy teacher forced to one style, for the calibration report)."""
-    from dcod import grading
+    from dcod import grading, ifeval  # dcod.ifeval imports lm-eval only when it scores
     from dcod.evaluation import evaluate_records, sampled_rows, stability_rows, write_results
 
     set_threads(profile.threads)
@@ -322,8 +321,6 @@ def stage_evaluate(profile: ProfileConfig, world_dir: Path, model_dir: str, out_
         records.extend({**r, "split": split, "max_new_tokens": budgets.get(split)} for r in read_jsonl(path))
     ifeval_records = [r for r in records if r.get("task") == "ifeval"]
     if ifeval_records:  # refuse what lm-eval's checkers could not score before generating anything
-        from dcod import ifeval
-
         ifeval.check_golds([r["gold"] for r in ifeval_records], [r["id"] for r in ifeval_records])
     out_dir = Path(out_dir)
     fingerprint = {**_provenance(profile), "seed": seed, "splits": splits or ev.splits, "stability": stability,
@@ -357,8 +354,6 @@ def stage_evaluate(profile: ProfileConfig, world_dir: Path, model_dir: str, out_
                 max_new_tokens=budgets.get(split) or ev.max_new_tokens, seed=shard_seed(seed + 2, shard)))
     grader_info, grader = dict(grading.GRADER_INFO), f"math-verify=={grading.GRADER_INFO['math_verify_version']}"
     if ifeval_records:
-        from dcod import ifeval
-
         grader_info["ifeval"] = ifeval.scorer_info()
         grader += f";lm-eval=={grader_info['ifeval']['lm_eval_version']}"
     write_json(out_dir / "grader.json", grader_info)
