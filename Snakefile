@@ -16,4 +16,5 @@ rule all:
         CALIBRATION,
         FIGURES,
         REPORT,
+        COMPARISON,
     default_target: True

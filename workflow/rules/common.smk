@@ -43,6 +43,10 @@ FIGURE_NAMES = [name for name in ["accuracy_per_split", "accuracy_vs_length", "d
                                   "accuracy_vs_cost", "trace_stability"] if TOY or name not in TOY_FIGURES]
 FIGURES = expand(f"{F}/{{name}}.png", name=FIGURE_NAMES)
 REPORT = f"{DOC}/report.md"
+# The published snapshot (committed; the DAG never writes it): a fresh Table 1 is compared with it
+PUBLISHED = BASE / "paper" / "published" / ("" if PROFILE == "toy" else PROFILE)
+PUBLISHED_TABLE1 = PUBLISHED / "results" / "table1.csv"
+COMPARISON = [f"{R}/comparison.md"] if PUBLISHED_TABLE1.is_file() else []
 # models evaluated besides the runs: the base student, the teacher, (toy) the teacher forced to one style
 REFERENCES = ["base_student", "teacher"] + (["teacher_direct", "teacher_decomposed"] if TOY else [])
 

@@ -136,3 +136,21 @@ rule tuning:
     shell:
         "python -m dcod report tuning --profile {input.profile} --work {input.world} "
         "--experiment-list {params.experiments} --out {output} > {log} 2>&1"
+
+
+rule compare:
+    # a fresh Table 1 against the published snapshot: per-method differences, claim verdicts
+    input:
+        table1=TABLE1,
+        timing=TABLE1_TIMING,
+        published=PUBLISHED_TABLE1,
+    output:
+        markdown=f"{R}/comparison.md",
+        data=f"{R}/comparison.csv",
+    log:
+        f"{W}/logs/report/compare.log",
+    conda:
+        ENV
+    shell:
+        "python -m dcod report compare --results-dir {input.table1} --published {input.published} "
+        "--out {output.markdown} > {log} 2>&1"

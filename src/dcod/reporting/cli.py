@@ -39,7 +39,9 @@ def run(args) -> None:
                 "table2": ("dcod.reporting.tables", "write_table2"),
                 "calibration": ("dcod.reporting.calibration", "write_calibration"),
                 "tuning": ("dcod.reporting.tuning", "write_tuning"),
-                "paper": ("dcod.reporting.paper", "write_report")}
+                "paper": ("dcod.reporting.paper", "write_report"),
+                "compare": ("dcod.reporting.snapshot", "write_comparison"),
+                "publish": ("dcod.reporting.snapshot", "write_publish")}
     if what not in commands:
         raise ValueError(f"unknown report {what!r}; expected one of {', '.join(commands)} or figure:<name>")
     module, function = commands[what]

@@ -286,16 +286,24 @@ def baselines_claim(rows: dict, dcod) -> Claim:
                  "over seeds do not overlap, tie otherwise; not supported when DCOD is worse on any).")
 
 
-def claims_section(table1: pd.DataFrame) -> list[str]:
+def judge_claims(table1: pd.DataFrame) -> list[Claim] | None:
+    """Every claim judged by its rule on a Table 1 (a fresh one or a published one); None without the
+    ``dcod`` and ``sft`` rows the claims compare."""
     rows = {r["method"]: r for _, r in table1.iterrows()}
-    lines = ["## Claims", ""]
     if DCOD not in rows or SFT not in rows:
-        return lines + [f"Not evaluated: Table 1 needs both `{DCOD}` and `{SFT}` rows.", ""]
+        return None
     dcod, sft = rows[DCOD], rows[SFT]
-    claims = [accuracy_claim("DCOD beats SFT on in-distribution accuracy", dcod, sft, IN_DISTRIBUTION_SPLITS),
-              accuracy_claim("DCOD beats SFT on harder / long problems", dcod, sft, HARD_SPLITS),
-              baselines_claim(rows, dcod), stability_claim(dcod, sft),
-              retention_claim(dcod, sft, rows.get("base_student")), cost_claim(table1, dcod, sft)]
+    return [accuracy_claim("DCOD beats SFT on in-distribution accuracy", dcod, sft, IN_DISTRIBUTION_SPLITS),
+            accuracy_claim("DCOD beats SFT on harder / long problems", dcod, sft, HARD_SPLITS),
+            baselines_claim(rows, dcod), stability_claim(dcod, sft),
+            retention_claim(dcod, sft, rows.get("base_student")), cost_claim(table1, dcod, sft)]
+
+
+def claims_section(table1: pd.DataFrame) -> list[str]:
+    lines = ["## Claims", ""]
+    claims = judge_claims(table1)
+    if claims is None:
+        return lines + [f"Not evaluated: Table 1 needs both `{DCOD}` and `{SFT}` rows.", ""]
     lines += ["Claims 1–2 are supported only when the 95% paired-bootstrap CI of DCOD − SFT excludes 0 in DCOD's "
               "favour, not supported when it excludes 0 against DCOD, inconclusive otherwise.", ""]
     lines += [f"{i}. **{c.title}: {c.verdict}.** {c.sentence}" for i, c in enumerate(claims, start=1)]

@@ -150,6 +150,16 @@ def code_versions(evaluated: Evaluated, runs: list[dict]) -> str:
     return ";".join(sorted(versions))
 
 
+def machines(evaluated: Evaluated, runs: list[dict]) -> str:
+    """The machines that trained and evaluated a row (``dcod.provenance.machine_label``), ``;``-joined;
+    empty for artefacts written before machines were recorded."""
+    from dcod.provenance import machine_label
+
+    labels = {str(v) for m in evaluated.metrics if "machine" in m for v in m["machine"].dropna()}
+    labels |= {machine_label(run["machine"]) for run in runs if isinstance(run.get("machine"), dict)}
+    return ";".join(sorted(labels))
+
+
 def build_rows(work: Path, names: list[str], seeds: list[int]) -> tuple[list[dict], list[str]]:
     """One row per model (accuracy, stability, bootstrap vs sft, cost) and the split order."""
     evaluated = {name: load_evaluated(work, name, seeds) for name in names}
@@ -170,7 +180,8 @@ def build_rows(work: Path, names: list[str], seeds: list[int]) -> tuple[list[dic
             [*COST_COLUMNS, "offline_trace_tokens", "offline_trace_seconds"], math.nan)
         lrs = sorted({float(run["train"]["lr"]) for run in runs[name] if "lr" in run.get("train", {})})
         rows.append({**row, **cost, "lr": ";".join(f"{lr:g}" for lr in lrs),
-                     "code_version": code_versions(evaluated[name], runs[name]), "_runs": runs[name]})
+                     "code_version": code_versions(evaluated[name], runs[name]),
+                     "machine": machines(evaluated[name], runs[name]), "_runs": runs[name]})
     return rows, splits
 
 
@@ -187,7 +198,7 @@ def order_columns(frame: pd.DataFrame, splits: list[str], extra: list[str]) -> p
     deltas = [f"delta_{split}_{kind}" for split in held_out_splits(splits)
               for kind in ("vs_sft", "ci_low", "ci_high")]
     columns = ["method", "description", "lr", "n_seeds", "seeds", *accuracy, "direct_step_fraction", *stability,
-               *COST_COLUMNS, "offline_trace_tokens", "offline_trace_seconds", *deltas, *extra, "code_version"]
+               *COST_COLUMNS, "offline_trace_tokens", "offline_trace_seconds", *deltas, *extra, "code_version", "machine"]
     return frame[columns]
 
 

@@ -1,0 +1,170 @@
+"""The published snapshot (``paper/published/``) and the comparison of a fresh run against it.
+
+The DAG writes ``results/``, ``figures/`` and ``paper/report.md`` and never touches the snapshot; those
+outputs are not committed, so ``snakemake --cores all results/table1.csv`` in a fresh clone rebuilds
+everything from scratch. ``dcod report publish`` copies a finished, clean run into the snapshot
+(refusing uncommitted code), and ``dcod report compare`` tells a reviewer whether their rerun
+reproduced it: per-method differences and whether every claim's verdict agrees.
+See docs/reproducibility.md for what is bit-identical where.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from dcod.io import atomic_path, write_csv, write_json, write_text
+from dcod.reporting import markdown_table, need
+from dcod.reporting.tables import read_table, table_splits
+
+# every results file the snapshot keeps (the comparison itself is about a rerun, never published)
+RESULT_FILES = ("table1.csv", "table1_timing.csv", "table2.csv", "table2_timing.csv", "tuning.csv",
+                "calibration.csv", "calibration.md")
+COMPARED_COLUMNS = ("direct_step_fraction", "agreement_mean", "malformed_rate_mean", "student_tokens_trained",
+                    "tokens_sampled", "teacher_forward_tokens")
+
+
+# ----------------------------------------------------------------------------- publish
+def table_versions(results_dir: Path) -> set[str]:
+    """Every code version named in the tables of ``results_dir``."""
+    versions: set[str] = set()
+    for name in ("table1.csv", "table2.csv"):
+        path = results_dir / name
+        if path.is_file():
+            column = pd.read_csv(path)["code_version"].dropna().astype(str)
+            versions |= {v for cell in column for v in cell.split(";") if v}
+    return versions
+
+
+def check_publishable(results_dir: Path) -> str:
+    """The one clean code version of a results folder; anything else is refused with the reason."""
+    versions = table_versions(results_dir)
+    if not versions:
+        raise ValueError(f"{results_dir}: no table with a code_version column to publish")
+    unclean = sorted(v for v in versions if v.endswith("+dirty") or v == "unknown")
+    if unclean:
+        raise ValueError(f"{results_dir}: refusing to publish results of uncommitted or unknown code "
+                         f"({', '.join(unclean)}): commit, rerun from a clean tree, then publish")
+    if len(versions) > 1:
+        raise ValueError(f"{results_dir}: the tables mix code versions {', '.join(sorted(versions))}; "
+                         "rerun them from one commit before publishing")
+    return versions.pop()
+
+
+def table_machines(results_dir: Path) -> list[str]:
+    machines: set[str] = set()
+    for name in ("table1.csv", "table2.csv"):
+        path = results_dir / name
+        if path.is_file() and "machine" in pd.read_csv(path):
+            column = pd.read_csv(path)["machine"].dropna().astype(str)
+            machines |= {m for cell in column for m in cell.split(";") if m}
+    return sorted(machines)
+
+
+def publish(profile_path: str, results_dir: Path, figures_dir: Path, out: Path) -> None:
+    """Copy a clean run's results and figures into ``out``, regenerate the report there (so its links point
+    at the snapshot's own figures) and record the provenance; all or nothing."""
+    from argparse import Namespace
+
+    from dcod.reporting.paper import write_report
+
+    version = check_publishable(results_dir)
+    with atomic_path(out, directory=True) as tmp:
+        (tmp / "results").mkdir()
+        for name in RESULT_FILES:
+            if (results_dir / name).is_file():
+                shutil.copy2(results_dir / name, tmp / "results" / name)
+        shutil.copytree(figures_dir, tmp / "figures", ignore=shutil.ignore_patterns(".*"))
+        write_report(Namespace(profile=profile_path, results_dir=str(tmp / "results"),
+                               figures_dir=str(tmp / "figures"), out=str(tmp / "report.md")))
+        report = (tmp / "report.md").read_text().replace(str(tmp), str(out))
+        write_text(tmp / "report.md", report)
+        write_json(tmp / "provenance.json", {
+            "code_version": version, "machines": table_machines(results_dir),
+            "published": datetime.date.today().isoformat(), "profile": profile_path,
+            "source": {"results": str(results_dir), "figures": str(figures_dir)}})
+    print(f"publish: {results_dir} and {figures_dir} at {version} -> {out}")
+
+
+def write_publish(args) -> None:
+    publish(need(args.profile, "--profile", "publish"), Path(args.results_dir), Path(args.figures_dir),
+            Path(args.out))
+
+
+# ----------------------------------------------------------------------------- compare
+def compare_tables(published: pd.DataFrame, fresh: pd.DataFrame) -> pd.DataFrame:
+    """Tidy rows (method, column, published, fresh, difference) for every method and compared column
+    present in both tables; accuracy in points, the rest in its own unit."""
+    splits = [s for s in table_splits(published) if s in table_splits(fresh)]
+    columns = [f"{s}_mean" for s in splits] + [f"delta_{s}_vs_sft" for s in splits]
+    columns += [c for c in COMPARED_COLUMNS]
+    columns = [c for c in columns if c in published.columns and c in fresh.columns]
+    old, new = published.set_index("method"), fresh.set_index("method")
+    rows = []
+    for method in [m for m in old.index if m in new.index]:
+        for column in columns:
+            a, b = float(old.loc[method, column]), float(new.loc[method, column])
+            rows.append({"method": method, "column": column, "published": a, "fresh": b,
+                         "difference": b - a if not (math.isnan(a) or math.isnan(b)) else math.nan})
+    return pd.DataFrame(rows, columns=["method", "column", "published", "fresh", "difference"])
+
+
+def compare_claims(published: pd.DataFrame, fresh: pd.DataFrame) -> pd.DataFrame:
+    from dcod.reporting.paper import judge_claims
+
+    old, new = judge_claims(published) or [], judge_claims(fresh) or []
+    fresh_by_title = {claim.title: claim.verdict for claim in new}
+    rows = [{"claim": c.title, "published": c.verdict, "fresh": fresh_by_title.get(c.title, "absent")}
+            for c in old]
+    frame = pd.DataFrame(rows, columns=["claim", "published", "fresh"])
+    frame["agrees"] = frame["published"] == frame["fresh"]
+    return frame
+
+
+def comparison_lines(differences: pd.DataFrame, claims: pd.DataFrame, published_dir: Path, fresh_dir: Path,
+                     machines: tuple[list[str], list[str]]) -> list[str]:
+    accuracy = differences[differences["column"].str.endswith("_mean")
+                           & ~differences["column"].isin(COMPARED_COLUMNS)].dropna(subset=["difference"])
+    identical = bool((differences["difference"].fillna(0) == 0).all()) and not differences.empty
+    lines = ["# A fresh Table 1 against the published snapshot", "",
+             f"Published: `{published_dir}`; fresh: `{fresh_dir}`. Generated by `python -m dcod report compare`.",
+             "", f"- Published on: {'; '.join(machines[0]) or 'not recorded'}",
+             f"- This run on: {'; '.join(machines[1]) or 'not recorded'}", ""]
+    if identical:
+        lines += ["Every compared number is identical.", ""]
+    elif not accuracy.empty:
+        worst = accuracy.loc[accuracy["difference"].abs().idxmax()]
+        lines += [f"Largest accuracy difference: {worst['difference']:+.1f} points ({worst['method']}, "
+                  f"{worst['column'][: -len('_mean')]}); mean absolute difference "
+                  f"{accuracy['difference'].abs().mean():.1f} points over {len(accuracy)} method × split cells.", ""]
+    agree = int(claims["agrees"].sum())
+    lines += [f"Claim verdicts: {agree} of {len(claims)} agree with the published ones.", "",
+              markdown_table(claims.assign(agrees=claims["agrees"].map({True: "yes", False: "**no**"}))), ""]
+    if not accuracy.empty:
+        pivot = accuracy.pivot(index="method", columns="column", values="difference")
+        pivot = pivot.map(lambda v: f"{v:+.1f}").reset_index()
+        lines += ["Accuracy differences, fresh − published (points):", "", markdown_table(pivot), ""]
+    lines += ["Floats are bit-identical only on the same kind of machine (CPU kernels, thread count, torch "
+              "build); on another machine expect different numbers and judge the rerun by the claim verdicts "
+              "(docs/reproducibility.md).", ""]
+    return lines
+
+
+def write_comparison(args) -> None:
+    fresh_dir = Path(args.results_dir)
+    published_dir = Path(need(args.published, "--published", "compare"))
+    if published_dir.suffix == ".csv":
+        published_dir = published_dir.parent
+    published, fresh = read_table(published_dir / "table1.csv"), read_table(fresh_dir / "table1.csv")
+    differences = compare_tables(published, fresh)
+    claims = compare_claims(published, fresh)
+    out = Path(args.out)
+    write_csv(out.with_suffix(".csv"), differences)
+    machines = (table_machines(published_dir), table_machines(fresh_dir))
+    write_text(out, "\n".join(comparison_lines(differences, claims, published_dir, fresh_dir, machines)))
+    print(f"compare: {int(claims['agrees'].sum())}/{len(claims)} claim verdicts agree -> {out}")
