@@ -52,13 +52,14 @@ def collate(examples: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
 
 def load_traces(path) -> list[dict]:
     """Read a traces parquet into examples, checking that token ids are plain lists of ints."""
-    frame = pd.read_parquet(path)
+    frame = _read_frame(path)
     if frame.empty:
         raise ValueError(f"{path}: no traces (empty file)")
     required = {"prompt_ids", "completion_ids", "teacher_logprobs"}
     missing = required - set(frame.columns)
     if missing:
         raise ValueError(f"{path}: missing columns {sorted(missing)}")
+    _check_lengths(frame, path)
     examples = []
     for record in frame.to_dict("records"):
         example = {"prompt_ids": [int(t) for t in record["prompt_ids"]],
@@ -72,6 +73,70 @@ def load_traces(path) -> list[dict]:
                 example[key] = record[key]
         examples.append(example)
     return examples
+
+
+# ----------------------------------------------------------------------------- load-time checks of traces
+# (docs/architecture.md: one teacher log-prob and one top-k row per completion token). Each refusal names
+# the file, the row (counted from 1, as a reader counts them) and the column, before any training starts.
+
+
+def _read_frame(path) -> pd.DataFrame:
+    """``pd.read_parquet``, naming the file when it is damaged: pyarrow's own errors (a bit flip gives
+    "Corrupt snappy compressed data", a truncation "Parquet magic bytes not found") do not say which."""
+    import pyarrow
+
+    try:
+        return pd.read_parquet(path)
+    except FileNotFoundError:
+        raise
+    except (OSError, pyarrow.ArrowException) as error:
+        raise ValueError(f"{path}: not a readable parquet file ({type(error).__name__}: {error})") from error
+
+
+def _size(cell) -> int | None:
+    return None if cell is None else len(cell)
+
+
+def _check_lengths(frame: pd.DataFrame, path) -> None:
+    """Refuse rows whose per-token columns do not match the completion: ``collate`` writes them into
+    ``[len(completion)]`` and ``[len(completion), k]`` slots, so a mismatch would otherwise surface as
+    a tensor size error in the middle of training, with no row named. Also refused: an empty
+    completion (a stored trace holds at least its eos; a file of them would divide by zero tokens),
+    and top-k rows of another width than the file's first (collate stacks one k per batch)."""
+    completions = [_size(cell) or 0 for cell in frame["completion_ids"]]
+    if not any(completions):
+        raise ValueError(f"{path}: every completion_ids is empty ({len(completions)} rows): no token to train on")
+    has_topk = "topk_ids" in frame.columns
+    if has_topk and "topk_logprobs" not in frame.columns:
+        raise ValueError(f"{path}: column topk_ids without topk_logprobs")
+    width = None  # the file's k, set by the first row with top-k
+    for index, length in enumerate(completions):
+        where = f"{path}: row {index + 1}"
+        if length == 0:
+            raise ValueError(f"{where}: completion_ids is empty (a stored trace holds at least one token)")
+        stored = _size(frame["teacher_logprobs"].iat[index])
+        if stored != length:
+            raise ValueError(f"{where}: teacher_logprobs has {stored} values for {length} completion_ids tokens")
+        if not has_topk:
+            continue
+        ids, lps = frame["topk_ids"].iat[index], frame["topk_logprobs"].iat[index]
+        k = 0  # this row's width; 0: no top-k stored (top_k_logprobs: 0)
+        if _size(ids) or _size(lps):
+            for name, rows in (("topk_ids", ids), ("topk_logprobs", lps)):
+                if _size(rows) != length:
+                    raise ValueError(f"{where}: {name} has {_size(rows)} rows for {length} completion_ids tokens")
+                widths = {_size(entry) or 0 for entry in rows}
+                if len(widths) != 1 or 0 in widths:
+                    raise ValueError(f"{where}: {name} rows are ragged (widths {sorted(widths)}); "
+                                     f"every completion token needs the same k")
+                k = k or widths.pop()
+                if {_size(entry) for entry in rows} != {k}:
+                    raise ValueError(f"{where}: {name} has top-{_size(rows[0])}, topk_ids top-{k}")
+        if width is None:
+            width = k
+        elif k != width:
+            raise ValueError(f"{where}: topk_ids holds {f'top-{k}' if k else 'no top-k'} while earlier rows hold "
+                             f"{f'top-{width}' if width else 'none'} (one k per file)")
 
 
 def use_student_prompts(examples: list[dict], tokenizer) -> int:
