@@ -1,6 +1,7 @@
 """Configs are refused at load time with a message naming the bad key and the allowed values."""
 
 import dataclasses
+import re
 
 import pytest
 import yaml
@@ -80,3 +81,81 @@ def test_every_shipped_config_loads():
 def test_missing_config_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="no such config file"):
         load_profile(tmp_path / "nope.yaml")
+
+
+# --- range checks pinned for issue 11 (list 6): each refusal names the key and what is allowed ---------
+
+NON_FINITE_EXPERIMENTS = [
+    ({"method": "sft", "train": {"lr": float("inf")}}, "train.lr"),
+    ({"method": "sft", "train": {"lr": "nan"}}, "train.lr"),  # YAML 1.1 strings are read as numbers
+    ({"method": "sft", "train": {"max_grad_norm": float("nan")}}, "train.max_grad_norm"),
+    ({"method": "dcod", "params": {"clip": float("inf")}}, "params.clip"),
+    ({"method": "dcod", "params": {"beta": float("nan")}}, "params.beta"),
+    ({"method": "onpolicy_kd", "params": {"sample_temperature": float("inf")}}, "params.sample_temperature"),
+    ({"method": "self_distill", "params": {"sample_temperature": float("nan")}}, "params.sample_temperature"),
+]
+
+
+@pytest.mark.parametrize("data,key", NON_FINITE_EXPERIMENTS)
+def test_non_finite_experiment_values_are_refused(data, key):
+    with pytest.raises(ConfigError, match=rf"experiments/x/config\.yaml: {key}: must be a finite number, got"):
+        parse_experiment("x", data, "experiments/x/config.yaml")
+
+
+def test_an_experiment_without_method_names_the_file_and_the_key(tmp_path):
+    path = tmp_path / "experiments" / "x" / "config.yaml"
+    path.parent.mkdir(parents=True)
+    path.write_text("description: no method\n")
+    with pytest.raises(ConfigError, match=r"experiments/x/config\.yaml: missing required key\(s\) 'method'"):
+        load_experiment(path)
+
+
+RANGE_PROFILES = [
+    ({"train": {"lr": float("inf")}}, r"train\.lr: must be a finite number, got inf"),
+    ({"train": {"lr": float("nan")}}, r"train\.lr: must be a finite number, got nan"),
+    ({"pretrain": {"lr": float("inf")}}, r"pretrain\.lr: must be a finite number"),
+    ({"teacher": {"p_direct": float("nan")}}, r"teacher\.p_direct: must be a finite number"),
+    ({"traces": {"temperature": float("inf")}}, r"traces\.temperature: must be a finite number"),
+    ({"eval": {"stability_temperature": float("inf")}}, r"eval\.stability_temperature: must be a finite number"),
+    ({"tuning": {"lrs": [1e-3, float("inf")]}}, r"tuning\.lrs: must be a finite number"),
+    ({"seeds": [0, -1]}, r"\.seeds: must be >= 0"),
+    ({"ablation_seeds": [-3]}, r"\.ablation_seeds: must be >= 0"),
+    ({"ablation_seeds": [0, 0]}, r"\.ablation_seeds: must be distinct"),
+    ({"tuning": {"seed": -1}}, r"tuning\.seed: must be >= 0"),
+    ({"pretrain": {"seed": -1}}, r"pretrain\.seed: must be >= 0"),
+    ({"traces": {"seed": -7}}, r"traces\.seed: must be >= 0"),
+    ({"eval": {"splits": ["validation", "idd"]}}, r"eval\.splits: 'idd' is not an evaluation split of the toy world; "
+                                                  r"its splits with problems: validation, id, long, retention"),
+    ({"eval": {"splits": ["validation", "train"]}}, r"eval\.splits: 'train' is not an evaluation split"),
+    ({"eval": {"splits": ["validation", "extrapolate"]}}, r"eval\.splits: 'extrapolate' is not an evaluation split"),
+    ({"eval": {"splits": ["validation", "id"]}, "world": {"n_id": 0}}, r"eval\.splits: 'id' is not an evaluation"),
+    ({"eval": {"splits": ["validation", "id", "id"]}}, r"eval\.splits: must be distinct"),
+    ({"eval": {"stability_temperature": 0.0}}, r"eval\.stability_temperature: must be > 0"),
+    ({"eval": {"stability_temperature": -1.0}}, r"eval\.stability_temperature: must be > 0"),
+    ({"eval": {"stability_problems": -1, "stability_samples": 0}}, r"eval\.stability_problems: must be >= 1 when"),
+    ({"eval": {"stability_problems": 0, "stability_samples": 2}}, r"eval\.stability_problems: must be >= 1 when"),
+]
+
+
+def _profile_with(tmp_path, override: dict):
+    data = yaml.safe_load((REPO / "config/profiles/ci.yaml").read_text())
+    for section, value in override.items():
+        data[section] = {**data[section], **value} if isinstance(value, dict) else value
+    path = tmp_path / "profile.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize("override,message", RANGE_PROFILES)
+def test_out_of_range_profile_values_are_refused_at_load(tmp_path, override, message):
+    path = _profile_with(tmp_path, override)
+    with pytest.raises(ConfigError, match=re.escape(str(path)) + ".*" + message):
+        load_profile(path)
+
+
+def test_in_range_edge_values_still_load(tmp_path):
+    load_profile(_profile_with(tmp_path, {"eval": {"stability_samples": 0, "stability_problems": 0}}))
+    profile = load_profile(_profile_with(tmp_path, {"world": {"n_extrapolate": 4},
+                                                     "eval": {"splits": ["validation", "extrapolate"]}}))
+    assert profile.eval.splits == ["validation", "extrapolate"]
+    assert load_profile(_profile_with(tmp_path, {"seeds": [0], "ablation_seeds": [0]})).seeds == [0]

@@ -10,6 +10,7 @@ what is allowed, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -30,6 +31,20 @@ def _check(condition: bool, key: str, message: str) -> None:
 
 def _choice(value: str, allowed: tuple[str, ...], key: str) -> None:
     _check(value in allowed, key, f"got {value!r}, allowed values: {', '.join(allowed)}")
+
+
+def _check_finite(section, key: str) -> None:
+    """Every float field of a section (and of a list of floats) must be finite: NaN fails every range
+    comparison with a misleading message, and inf passes ``> 0`` (``lr: .inf`` was accepted at load time)."""
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, float):
+                _check(math.isfinite(item), f"{key}.{f.name}", f"must be a finite number, got {item}")
+
+
+def _check_seed(value: int, key: str) -> None:
+    _check(value >= 0, key, f"must be >= 0 (numpy and torch refuse negative seeds), got {value}")
 
 
 # ----------------------------------------------------------------------------- profile sections
@@ -59,6 +74,7 @@ class DataConfig:
     def validate(self, key: str) -> None:
         _choice(self.source, ("toy", "benchmarks"), f"{key}.source")
         _check(self.train_limit >= 0 and self.eval_limit >= 0, f"{key}", "limits must be >= 0")
+        _check_seed(self.validation_seed, f"{key}.validation_seed")
         _check(not self.validation or self.source == "benchmarks", f"{key}.validation",
                "is for data.source benchmarks (the toy world writes its own validation split)")
         for name, size in self.validation.items():
@@ -106,6 +122,7 @@ class TeacherConfig:
     gguf_file: str | None = None
 
     def validate(self, key: str) -> None:
+        _check_finite(self, key)
         _choice(self.kind, ("programmatic", "hf"), f"{key}.kind")
         _check(0.0 <= self.p_direct <= 1.0, f"{key}.p_direct", "must be in [0, 1]")
         _check(0.0 < self.floor < 0.01, f"{key}.floor", "must be in (0, 0.01)")
@@ -124,10 +141,12 @@ class PretrainConfig:
     seed: int = 1234
 
     def validate(self, key: str) -> None:
+        _check_finite(self, key)
         _check(self.steps >= 1, f"{key}.steps", "must be >= 1")
         _check(self.batch_size >= 1, f"{key}.batch_size", "must be >= 1")
         _check(self.lr > 0, f"{key}.lr", "must be > 0")
         _check(self.warmup_steps >= 0, f"{key}.warmup_steps", "must be >= 0")
+        _check_seed(self.seed, f"{key}.seed")
 
 
 @dataclass
@@ -145,6 +164,7 @@ class TracesConfig:
     shard_size: int = 500  # prompts per resumable shard (dcod.shards)
 
     def validate(self, key: str) -> None:
+        _check_finite(self, key)
         _check(self.samples_per_prompt >= 1, f"{key}.samples_per_prompt", "must be >= 1")
         _check(self.shard_size >= 1, f"{key}.shard_size", "must be >= 1")
         _check(self.temperature > 0, f"{key}.temperature", "must be > 0 (traces are samples)")
@@ -152,6 +172,7 @@ class TracesConfig:
         _check(self.top_k_logprobs >= 0, f"{key}.top_k_logprobs", "must be >= 0")
         _check(self.max_new_tokens >= 1, f"{key}.max_new_tokens", "must be >= 1")
         _choice(self.backend, ("hf", "vllm"), f"{key}.backend")
+        _check_seed(self.seed, f"{key}.seed")
 
 
 @dataclass
@@ -181,6 +202,7 @@ class TrainConfig:
     rollout_gpu_memory_utilization: float | None = None
 
     def validate(self, key: str) -> None:
+        _check_finite(self, key)
         _check(self.steps >= 1, f"{key}.steps", "must be >= 1")
         _choice(self.rollout_backend, ("hf", "vllm"), f"{key}.rollout_backend")
         if self.rollout_gpu_memory_utilization is not None:
@@ -214,11 +236,17 @@ class EvalConfig:
     sampled: bool = True  # real benchmarks: also avg@k where the declaration asks for it (AIME, AMC)
 
     def validate(self, key: str) -> None:
+        _check_finite(self, key)
         _check(len(self.splits) > 0, f"{key}.splits", "must name at least one split")
         _check(self.shard_size >= 1, f"{key}.shard_size", "must be >= 1")
         _check(self.max_new_tokens >= 1, f"{key}.max_new_tokens", "must be >= 1")
         _check(self.batch_size >= 1, f"{key}.batch_size", "must be >= 1")
         _check(self.stability_samples >= 0, f"{key}.stability_samples", "must be >= 0")
+        _check(self.stability_temperature > 0, f"{key}.stability_temperature",
+               f"must be > 0 (the stability pass samples), got {self.stability_temperature}")
+        _check(self.stability_problems >= (1 if self.stability_samples else 0), f"{key}.stability_problems",
+               f"must be >= 1 when stability_samples > 0 (else >= 0), got {self.stability_problems}")
+        _check(len(set(self.splits)) == len(self.splits), f"{key}.splits", f"must be distinct, got {self.splits}")
         _choice(self.backend, ("hf", "vllm"), f"{key}.backend")
 
 
@@ -231,7 +259,9 @@ class TuningConfig:
     split: str = "validation"
 
     def validate(self, key: str) -> None:
+        _check_finite(self, key)
         _check(len(self.lrs) > 0 and all(lr > 0 for lr in self.lrs), f"{key}.lrs", "must be positive numbers")
+        _check_seed(self.seed, f"{key}.seed")
 
 
 @dataclass
@@ -256,6 +286,12 @@ class ProfileConfig:
             getattr(self, section).validate(f"{key}.{section}")
         _check(len(self.seeds) > 0, f"{key}.seeds", "must list at least one seed")
         _check(len(set(self.seeds)) == len(self.seeds), f"{key}.seeds", "must be distinct")
+        for name in ("seeds", "ablation_seeds"):
+            for seed in getattr(self, name) or []:
+                _check_seed(seed, f"{key}.{name}")
+        if self.ablation_seeds is not None:
+            _check(len(set(self.ablation_seeds)) == len(self.ablation_seeds), f"{key}.ablation_seeds",
+                   "must be distinct")
         _check(self.threads >= 1, f"{key}.threads", "must be >= 1")
         _check(self.tuning.split in self.eval.splits, f"{key}.tuning.split", f"must be one of {self.eval.splits}")
         if self.data.source == "benchmarks":
@@ -267,6 +303,22 @@ class ProfileConfig:
             from dcod.toy.world import WorldConfig
 
             _from_dict(WorldConfig, self.world, f"{key}.world")
+        if self.data.source == "toy":
+            splits = toy_eval_splits(self.world)
+            for split in self.eval.splits:
+                _check(split in splits, f"{key}.eval.splits", f"{split!r} is not an evaluation split of the "
+                       f"toy world; its splits with problems: {', '.join(splits)} (a split is drawn when its "
+                       f"world.n_<split> > 0; extrapolate is off by default)")
+
+
+def toy_eval_splits(world: dict[str, Any]) -> list[str]:
+    """The toy world's evaluation splits that hold problems (``dcod.toy.world.build_world``, see
+    docs/toy_world.md): validation, id, long, retention and extrapolate, each drawn when its ``n_<split>`` > 0."""
+    from dcod.toy.world import WorldConfig
+
+    cfg = WorldConfig.from_dict(world)
+    names = ("validation", "id", "long", "retention", "extrapolate")
+    return [name for name in names if getattr(cfg, f"n_{name}") > 0]
 
 
 # ----------------------------------------------------------------------------- experiments
@@ -288,6 +340,7 @@ class DCODParams:
     token_loss: str = "nll"
 
     def validate(self, key: str) -> None:
+        _check_finite(self, key)
         _choice(self.granularity, ("prefix", "sequence"), f"{key}.granularity")
         _check(0.0 <= self.discount <= 1.0, f"{key}.discount", "must be in [0, 1]")
         if self.beta is not None:
@@ -310,6 +363,7 @@ class OnPolicyParams:
     max_new_tokens: int = 0  # 0: the profile's traces.max_new_tokens
 
     def validate(self, key: str) -> None:
+        _check_finite(self, key)
         _check(0.0 <= self.student_fraction <= 1.0, f"{key}.student_fraction", "must be in [0, 1]")
         _check(0.0 <= self.jsd_beta <= 1.0, f"{key}.jsd_beta", f"must be in [0, 1], got {self.jsd_beta}")
         _check(self.sample_temperature > 0, f"{key}.sample_temperature", "must be > 0")
@@ -326,6 +380,7 @@ class SelfDistillParams:
     prompts_per_round: int = 0  # 0: enough prompts for the round's optimiser steps
 
     def validate(self, key: str) -> None:
+        _check_finite(self, key)
         _check(self.samples_per_prompt >= 1, f"{key}.samples_per_prompt", "must be >= 1")
         _check(self.rounds >= 1, f"{key}.rounds", "must be >= 1")
         _check(self.sample_temperature > 0, f"{key}.sample_temperature", "must be > 0")
@@ -398,6 +453,10 @@ def _from_dict(cls: type, data: dict[str, Any], key: str):
     if unknown:
         raise ConfigError(f"{key}: unknown key(s) {', '.join(repr(u) for u in unknown)}; "
                           f"allowed keys: {', '.join(sorted(fields))}")
+    required = [name for name, f in fields.items() if f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING and name not in data]
+    if required:  # else the dataclass raises a TypeError that names neither the file nor the key
+        raise ConfigError(f"{key}: missing required key(s) {', '.join(repr(r) for r in required)}")
     kwargs = {}
     for name, value in data.items():
         annotation = hints[name]
