@@ -96,7 +96,7 @@ def test_local_loading_errors_name_the_path_record_and_field(tmp_path, monkeypat
     (tmp_path / "aime24").mkdir()
     rows = [{"id": 1, "problem": "What is 2+3?", "answer": "005"}, {"id": 2, "problem": "Why?"}]
     (tmp_path / "aime24" / "test.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    with pytest.raises(ValueError, match="record 1 has no field 'answer'"):
+    with pytest.raises(ValueError, match=r"aime24/test\.jsonl: line 2 has no field 'answer'"):  # lines from 1
         load_benchmark("aime24", data_dir=tmp_path)
     monkeypatch.setenv("DCOD_DATA_DIR", str(tmp_path))  # the environment override, with a limit
     [record] = load_benchmark("aime24", limit=1)
@@ -160,6 +160,20 @@ def test_every_test_gold_verifies_against_its_own_boxed_form():
     assert not now_verifying, f"allow-listed golds now verify, shorten the list: {now_verifying}"
     assert len(SELF_VERIFY_ALLOW_LIST) <= 5
     assert {status for _, status in failing.values()} <= {"unparseable_gold"}
+
+
+@pytest.mark.realdata
+@needs_data
+def test_unparseable_golds_are_kept_and_reported_with_their_lines():
+    expected = r"benchmark 'olympiadbench': 2 gold\(s\) unparseable by math-verify"
+    with pytest.warns(UserWarning, match=expected) as caught:
+        records = load_benchmark("olympiadbench", data_dir=DATA_DIR)
+    assert len(records) == EXPECTED_COUNTS["olympiadbench"]  # kept: graded unparseable_gold, wrong for all
+    message = str(caught[0].message)
+    for _, record_id in SELF_VERIFY_ALLOW_LIST:
+        line = next(n for n, text in enumerate((DATA_DIR / "olympiadbench/test.jsonl").open(), start=1)
+                    if json.loads(text)["id"] == record_id)
+        assert f"olympiadbench/test.jsonl: line {line} field 'final_answer'" in message
 
 
 @pytest.mark.realdata

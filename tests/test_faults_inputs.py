@@ -87,3 +87,127 @@ def test_empty_completions_are_refused(tmp_path):
         load_traces(_write(tmp_path, [empty, empty]))
     with pytest.raises(ValueError, match=r"traces\.parquet: row 2: completion_ids is empty"):
         load_traces(_write(tmp_path, [_trace(), empty]))
+
+
+# ----------------------------------------------------------------------------- benchmark golds
+
+
+def _benchmark_file(tmp_path, relative: str, rows: list[dict]):
+    path = tmp_path / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_a_gsm8k_gold_that_is_not_a_number_names_file_line_and_field(tmp_path):
+    from dcod.benchmarks import load_benchmark
+
+    rows = [{"question": "1+1?", "answer": "so\n#### 2"}, {"question": "6+6?", "answer": "so\n#### twelve"}]
+    _benchmark_file(tmp_path, "gsm8k/test.jsonl", rows)
+    with pytest.raises(ValueError, match=r"gsm8k/test\.jsonl: line 2 field 'answer': gsm8k_hash failed: the answer "
+                                         r"after '####' is not a number: 'twelve'"):
+        load_benchmark("gsm8k", data_dir=tmp_path)
+
+
+@pytest.mark.parametrize("answer, message", [("", "empty gold"), ("  ", "empty gold"), (None, "is null")])
+def test_an_empty_gold_names_file_line_and_field(tmp_path, answer, message):
+    from dcod.benchmarks import load_benchmark
+
+    rows = [{"id": 1, "problem": "Q1", "answer": "7"}, {"id": 2, "problem": "Q2", "answer": "8"},
+            {"id": 3, "problem": "Q3", "answer": answer}]
+    path = _benchmark_file(tmp_path, "aime24/test.jsonl", rows)
+    path.write_text("\n" + path.read_text())  # a blank first line: numbers are the file's lines
+    with pytest.raises(ValueError, match=rf"aime24/test\.jsonl: line 4 field 'answer'.*{message}"):
+        load_benchmark("aime24", data_dir=tmp_path)
+
+
+def test_a_gold_math_verify_cannot_parse_is_kept_and_counted(tmp_path):
+    from dcod.benchmarks import load_benchmark
+
+    rows = [{"unique_id": "a", "problem": "Q1", "answer": "\\frac{1}{2}"},
+            {"unique_id": "b", "problem": "Q2", "answer": "t(0,4]"}]
+    _benchmark_file(tmp_path, "math500/test.jsonl", rows)
+    counted = (r"benchmark 'math500': 1 gold\(s\) unparseable by math-verify, graded wrong for every model: "
+               r".*math500/test\.jsonl: line 2 field 'answer' gold 't\(0,4\]'")
+    with pytest.warns(UserWarning, match=counted):
+        records = load_benchmark("math500", data_dir=tmp_path)
+    assert [r["gold"] for r in records] == ["\\frac{1}{2}", "t(0,4]"]
+    with warnings.catch_warnings():  # golds that parse: no warning
+        warnings.simplefilter("error")
+        _benchmark_file(tmp_path, "math500/test.jsonl", rows[:1])
+        load_benchmark("math500", data_dir=tmp_path)
+
+
+# ----------------------------------------------------------------------------- evaluation records
+
+
+@pytest.mark.parametrize("key", ["gold", "question", "id"])
+def test_a_split_record_without_a_key_names_file_line_and_key(tmp_path, key):
+    from dcod.evaluation import read_split
+
+    rows = [{"id": f"id-{i}", "question": f"Q:{i}+1\nA:", "gold": str(i + 1)} for i in range(3)]
+    del rows[2][key]
+    path = tmp_path / "id.jsonl"
+    path.write_text(json.dumps(rows[0]) + "\n\n" + "".join(json.dumps(r) + "\n" for r in rows[1:]))  # a blank line
+    with pytest.raises(ValueError, match=rf"id\.jsonl: line 4: evaluation record has no '{key}' key"):
+        read_split(path)
+
+
+@pytest.mark.parametrize("key, value", [("gold", ""), ("gold", 12), ("question", " "), ("question", None)])
+def test_a_split_record_with_an_empty_gold_or_question_names_file_line_and_key(tmp_path, key, value):
+    from dcod.evaluation import read_split
+
+    rows = [{"id": f"id-{i}", "question": f"Q:{i}+1\nA:", "gold": str(i + 1)} for i in range(3)]
+    path = tmp_path / "id.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert read_split(path) == rows
+    rows[1][key] = value
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ValueError, match=rf"id\.jsonl: line 2: evaluation record key '{key}' must be a non-empty"):
+        read_split(path)
+
+
+class _NoGeneration:
+    """A backend that must never be asked: the records are refused before any generation."""
+
+    def generate(self, *args, **kwargs):
+        raise AssertionError("generated before the records were checked")
+
+
+@pytest.mark.parametrize("entry", ["evaluate_records", "stability_rows", "sampled_rows"])
+def test_every_evaluation_pass_refuses_a_record_without_gold_before_generating(entry, toy_tokenizer):
+    from dcod import evaluation
+
+    records = [{"id": "a", "split": "id", "question": "Q:1+1\nA:", "gold": "2"},
+               {"id": "b", "split": "id", "question": "Q:2+2\nA:"}]
+    kwargs = {"evaluate_records": {"max_new_tokens": 4},
+              "stability_rows": {"samples": 2, "temperature": 1.0, "max_new_tokens": 4, "timeout": 5.0,
+                                 "workers": 1, "seed": 0},
+              "sampled_rows": {"k": 2, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 4, "seed": 0}}[entry]
+    with pytest.raises(ValueError, match=rf"{entry}: record 2 \(id 'b'\) has no 'gold' key"):
+        getattr(evaluation, entry)(_NoGeneration(), toy_tokenizer, records, **kwargs)
+
+
+def test_the_stability_pass_counts_a_prompt_beyond_the_context_as_the_greedy_pass_does(toy_tokenizer):
+    from dcod import evaluation
+    from dcod.config import StudentConfig
+    from dcod.generation import HFBackend
+    from dcod.models import build_tiny_llama
+
+    tiny = StudentConfig(hidden_size=32, num_layers=1, num_heads=1, intermediate_size=64,
+                         max_position_embeddings=64)
+    backend = HFBackend(build_tiny_llama(tiny, toy_tokenizer, seed=0).eval(), toy_tokenizer, batch_size=8)
+    records = [{"id": "short", "split": "id", "question": "Q:1+1\nA:", "gold": "2"},
+               {"id": "long", "split": "id", "question": "Q:" + "1+" * 80 + "1\nA:", "gold": "81"},
+               {"id": "short2", "split": "id", "question": "Q:2+2\nA:", "gold": "4"}]
+    greedy = evaluation.evaluate_records(backend, toy_tokenizer, records, max_new_tokens=4)
+    assert [r["status"] == "prompt_too_long" for r in greedy] == [False, True, False]
+    rows = evaluation.stability_rows(backend, toy_tokenizer, records, samples=2, temperature=1.0, max_new_tokens=4,
+                                     timeout=5.0, workers=1, seed=0)
+    assert [(r["id"], r["samples"]) for r in rows] == [("short", 2), ("long", 0), ("short2", 2)]
+    assert rows[1]["agreement"] is None and rows[1]["malformed_rate"] is None  # left out of the means
+    alone = evaluation.stability_rows(backend, toy_tokenizer, records[:1], samples=2, temperature=1.0,
+                                      max_new_tokens=4, timeout=5.0, workers=1, seed=0)
+    assert alone == rows[:1]  # the short prompt's samples do not depend on the skipped one
+    assert [r["samples"] for r in evaluation.stability_rows(backend, toy_tokenizer, records[1:2], samples=2,
+            temperature=1.0, max_new_tokens=4, timeout=5.0, workers=1, seed=0)] == [0]

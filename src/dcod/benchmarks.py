@@ -6,7 +6,10 @@ how the gold is normalised into the text the grader wraps as ``$gold$``, the pro
 generation settings and the metric. Unknown keys are errors that name the key.
 
 ``load_benchmark(name)`` returns ``[{id, question, gold, prompt}]``. It reads the local JSONL when a
-data directory is given (argument or ``DCOD_DATA_DIR``) and the hub otherwise.
+data directory is given (argument or ``DCOD_DATA_DIR``) and the hub otherwise. A row without a declared
+field, an empty question or gold, or a gold its normaliser refuses (a GSM8K answer that is not a number)
+is an error naming the file, the 1-based line (hub: dataset and row) and the field; a math gold that
+math-verify cannot parse is kept and reported (a warning with the same coordinates).
 
 Gold normalisers (``GOLD_NORMALISERS``):
 
@@ -29,13 +32,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import math
 import os
+import re
+import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import yaml
 
+PLAIN_NUMBER = re.compile(r"-?\d+(\.\d+)?")
 DEFAULT_PROMPT_TEMPLATE = "{question}\nPlease reason step by step, and put your final answer within \\boxed{}."
 PROMPT_PLACEHOLDER = "{question}"
 
@@ -47,11 +55,16 @@ def _identity(value) -> str:
 def _gsm8k_hash(value) -> str:
     if "####" not in str(value):
         raise ValueError("no '#### <answer>' line")
-    return str(value).rsplit("####", 1)[1].strip().replace(",", "")
+    answer = str(value).rsplit("####", 1)[1].strip().replace(",", "")
+    if not PLAIN_NUMBER.fullmatch(answer):  # GSM8K answers are numbers: 'twelve' is a broken row
+        raise ValueError(f"the answer after '####' is not a number: {answer!r}")
+    return answer
 
 
 def _float_to_str(value) -> str:
     number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"not a finite number: {value!r}")
     return str(int(number)) if number.is_integer() else repr(number)
 
 
@@ -201,8 +214,9 @@ def format_prompt(benchmark: Benchmark, question: str) -> str:
     return benchmark.prompt_template.replace(PROMPT_PLACEHOLDER, question)
 
 
-def _read_local(benchmark: Benchmark, data_dir: Path) -> list[tuple[object, dict]]:
-    """(fallback id, row) pairs; the fallback id is the row index."""
+def _read_local(benchmark: Benchmark, data_dir: Path) -> list[tuple[object, dict, str]]:
+    """(fallback id, row, where) triples; the fallback id is the row index, ``where`` the file and its
+    1-based line, for errors."""
     if benchmark.local_path is None:
         raise FileNotFoundError(f"benchmark '{benchmark.name}' has no local copy (local_path: null); "
                                 f"unset DCOD_DATA_DIR / data_dir to read {benchmark.hub_id} from the hub")
@@ -214,23 +228,54 @@ def _read_local(benchmark: Benchmark, data_dir: Path) -> list[tuple[object, dict
         for line_number, line in enumerate(handle, start=1):
             if line.strip():
                 try:
-                    rows.append((len(rows), json.loads(line)))
+                    row = json.loads(line)
                 except json.JSONDecodeError as error:
                     raise ValueError(f"{path}: line {line_number} is not valid JSON: {error}") from None
+                if not isinstance(row, dict):
+                    raise ValueError(f"{path}: line {line_number} is a JSON {type(row).__name__}, "
+                                     f"not an object")
+                rows.append((len(rows), row, f"{path}: line {line_number}"))
     return rows
 
 
-def _read_hub(benchmark: Benchmark) -> list[tuple[object, dict]]:
-    """(fallback id, row) pairs; the fallback id is the row index, "config/index" with several configs."""
+def _read_hub(benchmark: Benchmark) -> list[tuple[object, dict, str]]:
+    """(fallback id, row, where) triples; the fallback id is the row index, "config/index" with several
+    configs; ``where`` names the dataset, its config and the 1-based row, for errors."""
     import datasets
 
     configs = benchmark.hub_configs or [None]
     rows = []
     for config in configs:
         dataset = datasets.load_dataset(benchmark.hub_id, config, split=benchmark.split)
-        rows.extend((f"{config}/{index}" if len(configs) > 1 else index, dict(row))
-                    for index, row in enumerate(dataset))
+        source = f"{benchmark.hub_id}{f' ({config})' if config else ''} split {benchmark.split}"
+        rows.extend((f"{config}/{index}" if len(configs) > 1 else index, dict(row),
+                     f"{source}: row {index + 1}") for index, row in enumerate(dataset))
     return rows
+
+
+def _report_unparseable_golds(benchmark: Benchmark, records: list[dict], wheres: list[str]) -> int:
+    """Count (and warn about, naming file, line and field) the math golds from which math-verify gets no
+    sympy expression: the grader marks them ``unparseable_gold``, wrong for every model. They are kept,
+    not refused: two OlympiadBench golds are such (tests/test_benchmarks.py), and MATH's golds are LaTeX,
+    so "not a number" is no criterion. Plain numbers skip math-verify (most golds; it costs ~10 ms each)."""
+    suspects = [i for i, record in enumerate(records) if not PLAIN_NUMBER.fullmatch(record["gold"])]
+    if not suspects:
+        return 0
+    from dcod.grading import _parse_gold, prepare_gold  # the grader's own rule 6 (dcod.grading)
+
+    logger = logging.getLogger("math_verify")  # its "timeout disabled" notice: the grader silences it too
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        bad = [i for i in suspects if not _parse_gold(prepare_gold(records[i]["gold"]))]
+    finally:
+        logger.setLevel(level)
+    if bad:
+        listed = "; ".join(f"{wheres[i]} field '{benchmark.gold_field}' gold {records[i]['gold']!r}"
+                           for i in bad[:5])
+        warnings.warn(f"benchmark '{benchmark.name}': {len(bad)} gold(s) unparseable by math-verify, graded "
+                      f"wrong for every model: {listed}{' ...' if len(bad) > 5 else ''}", stacklevel=3)
+    return len(bad)
 
 
 def load_benchmark(name: str, *, data_dir: str | os.PathLike | None = None,
@@ -240,20 +285,30 @@ def load_benchmark(name: str, *, data_dir: str | os.PathLike | None = None,
     data_dir = data_dir if data_dir is not None else os.environ.get("DCOD_DATA_DIR") or None
     rows = _read_local(benchmark, Path(data_dir)) if data_dir is not None else _read_hub(benchmark)
     normalise = GOLD_NORMALISERS[benchmark.gold_normaliser]
-    records = []
-    for index, (fallback_id, row) in enumerate(rows[:limit] if limit is not None else rows):
+    records, wheres = [], []
+    for fallback_id, row, where in rows[:limit] if limit is not None else rows:
         for field in (benchmark.question_field, *benchmark.gold_fields, benchmark.id_field):
             if field is not None and field not in row:
-                raise ValueError(f"benchmark '{name}': record {index} has no field '{field}'")
+                raise ValueError(f"benchmark '{name}': {where} has no field '{field}'")
+            if field is not None and row[field] is None:  # str(None) would be a question or gold "None"
+                raise ValueError(f"benchmark '{name}': {where} field '{field}' is null")
         record_id = row[benchmark.id_field] if benchmark.id_field is not None else fallback_id
         gold_value = ({field: row[field] for field in benchmark.gold_fields}
                       if isinstance(benchmark.gold_field, list) else row[benchmark.gold_field])
         try:
             gold = normalise(gold_value)
         except (ValueError, TypeError) as error:
-            raise ValueError(f"benchmark '{name}': record {index} field '{benchmark.gold_field}': "
+            raise ValueError(f"benchmark '{name}': {where} field '{benchmark.gold_field}': "
                              f"{benchmark.gold_normaliser} failed: {error}") from None
+        if not gold.strip():  # graded wrong for every model, silently: never a real gold
+            raise ValueError(f"benchmark '{name}': {where} field '{benchmark.gold_field}': empty gold "
+                             f"(from {gold_value!r:.80})")
         question = str(row[benchmark.question_field])
+        if not question.strip():
+            raise ValueError(f"benchmark '{name}': {where} field '{benchmark.question_field}': empty question")
         records.append({"id": record_id, "question": question, "gold": gold,
                         "prompt": format_prompt(benchmark, question)})
+        wheres.append(where)
+    if benchmark.task == "math":
+        _report_unparseable_golds(benchmark, records, wheres)
     return records

@@ -17,7 +17,7 @@ import pandas as pd
 from dcod import grading
 from dcod.generation import SamplingParams
 from dcod.ifeval import TASK as IFEVAL_TASK
-from dcod.io import write_csv, write_jsonl
+from dcod.io import read_jsonl, write_csv, write_jsonl
 from dcod.models import encode_prompt
 from dcod.toy.world import analyze_completion
 
@@ -39,6 +39,54 @@ def _context(backend) -> int | None:
     return getattr(getattr(model, "config", None), "max_position_embeddings", None)
 
 
+def _fitting(backend, prompts: list[list[int]]) -> list[int]:
+    """Indices of the prompts that fit the model's context; the others are counted, never generated."""
+    context = _context(backend)
+    return [i for i, p in enumerate(prompts) if context is None or len(p) < context]
+
+
+# ----------------------------------------------------------------------------- records
+RECORD_KEYS = ("id", "question", "gold")  # what every evaluation record (a line of <world>/<split>.jsonl) holds
+
+
+def _record_problem(record) -> str | None:
+    """Why ``record`` cannot be evaluated, or None: without these keys the passes fail later with a bare
+    KeyError, after the model has generated for every earlier record."""
+    if not isinstance(record, dict):
+        return f"is a JSON {type(record).__name__}, not an object"
+    for key in RECORD_KEYS:
+        if key not in record:
+            return f"has no {key!r} key"
+    for key in ("question", "gold"):
+        if not isinstance(record[key], str) or not record[key].strip():
+            return f"key {key!r} must be a non-empty string, got {record[key]!r:.80}"
+    return None
+
+
+def read_split(path) -> list[dict]:
+    """The records of an evaluation split file, refused before anything is generated when a line lacks
+    ``id``, ``question`` or ``gold`` (the error names the file, the 1-based line and the key)."""
+    path = Path(path)
+    records = read_jsonl(path)
+    with open(path) as handle:  # read_jsonl skips blank lines: their numbers, for the error
+        lines = [number for number, line in enumerate(handle, start=1) if line.strip()]
+    for record, line in zip(records, lines):
+        problem = _record_problem(record)
+        if problem:
+            raise ValueError(f"{path}: line {line}: evaluation record {problem}")
+    return records
+
+
+def check_records(records: list[dict], source: str) -> None:
+    """The same check at each pass's entry, for records that did not come through ``read_split``; they
+    also need the ``split`` the pipeline adds. Records are numbered from 1 and named by id."""
+    for index, record in enumerate(records):
+        problem = _record_problem(record) or (None if "split" in record else "has no 'split' key")
+        if problem:
+            name = f" (id {record['id']!r})" if isinstance(record, dict) and "id" in record else ""
+            raise ValueError(f"{source}: record {index + 1}{name} {problem}")
+
+
 def evaluate_records(backend, tokenizer, records: list[dict], *, max_new_tokens: int, timeout: float = 5.0,
                      workers: int = 1, seed: int = 0) -> list[dict]:
     """Greedy completions, scored by the record's task: math answers graded against the gold by
@@ -46,6 +94,7 @@ def evaluate_records(backend, tokenizer, records: list[dict], *, max_new_tokens:
     own ``max_new_tokens`` (its benchmark's budget) overrides the default. A prompt that does not fit the
     model's context is not generated: it is kept as a wrong answer with status ``prompt_too_long`` and
     counted in the metrics."""
+    check_records(records, "evaluate_records")
     prompts = [encode_prompt(tokenizer, r["question"]) for r in records]
     context = _context(backend)
     too_long = [context is not None and len(p) >= context for p in prompts]
@@ -123,21 +172,32 @@ def _score(records: list[dict], texts: list[str], *, timeout: float, workers: in
 def stability_rows(backend, tokenizer, records: list[dict], *, samples: int, temperature: float,
                    max_new_tokens: int, timeout: float, workers: int, seed: int) -> list[dict]:
     """k sampled completions per problem: answer agreement and malformed-output rate (trace stability).
-    A record's own ``max_new_tokens`` (its benchmark's budget, as in the greedy pass) overrides the default."""
+    A record's own ``max_new_tokens`` (its benchmark's budget, as in the greedy pass) overrides the default.
+    A prompt that does not fit the model's context is never generated (as in the greedy pass, which counts
+    it as ``prompt_too_long``): its row has 0 samples, no agreement or malformed rate (left out of their
+    means) and sample accuracy 0."""
+    check_records(records, "stability_rows")
     prompts = [encode_prompt(tokenizer, r["question"]) for r in records]
-    generations = _generate_by_budget(backend, prompts, records, SamplingParams(
-        max_new_tokens=max_new_tokens, temperature=temperature, n=samples, seed=seed + 1))
-    graded = grading.grade([records[g.prompt_index]["gold"] for g in generations], [g.text for g in generations],
-                           timeout=timeout, workers=workers)
+    fits = _fitting(backend, prompts)
+    generations = _generate_by_budget(backend, [prompts[i] for i in fits], [records[i] for i in fits],
+                                      SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature,
+                                                     n=samples, seed=seed + 1))
+    graded = grading.grade([records[fits[g.prompt_index]]["gold"] for g in generations],
+                           [g.text for g in generations], timeout=timeout, workers=workers) if fits else []
     by_problem: dict[int, list] = {}
     for generation, result in zip(generations, graded):
-        by_problem.setdefault(generation.prompt_index, []).append((generation, result))
+        by_problem.setdefault(fits[generation.prompt_index], []).append((generation, result))
     rows = []
-    for index, items in sorted(by_problem.items()):
+    for index, record in enumerate(records):
+        items = by_problem.get(index)
+        if not items:  # beyond the context
+            rows.append({"id": record["id"], "split": record["split"], "k": record.get("k"), "samples": 0,
+                         "agreement": None, "malformed_rate": None, "sample_accuracy": 0.0})
+            continue
         answers = [grading.last_boxed(g.text) for g, _ in items]
         counts = Counter(a for a in answers if a is not None)
         majority = counts.most_common(1)[0][1] if counts else 0
-        rows.append({"id": records[index]["id"], "split": records[index]["split"], "k": records[index].get("k"),
+        rows.append({"id": record["id"], "split": record["split"], "k": record.get("k"),
                      "samples": len(items), "agreement": majority / len(items),
                      "malformed_rate": sum(a is None or g.finish_reason != "stop" for (g, _), a in zip(items, answers))
                      / len(items),
@@ -149,13 +209,13 @@ def sampled_rows(backend, tokenizer, records: list[dict], *, k: int, temperature
                  max_new_tokens: int, seed: int, timeout: float = 5.0, workers: int = 1) -> list[dict]:
     """avg@k: k sampled completions per problem, graded; one row per problem with its mean accuracy.
     A prompt that does not fit the model's context is kept with 0 samples (counted, never generated)."""
+    check_records(records, "sampled_rows")
     prompts = [encode_prompt(tokenizer, r["question"]) for r in records]
-    context = _context(backend)
-    fits = [i for i, p in enumerate(prompts) if context is None or len(p) < context]
+    fits = _fitting(backend, prompts)
     generations = backend.generate([prompts[i] for i in fits], SamplingParams(
         max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, n=k, seed=seed), progress=True)
     graded = grading.grade([records[fits[g.prompt_index]]["gold"] for g in generations],
-                           [g.text for g in generations], timeout=timeout, workers=workers)
+                           [g.text for g in generations], timeout=timeout, workers=workers) if fits else []
     correct: dict[int, list[bool]] = {i: [] for i in range(len(records))}
     for generation, result in zip(generations, graded):
         correct[fits[generation.prompt_index]].append(bool(result.correct))
