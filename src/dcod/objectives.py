@@ -1,4 +1,5 @@
-"""Pure loss functions over tensors: SFT, offline top-k KD, DFT, GKD's generalised JSD, DCOD weights.
+"""Pure loss functions over tensors: SFT, offline top-k KD, DFT, GKD's generalised JSD, DistiLLM's skew
+KL over the top-k, iw-SFT sequence weights, DCOD weights.
 
 Conventions (docs/architecture.md): every per-token tensor is ``[B, T]`` aligned with the prediction
 targets (``logits[:, :-1]`` predict ``input_ids[:, 1:]``), ``mask`` is the bool ``loss_mask``. Losses
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 
 GRANULARITIES = ("prefix", "sequence")
 REFERENCES = ("teacher", "initial_student", "none")
+SKEW_DIRECTIONS = ("forward", "reverse")
 
 
 # ----------------------------------------------------------------------------- token losses
@@ -63,6 +65,19 @@ def kd_topk_loss(
     on the K-sized tensors only, so no second [B,T,V] buffer is needed (V is 151k for Qwen); the
     student tail is floored at float32 eps, below which the float32 log-softmax cannot resolve it.
     """
+    teacher_log, student_log = _topk_bucket_logprobs(logits, topk_ids, topk_logprobs)
+    return _kl_of_logprobs(teacher_log, student_log).float()
+
+
+def _topk_bucket_logprobs(
+    logits: torch.Tensor, topk_ids: torch.Tensor, topk_logprobs: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Teacher (detached) and student log-probs of the K top-k tokens plus one tail bucket.
+
+    logits [B,T,V], topk_ids [B,T,K], topk_logprobs [B,T,K] → two float64 tensors [B,T,K+1]; the last
+    entry is the tail, log(1 − Σ_k prob_k): −inf for a teacher whose top-k holds all its mass, floored
+    at float32 eps for the student (see ``kd_topk_loss``).
+    """
     logits = logits.float()
     student_topk = logits.gather(-1, topk_ids) - torch.logsumexp(logits, dim=-1, keepdim=True)
     teacher_topk = topk_logprobs.detach().double()
@@ -74,13 +89,71 @@ def kd_topk_loss(
 
     teacher_log = torch.cat([teacher_topk, teacher_tail_log.unsqueeze(-1)], dim=-1)  # [B,T,K+1]
     student_log = torch.cat([student_topk, student_tail_log.unsqueeze(-1)], dim=-1)
+    return teacher_log, student_log
+
+
+def _kl_of_logprobs(p_log: torch.Tensor, q_log: torch.Tensor) -> torch.Tensor:
+    """KL(p ‖ q) = Σ p (log p − log q) over the last dim, with 0 · log 0 = 0 exactly (p = 0 terms drop)."""
     # A where() on the *inputs* as well as the output: a -inf in the unselected branch would
     # otherwise turn into a NaN gradient.
-    has_mass = teacher_log > -math.inf
-    safe_teacher_log = torch.where(has_mass, teacher_log, torch.zeros_like(teacher_log))
-    terms = safe_teacher_log.exp() * (safe_teacher_log - student_log)
+    has_mass = p_log > -math.inf
+    safe_p_log = torch.where(has_mass, p_log, torch.zeros_like(p_log))
+    terms = safe_p_log.exp() * (safe_p_log - q_log)
     terms = torch.where(has_mass, terms, torch.zeros_like(terms))
-    return terms.sum(-1).float()
+    return terms.sum(-1)
+
+
+def skew_kl_topk_loss(
+    logits: torch.Tensor,
+    topk_ids: torch.Tensor,
+    topk_logprobs: torch.Tensor,
+    alpha: float = 0.1,
+    direction: str = "forward",
+) -> torch.Tensor:
+    """DistiLLM's α-skew KL (Ko et al., ICML 2024, arXiv:2402.03898, §3), offline over the stored
+    teacher top-k plus one tail bucket — exactly the K+1 buckets of ``kd_topk_loss``.
+
+        forward  (SKL,  default):  ℓ_t = KL(p ‖ α p + (1 − α) q_θ)
+        reverse  (SRKL):           ℓ_t = KL(q_θ ‖ α q_θ + (1 − α) p)
+
+    p: teacher, q_θ: student, both over (top-k ids, tail). The mixture is formed in log space,
+    log m = logaddexp(log α + log p, log(1 − α) + log q) (for SRKL the roles swap), and the KL is
+    summed in float64 like ``kd_topk_loss``; terms with zero mass in the KL's first argument are 0.
+
+    α = 0.1 is DistiLLM's default: ``--skew-alpha`` defaults to 0.1 in the authors' released code
+    (github.com/jongwooko/distillm, arguments.py), which every DistiLLM script there keeps, and its
+    loss functions mix ``lam·teacher + (1−lam)·student`` (SKL) and ``(1−lam)·teacher + lam·student``
+    (SRKL) with that value — the conventions above.
+
+    Properties. Forward at α = 0 is ``kd_topk_loss``. As m ≥ α p, the forward loss is at most
+    log(1/α) per token and its gradient stays finite when the student's probability of a top-k token
+    underflows to 0 (the reason for skewing). The bucketed divergences coarse-grain the
+    full-vocabulary ones (the buckets map p, q and the mixture alike), so they are lower bounds that
+    are exact at K = V. α = 1 makes both losses identically 0 and is rejected; the reverse at α = 0
+    is the plain reverse KL over buckets, infinite where the teacher has no mass on a bucket the
+    student fills (an empty teacher tail), so use α > 0 there.
+
+    Choices. The released code's forward loss is the cross-entropy −Σ p log m, which is this KL minus
+    Σ p log p (a constant in θ): same gradient, and ours is 0 at q_θ = p. Forward is the default
+    because it is the skewed counterpart of ``kd`` (the issue's "skew KL"); the reverse is the same
+    buckets with the arguments swapped, so it is offered too (the released scripts use SRKL for most
+    model pairs). Only DistiLLM's loss is taken: its adaptive off-policy student generation needs
+    rollouts, which an offline method does not have. No temperature (DistiLLM uses none).
+
+    Needs the student logits [B,T,V] and the stored teacher top-k ids [B,T,K] (distinct) and
+    log-probs [B,T,K] (``batch["teacher_topk_ids"]``, ``batch["teacher_topk_logprobs"]``) → [B,T]
+    float32, unreduced; no gradient reaches the teacher.
+    """
+    if direction not in SKEW_DIRECTIONS:
+        raise ValueError(f"skew_kl_topk_loss: unknown direction {direction!r}, expected one of {SKEW_DIRECTIONS}")
+    if not 0.0 <= alpha < 1.0:
+        raise ValueError(f"skew_kl_topk_loss: alpha must be in [0, 1), got {alpha} (alpha = 1 gives 0 identically)")
+    teacher_log, student_log = _topk_bucket_logprobs(logits, topk_ids, topk_logprobs)
+    first, second = (teacher_log, student_log) if direction == "forward" else (student_log, teacher_log)
+    log_alpha = math.log(alpha) if alpha > 0.0 else -math.inf
+    # logaddexp(−inf, x) = x exactly, so α = 0 leaves the mixture equal to `second`.
+    mixture_log = torch.logaddexp(first + log_alpha, second + math.log1p(-alpha))
+    return _kl_of_logprobs(first, mixture_log).float()
 
 
 def generalized_jsd(
@@ -299,3 +372,103 @@ def dcod_weights(
         "mean_score": float(unit_scores.mean()),
     }
     return weights.float(), diagnostics
+
+
+# ----------------------------------------------------------------------------- iw-SFT
+
+
+def iw_sft_sequence_log_weights(
+    student_logprobs: torch.Tensor,
+    reference_logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    length_normalize: bool = True,
+    log_ratio_scale: float = 1.0,
+) -> torch.Tensor:
+    """iw-SFT's log importance weight of each sequence (Qin & Springenberg 2025, arXiv:2507.12856), detached.
+
+        r_t   = sg(log π_θ(y_t | y_<t)) − log π_ref(y_t | y_<t)        over the supervised tokens
+        log w = c · (1/n) Σ_t r_t     (``length_normalize=True``, default; n = supervised tokens)
+        log w = c · Σ_t r_t           (``length_normalize=False``: the exact log π_θ(y)/π_ref(y))
+
+    c = ``log_ratio_scale``. student_logprobs, reference_logprobs, mask [B,T] → [B] float32; a row
+    with no supervised token gets 0. Padding may hold anything (-inf, NaN): it is selected out.
+
+    The paper: SFT on curated data — samples of π_ref kept when their sparse reward is 1 — maximises
+    a lower bound on the RL objective E_{π_θ}[R] (from x ≥ 1 + log x applied to the importance
+    ratio); bounding through an auxiliary q gives a tighter, importance-weighted bound, tight at
+    q = π_θ, whose gradient is E_{curated}[sg(π_θ(τ)/π_ref(τ)) ∇ log π_θ(τ)]: each sequence's NLL
+    weighted by its detached sequence ratio. Practical form, from the authors' released LLM code
+    (github.com/emmyqin/iw_sft, ``IwSFTLoss`` as called by ``BoundingTrainer.compute_loss``):
+    π_θ is the model being trained, read off the same forward pass under no_grad; the log-ratio is
+    averaged over the sequence's supervised tokens (the geometric-mean ratio: the product over
+    thousands of tokens is numerically useless) and multiplied by ``temp`` = 1.0 — our c and
+    ``length_normalize=True``. ``length_normalize=False`` is the paper's exact sequence ratio.
+
+    Reference. The paper's π_ref is the policy whose samples were curated. Our traces are teacher
+    samples kept when verified correct, with each sampled token's teacher log-prob stored (under the
+    distribution it was sampled from), so π_ref = π_T — ``batch["teacher_logprobs"]`` — is the exact
+    reference of the derivation and costs no forward: the recommended default. The authors' code
+    used the frozen initial model instead (their data was not sampled from the model they tuned);
+    pass the initial student's target log-probs (one frozen forward per batch) to reproduce that:
+    then w = 1, i.e. SFT, at step 0. With the teacher reference the weights start below 1 wherever
+    the student is less likely than the teacher (a smaller effective step than SFT) unless
+    ``iw_sft_weights(normalize=True)``.
+
+    Needs: the student's target log-probs (``target_logprobs(logits, batch["targets"])``, detached
+    here), the reference's per-token log-probs of the same targets, and ``batch["loss_mask"]``.
+    """
+    mask = mask.bool()
+    ratios = student_logprobs.detach().double() - reference_logprobs.detach().double()
+    # where(), not multiplication: padding may hold -inf or NaN and 0 · inf is NaN.
+    ratios = torch.where(mask, ratios, torch.zeros_like(ratios))
+    log_weights = ratios.sum(-1)
+    if length_normalize:
+        log_weights = log_weights / mask.sum(-1).clamp_min(1)
+    return (log_ratio_scale * log_weights).float()
+
+
+@torch.no_grad()
+def iw_sft_weights(
+    log_weights: torch.Tensor,
+    mask: torch.Tensor,
+    clip_min: float = 0.0,
+    clip_max: float = 16.0,
+    normalize: bool = False,
+) -> torch.Tensor:
+    """iw-SFT's per-token weights [B,T]: each sequence's clipped importance weight on all its supervised
+    tokens, 0 on padding and prompt; detached. log_weights [B] (``iw_sft_sequence_log_weights``),
+    mask [B,T] → [B,T] float32.
+
+        w_b = min(max(exp(log w_b), clip_min), clip_max)      (clipped in log space: no overflow)
+        normalize=True:  w ← w · N / Σ_b n_b w_b   (mean 1 over the N supervised tokens, as
+                         ``dcod_weights``; n_b = supervised tokens of row b)
+
+    Defaults are the authors' released code: weights clamped to [0, 16] (so no lower clip) and no
+    normalisation over the batch — the loss is Σ_b w_b Σ_t nll_bt / N_tokens, the trainer's
+    ``sum(w · ℓ · mask) / N`` with ℓ = ``nll_loss``. Without normalisation each weight depends on its
+    own sequence only, so it can be computed per micro-batch. ``normalize=True`` is our option, not
+    the paper's: it keeps SFT's loss scale (relevant with the teacher as reference, see
+    ``iw_sft_sequence_log_weights``) and must then be called on the whole optimiser batch like
+    ``dcod_weights``; it is computed from the log-weights shifted by their maximum, so it stays
+    finite when every weight underflows. A row with no supervised token contributes nothing.
+    """
+    if not (0.0 <= clip_min <= clip_max and clip_max > 0.0 and math.isfinite(clip_max)):
+        raise ValueError(
+            f"iw_sft_weights: need 0 <= clip_min <= clip_max < inf and clip_max > 0, got [{clip_min}, {clip_max}]"
+        )
+    mask = mask.bool()
+    rows = mask.any(-1)
+    log_weights = log_weights.detach().double()
+    if bool(torch.isnan(log_weights[rows]).any()):
+        raise ValueError("iw_sft_weights: NaN log importance weight on a sequence with supervised tokens")
+    low = math.log(clip_min) if clip_min > 0.0 else -math.inf
+    log_weights = log_weights.clamp(min=low, max=math.log(clip_max))
+    if normalize:
+        tokens = mask.sum(-1).double()
+        shift = log_weights[rows].max() if bool(rows.any()) else log_weights.new_zeros(())
+        unit = torch.where(rows, torch.exp(log_weights - shift), torch.zeros_like(log_weights))
+        row_weights = unit * tokens.sum() / (unit * tokens).sum().clamp_min(torch.finfo(torch.float64).tiny)
+    else:
+        row_weights = torch.exp(log_weights)
+    weights = torch.where(mask, row_weights.unsqueeze(-1), torch.zeros((), dtype=torch.float64, device=mask.device))
+    return weights.float()
