@@ -158,6 +158,10 @@ def test_grade_checks_its_arguments():
         grade(["1", "2"], ["1"])
     with pytest.raises(ValueError, match="timeout"):
         grade(["1"], ["1"], timeout=0)
+    with pytest.raises(ValueError, match="timeout must be a finite number of seconds in .*, got nan"):
+        grade(["1"], ["1"], timeout=float("nan"))  # passes a `<= 0` check, and no deadline would expire
+    with pytest.raises(ValueError, match="workers must be >= 1, got 0"):
+        grade(["1"], ["1"], workers=0)
     assert grade([], []) == []
 
 
@@ -194,8 +198,9 @@ def test_grade_file_round_trip(tmp_path):
 def test_grade_file_names_the_malformed_line(tmp_path, bad_line, message):
     in_path, out_path = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     in_path.write_text(json.dumps({"gold": "1", "prediction": "1"}) + "\n" + bad_line + "\n", encoding="utf-8")
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=message) as error:
         grade_file(in_path, out_path)
+    assert str(error.value).startswith(f"{in_path}: line 2 ")
     assert not out_path.exists()
 
 

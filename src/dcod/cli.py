@@ -3,10 +3,33 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
 from dcod.config import ConfigError, load_profile
+
+
+def _seed(text: str) -> int:
+    """argparse type of --seed: an integer >= 0 (a negative one would fail late, inside numpy, unnamed)."""
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if seed < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return seed
+
+
+def _positive_number(text: str) -> float:
+    """argparse type of --lr and --timeout: finite and > 0 (float() accepts 'nan' and 'inf')."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
 
 
 def _profile(args):
@@ -75,10 +98,11 @@ def _is_ablation(model: str) -> bool:
 
 
 def cmd_grade(args):
-    from dcod.grading import grade_file
+    from dcod.grading import run_cli  # prints the summary as JSON; handles SIGTERM/SIGINT/SIGHUP
 
-    summary = grade_file(args.input, args.output, timeout=args.timeout, workers=args.workers)
-    print(summary)
+    code = run_cli(args.input, args.output, timeout=args.timeout, workers=args.workers)
+    if code:
+        sys.exit(code)
 
 
 def cmd_report(args):
@@ -111,8 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment", required=True, help="experiments/<name>/config.yaml")
     for name in ("world", "base", "traces", "out"):
         p.add_argument(f"--{name}", required=True)
-    p.add_argument("--lr", type=float, default=None, help="override the learning rate (tuning grid)")
-    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--lr", type=_positive_number, default=None,
+                   help="override the learning rate (tuning grid)")
+    p.add_argument("--seed", type=_seed, required=True)
     p = add("evaluate", cmd_evaluate, "greedy pass@1 on every split of the profile")
     p.add_argument("--world", required=True)
     p.add_argument("--model", required=True, help="a model directory, a run.json, or one of base_student, "
@@ -120,11 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", default=None, help="the base student folder (with --model base_student)")
     p.add_argument("--splits", default=None, help="comma-separated subset of the profile's splits")
     p.add_argument("--out", required=True)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p = add("grade", cmd_grade, "grade a JSONL of {gold, prediction} lines", profile=False)
     p.add_argument("input")
     p.add_argument("output")
-    p.add_argument("--timeout", type=float, default=5.0)
+    p.add_argument("--timeout", type=_positive_number, default=5.0, help="seconds per item (at most a day)")
     p.add_argument("--workers", type=int, default=2)
     p = add("report", cmd_report, "calibration, tables, figures and the generated report", profile=False)
     p.add_argument("what", help="calibration | table1 | table2 | tuning | figure:<name> | paper")

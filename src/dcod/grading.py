@@ -30,12 +30,20 @@ math-verify's own timeouts use ``signal.alarm``: they fail in threads and miss h
 So they are switched off and every item runs in a long-lived worker process (forkserver context,
 math-verify preloaded); the parent gives each item a wall-clock deadline, kills a worker that
 overruns it and starts a fresh one. Such an item gets status ``timeout`` and counts as wrong.
+
+No worker outlives the grading process. A hung worker runs C code and never reads its pipe, and
+the forkserver stays up while any worker holds its "alive" pipe, so Linux does the killing: the
+forkserver asks for ``PR_SET_PDEATHSIG`` (SIGKILL when the grading process dies, SIGKILL included)
+and so does each worker (SIGKILL when the forkserver dies). Workers ignore SIGINT (a Ctrl-C reaches
+the whole process group; the parent decides), and the command line turns SIGTERM, SIGINT and SIGHUP
+into a clean stop: workers killed, exit code 128 + the signal number.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import functools
 import importlib.metadata
 import json
@@ -45,7 +53,9 @@ import multiprocessing.connection
 import multiprocessing.forkserver
 import os
 import re
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +66,8 @@ from sympy.matrices import MatrixBase
 
 MAX_PREDICTION_CHARS = 20_000
 DEFAULT_TIMEOUT = 5.0
+MAX_TIMEOUT = 86_400.0  # a day per item is a hang; the pool's wait() overflows past ~24 days anyway
+MAX_JSON_DEPTH = 64  # grade_file's records: far below the ~1000 levels where Python's parser gives up
 WORKER_START_TIMEOUT = 120.0
 WORKER_MEMORY_LIMIT = 4 * 2**30  # address-space cap per worker: 10^{10^{10}} fails fast, not by swapping
 _BRACE_TOKENS = re.compile(r"\\.|[{}]", re.DOTALL)  # an escaped character, or a brace
@@ -160,8 +172,28 @@ def grade_prepared(gold_text: str, prediction_text: str, boxed: str | None) -> t
     return bool(verify(list(gold), parsed, timeout_seconds=None)), "ok", extracted
 
 
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+_SERVER_PID: int | None = None  # set in the forkserver (at the bottom); forked workers inherit it
+
+
+def _die_with_parent(parent_pid: int | None) -> None:
+    """Ask Linux to SIGKILL this process when its parent dies; exit now if `parent_pid` (the parent
+    this process was started by) is already gone: the request only covers a parent alive at the
+    call. Linux only; elsewhere the signal handlers of ``run_cli`` are the only guard."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    if ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        return  # a sandbox that forbids prctl: the signal handlers of run_cli are the only guard
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(1)
+
+
 def _worker_main(connection, item_grader) -> None:
     """Worker loop: receive chunks of (index, gold, prediction text, boxed), send one result per item."""
+    _die_with_parent(_SERVER_PID)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the pool on Ctrl-C, not the item
     logging.getLogger("math_verify").setLevel(logging.CRITICAL)  # no "timeout disabled" warnings
     try:
         import resource
@@ -232,10 +264,13 @@ def _warm_up() -> None:
 
 
 def _forkserver_context():
-    """The forkserver context, its server started with this module imported and warmed up."""
+    """The forkserver context, its server started with this module imported and warmed up.
+
+    The server dies with the thread that starts it (``PR_SET_PDEATHSIG``; a dead server is started
+    again by the next call), so a caller that grades from short-lived threads pays a restart each."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["dcod.grading"])
-    os.environ[_FORKSERVER_FLAG] = "1"  # read (and removed) by the import in the server, below
+    os.environ[_FORKSERVER_FLAG] = str(os.getpid())  # read (and removed) by the import in the server, below
     try:
         multiprocessing.forkserver.ensure_running()
     finally:
@@ -261,6 +296,19 @@ def _integer_fast_path(gold_text: str, boxed: str | None) -> GradeResult | None:
     return GradeResult(gold == boxed, "ok", boxed)
 
 
+def check_timeout(timeout) -> float:
+    """The per-item timeout in seconds, checked: finite, > 0 and at most ``MAX_TIMEOUT``. (NaN passes
+    a ``<= 0`` test and then no deadline ever expires; inf and huge values overflow the wait.)"""
+    try:
+        seconds = float(timeout)
+    except (TypeError, ValueError):
+        raise ValueError(f"timeout must be a number of seconds, got {timeout!r}") from None
+    if not 0 < seconds <= MAX_TIMEOUT:  # false for NaN too
+        raise ValueError(f"timeout must be a finite number of seconds in (0, {MAX_TIMEOUT:g}], "
+                         f"got {timeout!r}")
+    return seconds
+
+
 def grade(golds: list, predictions: list, *, timeout: float = DEFAULT_TIMEOUT, workers: int = 2,
           _item_grader=grade_prepared) -> list[GradeResult]:
     """Grade predictions against golds; one GradeResult per item, in order.
@@ -269,8 +317,9 @@ def grade(golds: list, predictions: list, *, timeout: float = DEFAULT_TIMEOUT, w
     """
     if len(golds) != len(predictions):
         raise ValueError(f"{len(golds)} golds but {len(predictions)} predictions")
-    if timeout <= 0 or workers < 1:
-        raise ValueError(f"timeout must be > 0 and workers >= 1, got {timeout} and {workers}")
+    timeout = check_timeout(timeout)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers!r}")
     items = [(index, prepare_gold(gold), *prepare_prediction(prediction))
              for index, (gold, prediction) in enumerate(zip(golds, predictions))]
     results: list[GradeResult | None] = [None] * len(items)
@@ -295,6 +344,7 @@ def grade(golds: list, predictions: list, *, timeout: float = DEFAULT_TIMEOUT, w
         worker.pending.clear()
         pool[pool.index(worker)] = _Worker(context, _item_grader).wait_ready()
 
+    finished = False
     try:
         pool.extend(_Worker(context, _item_grader) for _ in range(min(workers, len(items))))
         for worker in pool:  # started together, waited for in turn
@@ -319,10 +369,57 @@ def grade(golds: list, predictions: list, *, timeout: float = DEFAULT_TIMEOUT, w
             now = time.monotonic()
             for worker in [worker for worker in pool if worker.pending and now - worker.item_started > timeout]:
                 replace(worker, "timeout")
-    finally:
+        finished = True
+    finally:  # interrupted (an error, Ctrl-C, run_cli's SIGTERM): kill, do not wait for busy workers
         for worker in pool:
-            worker.stop()
+            worker.stop(kill=not finished)
     return results  # type: ignore[return-value]
+
+
+def _json_depth(value) -> int:
+    """How deeply lists and objects nest in a parsed JSON value (a scalar is 0); a loop, no recursion."""
+    depth, level = 0, [value]
+    while level := [item for item in level if isinstance(item, (dict, list))]:
+        depth += 1
+        level = [child for item in level for child in (item.values() if isinstance(item, dict) else item)]
+    return depth
+
+
+def _parse_record(line: str, where: str) -> dict:
+    """One JSONL line as a record with `gold` and `prediction`; a ValueError naming `where` otherwise."""
+    too_deep = f"{where} is JSON nested deeper than {MAX_JSON_DEPTH} levels"
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{where} is not valid JSON: {error.msg} (column {error.colno})") from None
+    except RecursionError:  # the parser recurses once per level and gives up near 1000 levels
+        raise ValueError(too_deep) from None
+    if _json_depth(record) > MAX_JSON_DEPTH:  # shallower but still deep: str() and dumps() recurse too
+        raise ValueError(too_deep)
+    if not isinstance(record, dict):
+        raise ValueError(f"{where} is not a JSON object")
+    for key in ("gold", "prediction"):
+        if key not in record:
+            raise ValueError(f"{where} has no '{key}' field")
+    return record
+
+
+def read_records(in_path) -> tuple[list[dict], list[int]]:
+    """The records of a grading JSONL and their 1-based line numbers; blank lines are skipped. Bad
+    lines and a file without records are ValueErrors that name the file (and the line and key)."""
+    records, line_numbers = [], []
+    try:
+        handle = open(in_path, encoding="utf-8", errors="replace")
+    except OSError as error:
+        raise ValueError(f"{in_path}: cannot read the input: {error.strerror}") from None
+    with handle:
+        for line_number, line in enumerate(handle, start=1):
+            if line.strip():
+                records.append(_parse_record(line, f"{in_path}: line {line_number}"))
+                line_numbers.append(line_number)
+    if not records:  # an accuracy over nothing would read as 0.0
+        raise ValueError(f"{in_path}: no records to grade (the file is empty or only blank lines)")
+    return records, line_numbers
 
 
 def grade_file(in_path, out_path, *, timeout: float = DEFAULT_TIMEOUT, workers: int = 2) -> dict:
@@ -331,36 +428,30 @@ def grade_file(in_path, out_path, *, timeout: float = DEFAULT_TIMEOUT, workers: 
     The output is written atomically (``out_path.tmp`` then ``os.replace``). Returns a summary: n,
     accuracy, counts per status, the ids (or line numbers) of unparseable golds and the grader info.
     """
-    records, line_numbers = [], []
-    with open(in_path, encoding="utf-8", errors="replace") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{in_path}: line {line_number} is not valid JSON: {error}") from None
-            if not isinstance(record, dict):
-                raise ValueError(f"{in_path}: line {line_number} is not a JSON object")
-            for key in ("gold", "prediction"):
-                if key not in record:
-                    raise ValueError(f"{in_path}: line {line_number} has no '{key}' field")
-            records.append(record)
-            line_numbers.append(line_number)
+    timeout = check_timeout(timeout)  # before any work: a bad flag fails at once
+    out_path = Path(out_path)
+    if not out_path.parent.is_dir():
+        raise ValueError(f"{out_path}: the output folder {out_path.parent} does not exist")
+    records, line_numbers = read_records(in_path)
     results = grade([r["gold"] for r in records], [r["prediction"] for r in records],
                     timeout=timeout, workers=workers)
-    out_path = Path(out_path)
     temporary = out_path.with_name(out_path.name + ".tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        for record, result in zip(records, results):
-            record.update(correct=result.correct, status=result.status, extracted=result.extracted)
-            handle.write(json.dumps(record) + "\n")  # ASCII-escaped: safe for any input text
-    os.replace(temporary, out_path)
+    try:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            for record, result in zip(records, results):
+                record.update(correct=result.correct, status=result.status, extracted=result.extracted)
+                handle.write(json.dumps(record) + "\n")  # ASCII-escaped: safe for any input text
+        os.replace(temporary, out_path)
+    except BaseException as error:  # a full disk, a signal: no half-written file left behind
+        temporary.unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise ValueError(f"{out_path}: cannot write the graded records: {error.strerror}") from error
+        raise
     counts = collections.Counter(result.status for result in results)
     return {
         "n": len(results),
         "correct": sum(result.correct for result in results),
-        "accuracy": sum(result.correct for result in results) / len(results) if results else 0.0,
+        "accuracy": sum(result.correct for result in results) / len(results),
         "status_counts": {status: counts.get(status, 0) for status in STATUSES},
         "unparseable_gold": [record.get("id", line_number) for record, line_number, result
                              in zip(records, line_numbers, results) if result.status == "unparseable_gold"],
@@ -368,20 +459,81 @@ def grade_file(in_path, out_path, *, timeout: float = DEFAULT_TIMEOUT, workers: 
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``dcod grade IN OUT [--timeout S] [--workers N]``: grade a JSONL file, print the summary."""
-    parser = argparse.ArgumentParser(prog="dcod grade", description=grade_file.__doc__.splitlines()[0])
-    parser.add_argument("in_path")
-    parser.add_argument("out_path")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per item")
-    parser.add_argument("--workers", type=int, default=2)
-    arguments = parser.parse_args(argv)
-    summary = grade_file(arguments.in_path, arguments.out_path, timeout=arguments.timeout, workers=arguments.workers)
+# --- the command line: `dcod grade` and `python -m dcod.grading` --------------------------------
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+class Interrupted(BaseException):
+    """A stop signal as an exception, so that grade() kills its workers on the way out (a
+    BaseException, like KeyboardInterrupt: an ``except Exception`` on the way does not swallow it)."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _stop_signals_raise():
+    """Inside: the first of SIGTERM/SIGINT/SIGHUP raises Interrupted and later ones are ignored, so
+    that the cleanup it starts is not cut short. Signal handlers work in the main thread only."""
+
+    def handler(signum, frame):
+        for stop in STOP_SIGNALS:
+            signal.signal(stop, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    if threading.current_thread() is not threading.main_thread():  # a library caller's thread
+        yield
+        return
+    previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, action in previous.items():
+            signal.signal(signum, action)
+
+
+def run_cli(in_path, out_path, *, timeout: float, workers: int, prog: str = "dcod grade") -> int:
+    """Grade a file for a command line and return its exit code: 0 with the summary on stdout as one
+    JSON object; 2 with a message naming the bad input; 128 + the signal number when SIGTERM, SIGINT
+    or SIGHUP stopped it (workers killed, no ``.tmp`` left)."""
+    try:
+        with _stop_signals_raise():
+            summary = grade_file(in_path, out_path, timeout=timeout, workers=workers)
+    except ValueError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
+    except Interrupted as stop:
+        print(f"{prog}: {stop}; grading workers killed", file=sys.stderr)
+        return 128 + stop.signum
     print(json.dumps(summary, indent=2))
     return 0
 
 
-if os.environ.pop(_FORKSERVER_FLAG, None) == "1":  # this import is the forkserver's preload
+def _timeout_argument(text: str) -> float:
+    try:
+        return check_timeout(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m dcod.grading IN OUT [--timeout S] [--workers N]``: as ``dcod grade``."""
+    parser = argparse.ArgumentParser(prog="dcod grade", description=grade_file.__doc__.splitlines()[0])
+    parser.add_argument("in_path")
+    parser.add_argument("out_path")
+    parser.add_argument("--timeout", type=_timeout_argument, default=DEFAULT_TIMEOUT, help="seconds per item")
+    parser.add_argument("--workers", type=int, default=2)
+    arguments = parser.parse_args(argv)
+    return run_cli(arguments.in_path, arguments.out_path, timeout=arguments.timeout,
+                   workers=arguments.workers, prog=parser.prog)
+
+
+_server_parent = os.environ.pop(_FORKSERVER_FLAG, None)
+if _server_parent is not None:  # this import is the forkserver's preload
+    _die_with_parent(int(_server_parent))
+    _SERVER_PID = os.getpid()
     _warm_up()
 
 if __name__ == "__main__":
