@@ -8,6 +8,8 @@ the same directory for that reason.
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import json
 import os
 import shutil
@@ -97,3 +99,45 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return (commit or "unknown") + ("+dirty" if dirty else "")
+
+
+@functools.lru_cache(maxsize=1)
+def source_fingerprint() -> str:
+    """SHA-256 over the package's source: every ``src/dcod/**/*.py`` and ``*.yaml``, relative path and
+    content, sorted by path. Unlike ``code_version`` (``+dirty`` for any edit) it tells two uncommitted
+    edits apart; resumable artefacts carry it (docs/architecture.md, "Checkpoints"). Once per process."""
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(p for p in package.rglob("*") if p.suffix in (".py", ".yaml") and p.is_file()):
+        data = path.read_bytes()
+        digest.update(f"{path.relative_to(package).as_posix()}\0{len(data)}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def content_digest(path: str | Path) -> str:
+    """SHA-256 of a file, or of a folder's files (relative path, size and content, sorted by path; hidden
+    names such as Snakemake's ``.snakemake_timestamp`` or a writer's ``.x.tmp`` are skipped). Unlike size
+    and mtime it survives a copy and changes whenever an upstream job writes other bytes."""
+    path = Path(path)
+    if path.is_file():
+        files = {"": path}
+    elif path.is_dir():
+        files = {p.relative_to(path).as_posix(): p for p in path.rglob("*") if p.is_file()}
+        files = {name: p for name, p in sorted(files.items()) if not any(
+            part.startswith(".") for part in name.split("/"))}
+    else:
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    digest = hashlib.sha256()
+    for name, file in files.items():
+        digest.update(f"{name}\0{file.stat().st_size}\0".encode())
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def plain_json(data: Any) -> Any:
+    """``data`` as it reads back from JSON (tuples become lists, keys strings), so that a fingerprint
+    compares equal to its stored copy."""
+    return json.loads(json.dumps(data, sort_keys=True, default=str))
