@@ -61,13 +61,14 @@ def load_traces(path) -> list[dict]:
         raise ValueError(f"{path}: missing columns {sorted(missing)}")
     _check_lengths(frame, path)
     examples = []
-    for record in frame.to_dict("records"):
+    for row, record in enumerate(frame.to_dict("records"), start=1):
         example = {"prompt_ids": [int(t) for t in record["prompt_ids"]],
                    "completion_ids": [int(t) for t in record["completion_ids"]],
                    "teacher_logprobs": np.asarray(record["teacher_logprobs"], dtype=np.float32)}
         if "topk_ids" in record and record["topk_ids"] is not None and len(record["topk_ids"]):
             example["topk_ids"] = [np.asarray(v) for v in record["topk_ids"]]
             example["topk_logprobs"] = [np.asarray(v) for v in record["topk_logprobs"]]
+        _check_finite_logprobs(example, path, row)
         for key in ("id", "question", "gold"):
             if key in record:
                 example[key] = record[key]
@@ -137,6 +138,26 @@ def _check_lengths(frame: pd.DataFrame, path) -> None:
         elif k != width:
             raise ValueError(f"{where}: topk_ids holds {f'top-{k}' if k else 'no top-k'} while earlier rows hold "
                              f"{f'top-{width}' if width else 'none'} (one k per file)")
+
+
+def _check_finite_logprobs(example: dict, path, row: int) -> None:
+    """NaN/inf teacher log-probs would train silently wrong (``kd`` reads a NaN top-k entry as zero mass):
+    refuse them at load, naming the file and the 1-based row. A sampled token's log-prob must be finite;
+    a top-k entry may be -inf (zero mass after top-p), never NaN or +inf."""
+    sampled = example["teacher_logprobs"]
+    bad = np.flatnonzero(~np.isfinite(sampled))
+    if bad.size:
+        raise ValueError(f"{path}: row {row}: teacher_logprobs[{bad[0]}] is {sampled[bad[0]]} "
+                         f"({bad.size} non-finite values); a sampled token's log-prob must be finite")
+    if "topk_logprobs" in example and len(example["topk_logprobs"]):
+        topk = np.concatenate([np.ravel(v) for v in example["topk_logprobs"]]).astype(np.float32)
+        if np.isnan(topk).any() or (topk == np.inf).any():  # one vectorised test per row; details on error
+            for token, values in enumerate(example["topk_logprobs"]):
+                values = np.asarray(values, dtype=np.float32)
+                if np.isnan(values).any() or (values == np.inf).any():
+                    raise ValueError(f"{path}: row {row}: topk_logprobs at completion token {token} is "
+                                     f"{values.tolist()}; top-k log-probs may be -inf (zero mass), "
+                                     "never NaN or +inf")
 
 
 def use_student_prompts(examples: list[dict], tokenizer) -> int:
