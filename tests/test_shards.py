@@ -1,5 +1,8 @@
 """Interrupted trace generation and evaluation resume from their finished shards, with the same result."""
 
+import json
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -39,6 +42,55 @@ def test_run_sharded_keeps_finished_shards_and_discards_foreign_ones(tmp_path):
     assert calls == [0, 1, 2, 3]
     with pytest.raises(ValueError, match="shard_size"):
         run_sharded(tmp_path / "t", {}, items, 0, work)
+
+
+def test_shards_from_another_source_version_are_discarded(tmp_path, monkeypatch, capsys):
+    """Issue 11.2: an uncommitted edit fingerprinted as `<commit>+dirty` like any other, and an evaluation
+    resumed across the edit merged rows from both versions. The source fingerprint tells edits apart."""
+    from dcod import io, shards
+
+    calls = []
+
+    def work(index, items):
+        calls.append(index)
+        if index == 2 and len(calls) == 3:
+            raise Interrupt  # the edited version dies in shard 2, leaving shards 0 and 1
+        return [{"x": item} for item in items]
+
+    items = list(range(10))
+    with monkeypatch.context() as patch:
+        patch.setattr(shards, "source_fingerprint", lambda: "f" * 64)  # the edited source
+        with pytest.raises(Interrupt):
+            run_sharded(tmp_path / "s", {"a": 1}, items, 3, work, progress=False)
+    capsys.readouterr()
+    rows = run_sharded(tmp_path / "s", {"a": 1}, items, 3, work, progress=False)
+    assert calls == [0, 1, 2, 0, 1, 2, 3]  # nothing of the other version kept
+    assert [row["x"] for row in rows] == items
+    assert f"shards in {tmp_path / 's'} were computed from other inputs (differs in: source_sha256); " \
+           "starting fresh" in capsys.readouterr().out
+    stamp = json.loads((tmp_path / "s" / "fingerprint.json").read_text())
+    assert stamp == {"a": 1, "source_sha256": io.source_fingerprint()}
+
+
+def test_source_fingerprint_tells_edits_apart(tmp_path, monkeypatch):
+    """The hash covers the package's .py and .yaml files, path and content (computed once per process)."""
+    import shutil
+
+    from dcod import io
+
+    package = tmp_path / "dcod"
+    shutil.copytree(Path(io.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
+    digests = []
+    for edit in (None, "# an uncommitted comment\n", None):
+        if edit:
+            (package / "shards.py").write_text((package / "shards.py").read_text() + edit)
+        monkeypatch.setattr(io, "__file__", str(package / "io.py"))
+        io.source_fingerprint.cache_clear()
+        digests.append(io.source_fingerprint())
+    io.source_fingerprint.cache_clear()
+    monkeypatch.undo()
+    assert digests[0] != digests[1] == digests[2]
+    assert io.source_fingerprint() == digests[0]  # the copy was exact: same paths, same bytes
 
 
 @pytest.fixture()

@@ -211,11 +211,17 @@ class SelfDistill(Method):
         return [data[i] for i in sampler.indices(step - round_index * self.steps_per_round)]
 
     def state(self):
-        return {"round_data": self.round_data, "accepted": self.accepted}
+        """JSON-safe (the checkpoint's progress file is JSON, docs/architecture.md "Checkpoints"): round
+        indices as string keys, token ids as plain ints."""
+        rounds = {str(index): [{"prompt_ids": [int(t) for t in e["prompt_ids"]],
+                                "completion_ids": [int(t) for t in e["completion_ids"]]} for e in data]
+                  for index, data in self.round_data.items()}
+        return {"round_data": rounds, "accepted": {str(k): float(v) for k, v in self.accepted.items()}}
 
     def load_state(self, state):
-        self.round_data = state.get("round_data", {})
-        self.accepted = state.get("accepted", {})
+        # JSON keys come back as strings: the round index is an int everywhere else
+        self.round_data = {int(k): v for k, v in state.get("round_data", {}).items()}
+        self.accepted = {int(k): v for k, v in state.get("accepted", {}).items()}
 
 
 METHOD_CLASSES = {cls.name: cls for cls in (SFT, DFT, KD, DCOD, OnPolicyKD, SelfDistill)}

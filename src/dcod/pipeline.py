@@ -17,10 +17,10 @@ import torch
 from dcod.config import ProfileConfig, load_experiment, to_dict, train_config_for
 from dcod.data import check_vocab, load_traces, use_student_prompts
 from dcod.generation import HFBackend, SamplingParams
-from dcod.io import atomic_path, code_version, read_jsonl, write_json, write_parquet
+from dcod.io import atomic_path, code_version, content_digest, read_jsonl, write_json, write_parquet
 from dcod.methods import Cost, StepContext, build_method
 from dcod.models import build_tiny_llama, check_same_tokenizer, encode_prompt, load_model, set_threads
-from dcod.shards import file_identity, run_sharded, shard_seed
+from dcod.shards import run_sharded, shard_seed
 from dcod.shards import finish as finish_shards
 from dcod.training import Trainer
 
@@ -163,11 +163,13 @@ def stage_base_student(profile: ProfileConfig, world_dir: Path, out_dir: Path, t
     cost = Cost()
     ctx = StepContext(tokenizer=tokenizer, traces=examples, batch_size=pre.batch_size, seed=pre.seed)
     method = build_method("sft", None, ctx, cost, pre.steps)
+    fingerprint = {"config": {"profile": to_dict(profile)}, "inputs": {"world": content_digest(world_dir)}}
     trainer = Trainer(model, tokenizer, method, cfg, out_dir.parent / (out_dir.name + "_run"), cost=cost,
-                      seed=pre.seed)
+                      seed=pre.seed, fingerprint=fingerprint, name="base student pre-training")
     summary = trainer.run()
     trainer.save_model(out_dir)
     write_json(out_dir.parent / (out_dir.name + "_run") / "run.json", {**_provenance(profile), **summary})
+    trainer.discard_checkpoint()
 
 
 # ----------------------------------------------------------------------------- teacher traces
@@ -201,8 +203,8 @@ def stage_traces(profile: ProfileConfig, world_dir: Path, out_path: Path) -> Non
         return rows
 
     shard_dir = Path(out_path).parent / f".{Path(out_path).stem}.shards"
-    fingerprint = {**_provenance(profile), "world": file_identity(Path(world_dir) / "train.jsonl"),
-                   "output": str(out_path)}
+    fingerprint = {"profile": to_dict(profile), "world": content_digest(Path(world_dir) / "train.jsonl"),
+                   "output": str(out_path)}  # run_sharded adds the source fingerprint
     generated = run_sharded(shard_dir, fingerprint, records, tc.shard_size, work, desc="teacher traces")
     seconds = sum(row.pop("seconds") for row in generated)
     rows = [row for row in generated if row["verified"] or not tc.keep_only_correct]
@@ -253,7 +255,13 @@ def stage_train(profile: ProfileConfig, experiment_config: Path, seed: int, worl
         ctx.reference_model = _frozen_on_device(AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32), cfg)
     cost = Cost()
     method = build_method(exp.method, exp.params, ctx, cost, cfg.steps)
-    trainer = Trainer(model, tokenizer, method, cfg, out_dir, cost=cost, seed=seed, stop_after=stop_after)
+    # what the checkpoint was computed from besides the code (docs/architecture.md, "Checkpoints"); exp
+    # already holds an --lr override, and an upstream retrain changes the base student's digest
+    fingerprint = {"config": {"profile": to_dict(profile), "experiment": to_dict(exp)},
+                   "inputs": {"world": content_digest(world_dir), "base": content_digest(base_dir),
+                              "traces": content_digest(traces_path)}}
+    trainer = Trainer(model, tokenizer, method, cfg, out_dir, cost=cost, seed=seed, stop_after=stop_after,
+                      fingerprint=fingerprint, name=f"{exp.name} (seed {seed}, lr {cfg.lr:g})")
     try:
         summary = trainer.run()
     finally:
@@ -265,6 +273,7 @@ def stage_train(profile: ProfileConfig, experiment_config: Path, seed: int, worl
         extra["rollout_weight_syncs"] = ctx.student_backend.syncs  # resume: since the resume)
     write_json(out_dir / "run.json", {**_provenance(profile), "experiment": to_dict(exp), "train": to_dict(cfg),
                                       "seed": seed, "trace_prompts_reencoded": prompts_reencoded, **summary, **extra})
+    trainer.discard_checkpoint()  # it only rescues an interrupted job: never a later run's starting point
 
 
 def _on_device(model):
@@ -323,9 +332,10 @@ def stage_evaluate(profile: ProfileConfig, world_dir: Path, model_dir: str, out_
     if ifeval_records:  # refuse what lm-eval's checkers could not score before generating anything
         ifeval.check_golds([r["gold"] for r in ifeval_records], [r["id"] for r in ifeval_records])
     out_dir = Path(out_dir)
-    fingerprint = {**_provenance(profile), "seed": seed, "splits": splits or ev.splits, "stability": stability,
-                   "model": file_identity(model_dir) if Path(model_dir).exists() else model_dir,
-                   "world": [file_identity(Path(world_dir) / f"{split}.jsonl") for split in splits or ev.splits]}
+    fingerprint = {"profile": to_dict(profile), "seed": seed, "splits": splits or ev.splits,
+                   "stability": stability,
+                   "model": content_digest(model_dir) if Path(model_dir).exists() else model_dir,
+                   "world": [content_digest(Path(world_dir) / f"{s}.jsonl") for s in splits or ev.splits]}
     rows = run_sharded(out_dir / ".shards-greedy", fingerprint, records, ev.shard_size, desc="evaluate",
                        work=lambda _, shard: evaluate_records(backend, tokenizer, shard,
                                                               max_new_tokens=ev.max_new_tokens, seed=seed))

@@ -8,7 +8,8 @@ them. Results do not depend on where a job was interrupted: a shard's work gets 
 a per-shard sampling seed), never state carried over from earlier shards.
 
 ``<folder>/fingerprint.json`` records what the shards were computed from (configuration, model, input
-file identities); shards with another fingerprint are discarded, never mixed in. The folder is
+file digests, and the package's source fingerprint, which tells uncommitted edits apart); shards with
+another fingerprint are discarded, never mixed in (docs/architecture.md, "Checkpoints"). The folder is
 removed once the job's output is written, so shards never outlive the interrupted job they rescue.
 """
 
@@ -19,7 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Callable, Sequence
 
-from dcod.io import read_jsonl, write_json, write_jsonl
+from dcod.io import plain_json, read_jsonl, source_fingerprint, write_json, write_jsonl
 
 
 def file_identity(path: str | Path) -> dict:
@@ -37,16 +38,24 @@ def run_sharded(folder: str | Path, fingerprint: dict, items: Sequence, shard_si
                 work: Callable[[int, list], list[dict]], *, desc: str = "shards",
                 progress: bool = True) -> list[dict]:
     """``work(shard_index, items_of_the_shard)`` for every shard not already finished in ``folder``;
-    returns the rows of all shards in item order. Call ``finish(folder)`` after writing the output."""
+    returns the rows of all shards in item order. Call ``finish(folder)`` after writing the output.
+    ``fingerprint`` names what the work depends on; the package's source fingerprint is added here."""
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     folder = Path(folder)
-    stamp = json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
+    stamp = plain_json({**fingerprint, "source_sha256": source_fingerprint()})
     stamp_path = folder / "fingerprint.json"
     if folder.exists():
-        previous = json.loads(stamp_path.read_text()) if stamp_path.is_file() else None
-        if previous != stamp:
-            shutil.rmtree(folder)  # computed from something else (or unmarked): never mixed in
+        try:
+            previous = json.loads(stamp_path.read_text()) if stamp_path.is_file() else None
+        except ValueError:
+            previous = None
+        if previous != stamp:  # computed from something else (or unmarked): never mixed in
+            previous = previous if isinstance(previous, dict) else {}
+            differs = sorted(k for k in set(stamp) | set(previous) if stamp.get(k) != previous.get(k))
+            print(f"{desc}: shards in {folder} were computed from other inputs (differs in: "
+                  f"{', '.join(differs)}); starting fresh", flush=True)
+            shutil.rmtree(folder)
     if not stamp_path.is_file():
         write_json(stamp_path, stamp)
     starts = range(0, len(items), shard_size)

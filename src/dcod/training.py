@@ -12,11 +12,18 @@ depend on the scores of micro-batch 2. Scores of all ranks are gathered before t
 
 Resume: ``accelerate``'s ``save_state`` every ``checkpoint_every`` steps into a temporary directory
 renamed into place; the data order is a pure function of (seed, step), so a resumed run replays
-exactly the batches of an uninterrupted one.
+exactly the batches of an uninterrupted one. A checkpoint carries a fingerprint of what it was computed
+from (resolved config, input files, package source) and is resumed only on an exact match; progress is
+JSON, never a pickle (docs/architecture.md, "Checkpoints").
+
+Non-finite guard: the step's global loss and the gradient norm (which ``clip_grad_norm_`` already
+reduces over every gradient) are checked every step as two Python floats the step computes anyway, and
+the weights before each checkpoint is written, so a checkpoint or model never holds a non-finite state.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -28,13 +35,32 @@ import torch
 from accelerate import Accelerator
 from tqdm import tqdm
 
-from dcod.config import TrainConfig
-from dcod.io import atomic_path
+from dcod.config import TrainConfig, to_dict
+from dcod.io import atomic_path, plain_json, source_fingerprint, write_text
 from dcod.methods import Cost, Method, collate_for
+
+PROGRESS = "progress.json"  # step, cost, elapsed, method state, fingerprint: plain JSON, no pickle
 
 
 class NonFiniteLossError(RuntimeError):
-    pass
+    """A NaN or infinite loss, gradient norm or weight: training stops before anything is written from it."""
+
+
+class CheckpointWriteError(OSError):
+    """Writing a checkpoint, the log or the model failed (disk full, ...); the message names the path."""
+
+
+@contextlib.contextmanager
+def _naming(path: Path, what: str):
+    """Re-raise a failed write with the path in the message (torch.save's disk-full error is a bare
+    ``basic_ios::clear: iostream error``); interruptions pass through unchanged."""
+    try:
+        yield
+    except Exception as error:
+        if isinstance(error, (NonFiniteLossError, CheckpointWriteError)):
+            raise
+        message = f"writing {what} {path} failed: {type(error).__name__}: {error}"
+        raise CheckpointWriteError(getattr(error, "errno", None) or 0, message) from error
 
 
 def cosine_schedule(cfg: TrainConfig):
@@ -57,9 +83,16 @@ def _split(items: list, parts: int) -> list[list]:
 
 
 class Trainer:
+    check_finite = True  # the non-finite guard (bench/step_cost.py switches it off to measure its cost)
+
     def __init__(self, model, tokenizer, method: Method, cfg: TrainConfig, out_dir: Path, *,
-                 cost: Cost, seed: int, progress: bool = True, stop_after: int | None = None):
+                 cost: Cost, seed: int, progress: bool = True, stop_after: int | None = None,
+                 fingerprint: dict | None = None, name: str | None = None):
+        """``fingerprint``: ``{"config": ..., "inputs": ...}`` from the caller (resolved profile and
+        experiment, input file digests); the trainer adds its own config, seed, method and the source
+        fingerprint. ``name`` (default: the method's) names the run in errors."""
         self.cfg, self.method, self.tokenizer, self.cost = cfg, method, tokenizer, cost
+        self.name = name or method.name
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.seed, self.progress = seed, progress
@@ -78,47 +111,131 @@ class Trainer:
         self.log_path = self.out_dir / "train_log.jsonl"
         self.start_step = 0
         self.elapsed_before = 0.0
+        self.saved_step: int | None = None  # the checkpoint on disk, written or resumed by this run
+        given = fingerprint or {}
+        self.fingerprint = plain_json({
+            "config": {"train": to_dict(cfg), "seed": seed, "method": method.name, **given.get("config", {})},
+            "inputs": given.get("inputs", {}), "code": source_fingerprint()})
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, step: int, elapsed: float) -> None:
         """Every rank writes into one temporary folder (``save_state`` is collective under FSDP and
         DeepSpeed, and each rank saves its own RNG state); rank 0 adds the progress file and renames the
-        folder into place, so a checkpoint is either complete or absent."""
+        folder into place, so a checkpoint is either complete or absent. Only a finite state is written;
+        a failed write (disk full) names the path and leaves no temporary folder behind."""
         acc = self.accelerator
+        if self.check_finite and not self._weights_finite():
+            raise NonFiniteLossError(f"{self.name}: non-finite weights after step {step - 1} (train_log step "
+                                     f"{step}); not checkpointed; {self._last_good()}")
         tmp = self.checkpoint_dir.with_name(f".{self.checkpoint_dir.name}.tmp")
-        if acc.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-        acc.wait_for_everyone()
-        acc.save_state(str(tmp))
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            torch.save({"step": step, "cost": self.cost.as_dict(), "elapsed": elapsed,
-                        "method": self.method.state()}, tmp / "progress.pt")
-            if self.log_path.exists():
-                shutil.copy(self.log_path, tmp / "train_log.jsonl")
-            if self.checkpoint_dir.exists():
-                shutil.rmtree(self.checkpoint_dir)
-            os.replace(tmp, self.checkpoint_dir)
+        try:
+            with _naming(self.checkpoint_dir, "the checkpoint"):
+                if acc.is_main_process:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                acc.wait_for_everyone()
+                acc.save_state(str(tmp))
+                acc.wait_for_everyone()
+                if acc.is_main_process:
+                    progress = {"step": step, "cost": self.cost.as_dict(), "elapsed": elapsed,
+                                "method": self.method.state(), "fingerprint": self.fingerprint}
+                    # strict JSON: a state that does not serialise is a bug to see, not to stringify
+                    write_text(tmp / PROGRESS, json.dumps(progress, allow_nan=False) + "\n")
+                    if self.log_path.exists():
+                        shutil.copy(self.log_path, tmp / "train_log.jsonl")
+                    if self.checkpoint_dir.exists():
+                        shutil.rmtree(self.checkpoint_dir)
+                    os.replace(tmp, self.checkpoint_dir)
+        except BaseException:
+            if acc.is_main_process:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self.saved_step = step
         acc.wait_for_everyone()
 
+    def _weights_finite(self) -> bool:
+        """Whether every weight is finite on every rank, checked before each checkpoint only: the per-step
+        guard sees the loss and the gradient norm, not an update that overflows a weight although both
+        were finite. FSDP2 parameters are DTensors: each rank checks its own shard (DeepSpeed ZeRO-3's
+        partitioned parameters are not looked at: their local placeholders are empty)."""
+        bad = torch.zeros((), device=self.accelerator.device)
+        for parameter in self.model.parameters():
+            local = parameter.to_local() if hasattr(parameter, "to_local") else parameter
+            bad += (~torch.isfinite(local.detach())).sum()
+        return float(self.accelerator.reduce(bad, reduction="sum")) == 0
+
+    def _last_good(self) -> str:
+        if self.saved_step is None:
+            return "last good checkpoint: none (no checkpoint written yet)"
+        return f"last good checkpoint: {self.checkpoint_dir} (step {self.saved_step})"
+
+    def _read_progress(self) -> tuple[dict | None, str]:
+        """The checkpoint's progress and, when it must not be resumed, why (``None`` and the reason)."""
+        path = self.checkpoint_dir / PROGRESS
+        if not path.is_file():
+            return None, f"has no {PROGRESS} (incomplete, or written by an older version)"
+        try:
+            progress = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            return None, f"has an unreadable {PROGRESS} ({error})"
+        if not isinstance(progress, dict) or not {"step", "cost", "elapsed", "method"} <= set(progress):
+            return None, f"has a {PROGRESS} without step/cost/elapsed/method"
+        stored = progress.get("fingerprint")
+        if stored != self.fingerprint:
+            stored = stored if isinstance(stored, dict) else {}
+            differs = [key for key in self.fingerprint if stored.get(key) != self.fingerprint[key]]
+            return None, f"was computed from other inputs (differs in: {', '.join(differs)})"
+        return progress, ""
+
     def maybe_resume(self) -> None:
-        if not (self.checkpoint_dir / "progress.pt").exists():
-            self.log_path.unlink(missing_ok=True)
+        """Resume from the checkpoint only if its fingerprint equals this run's; anything else (another
+        config, input or source; a folder without our progress file) is removed and training starts
+        fresh. accelerate's ``load_state`` is therefore only ever called on a folder we wrote."""
+        acc = self.accelerator
+        tmp = self.checkpoint_dir.with_name(f".{self.checkpoint_dir.name}.tmp")
+        if acc.is_main_process:  # a job killed while writing a checkpoint leaves its temporary folder
+            shutil.rmtree(tmp, ignore_errors=True)
+        progress, reason = None, ""
+        if self.checkpoint_dir.exists():
+            progress, reason = self._read_progress()  # every rank decides alike: same files and fingerprint
+        if progress is None:
+            if reason:
+                acc.print(f"checkpoint at {self.checkpoint_dir} {reason}; starting fresh")
+            acc.wait_for_everyone()
+            if acc.is_main_process:
+                shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
+                self.log_path.unlink(missing_ok=True)
+            acc.wait_for_everyone()
             return
-        self.accelerator.load_state(str(self.checkpoint_dir))
-        progress = torch.load(self.checkpoint_dir / "progress.pt", weights_only=False)
+        try:
+            # accelerate loads its .bin/.pkl files with torch.load(weights_only=True) (FSDP's sharded
+            # states: a pickled .metadata); we only get here for a folder carrying our fingerprint
+            acc.load_state(str(self.checkpoint_dir))
+        except Exception as error:  # the model may be half-loaded already: starting fresh would be wrong
+            raise RuntimeError(f"checkpoint at {self.checkpoint_dir} matches this run's fingerprint but could "
+                               f"not be loaded ({type(error).__name__}: {error}); delete the folder to start "
+                               "fresh") from error
         self.start_step = progress["step"]
         self.elapsed_before = progress["elapsed"]
+        self.saved_step = progress["step"]
         for key, value in progress["cost"].items():
             setattr(self.cost, key, value)
         self.method.load_state(progress["method"])
         # the log is rewound to the checkpoint so steps after it are not logged twice
         saved_log = self.checkpoint_dir / "train_log.jsonl"
-        if saved_log.exists():
-            shutil.copy(saved_log, self.log_path)
-        else:
-            self.log_path.unlink(missing_ok=True)
-        self.accelerator.print(f"resumed from {self.checkpoint_dir} at step {self.start_step}")
+        if acc.is_main_process:
+            if saved_log.exists():
+                shutil.copy(saved_log, self.log_path)
+            else:
+                self.log_path.unlink(missing_ok=True)
+        acc.print(f"resumed from {self.checkpoint_dir} at step {self.start_step}")
+
+    def discard_checkpoint(self) -> None:
+        """Remove the checkpoint once the model and run.json are written: it only exists to rescue an
+        interrupted job, and a finished run's checkpoint must never stand in for a later one."""
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
 
     # ------------------------------------------------------------------ one optimiser step
     def _local_examples(self, step: int) -> list[dict]:
@@ -191,10 +308,6 @@ class Trainer:
                 if weights[index] is not None:
                     mask = mask * weights[index].to(per_token.dtype)
                 loss = (per_token * mask).sum() * scale
-                if not torch.isfinite(loss):
-                    last_good = self.checkpoint_dir if self.checkpoint_dir.exists() else "none (no checkpoint yet)"
-                    raise NonFiniteLossError(f"non-finite loss {loss.item()} at step {step}; last good "
-                                             f"checkpoint: {last_good}")
                 self.accelerator.backward(loss)
                 total += loss.item() / self.accelerator.num_processes
         total = float(self.accelerator.reduce(torch.tensor(total, device=self.accelerator.device),
@@ -203,9 +316,17 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        grad_norm = float(grad_norm)  # the sync the log record always made, after the step is queued
+        # The guard: two floats the step computes anyway (the global loss; the norm clip_grad_norm_ reduced
+        # over every gradient of every rank, so all ranks stop alike). A non-finite step has already
+        # spoiled the in-memory weights; it raises before any checkpoint or model is written from them.
+        if self.check_finite and not math.isfinite(total + grad_norm):
+            raise NonFiniteLossError(f"{self.name}: non-finite loss {total} / gradient norm {grad_norm} at "
+                                     f"step {step} (train_log step {step + 1}); nothing written from this "
+                                     f"state; {self._last_good()}")
         self.cost.student_tokens_trained += int(n_tokens)
         return {"step": step + 1, "loss": total, "lr": self.scheduler.get_last_lr()[0],
-                "grad_norm": float(grad_norm), "tokens": int(n_tokens), **diagnostics}
+                "grad_norm": grad_norm, "tokens": int(n_tokens), **diagnostics}
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict:
@@ -214,11 +335,12 @@ class Trainer:
         started = time.time()
         bar = tqdm(range(self.start_step, self.cfg.steps), initial=self.start_step, total=self.cfg.steps,
                    desc=f"train {self.method.name}", disable=not (self.progress and self.accelerator.is_main_process))
+        elapsed = self.elapsed_before
         for step in bar:
             record = self.train_step(step)
-            record["elapsed"] = self.elapsed_before + time.time() - started
+            record["elapsed"] = elapsed = self.elapsed_before + time.time() - started
             if self.accelerator.is_main_process:
-                with open(self.log_path, "a") as handle:
+                with _naming(self.log_path, "the training log"), open(self.log_path, "a") as handle:
                     handle.write(json.dumps(record) + "\n")
             if step % self.cfg.log_every == 0 and record["loss"] is not None:
                 bar.set_postfix(loss=f"{record['loss']:.3f}")
@@ -227,8 +349,7 @@ class Trainer:
                 self.save_checkpoint(done, record["elapsed"])
             if self.stop_after is not None and done >= self.stop_after:
                 raise KeyboardInterrupt(f"stopped after step {done} (stop_after)")
-        progress = torch.load(self.checkpoint_dir / "progress.pt", weights_only=False)
-        return {"wall_time_s": progress["elapsed"], **self.cost.as_dict()}
+        return {"wall_time_s": elapsed, **self.cost.as_dict()}  # the final checkpoint's elapsed
 
     def save_model(self, path: Path) -> None:
         """The trained model as an HF folder, written by the main process. ``get_state_dict`` is a
@@ -238,7 +359,7 @@ class Trainer:
         state_dict = self.accelerator.get_state_dict(self.model)
         if self.accelerator.is_main_process:
             model = self.accelerator.unwrap_model(self.model)
-            with atomic_path(path, directory=True) as tmp:
+            with _naming(path, "the model"), atomic_path(path, directory=True) as tmp:
                 model.save_pretrained(tmp, state_dict=state_dict)
                 self.tokenizer.save_pretrained(tmp)
         self.accelerator.wait_for_everyone()
