@@ -484,7 +484,7 @@ def test_snakemake_forcerun_retrains(tmp_path):
     snakemake = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "1",
                  "--config", "profile=ci"]
     target = "work/ci/runs/sft/seed0/run.json"
-    subprocess.run(snakemake + [target], cwd=tmp_path, check=True, capture_output=True, timeout=1500)
+    subprocess.run(snakemake + ["--", target], cwd=tmp_path, check=True, capture_output=True, timeout=1500)
     run = tmp_path / "work/ci/runs/sft/seed0"
     first = load_file(run / "model" / "model.safetensors")
     assert not (run / "checkpoint").exists()
