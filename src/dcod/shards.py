@@ -23,17 +23,6 @@ from typing import Callable, Sequence
 from dcod.io import plain_json, read_jsonl, source_fingerprint, write_json, write_jsonl
 
 
-def file_identity(path: str | Path) -> dict:
-    """What identifies an input file or folder cheaply: its path, size and modification time."""
-    path = Path(path)
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file())
-        return {"path": str(path), "files": [[str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns]
-                                             for p in files]}
-    stat = path.stat()
-    return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-
-
 def run_sharded(folder: str | Path, fingerprint: dict, items: Sequence, shard_size: int,
                 work: Callable[[int, list], list[dict]], *, desc: str = "shards",
                 progress: bool = True) -> list[dict]:
