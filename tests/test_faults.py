@@ -493,3 +493,29 @@ def test_snakemake_forcerun_retrains(tmp_path):
     log = (tmp_path / "work/ci/logs/train/sft_seed0.log").read_text()
     assert "resumed" not in log and len((run / "train_log.jsonl").read_text().splitlines()) == 4
     assert _same(first, load_file(run / "model" / "model.safetensors"))  # same inputs: same weights
+
+
+@pytest.mark.parametrize("error", [NonFiniteLossError("sft (seed 0, lr 1e+30): non-finite loss at step 3"),
+                                   CheckpointWriteError(28, "writing the checkpoint work/x/checkpoint failed")])
+def test_training_errors_end_the_command_with_one_line_and_exit_2(monkeypatch, capsys, error):
+    """The train command's own errors name the run, step or path: printed as one line, exit code 2
+    (a bug elsewhere keeps its traceback)."""
+    from dcod import cli
+
+    def fail(args):
+        raise error
+
+    monkeypatch.setattr(cli, "cmd_train", fail)
+    argv = ["train", "--profile", "p.yaml", "--experiment", "e.yaml", "--world", "w", "--base", "b",
+            "--traces", "t", "--out", "o", "--seed", "0"]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == f"dcod train: error: {error}"
+
+    def bug(args):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(cli, "cmd_train", bug)
+    with pytest.raises(KeyError):
+        cli.main(argv)

@@ -169,9 +169,22 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ConfigError, FileNotFoundError, ValueError) as error:
+    except Exception as error:
+        if not isinstance(error, _reported_errors()):
+            raise  # a bug, not bad input: keep the traceback
         print(f"dcod {args.command}: error: {error}", file=sys.stderr)
         sys.exit(2)
+
+
+def _reported_errors() -> tuple[type, ...]:
+    """Errors whose message names the bad input (file, key, step): printed as one line, exit code 2.
+    Training's own errors can only occur once dcod.training is imported (it imports torch, which the
+    grade and report commands never need)."""
+    errors: list[type] = [ConfigError, FileNotFoundError, ValueError]
+    training = sys.modules.get("dcod.training")
+    if training is not None:
+        errors += [training.NonFiniteLossError, training.CheckpointWriteError]
+    return tuple(errors)
 
 
 if __name__ == "__main__":
