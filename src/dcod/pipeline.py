@@ -20,13 +20,16 @@ from dcod.generation import HFBackend, SamplingParams
 from dcod.io import atomic_path, code_version, content_digest, read_jsonl, write_json, write_parquet
 from dcod.methods import Cost, StepContext, build_method
 from dcod.models import build_tiny_llama, check_same_tokenizer, encode_prompt, load_model, set_threads
+from dcod.provenance import machine_info, machine_label
 from dcod.shards import run_sharded, shard_seed
 from dcod.shards import finish as finish_shards
 from dcod.training import Trainer
 
 
 def _provenance(profile: ProfileConfig, **extra) -> dict:
-    return {"profile": to_dict(profile), "code_version": code_version(), **extra}
+    """Saved beside every artefact: the resolved profile, the commit and the machine (its CPU kernels and
+    thread count decide the floats: docs/reproducibility.md)."""
+    return {"profile": to_dict(profile), "code_version": code_version(), "machine": machine_info(), **extra}
 
 
 def _world_cfg(profile: ProfileConfig):
@@ -367,7 +370,8 @@ def stage_evaluate(profile: ProfileConfig, world_dir: Path, model_dir: str, out_
         grader_info["ifeval"] = ifeval.scorer_info()
         grader += f";lm-eval=={grader_info['ifeval']['lm_eval_version']}"
     write_json(out_dir / "grader.json", grader_info)
-    write_results(out_dir, rows, stability_data, {"code_version": code_version(), "grader": grader}, sampled)
+    write_results(out_dir, rows, stability_data, {"code_version": code_version(), "grader": grader,
+                                                     "machine": machine_label()}, sampled)
     for folder in out_dir.glob(".shards-*"):
         finish_shards(folder)
 
