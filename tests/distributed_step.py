@@ -7,8 +7,10 @@ parameters are identical, so the two runs must reach the same weights when the t
 batch across ranks, gathers the DCOD scores and normalises the weights over the *global* batch.
 
 Each variant (``--variants``, default all) writes to ``--out/<variant>/``: ``initial_state_dict.pt``
-and ``state_dict.pt`` (rank 0, before and after the step), ``record_rank<r>.json`` (each rank's
-record), ``tokens_rank<r>.json`` (the sequences each rank trained on) and ``trainer/``. Variants:
+and ``state_dict.pt`` (rank 0, before and after the step), ``optimizer_step.pt`` (rank 0: the
+gradients the optimiser stepped with, after DDP's all-reduce and clipping, its lr and eps, the number of
+steps), ``record_rank<r>.json`` (each rank's record), ``tokens_rank<r>.json`` (the sequences each rank
+trained on) and ``trainer/``. Variants:
 ``step`` (``train_step(0)``), ``run`` (``Trainer.run()`` for one step, so the checkpoint is written
 under 2 processes too, then ``save_model``), ``per_rank`` (the control: each rank normalises the DCOD
 weights of its own 4 traces, which the test must be able to tell apart from the global one).
@@ -66,6 +68,21 @@ def per_rank_weights(trainer: Trainer):
     return weights
 
 
+def record_optimizer_steps(trainer: Trainer) -> dict:
+    """Fills the returned dict, at each optimiser step, with what the optimiser steps with."""
+    seen, step = {"steps": 0}, trainer.optimizer.step
+    model = trainer.accelerator.unwrap_model(trainer.model)  # DDP's names carry a "module." prefix
+
+    def recording_step(*args, **kwargs):
+        group = trainer.optimizer.param_groups[0]
+        seen.update(grads={n: p.grad.detach().cpu().clone() for n, p in model.named_parameters()},
+                    lr=group["lr"], eps=group["eps"], steps=seen["steps"] + 1)
+        return step(*args, **kwargs)
+
+    trainer.optimizer.step = recording_step
+    return seen
+
+
 VARIANTS = ("step", "run", "per_rank")
 
 
@@ -84,6 +101,7 @@ def run_variant(variant: str, traces: list[dict], tokenizer, out: Path) -> None:
     trainer = Trainer(model, tokenizer, method, cfg, out / "trainer", cost=cost, seed=0, progress=False)
     if variant == "per_rank":
         trainer._global_weights = per_rank_weights(trainer)
+    seen = record_optimizer_steps(trainer)
     accelerator = trainer.accelerator
     rank, world = accelerator.process_index, accelerator.num_processes
 
@@ -104,6 +122,7 @@ def run_variant(variant: str, traces: list[dict], tokenizer, out: Path) -> None:
     if accelerator.is_main_process:
         state = accelerator.unwrap_model(trainer.model).state_dict()
         torch.save({k: v.detach().cpu().clone() for k, v in state.items()}, out / "state_dict.pt")
+        torch.save(seen, out / "optimizer_step.pt")
     accelerator.wait_for_everyone()
 
 

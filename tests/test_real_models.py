@@ -167,7 +167,8 @@ def test_save_pretrained_and_reload_give_identical_logits(smol, smol_dir):
     ids = torch.tensor([encode_prompt(tokenizer, QUESTIONS[0][0])])
     with torch.no_grad():
         a, b = model(ids).logits, reloaded(ids).logits
-    torch.testing.assert_close(b, a, atol=1e-5, rtol=0)  # measured: identical (max |diff| 0.0)
+    # exact: bit-identical float32 weights through the same class, config and kernels give the same logits
+    torch.testing.assert_close(b, a, atol=0, rtol=0)
 
 
 @needs_smol
@@ -309,6 +310,7 @@ def test_one_optimiser_step_of_every_method(method, smol, smol_dir, examples, tm
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert len(changed) > len(before) // 2, f"{method}: only {len(changed)} of {len(before)} tensors changed"
     if method == "dcod":
+        # choose_beta keeps ESS >= target by construction; float64 rescaling moves it by ~1e-16
         assert math.isfinite(record["beta"]) and record["ess_fraction"] >= 0.5 - 1e-6
     if method == "onpolicy_kd":
         assert cost.tokens_sampled > 0 and cost.teacher_forward_tokens > 0 and record["loss"] > 1e-4

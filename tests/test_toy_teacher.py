@@ -40,8 +40,12 @@ def prompts_of(tok, recs):
 def test_floor_and_normalisation(tok, teacher):
     V = len(tok)
     p = teacher.full_distribution({5: 1.0})
+    # p = exp(float32 log-softmax): each p_i is off by ~(1 + |log p_i|) eps relative (~16 eps = 2e-6 for
+    # the floor, log 1e-6 = -13.8; measured <= 8.3e-7), ~3 eps for p_5 ~ 1; the sum of V = 34 of them by
+    # <= V eps = 4e-6. The floor's 1e-5 still tells an exact floor from one renormalised after flooring
+    # (1e-6 / (1 + V 1e-6), off by V 1e-6 = 3.4e-5).
     assert p.shape == (V,) and math.isclose(p.sum(), 1.0, rel_tol=1e-5)
-    assert math.isclose(p.min(), 1e-6, rel_tol=1e-3) and math.isclose(p[5], 1 - (V - 1) * 1e-6, rel_tol=1e-6)
+    assert math.isclose(p.min(), 1e-6, rel_tol=1e-5) and math.isclose(p[5], 1 - (V - 1) * 1e-6, rel_tol=1e-6)
     with pytest.raises(AssertionError):
         ToyTeacher(tok, floor=1.0 / V)
     with pytest.raises(ValueError):
@@ -55,10 +59,11 @@ def test_rows_sum_to_one_and_are_finite(tok, teacher, records):
             lp = teacher.next_token_logprobs(ids(tok, r["question"], bos=True), c)
             assert lp.shape == (len(c) + 1, len(tok)) and lp.dtype == torch.float32
             assert torch.isfinite(lp).all()
-            assert torch.allclose(lp.exp().sum(-1), torch.ones(len(c) + 1), atol=1e-5)
+            # float32 exp of log-softmax rows, summed over V = 34: <= V eps = 4e-6 (measured <= 4.8e-7)
+            assert torch.allclose(lp.exp().sum(-1), torch.ones(len(c) + 1), rtol=0, atol=1e-5)
             lp7 = teacher.next_token_logprobs(ids(tok, r["question"], bos=True), c, temperature=0.7)
             assert torch.isfinite(lp7).all()
-            assert torch.allclose(lp7.exp().sum(-1), torch.ones(len(c) + 1), atol=1e-5)
+            assert torch.allclose(lp7.exp().sum(-1), torch.ones(len(c) + 1), rtol=0, atol=1e-5)
 
 
 def test_gold_traces_have_high_probability(tok, teacher, records):
@@ -66,10 +71,13 @@ def test_gold_traces_have_high_probability(tok, teacher, records):
     r = {"question": "Q:47+38*6-91\nA:"}
     comp = ids(tok, "47+38=47+30+8=77+8=85;85*6=510;510-91=419;\\boxed{419}") + [EOS_ID]
     lps = teacher.score(ids(tok, r["question"], bos=True), comp)
+    # not rounding: each forced token gives log(1 - (V-1) floor) = -3.3e-5 to the floor (-1.8e-3 over this
+    # trace); 0.01 is far below the log 2 of one more or one fewer style choice
     assert math.isclose(sum(lps), 3 * math.log(0.5), abs_tol=0.01)
     assert sum(lp < -0.01 for lp in lps) == 3  # exactly the three style choices
     full = teacher.next_token_logprobs(ids(tok, r["question"], bos=True), comp)
-    assert torch.allclose(full[torch.arange(len(comp)), torch.tensor(comp)], torch.tensor(lps))
+    # exact: score() and next_token_logprobs() read the same cached float32 rows
+    assert torch.equal(full[torch.arange(len(comp)), torch.tensor(comp)], torch.tensor(lps))
     assert full[-1].argmax() == EOS_ID  # after eos: eos, absorbing
 
 
@@ -112,7 +120,9 @@ def test_style_override(tok, records, style):
     # scoring the excluded style: its first character has floor probability, then it is continued
     other = "47+38=47+30+8=77+8=85;" if style == "direct" else "47+38=85;"
     lps = t.score(ids(tok, "Q:47+38\nA:", bos=True), ids(tok, other + "\\boxed{85}") + [EOS_ID])
-    assert min(lps) == pytest.approx(math.log(1e-6), abs=0.01)
+    # the floor's float32 log-prob: half an ulp at 13.8 (4.8e-7) plus the log-softmax's few eps (measured
+    # <= 7.6e-7); 1e-5 still tells an exact floor from a renormalised one (off by V 1e-6 = 3.4e-5)
+    assert min(lps) == pytest.approx(math.log(1e-6), rel=0, abs=1e-5)
     assert sum(lp < -0.001 for lp in lps) == 1
 
 
@@ -129,7 +139,7 @@ def test_sampled_style_fraction_is_half(tok, teacher, records):
                 n_direct += step.style == "direct"
             value = int(step.text.split("=")[-1]) if step.well_formed else value
     assert n > 300
-    assert abs(n_direct / n - 0.5) < 4 * math.sqrt(0.25 / n), (n_direct, n)
+    assert abs(n_direct / n - 0.5) < 4 * math.sqrt(0.25 / n), (n_direct, n)  # statistical: 4 binomial sigmas
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7])

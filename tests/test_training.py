@@ -13,6 +13,8 @@ from dcod.toy.teacher import ToyTeacher
 from dcod.toy.world import WorldConfig, build_world
 from dcod.training import NonFiniteLossError, Trainer
 
+from conftest import EPS32, assert_gradients_close, assert_same_adam_step
+
 TINY = StudentConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
 
 
@@ -48,7 +50,8 @@ def test_prompt_tokens_are_never_trained(toy_tokenizer, traces):
         assert supervised == list(example["completion_ids"])  # exactly the completion (eos included)
         assert not mask[: len(example["prompt_ids"]) - 1].any()
         teacher = batch["teacher_logprobs"][row][mask]
-        assert torch.allclose(teacher, torch.tensor(example["teacher_logprobs"], dtype=torch.float32))
+        # exact: collate copies the stored values into a float32 tensor, no arithmetic
+        assert torch.equal(teacher, torch.tensor(example["teacher_logprobs"], dtype=torch.float32))
 
 
 def test_loss_gradient_ignores_prompt_tokens(toy_tokenizer, traces, tmp_path):
@@ -77,24 +80,65 @@ def test_resume_after_interruption_gives_identical_weights(toy_tokenizer, traces
     resumed.run()
     assert resumed.start_step == 2  # last checkpoint before the interruption
     a, b = _final_weights(full.model), _final_weights(resumed.model)
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # exact: the same ops on the same inputs and kernels
     steps = [json.loads(line)["step"] for line in open(tmp_path / "cut" / "train_log.jsonl")]
     assert steps == [1, 2, 3, 4, 5, 6]  # the log was rewound to the checkpoint, no step twice
+
+
+def _recording(trainer) -> dict:
+    """Fills the returned dict, at each optimiser step, with the gradients the optimiser steps with (after
+    clipping), its lr and eps, and the number of steps taken."""
+    seen, step = {"steps": 0}, trainer.optimizer.step
+
+    def recording_step(*args, **kwargs):
+        group = trainer.optimizer.param_groups[0]
+        seen.update(grads={n: p.grad.detach().clone() for n, p in trainer.model.named_parameters()},
+                    lr=group["lr"], eps=group["eps"], steps=seen["steps"] + 1)
+        return step(*args, **kwargs)
+
+    trainer.optimizer.step = recording_step
+    return seen
+
+
+def _parameters(model) -> dict:
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
 
 
 @pytest.mark.parametrize("method,params", [("sft", None), ("dcod", DCODParams(beta=None, ess_target=0.5)),
                                            ("dcod", DCODParams(granularity="prefix", discount=0.9, beta=2.0))])
 def test_gradient_accumulation_leaves_the_step_unchanged(toy_tokenizer, traces, tmp_path, method, params):
-    """DCOD weights are normalised over the whole optimiser batch, not per micro-batch."""
+    """DCOD weights are normalised over the whole optimiser batch, not per micro-batch.
+
+    The two trainers compute the same step in a different order (4 micro-batches of 2 sequences, a
+    separate scoring pass, vs one batch of 8), so float32 rounding differs and the comparison has a
+    tolerance, derived here from the size of the step rather than measured on one CPU.
+    """
     one = _trainer(tmp_path / "one", toy_tokenizer, traces, method, params, steps=1)
     four = _trainer(tmp_path / "four", toy_tokenizer, traces, method, params, steps=1, micro_batch_size=2)
     assert four.accumulation == 4
+    seen_one, seen_four = _recording(one), _recording(four)
     record_one, record_four = one.train_step(0), four.train_step(0)
-    a, b = _final_weights(one.model), _final_weights(four.model)
-    for key in a:
-        assert torch.allclose(a[key], b[key], atol=1e-6, rtol=1e-5), key
-    assert record_one["loss"] == pytest.approx(record_four["loss"], rel=1e-5)
+    assert seen_one["steps"] == seen_four["steps"] == 1  # one optimiser step per optimiser batch
+    assert seen_one["lr"] == seen_four["lr"] and record_one["tokens"] == record_four["tokens"]
+    # Each gradient entry and the loss are float32 sums over the batch's N supervised tokens (N = 581
+    # here), formed in another order: a float32 sum of N terms is off by at most N eps of their scale,
+    # 581 x 1.19e-7 = 6.9e-5. Measured on three CPU kernel paths (AVX-512, AVX2, none): gradients within
+    # 2.6e-6 of each tensor's largest entry for DCOD with a searched beta (exp(beta s) amplifies score
+    # rounding), 2.5e-7 otherwise; the loss within 1.4e-7. Normalising the DCOD weights per micro-batch
+    # instead moves the gradients by 2.4e-2 to 7.7e-1 of that scale and the loss by 5.9e-4 to 3.5e-3, so
+    # both checks still tell that bug apart (by > 300x and > 8x).
+    sum_rtol = record_one["tokens"] * EPS32
+    assert_gradients_close(seen_four["grads"], seen_one["grads"], rtol=sum_rtol)
+    assert record_one["loss"] == pytest.approx(record_four["loss"], rel=sum_rtol, abs=0)  # no cancellation: w, nll >= 0
+    # The weights: one AdamW step from the same start, which amplifies the rounding of gradients near
+    # Adam's eps (a 1.85e-6 difference from a 3.7e-10 gradient difference failed a flat atol=1e-6 on an
+    # AVX-512 CPU): bounded entry by entry from the two gradients, see adam_first_step_bound.
+    assert_same_adam_step(_parameters(one.model), _parameters(four.model), seen_one["grads"], seen_four["grads"],
+                          lr=seen_one["lr"], adam_eps=seen_one["eps"])
     if method == "dcod":
+        # beta solves ESS(beta s) = 1/2, so beta x spread(s) ~ 1 and d(beta)/beta ~ d(spread)/spread: the toy
+        # scores are -3.5 +- 0.019 and one float32 ulp of s (2.4e-7) is 1.3e-5 of that spread; 1e-4 allows
+        # ~8 ulps (measured: <= 1.1e-6). A per-micro-batch beta is off by O(1) (40 vs 100 here).
         assert record_one["beta"] == pytest.approx(record_four["beta"], rel=1e-4)
 
 
@@ -104,6 +148,7 @@ def test_dcod_logs_its_diagnostics(toy_tokenizer, traces, tmp_path):
     record = json.loads(open(tmp_path / "train_log.jsonl").readline())
     for key in ("beta", "ess_fraction", "clip_fraction", "weight_entropy", "max_weight", "mean_log_ratio"):
         assert key in record
+    # choose_beta keeps ESS >= target by construction; rescaling the weights (float64) moves ESS by ~1e-16
     assert record["ess_fraction"] >= 0.5 - 1e-6
 
 

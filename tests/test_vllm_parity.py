@@ -25,6 +25,12 @@ from dcod.config import StudentConfig
 from dcod.generation import HFBackend, SamplingParams, process_logits
 from dcod.generation_vllm import import_vllm
 
+# Two engines, one float32 model: vLLM's own kernels (paged attention, fused norms, its sampler's
+# log-softmax) against HF's. The model sums <= 128 terms per contraction over 2 layers: float32 rounding
+# moves the log-probs by ~1e-5 at most (measured <= 7.3e-6, above). What a real parity bug does is
+# far larger: a missing temperature or nucleus renormalisation moves log-probs by O(0.1) (log 0.9 = -0.105),
+# the wrong positions or a stale weight push by O(1). On a GPU engine that ran float32 matmuls in TF32
+# (10-bit mantissa) this would not hold; the backends ask for float32.
 ATOL = 1e-4
 N_PROMPTS = 16
 STUDENT = StudentConfig(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128,
