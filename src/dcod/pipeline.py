@@ -314,7 +314,7 @@ def stage_evaluate(profile: ProfileConfig, world_dir: Path, model_dir: str, out_
     """Evaluate a model directory, or the teacher: ``teacher`` (as configured), ``teacher:direct`` or
     ``teacher:decomposed`` (the toy teacher forced to one style, for the calibration report)."""
     from dcod import grading, ifeval  # dcod.ifeval imports lm-eval only when it scores
-    from dcod.evaluation import evaluate_records, sampled_rows, stability_rows, write_results
+    from dcod.evaluation import read_split, evaluate_records, sampled_rows, stability_rows, write_results
 
     set_threads(profile.threads)
     if model_dir == "teacher" or model_dir.startswith("teacher:"):
@@ -330,7 +330,7 @@ def stage_evaluate(profile: ProfileConfig, world_dir: Path, model_dir: str, out_
         if not path.is_file():
             raise FileNotFoundError(f"evaluation split {split!r}: {path} does not exist (known splits are the "
                                     f"*.jsonl files of {world_dir})")
-        records.extend({**r, "split": split, "max_new_tokens": budgets.get(split)} for r in read_jsonl(path))
+        records.extend({**r, "split": split, "max_new_tokens": budgets.get(split)} for r in read_split(path))
     ifeval_records = [r for r in records if r.get("task") == "ifeval"]
     if ifeval_records:  # refuse what lm-eval's checkers could not score before generating anything
         ifeval.check_golds([r["gold"] for r in ifeval_records], [r["id"] for r in ifeval_records])
