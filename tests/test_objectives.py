@@ -280,8 +280,10 @@ def test_skew_kl_is_zero_for_identical_distributions_and_non_negative(direction,
     logits = random_logits(40)
     topk_logprobs, topk_ids = logits.log_softmax(-1).topk(k, dim=-1)
     same = skew_kl_topk_loss(logits, topk_ids, topk_logprobs, direction=direction)
-    # The student's float32 log-softmax vs the same teacher values: equal up to rounding, ~1e-7.
-    torch.testing.assert_close(same, torch.zeros(B, T), atol=1e-6, rtol=0)
+    # The student's float32 log-softmax vs the same teacher values: equal up to rounding. Each bucket's
+    # term is p * (log p - log m) with |log p| up to ~30, so a few float32 eps times 30 (~1e-5) bounds it
+    # (measured 4.9e-7 on the AVX-512, AVX2 and scalar kernel paths); distinct inputs give > 1e-3 below.
+    torch.testing.assert_close(same, torch.zeros(B, T), atol=1e-5, rtol=0)
     for seed in range(5):
         other = random_logits(41 + seed)
         loss = skew_kl_topk_loss(other, topk_ids, topk_logprobs, direction=direction)
