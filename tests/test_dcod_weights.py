@@ -1,4 +1,4 @@
-"""DCOD (DESIGN §2): log-ratios, scores, adaptive β, normalised/truncated weights, SFT equivalences."""
+"""DCOD (docs/method.md): log-ratios, scores, adaptive β, normalised/truncated weights, SFT equivalences."""
 
 import math
 

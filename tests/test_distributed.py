@@ -4,7 +4,7 @@
 traces, then takes one DCOD step (sequence granularity, adaptive beta, ESS target 0.5) through
 ``dcod.training.Trainer``. Run once as a plain process and once under ``accelerate launch`` with 2
 processes, the step must agree: the trainer splits the batch across ranks, gathers the DCOD scores
-of every rank and normalises the weights over the *global* batch (DESIGN §2 step 3), and DDP averages
+of every rank and normalises the weights over the *global* batch (docs/method.md, Objective step 3), and DDP averages
 the gradients. The two runs sum in another order (4 + 4 sequences, a gloo all-reduce), so floats are
 compared with tolerances derived from the size of the step (conftest.py): the gradients the optimiser
 steps with within N eps of each tensor's largest entry (N the supervised tokens, a float32 sum's

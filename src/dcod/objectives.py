@@ -192,7 +192,7 @@ def generalized_jsd(
     return jsd.sum(-1)
 
 
-# ----------------------------------------------------------------------------- DCOD (DESIGN §2)
+# ----------------------------------------------------------------------------- DCOD (docs/method.md)
 
 
 def dcod_log_ratios(
@@ -201,7 +201,7 @@ def dcod_log_ratios(
     mask: torch.Tensor,
     reference: str = "teacher",
 ) -> torch.Tensor:
-    """DESIGN §2.1: r_t = sg(log π_θ(y_t | y_<t)) − log π_ref(y_t | y_<t), detached, 0 where masked.
+    """r_t = sg(log π_θ(y_t | y_<t)) − log π_ref(y_t | y_<t), detached, 0 where masked (docs/method.md, step 1).
 
     ``reference``: "teacher" (stored teacher log-prob, π_ref = π_T), "initial_student" (π_ref = π_0),
     "none" (r_t = log π_θ: student likelihood alone; ``reference_logprobs`` is ignored).
@@ -221,7 +221,7 @@ def dcod_log_ratios(
 def dcod_scores(
     log_ratios: torch.Tensor, mask: torch.Tensor, granularity: str, discount: float = 1.0
 ) -> torch.Tensor:
-    """DESIGN §2.2: the score of every supervised token. log_ratios, mask [B,T] → [B,T], 0 where masked.
+    """docs/method.md step 2: the score of every supervised token. log_ratios, mask [B,T] → [B,T], 0 where masked.
 
     ``prefix``: with j indexing the supervised tokens of a row (padding and prompt skipped),
 
@@ -229,10 +229,10 @@ def dcod_scores(
 
     i.e. every earlier ratio is discounted at least once. λ = 1 is exact prefix importance sampling
     (s_j = log π_θ(y_<j)/π_ref(y_<j)), λ = 0 gives s ≡ 0, i.e. exactly SFT, and 0 < λ < 1 has an
-    effective horizon of about 1/(1−λ) tokens. DESIGN writes λ^(j−1−i), which at λ = 0 would leave
-    s_j = r_{j−1} (a one-step ratio, not SFT) while the design claims "λ = 0 is plain SFT"; the
-    exponent j−i is the continuous reading that makes the claim true (it rescales DESIGN's score by
-    λ, which only moves the useful range of β).
+    effective horizon of about 1/(1−λ) tokens. An exponent j−1−i would at λ = 0 leave s_j = r_{j−1}
+    (a one-step ratio, not SFT) although "λ = 0 is plain SFT" is meant to hold; the exponent j−i is the
+    continuous reading that makes it true (it rescales the j−1−i score by λ, which only moves the
+    useful range of β; docs/method.md, Objective step 2).
     ``sequence``: s = mean of r over the row's supervised tokens, the same at each of them
     (length-normalised log of the geometric-mean ratio). ``discount`` is ignored.
     """
@@ -273,7 +273,7 @@ def _tempered_ess(shifted_scores: torch.Tensor, beta: float) -> float:
 
 
 def choose_beta(unit_scores: torch.Tensor, ess_target: float, beta_max: float, steps: int = 40) -> float:
-    """DESIGN §2.4: the largest β ∈ [0, β_max] with ESS/N of w = exp(β s) at least ``ess_target``.
+    """docs/method.md step 4: the largest β ∈ [0, β_max] with ESS/N of w = exp(β s) at least ``ess_target``.
 
     Bisection is valid because ESS/N is non-increasing in β ≥ 0: with E_β the mean under weights
     ∝ exp(β s), log ESS(β) = 2 log Σe^{βs} − log Σe^{2βs} − log N, so
@@ -311,7 +311,7 @@ def dcod_weights(
     beta_max: float = 50.0,
     clip: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """DESIGN §2.3–2.4: detached per-token weights [B,T] (0 where masked) and their diagnostics.
+    """docs/method.md steps 3–4: detached per-token weights [B,T] (0 where masked) and their diagnostics.
 
     Units carry one weight each: supervised tokens (``prefix``) or rows (``sequence``, every token
     of a row carries the row's weight); N = number of units. Then

@@ -1,4 +1,4 @@
-"""The toy world (DESIGN §5): a synthetic chain-arithmetic task, its character tokenizer and an
+"""The toy world (docs/toy_world.md): a synthetic chain-arithmetic task, its character tokenizer and an
 exact programmatic teacher, so the whole paper pipeline runs on a laptop CPU in minutes.
 
 - ``dcod.toy.world``: problems, the direct/decomposed step styles, splits, trace analysis;

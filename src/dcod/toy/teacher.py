@@ -1,4 +1,4 @@
-"""The exact programmatic teacher of the toy world (DESIGN §5, option b).
+"""The exact programmatic teacher of the toy world (docs/toy_world.md, "Teacher").
 
 Why programmatic: a neural teacher that is reliable on direct multi-digit steps costs tens of CPU
 minutes to train; this teacher is exact, costs nothing, and still behaves like a model: it defines

@@ -1,4 +1,4 @@
-"""The synthetic chain-arithmetic world (DESIGN §5): problems, the two step styles, splits, analysis.
+"""The synthetic chain-arithmetic world (docs/toy_world.md): problems, the two step styles, splits, analysis.
 
 A problem is a start value and k left-to-right operations, shown as ``Q:47+38*6-91\\nA:``; its
 solution writes one step per operation, each ``;``-terminated, then ``\\boxed{answer}``:
