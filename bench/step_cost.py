@@ -25,9 +25,11 @@ import time
 
 import torch
 
-from dcod.config import DCODParams, OnPolicyParams, StudentConfig, TrainConfig
+from dcod.config import StudentConfig, TrainConfig
 from dcod.generation import HFBackend, SamplingParams
 from dcod.methods import Cost, StepContext, build_method
+from dcod.methods.dcod import DCODParams
+from dcod.methods.onpolicy_kd import OnPolicyParams
 from dcod.models import build_tiny_llama, encode_prompt
 from dcod.toy.teacher import ToyTeacher
 from dcod.toy.tokenizer import build_tokenizer
@@ -78,10 +80,10 @@ def main() -> None:
     for name in names:
         params = METHODS[name]
         model = copy.deepcopy(base)
-        ctx = StepContext(tokenizer=tokenizer, traces=data, batch_size=args.batch, seed=0, teacher=teacher,
-                          student_backend=HFBackend(model, tokenizer), max_new_tokens=200)
+        ctx = StepContext(tokenizer=tokenizer, traces=data, batch_size=args.batch, seed=0, total_steps=args.steps,
+                          teacher=teacher, student_backend=HFBackend(model, tokenizer), max_new_tokens=200)
         kind = "dcod" if name.startswith("dcod") else "sft" if name.startswith("sft") else name
-        method = build_method(kind, params, ctx, Cost(), args.steps)
+        method = build_method(kind, params, ctx, Cost())
         cfg = TrainConfig(steps=args.steps, batch_size=args.batch, checkpoint_every=10**9)
         trainers[name] = Trainer(model, tokenizer, method, cfg, tempfile.mkdtemp(), cost=method.cost, seed=0,
                                  progress=False)

@@ -25,9 +25,10 @@ from pathlib import Path
 
 import torch
 
-from dcod.config import DCODParams, StudentConfig, TrainConfig
+from dcod.config import StudentConfig, TrainConfig
 from dcod.generation import SamplingParams
 from dcod.methods import Cost, StepContext, build_method
+from dcod.methods.dcod import DCODParams
 from dcod.models import build_tiny_llama
 from dcod.toy.teacher import ToyTeacher
 from dcod.toy.tokenizer import build_tokenizer
@@ -97,7 +98,7 @@ def run_variant(variant: str, traces: list[dict], tokenizer, out: Path) -> None:
     cost = Cost()
     ctx = StepContext(tokenizer=tokenizer, traces=traces, batch_size=cfg.batch_size, seed=0)
     params = DCODParams(granularity="sequence", beta=None, ess_target=0.5)
-    method = build_method("dcod", params, ctx, cost, cfg.steps)
+    method = build_method("dcod", params, ctx, cost)
     trainer = Trainer(model, tokenizer, method, cfg, out / "trainer", cost=cost, seed=0, progress=False)
     if variant == "per_rank":
         trainer._global_weights = per_rank_weights(trainer)

@@ -236,7 +236,7 @@ def test_validation_split_config_errors(tmp_path):
     assert held_out in text
     path = tmp_path / "profile.yaml"
     for replacement, message in [("validation: {gsm8k: 4}", "'gsm8k' is not a training source"),
-                                 ("validation: {gsm8k_train: 0}", "must be a number of prompts >= 1")]:
+                                 ("validation: {gsm8k_train: 0}", r"data\.validation\.gsm8k_train: must be >= 1, got 0")]:
         path.write_text(text.replace(held_out, replacement))
         with pytest.raises(ConfigError, match=message):
             load_profile(path)
@@ -248,7 +248,7 @@ def test_validation_split_config_errors(tmp_path):
 @pytest.mark.realdata
 @needs_data
 def test_holding_out_every_prompt_is_refused():
-    from dcod.pipeline import _validation_indices
+    from dcod.splits import validation_indices
 
     with pytest.raises(ValueError, match="gsm8k_train has 7473 prompts; holding out 7473 would leave none"):
-        _validation_indices("gsm8k_train", len(load_benchmark("gsm8k_train", data_dir=DATA_DIR)), 7473, 0)
+        validation_indices("gsm8k_train", len(load_benchmark("gsm8k_train", data_dir=DATA_DIR)), 7473, 0)

@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from dcod import methods, objectives, pipeline, training
+from dcod.methods import get_method
 from dcod.config import load_profile
 from dcod.data import load_traces
 from dcod.io import atomic_path, write_json
@@ -241,7 +242,7 @@ def test_edited_source_starts_fresh(prepared, tmp_path, monkeypatch, capsys, cle
     old = "0" * 64
     with monkeypatch.context() as patch:
         patch.setattr(training, "source_fingerprint", lambda: old)
-        patch.setattr(methods.SFT, "token_losses", lambda self, logits, batch: objectives.dft_loss(
+        patch.setattr(methods.get_method("sft"), "token_losses", lambda self, logits, batch: objectives.dft_loss(
             logits, batch["targets"]))
         _interrupted(prepared, out)
     shutil.copytree(out, tmp_path / "stale")
@@ -384,8 +385,7 @@ def test_a_crafted_accelerate_file_cannot_run_code_even_with_our_fingerprint(pre
 
 def test_self_distill_state_survives_json():
     """Its round data (token-id lists under int round indices) goes through progress.json."""
-    from dcod.methods import SelfDistill
-
+    SelfDistill = get_method("self_distill")
     method, restored = SelfDistill.__new__(SelfDistill), SelfDistill.__new__(SelfDistill)  # state only
     method.round_data = {1: [{"prompt_ids": [np.int64(1), 2], "completion_ids": [3, 4]}]}
     method.accepted = {0: 0.25, 1: 0.5}

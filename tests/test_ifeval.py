@@ -177,17 +177,17 @@ def test_an_ifeval_prompt_beyond_the_context_counts_as_not_followed(data_dir, mo
 
 def test_each_benchmark_generates_with_its_declared_budget_capped_by_the_profile():
     from dcod.config import load_profile
-    from dcod.pipeline import split_budgets
+    from dcod.splits import generation_budgets
 
     from conftest import REPO
 
     paper = load_profile(REPO / "config" / "profiles" / "paper.yaml")
-    budgets = split_budgets(paper, paper.eval.splits)
-    assert budgets == {"gsm8k": 2048, "math500": 3072, "aime24": 3072, "amc23": 3072, "olympiadbench": 3072,
-                       "math": 3072, "ifeval": 1280}  # validation (training prompts) uses eval.max_new_tokens
+    budgets = generation_budgets(paper, paper.eval.splits)
+    assert budgets == {"validation": 3072, "gsm8k": 2048, "math500": 3072, "aime24": 3072, "amc23": 3072,
+                       "olympiadbench": 3072, "math": 3072, "ifeval": 1280}  # validation: eval.max_new_tokens
     paper.eval.max_new_tokens = 1500
-    assert split_budgets(paper, ["gsm8k", "ifeval", "validation", "not_a_benchmark"]) == {"gsm8k": 1500,
-                                                                                          "ifeval": 1280}
+    assert generation_budgets(paper, ["gsm8k", "ifeval", "validation", "not_a_benchmark"]) == {
+        "gsm8k": 1500, "ifeval": 1280, "validation": 1500, "not_a_benchmark": 1500}
 
 
 def test_declarations_are_checked():

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from dcod.methods import teacher_full_logprobs
+from dcod.models import teacher_full_logprobs
 from dcod.models import check_same_tokenizer, shared_vocab_logits
 
 

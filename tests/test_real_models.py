@@ -20,10 +20,13 @@ import os
 import pytest
 import torch
 
-from dcod.config import DCODParams, OnPolicyParams, SelfDistillParams, TrainConfig
+from dcod.config import TrainConfig
 from dcod.data import collate
 from dcod.generation import HFBackend, SamplingParams
 from dcod.methods import Cost, StepContext, build_method
+from dcod.methods.dcod import DCODParams
+from dcod.methods.onpolicy_kd import OnPolicyParams
+from dcod.methods.self_distill import SelfDistillParams
 from dcod.models import (SMOLLM2_INSTALL, encode_prompt, load_model, locate_package_gguf, locate_smollm2_gguf,
                          resolve_model_path)
 from dcod.training import Trainer
@@ -268,7 +271,7 @@ def test_evaluation_stage_scores_gsm8k_and_ifeval_with_the_real_model(smol_dir, 
 
 
 def _context(method: str, model, tokenizer, smol_dir, examples) -> tuple[StepContext, object]:
-    ctx = StepContext(tokenizer=tokenizer, traces=examples, batch_size=2, seed=0, max_new_tokens=16)
+    ctx = StepContext(tokenizer=tokenizer, traces=examples, batch_size=2, seed=0, total_steps=1, max_new_tokens=16)
     params = None
     if method == "dcod":
         params = DCODParams()  # sequence granularity, adaptive beta, ESS target 0.5, reference: teacher
@@ -300,7 +303,7 @@ def test_one_optimiser_step_of_every_method(method, smol, smol_dir, examples, tm
     ctx, params = _context(method, model, tokenizer, smol_dir, examples)
     cfg = TrainConfig(steps=1, batch_size=2, lr=1e-4, warmup_steps=0, checkpoint_every=1)
     cost = Cost()
-    trainer = Trainer(model, tokenizer, build_method(method, params, ctx, cost, cfg.steps), cfg, tmp_path,
+    trainer = Trainer(model, tokenizer, build_method(method, params, ctx, cost), cfg, tmp_path,
                       cost=cost, seed=0, progress=False)
     record = trainer.train_step(0)
     assert not record.get("skipped"), f"{method}: no example to train on ({record})"

@@ -1,4 +1,4 @@
-"""Reporting (DESIGN §6): tables, bootstrap, calibration, figures and the generated report.
+"""Reporting (docs/claims.md): tables, bootstrap, calibration, figures and the generated report.
 
 A synthetic work folder of hand-made evaluation files where every answer is known: dcod answers
 everything (or nothing, to flip the verdicts), sft answers 50% (seed 0) and 60% (seed 1) of each
@@ -83,13 +83,23 @@ def write_eval(folder: Path, name, correct, agreement):
     pd.DataFrame(stability).to_csv(folder / "stability.csv", index=False)
 
 
+def declarations(method: str, params: dict) -> dict:
+    """What training writes into run.json from the method's declarations (needs, knobs, diagnostics)."""
+    from dcod.methods import get_method
+
+    cls = get_method(method)
+    checked = cls.Params(**params)
+    return {"needs": cls.needs(checked).as_dict(), "report_columns": cls.report_columns(checked),
+            "weight_diagnostics": list(cls.weight_diagnostics)}
+
+
 def write_run(folder: Path, name, seed, method, table="main", params=None):
     folder.mkdir(parents=True)
     run = {"wall_time_s": {"sft": 10.0, "kd": 11.0}.get(name, 10.4 + seed * 0.2), "student_tokens_trained": 1000,
            "tokens_sampled": 0, "teacher_forward_tokens": 0, "reference_forward_tokens": 0, "seed": seed,
            "code_version": "abc123",
            "experiment": {"name": name, "method": method, "description": f"{name} description", "table": table,
-                          "params": params or {}, "train": {}}}
+                          "params": params or {}, "train": {}}, **declarations(method, params or {})}
     (folder / "run.json").write_text(json.dumps(run))
     log = [{"step": s + 1, "loss": 1.0 / (s + 1), "lr": 1e-3, "grad_norm": 1.0, "tokens": 100, "elapsed": s}
            for s in range(10)]

@@ -5,9 +5,10 @@ import json
 import pytest
 import torch
 
-from dcod.config import DCODParams, StudentConfig, TrainConfig
+from dcod.config import StudentConfig, TrainConfig
 from dcod.data import collate
 from dcod.methods import Cost, StepContext, build_method
+from dcod.methods.dcod import DCODParams
 from dcod.models import build_tiny_llama
 from dcod.toy.teacher import ToyTeacher
 from dcod.toy.world import WorldConfig, build_world
@@ -37,8 +38,8 @@ def _trainer(tmp_path, tokenizer, traces, method="sft", params=None, steps=4, st
     cfg = TrainConfig(steps=steps, batch_size=8, lr=3e-3, warmup_steps=1, checkpoint_every=2, **train)
     model = build_tiny_llama(TINY, tokenizer, seed=0)
     cost = Cost()
-    ctx = StepContext(tokenizer=tokenizer, traces=traces, batch_size=cfg.batch_size, seed=0)
-    return Trainer(model, tokenizer, build_method(method, params, ctx, cost, steps), cfg, tmp_path, cost=cost,
+    ctx = StepContext(tokenizer=tokenizer, traces=traces, batch_size=cfg.batch_size, seed=0, total_steps=steps)
+    return Trainer(model, tokenizer, build_method(method, params, ctx, cost), cfg, tmp_path, cost=cost,
                    seed=0, progress=False, stop_after=stop_after)
 
 

@@ -84,7 +84,7 @@ def test_onpolicy_kd_trains_with_vllm_rollouts(tmp_path, monkeypatch):
 
 def test_vllm_rollouts_refuse_several_training_processes(monkeypatch):
     from dcod.config import TrainConfig
-    from dcod.pipeline import rollout_backend
+    from dcod.backends import rollout_backend
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ValueError, match="rollout_backend vllm runs one training process; this job has WORLD_SIZE=2"):

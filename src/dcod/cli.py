@@ -33,7 +33,10 @@ def _positive_number(text: str) -> float:
 
 
 def _profile(args):
-    return load_profile(args.profile)
+    """The profile, with the checks that need the toy world or the benchmark declarations made too."""
+    from dcod.splits import check_profile
+
+    return check_profile(load_profile(args.profile))
 
 
 def _folder(path: str) -> Path:

@@ -1,490 +1,384 @@
-"""Profile and experiment configuration: typed dataclasses, strict loading, range checks at load time.
+"""Profile and experiment configuration: pydantic models, checked when they are built.
 
 A *profile* (``config/profiles/<name>.yaml``) fixes the world, the models, the shared training
 budget, the evaluation and the seeds. An *experiment* (``experiments/<name>/config.yaml``) names a
-method, its parameters and, rarely, overrides of the shared training budget. Loading is strict: an
-unknown key, a wrong type or an out-of-range value is an error that names the file, the key and
-what is allowed, so a typo never silently falls back to a default.
+method, its parameters and, rarely, overrides of the shared training budget; ``base: <experiment>``
+starts from another experiment's file, so an ablation states only the knob it varies.
+
+Every model forbids unknown keys, refuses NaN and infinity, and reads ints, strings and booleans
+strictly (YAML's ``yes`` is not a number); a float may be written as YAML 1.1 reads ``1e-3``, a
+string. A bad value is a ``ConfigError`` naming the file, the dotted key and what is allowed, so a
+typo never silently falls back to a default.
+
+Config is plain data at the bottom of the import graph: the checks that need the toy world or the
+benchmark declarations run where those are used (``dcod.splits.check_profile``), and a method's
+parameters are checked by its own ``Params`` model (``dcod.methods.resolve``).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import types
-import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 
 class ConfigError(ValueError):
     """A configuration value is unknown, mistyped or out of range; the message names it."""
 
 
-def _check(condition: bool, key: str, message: str) -> None:
-    if not condition:
-        raise ConfigError(f"{key}: {message}")
+def _yaml_float(value):
+    """YAML 1.1 reads ``1e-3`` (no dot) as a string: a numeric string is a float; anything else is left
+    for the float check to refuse."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
-def _choice(value: str, allowed: tuple[str, ...], key: str) -> None:
-    _check(value in allowed, key, f"got {value!r}, allowed values: {', '.join(allowed)}")
+Float = Annotated[float, BeforeValidator(_yaml_float)]
+Seed = Annotated[int, Field(ge=0)]  # numpy and torch refuse negative seeds
 
 
-def _check_finite(section, key: str) -> None:
-    """Every float field of a section (and of a list of floats) must be finite: NaN fails every range
-    comparison with a misleading message, and inf passes ``> 0`` (``lr: .inf`` was accepted at load time)."""
-    for f in dataclasses.fields(section):
-        value = getattr(section, f.name)
-        for item in value if isinstance(value, list) else [value]:
-            if isinstance(item, float):
-                _check(math.isfinite(item), f"{key}.{f.name}", f"must be a finite number, got {item}")
+class Section(BaseModel):
+    """Base of every config model (and of every method's ``Params``). Checks run on construction and on
+    assignment (pydantic's ValidationError, a ValueError); ``parse_section`` turns a failure into a
+    ``ConfigError`` naming the file and the dotted key.
+
+    A model validator raises ``ValueError("<field>: <what is wrong>")``: the field becomes part of the
+    dotted key of the error."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, validate_assignment=True)
 
 
-def _check_seed(value: int, key: str) -> None:
-    _check(value >= 0, key, f"must be >= 0 (numpy and torch refuse negative seeds), got {value}")
+# ----------------------------------------------------------------------------- errors in our words
+_TYPE_NAMES = {"int": "int", "float": "float", "string": "str", "bool": "bool", "list": "list",
+               "dict": "a mapping", "model": "a mapping", "model_attributes": "a mapping"}
+
+
+_UNION_TAGS = {"str", "int", "float", "bool", "none", "list[str]", "list[float]", "list[int]",
+               "function-before[_yaml_float(), float]"}
+
+
+def _field_at(model: type[BaseModel], loc: tuple) -> tuple[type[BaseModel] | None, Any]:
+    """(the model holding the last field of ``loc``, that field's FieldInfo); list indices are skipped."""
+    holder, info = model, None
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if holder is None or part not in holder.model_fields:
+            return None, None
+        info = holder.model_fields[part]
+        annotation = info.annotation
+        holder_next = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        if part != loc[-1]:
+            holder = holder_next
+    return holder, info
+
+
+def _bounds(model: type[BaseModel], loc: tuple, ctx: dict) -> str:
+    """'in [0, 1]', 'in (0, 1]', '>= 1' or '> 0': every bound of the field, not only the one that failed."""
+    _, info = _field_at(model, loc)
+    found = dict(ctx)
+    for item in getattr(info, "metadata", []) or []:
+        for name in ("gt", "ge", "lt", "le"):
+            if getattr(item, name, None) is not None:
+                found[name] = getattr(item, name)
+    low = ("(", found["gt"]) if "gt" in found else ("[", found["ge"]) if "ge" in found else None
+    high = (")", found["lt"]) if "lt" in found else ("]", found["le"]) if "le" in found else None
+    if low and high:
+        return f"in {low[0]}{low[1]:g}, {high[1]:g}{high[0]}"
+    if low:
+        return f"{'>' if low[0] == '(' else '>='} {low[1]:g}"
+    return f"{'<' if high[0] == ')' else '<='} {high[1]:g}"
+
+
+def _describe(error: dict, model: type[BaseModel]) -> tuple[str, str]:
+    """(dotted key, message) of one pydantic error, worded as this project's errors always were."""
+    # union branches add their type to the location ('str', 'list[str]'): not a key of the file
+    loc = tuple(part for part in error["loc"] if isinstance(part, int) or part not in _UNION_TAGS)
+    key = ".".join(part for part in loc if isinstance(part, str))  # a list index is not a key
+    kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
+    if kind == "extra_forbidden":
+        holder, _ = _field_at(model, loc[:-1]) if len(loc) > 1 else (model, None)
+        allowed = ", ".join(sorted(holder.model_fields)) if holder else "?"
+        return key.rpartition(".")[0], f"unknown key(s) {str(loc[-1])!r}; allowed keys: {allowed}"
+    if kind == "missing":
+        return key.rpartition(".")[0], f"missing required key(s) {str(loc[-1])!r}"
+    if kind == "finite_number":
+        return key, f"must be a finite number, got {value}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        return key, f"must be {_bounds(model, loc, ctx)}, got {value}"
+    if kind == "literal_error":
+        allowed = ctx["expected"].replace("'", "").replace(" or ", ", ")
+        return key, f"got {value!r}, allowed values: {allowed}"
+    if kind == "value_error":  # a model validator: "<field>: <message>"
+        field, _, message = str(ctx.get("error", error["msg"])).partition(": ")
+        return ".".join(p for p in (key, field) if p), message
+    if kind.endswith(("_type", "_parsing")):
+        expected = _TYPE_NAMES.get(kind.rsplit("_", 1)[0], kind.rsplit("_", 1)[0])
+        return key, f"expected {expected}, got {value!r}"
+    return key, error["msg"]
+
+
+def _config_error(error: ValidationError, model: type[BaseModel], source: str, key: str = "") -> ConfigError:
+    """The first error of a pydantic ``ValidationError`` as a ConfigError naming ``source`` and the key."""
+    inner, message = _describe(error.errors()[0], model)
+    dotted = ".".join(part for part in (key, inner) if part)
+    return ConfigError(f"{source}: {dotted}: {message}" if dotted else f"{source}: {message}")
+
+
+def parse_section(model: type[BaseModel], data: Any, source: str, key: str = ""):
+    """``model`` built from ``data``; a bad value is a ConfigError naming ``source`` and ``key.<field>``."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: {key or 'config'}: expected a mapping, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise _config_error(error, model, source, key) from None
 
 
 # ----------------------------------------------------------------------------- profile sections
-
-
-@dataclass
-class DataConfig:
+class DataConfig(Section):
     """Where prompts come from. ``toy``: the synthetic world (``world`` section). ``benchmarks``: the
     declared real benchmarks (``dcod.benchmarks``), hub by default or ``data_dir`` when offline."""
 
-    source: str = "toy"
+    source: Literal["toy", "benchmarks"] = "toy"
     # benchmark(s) whose questions are the training prompts: one name, or a list concatenated in order
     train: str | list[str] = "gsm8k_train"
-    train_limit: int = 0  # per training source; 0: all
-    eval: list[str] = field(default_factory=lambda: ["gsm8k"])
-    eval_limit: int = 0  # 0: all problems of each benchmark
+    train_limit: int = Field(0, ge=0)  # per training source; 0: all
+    eval: list[str] = Field(default_factory=lambda: ["gsm8k"])
+    eval_limit: int = Field(0, ge=0)  # 0: all problems of each benchmark
     data_dir: str | None = None  # local copies (e.g. ../shared/data); env DCOD_DATA_DIR also works
     # the `validation` split (tuning reads it, never a test benchmark): {training source: prompts held out},
     # a fixed random sample of each source (validation_seed), removed from the training prompts
-    validation: dict[str, int] = field(default_factory=dict)
-    validation_seed: int = 0
+    validation: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
+    validation_seed: Seed = 0
 
     @property
     def train_sources(self) -> list[str]:
         return [self.train] if isinstance(self.train, str) else list(self.train)
 
-    def validate(self, key: str) -> None:
-        _choice(self.source, ("toy", "benchmarks"), f"{key}.source")
-        _check(self.train_limit >= 0 and self.eval_limit >= 0, f"{key}", "limits must be >= 0")
-        _check_seed(self.validation_seed, f"{key}.validation_seed")
-        _check(not self.validation or self.source == "benchmarks", f"{key}.validation",
-               "is for data.source benchmarks (the toy world writes its own validation split)")
-        for name, size in self.validation.items():
-            _check(name in self.train_sources, f"{key}.validation", f"{name!r} is not a training source "
-                   f"({', '.join(self.train_sources)}): a validation split is held out of the training prompts")
-            _check(isinstance(size, int) and not isinstance(size, bool) and size >= 1, f"{key}.validation.{name}",
-                   f"must be a number of prompts >= 1, got {size!r}")
-        if self.source == "benchmarks":
-            from dcod.benchmarks import list_benchmarks
-
-            known = list_benchmarks()
-            _check(len(self.train_sources) > 0, f"{key}.train", "must name at least one benchmark")
-            for name in [*self.train_sources, *self.eval]:
-                _check(name in known, f"{key}", f"unknown benchmark {name!r}; known: {', '.join(known)}")
-            _check("validation" not in self.eval, f"{key}.eval", "'validation' is the held-out split "
-                   "(data.validation), not a benchmark")
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.validation and self.source != "benchmarks":
+            raise ValueError("validation: is for data.source benchmarks (the toy world writes its own "
+                             "validation split)")
+        for name in self.validation:
+            if name not in self.train_sources:
+                sources = ", ".join(self.train_sources)
+                raise ValueError(f"validation: {name!r} is not a training source ({sources}): a validation split "
+                                 "is held out of the training prompts")
+        if self.source == "benchmarks" and not self.train_sources:
+            raise ValueError("train: must name at least one benchmark")
+        if self.source == "benchmarks" and "validation" in self.eval:
+            raise ValueError("eval: 'validation' is the held-out split (data.validation), not a benchmark")
+        return self
 
 
-@dataclass
-class StudentConfig:
+class StudentConfig(Section):
     """The student. ``path`` set: load a pretrained HF model; else a tiny Llama built from config."""
 
     path: str | None = None
     gguf_file: str | None = None
-    hidden_size: int = 128
-    num_layers: int = 2
-    num_heads: int = 4
-    intermediate_size: int = 512
-    max_position_embeddings: int = 256
+    hidden_size: int = Field(128, ge=1)
+    num_layers: int = Field(2, ge=1)
+    num_heads: int = Field(4, ge=1)
+    intermediate_size: int = Field(512, ge=1)
+    max_position_embeddings: int = Field(256, ge=1)
 
-    def validate(self, key: str) -> None:
-        for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "max_position_embeddings"):
-            _check(getattr(self, name) >= 1, f"{key}.{name}", "must be >= 1")
-        _check(self.hidden_size % self.num_heads == 0, f"{key}.hidden_size", "must be divisible by num_heads")
+    @model_validator(mode="after")
+    def _heads_divide(self):
+        if self.hidden_size % self.num_heads:
+            raise ValueError("hidden_size: must be divisible by num_heads")
+        return self
 
 
-@dataclass
-class TeacherConfig:
-    """``programmatic``: the exact toy teacher (DESIGN §5 option b). ``hf``: a model at ``path``."""
+class TeacherConfig(Section):
+    """``programmatic``: the exact toy teacher (docs/toy_world.md). ``hf``: a model at ``path``."""
 
-    kind: str = "programmatic"
-    p_direct: float = 0.5
-    floor: float = 1e-6
+    kind: Literal["programmatic", "hf"] = "programmatic"
+    p_direct: Float = Field(0.5, ge=0.0, le=1.0)
+    floor: Float = Field(1e-6, gt=0.0, lt=0.01)
     path: str | None = None
     gguf_file: str | None = None
 
-    def validate(self, key: str) -> None:
-        _check_finite(self, key)
-        _choice(self.kind, ("programmatic", "hf"), f"{key}.kind")
-        _check(0.0 <= self.p_direct <= 1.0, f"{key}.p_direct", "must be in [0, 1]")
-        _check(0.0 < self.floor < 0.01, f"{key}.floor", "must be in (0, 0.01)")
-        if self.kind == "hf":
-            _check(self.path is not None, f"{key}.path", "is required when kind is 'hf'")
+    @model_validator(mode="after")
+    def _path_for_hf(self):
+        if self.kind == "hf" and self.path is None:
+            raise ValueError("path: is required when kind is 'hf'")
+        return self
 
 
-@dataclass
-class PretrainConfig:
+class PretrainConfig(Section):
     """Pre-training of the toy base student on its native (decomposed) style plus the retention skill."""
 
-    steps: int = 600
-    batch_size: int = 32
-    lr: float = 2e-3
-    warmup_steps: int = 30
-    seed: int = 1234
-
-    def validate(self, key: str) -> None:
-        _check_finite(self, key)
-        _check(self.steps >= 1, f"{key}.steps", "must be >= 1")
-        _check(self.batch_size >= 1, f"{key}.batch_size", "must be >= 1")
-        _check(self.lr > 0, f"{key}.lr", "must be > 0")
-        _check(self.warmup_steps >= 0, f"{key}.warmup_steps", "must be >= 0")
-        _check_seed(self.seed, f"{key}.seed")
+    steps: int = Field(600, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: Float = Field(2e-3, gt=0)
+    warmup_steps: int = Field(30, ge=0)
+    seed: Seed = 1234
 
 
-@dataclass
-class TracesConfig:
+class TracesConfig(Section):
     """Offline teacher traces: generated once, verified, stored with per-token log-probs and top-k."""
 
-    samples_per_prompt: int = 1
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k_logprobs: int = 20
-    max_new_tokens: int = 256
+    samples_per_prompt: int = Field(1, ge=1)
+    temperature: Float = Field(1.0, gt=0)  # traces are samples
+    top_p: Float = Field(1.0, gt=0, le=1)
+    top_k_logprobs: int = Field(20, ge=0)
+    max_new_tokens: int = Field(256, ge=1)
     keep_only_correct: bool = True
-    seed: int = 7
-    backend: str = "hf"  # hf | vllm (an HF teacher only; the toy teacher is exact)
-    shard_size: int = 500  # prompts per resumable shard (dcod.shards)
-
-    def validate(self, key: str) -> None:
-        _check_finite(self, key)
-        _check(self.samples_per_prompt >= 1, f"{key}.samples_per_prompt", "must be >= 1")
-        _check(self.shard_size >= 1, f"{key}.shard_size", "must be >= 1")
-        _check(self.temperature > 0, f"{key}.temperature", "must be > 0 (traces are samples)")
-        _check(0 < self.top_p <= 1, f"{key}.top_p", "must be in (0, 1]")
-        _check(self.top_k_logprobs >= 0, f"{key}.top_k_logprobs", "must be >= 0")
-        _check(self.max_new_tokens >= 1, f"{key}.max_new_tokens", "must be >= 1")
-        _choice(self.backend, ("hf", "vllm"), f"{key}.backend")
-        _check_seed(self.seed, f"{key}.seed")
+    seed: Seed = 7
+    backend: Literal["hf", "vllm"] = "hf"  # vllm: an HF teacher only; the toy teacher is exact
+    shard_size: int = Field(500, ge=1)  # prompts per resumable shard (dcod.shards)
 
 
-@dataclass
-class TrainConfig:
-    """The shared training budget: identical for every method (fair comparison rule, DESIGN §3)."""
+class TrainConfig(Section):
+    """The shared training budget: identical for every method (the fair-comparison rule of docs/method.md)."""
 
-    steps: int = 150
-    batch_size: int = 32  # sequences per optimiser step, over all ranks and accumulation micro-batches
-    micro_batch_size: int = 0  # 0: no gradient accumulation
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup_steps: int = 10
-    min_lr_ratio: float = 0.1
-    max_grad_norm: float = 1.0
-    mixed_precision: str = "no"
-    checkpoint_every: int = 50
-    log_every: int = 10
+    steps: int = Field(150, ge=1)
+    # sequences per optimiser step, over all ranks and accumulation micro-batches
+    batch_size: int = Field(32, ge=1)
+    micro_batch_size: int = Field(0, ge=0)  # 0: no gradient accumulation
+    lr: Float = Field(1e-3, gt=0)
+    weight_decay: Float = Field(0.0, ge=0)
+    warmup_steps: int = Field(10, ge=0)
+    min_lr_ratio: Float = Field(0.1, ge=0, le=1)
+    max_grad_norm: Float = Field(1.0, gt=0)
+    mixed_precision: Literal["no", "bf16"] = "no"
+    checkpoint_every: int = Field(50, ge=1)
+    log_every: int = Field(10, ge=1)
     # How the Snakemake train rules start a job: null runs one process (`python -m dcod train`); a path
     # (relative to the repository root) runs `accelerate launch --config_file <path> -m dcod train`.
     accelerate_config: str | None = None
-    # Where on-policy KD and self-distillation sample the student while training: `hf` (the training model
-    # itself) or `vllm` (an engine in the training process; the model's weights are pushed into it before
-    # each sampling call). `vllm` runs as one training process (the train rules start it without accelerate
+    # Where methods that sample the student while training do so: `hf` (the training model itself) or
+    # `vllm` (an engine in the training process; the model's weights are pushed into it before each
+    # sampling call). `vllm` runs as one training process (the train rules start it without accelerate
     # launch); rollout_gpu_memory_utilization is the share of the GPU the engine takes beside training
     # (null: the vLLM backend's default, meant for an engine alone on its device).
-    rollout_backend: str = "hf"
-    rollout_gpu_memory_utilization: float | None = None
+    rollout_backend: Literal["hf", "vllm"] = "hf"
+    rollout_gpu_memory_utilization: Float | None = Field(None, gt=0, lt=1)
 
-    def validate(self, key: str) -> None:
-        _check_finite(self, key)
-        _check(self.steps >= 1, f"{key}.steps", "must be >= 1")
-        _choice(self.rollout_backend, ("hf", "vllm"), f"{key}.rollout_backend")
-        if self.rollout_gpu_memory_utilization is not None:
-            _check(0 < self.rollout_gpu_memory_utilization < 1, f"{key}.rollout_gpu_memory_utilization",
-                   "must be in (0, 1)")
-        _check(self.batch_size >= 1, f"{key}.batch_size", "must be >= 1")
-        _check(self.micro_batch_size >= 0, f"{key}.micro_batch_size", "must be >= 0 (0 = no accumulation)")
-        if self.micro_batch_size:
-            _check(self.batch_size % self.micro_batch_size == 0, f"{key}.micro_batch_size",
-                   f"must divide batch_size={self.batch_size}")
-        _check(self.lr > 0, f"{key}.lr", f"must be > 0, got {self.lr}")
-        _check(self.weight_decay >= 0, f"{key}.weight_decay", "must be >= 0")
-        _check(self.warmup_steps >= 0, f"{key}.warmup_steps", "must be >= 0")
-        _check(0 <= self.min_lr_ratio <= 1, f"{key}.min_lr_ratio", "must be in [0, 1]")
-        _check(self.max_grad_norm > 0, f"{key}.max_grad_norm", "must be > 0")
-        _choice(self.mixed_precision, ("no", "bf16"), f"{key}.mixed_precision")
-        _check(self.checkpoint_every >= 1, f"{key}.checkpoint_every", "must be >= 1")
-        _check(self.log_every >= 1, f"{key}.log_every", "must be >= 1")
+    @model_validator(mode="after")
+    def _micro_divides(self):
+        if self.micro_batch_size and self.batch_size % self.micro_batch_size:
+            raise ValueError(f"micro_batch_size: must divide batch_size={self.batch_size}")
+        return self
 
 
-@dataclass
-class EvalConfig:
-    splits: list[str] = field(default_factory=lambda: ["validation", "id", "long", "retention"])
-    max_new_tokens: int = 200
-    batch_size: int = 128
-    stability_samples: int = 4  # k samples per problem for the trace-stability figure (0: off)
-    stability_temperature: float = 1.0
+class EvalConfig(Section):
+    splits: list[str] = Field(default_factory=lambda: ["validation", "id", "long", "retention"])
+    max_new_tokens: int = Field(200, ge=1)
+    batch_size: int = Field(128, ge=1)
+    stability_samples: int = Field(4, ge=0)  # k samples per problem for the trace-stability figure (0: off)
+    stability_temperature: Float = Field(1.0, gt=0)  # the stability pass samples
     stability_problems: int = 100
-    backend: str = "hf"  # hf | vllm: the generation backend of evaluation
-    shard_size: int = 256  # problems per resumable shard (dcod.shards)
+    backend: Literal["hf", "vllm"] = "hf"  # the generation backend of evaluation
+    shard_size: int = Field(256, ge=1)  # problems per resumable shard (dcod.shards)
     sampled: bool = True  # real benchmarks: also avg@k where the declaration asks for it (AIME, AMC)
 
-    def validate(self, key: str) -> None:
-        _check_finite(self, key)
-        _check(len(self.splits) > 0, f"{key}.splits", "must name at least one split")
-        _check(self.shard_size >= 1, f"{key}.shard_size", "must be >= 1")
-        _check(self.max_new_tokens >= 1, f"{key}.max_new_tokens", "must be >= 1")
-        _check(self.batch_size >= 1, f"{key}.batch_size", "must be >= 1")
-        _check(self.stability_samples >= 0, f"{key}.stability_samples", "must be >= 0")
-        _check(self.stability_temperature > 0, f"{key}.stability_temperature",
-               f"must be > 0 (the stability pass samples), got {self.stability_temperature}")
-        _check(self.stability_problems >= (1 if self.stability_samples else 0), f"{key}.stability_problems",
-               f"must be >= 1 when stability_samples > 0 (else >= 0), got {self.stability_problems}")
-        _check(len(set(self.splits)) == len(self.splits), f"{key}.splits", f"must be distinct, got {self.splits}")
-        _choice(self.backend, ("hf", "vllm"), f"{key}.backend")
+    @model_validator(mode="after")
+    def _consistent(self):
+        if not self.splits:
+            raise ValueError("splits: must name at least one split")
+        if len(set(self.splits)) != len(self.splits):
+            raise ValueError(f"splits: must be distinct, got {self.splits}")
+        if self.stability_problems < (1 if self.stability_samples else 0):
+            raise ValueError(f"stability_problems: must be >= 1 when stability_samples > 0 (else >= 0), got "
+                             f"{self.stability_problems}")
+        return self
 
 
-@dataclass
-class TuningConfig:
+class TuningConfig(Section):
     """Equal tuning budget for every method: the same learning-rate grid, one seed, the validation split."""
 
-    lrs: list[float] = field(default_factory=lambda: [5e-4, 1e-3, 2e-3])
-    seed: int = 0
+    lrs: list[Float] = Field(default_factory=lambda: [5e-4, 1e-3, 2e-3])
+    seed: Seed = 0
     split: str = "validation"
 
-    def validate(self, key: str) -> None:
-        _check_finite(self, key)
-        _check(len(self.lrs) > 0 and all(lr > 0 for lr in self.lrs), f"{key}.lrs", "must be positive numbers")
-        _check_seed(self.seed, f"{key}.seed")
+    @model_validator(mode="after")
+    def _positive(self):
+        if not self.lrs or any(lr <= 0 for lr in self.lrs):
+            raise ValueError(f"lrs: must be positive numbers, got {self.lrs}")
+        return self
 
 
-@dataclass
-class ProfileConfig:
+class ReportConfig(Section):
+    """Which experiments the report's claims compare: the one under test and the reference baseline
+    (experiment names, as in ``experiments/<name>``). The defaults are those of the shipped profiles."""
+
+    subject: str = "dcod"
+    baseline: str = "sft"
+
+
+class ProfileConfig(Section):
     name: str
-    data: DataConfig = field(default_factory=DataConfig)
-    world: dict[str, Any] = field(default_factory=dict)  # validated by dcod.toy.world.WorldConfig
-    student: StudentConfig = field(default_factory=StudentConfig)
-    teacher: TeacherConfig = field(default_factory=TeacherConfig)
-    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    traces: TracesConfig = field(default_factory=TracesConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    tuning: TuningConfig = field(default_factory=TuningConfig)
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    threads: int = 1
+    data: DataConfig = Field(default_factory=DataConfig)
+    world: dict[str, Any] = Field(default_factory=dict)  # checked by dcod.toy.world.WorldConfig
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    traces: TracesConfig = Field(default_factory=TracesConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    tuning: TuningConfig = Field(default_factory=TuningConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+    seeds: list[Seed] = Field(default_factory=lambda: [0, 1, 2])
+    threads: int = Field(1, ge=1)
     experiments: list[str] | None = None  # None: every experiment directory
-    ablation_seeds: list[int] | None = None  # None: same as seeds
+    ablation_seeds: list[Seed] | None = None  # None: same as seeds
+    _source: str = PrivateAttr("profile")  # the file it was read from, for checks made later
 
-    def validate(self, key: str = "profile") -> None:
-        for section in ("data", "student", "teacher", "pretrain", "traces", "train", "eval", "tuning"):
-            getattr(self, section).validate(f"{key}.{section}")
-        _check(len(self.seeds) > 0, f"{key}.seeds", "must list at least one seed")
-        _check(len(set(self.seeds)) == len(self.seeds), f"{key}.seeds", "must be distinct")
-        for name in ("seeds", "ablation_seeds"):
-            for seed in getattr(self, name) or []:
-                _check_seed(seed, f"{key}.{name}")
-        if self.ablation_seeds is not None:
-            _check(len(set(self.ablation_seeds)) == len(self.ablation_seeds), f"{key}.ablation_seeds",
-                   "must be distinct")
-        _check(self.threads >= 1, f"{key}.threads", "must be >= 1")
-        _check(self.tuning.split in self.eval.splits, f"{key}.tuning.split", f"must be one of {self.eval.splits}")
+    @property
+    def source(self) -> str:
+        return self._source
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if not self.seeds:
+            raise ValueError("seeds: must list at least one seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("seeds: must be distinct")
+        if self.ablation_seeds is not None and len(set(self.ablation_seeds)) != len(self.ablation_seeds):
+            raise ValueError("ablation_seeds: must be distinct")
+        if self.tuning.split not in self.eval.splits:
+            raise ValueError(f"tuning.split: must be one of {self.eval.splits}")
         if self.data.source == "benchmarks":
-            _check(self.student.path is not None, f"{key}.student.path", "is required with data.source benchmarks")
+            if self.student.path is None:
+                raise ValueError("student.path: is required with data.source benchmarks")
             splits = [*(["validation"] if self.data.validation else []), *self.data.eval]
-            _check(set(self.eval.splits) <= set(splits), f"{key}.eval.splits", f"must be among {splits} (data.eval, "
-                   f"and validation when data.validation holds prompts out)")
-        if self.world:
-            from dcod.toy.world import WorldConfig
-
-            _from_dict(WorldConfig, self.world, f"{key}.world")
-        if self.data.source == "toy":
-            splits = toy_eval_splits(self.world)
-            for split in self.eval.splits:
-                _check(split in splits, f"{key}.eval.splits", f"{split!r} is not an evaluation split of the "
-                       f"toy world; its splits with problems: {', '.join(splits)} (a split is drawn when its "
-                       f"world.n_<split> > 0; extrapolate is off by default)")
-
-
-def toy_eval_splits(world: dict[str, Any]) -> list[str]:
-    """The toy world's evaluation splits that hold problems (``dcod.toy.world.build_world``, see
-    docs/toy_world.md): validation, id, long, retention and extrapolate, each drawn when its ``n_<split>`` > 0."""
-    from dcod.toy.world import WorldConfig
-
-    cfg = WorldConfig.from_dict(world)
-    names = ("validation", "id", "long", "retention", "extrapolate")
-    return [name for name in names if getattr(cfg, f"n_{name}") > 0]
+            if not set(self.eval.splits) <= set(splits):
+                raise ValueError(f"eval.splits: must be among {splits} (data.eval, and validation when "
+                                 "data.validation holds prompts out)")
+        return self
 
 
 # ----------------------------------------------------------------------------- experiments
-
-METHODS = ("sft", "kd", "dft", "onpolicy_kd", "self_distill", "dcod")
-
-
-@dataclass
-class DCODParams:
-    """DESIGN §2. ``beta: null`` means adaptive (bisection to ``ess_target``); ``clip: null`` is C = inf."""
-
-    granularity: str = "sequence"
-    discount: float = 1.0
-    beta: float | None = None
-    ess_target: float = 0.5
-    beta_max: float = 100.0
-    clip: float | None = 5.0
-    reference: str = "teacher"
-    token_loss: str = "nll"
-
-    def validate(self, key: str) -> None:
-        _check_finite(self, key)
-        _choice(self.granularity, ("prefix", "sequence"), f"{key}.granularity")
-        _check(0.0 <= self.discount <= 1.0, f"{key}.discount", "must be in [0, 1]")
-        if self.beta is not None:
-            _check(self.beta >= 0, f"{key}.beta", f"must be >= 0 (or null for adaptive), got {self.beta}")
-        _check(0.0 < self.ess_target <= 1.0, f"{key}.ess_target", f"must be in (0, 1], got {self.ess_target}")
-        _check(self.beta_max > 0, f"{key}.beta_max", f"must be > 0, got {self.beta_max}")
-        if self.clip is not None:
-            _check(self.clip >= 1.0, f"{key}.clip", "must be >= 1 (weights have mean 1) or null for no truncation")
-        _choice(self.reference, ("teacher", "initial_student", "none"), f"{key}.reference")
-        _choice(self.token_loss, ("nll", "kd"), f"{key}.token_loss")
-
-
-@dataclass
-class OnPolicyParams:
-    """GKD (Agarwal et al. 2024): a fraction of each batch replaced by student samples, scored by the teacher."""
-
-    student_fraction: float = 1.0
-    jsd_beta: float = 0.5
-    sample_temperature: float = 1.0
-    max_new_tokens: int = 0  # 0: the profile's traces.max_new_tokens
-
-    def validate(self, key: str) -> None:
-        _check_finite(self, key)
-        _check(0.0 <= self.student_fraction <= 1.0, f"{key}.student_fraction", "must be in [0, 1]")
-        _check(0.0 <= self.jsd_beta <= 1.0, f"{key}.jsd_beta", f"must be in [0, 1], got {self.jsd_beta}")
-        _check(self.sample_temperature > 0, f"{key}.sample_temperature", "must be > 0")
-        _check(self.max_new_tokens >= 0, f"{key}.max_new_tokens", "must be >= 0")
-
-
-@dataclass
-class SelfDistillParams:
-    """Rejection-sampling self-training (STaR / RFT): k samples per prompt, keep verified ones, R rounds."""
-
-    samples_per_prompt: int = 4
-    rounds: int = 2
-    sample_temperature: float = 1.0
-    prompts_per_round: int = 0  # 0: enough prompts for the round's optimiser steps
-
-    def validate(self, key: str) -> None:
-        _check_finite(self, key)
-        _check(self.samples_per_prompt >= 1, f"{key}.samples_per_prompt", "must be >= 1")
-        _check(self.rounds >= 1, f"{key}.rounds", "must be >= 1")
-        _check(self.sample_temperature > 0, f"{key}.sample_temperature", "must be > 0")
-        _check(self.prompts_per_round >= 0, f"{key}.prompts_per_round", "must be >= 0")
-
-
-@dataclass
-class EmptyParams:
-    def validate(self, key: str) -> None:
-        pass
-
-
-PARAMS = {"sft": EmptyParams, "kd": EmptyParams, "dft": EmptyParams, "dcod": DCODParams,
-          "onpolicy_kd": OnPolicyParams, "self_distill": SelfDistillParams}
-
-
-@dataclass
-class ExperimentConfig:
+class ExperimentConfig(Section):
     name: str
-    method: str
+    method: str  # a registered method (dcod.methods); checked with its params by dcod.methods.resolve
     description: str = ""
-    table: str = "main"  # main: Table 1; ablation: Table 2
-    params: Any = None
-    train: dict[str, Any] = field(default_factory=dict)  # overrides of the profile's TrainConfig
+    table: Literal["main", "ablation"] = "main"  # main: Table 1; ablation: Table 2
+    params: dict[str, Any] = Field(default_factory=dict)  # the method's Params, checked by resolve
+    train: dict[str, Any] = Field(default_factory=dict)  # overrides of the profile's TrainConfig
+    _source: str = PrivateAttr("experiment")
 
-    def validate(self, key: str) -> None:
-        _choice(self.method, METHODS, f"{key}.method")
-        _choice(self.table, ("main", "ablation"), f"{key}.table")
+    @property
+    def source(self) -> str:
+        return self._source
 
 
 def train_config_for(profile: ProfileConfig, experiment: ExperimentConfig) -> TrainConfig:
-    merged = {**dataclasses.asdict(profile.train), **experiment.train}
-    cfg = _from_dict(TrainConfig, merged, f"{experiment.name}.train")
-    cfg.validate(f"experiments/{experiment.name}/config.yaml: train")
-    return cfg
+    """The profile's training budget with the experiment's overrides, checked as a whole."""
+    merged = {**profile.train.model_dump(), **experiment.train}
+    return parse_section(TrainConfig, merged, experiment.source, "train")
 
 
-# ----------------------------------------------------------------------------- strict loading
-
-
-def _type_ok(value: Any, annotation: Any) -> bool:
-    origin = typing.get_origin(annotation)
-    if annotation is Any:
-        return True
-    if origin in (typing.Union, types.UnionType):
-        return any(_type_ok(value, arg) for arg in typing.get_args(annotation))
-    if annotation is type(None):
-        return value is None
-    if origin is list:
-        (inner,) = typing.get_args(annotation) or (Any,)
-        return isinstance(value, list) and all(_type_ok(v, inner) for v in value)
-    if origin is dict:
-        return isinstance(value, dict)
-    if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(annotation, type):
-        return isinstance(value, annotation)
-    return True
-
-
-def _from_dict(cls: type, data: dict[str, Any], key: str):
-    """Build dataclass ``cls`` from ``data``: unknown keys and wrong types raise ConfigError naming them."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{key}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"{key}: unknown key(s) {', '.join(repr(u) for u in unknown)}; "
-                          f"allowed keys: {', '.join(sorted(fields))}")
-    required = [name for name, f in fields.items() if f.default is dataclasses.MISSING
-                and f.default_factory is dataclasses.MISSING and name not in data]
-    if required:  # else the dataclass raises a TypeError that names neither the file nor the key
-        raise ConfigError(f"{key}: missing required key(s) {', '.join(repr(r) for r in required)}")
-    kwargs = {}
-    for name, value in data.items():
-        annotation = hints[name]
-        if dataclasses.is_dataclass(annotation):
-            kwargs[name] = _from_dict(annotation, value, f"{key}.{name}")
-            continue
-        if isinstance(value, str) and annotation in (float, float | None) and _looks_numeric(value):
-            value = float(value)  # YAML 1.1 reads 1e-3 as a string
-        if annotation == list[float] and isinstance(value, list):
-            value = [float(v) if isinstance(v, str) and _looks_numeric(v) else v for v in value]
-        if not _type_ok(value, annotation):
-            raise ConfigError(f"{key}.{name}: expected {_type_name(annotation)}, got {value!r}")
-        kwargs[name] = float(value) if annotation is float else value
-    return cls(**kwargs)
-
-
-def _looks_numeric(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _type_name(annotation: Any) -> str:
-    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
-
-
+# ----------------------------------------------------------------------------- loading
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
@@ -502,26 +396,64 @@ def load_profile(path: str | Path) -> ProfileConfig:
     path = Path(path)
     data = _read_yaml(path)
     data.setdefault("name", path.stem)
-    profile = _from_dict(ProfileConfig, data, str(path))
-    profile.validate(str(path))
+    profile = parse_section(ProfileConfig, data, str(path))
+    profile._source = str(path)
     return profile
 
 
 def parse_experiment(name: str, data: dict[str, Any], source: str) -> ExperimentConfig:
-    data = dict(data)
-    raw_params = data.pop("params", None) or {}
-    experiment = _from_dict(ExperimentConfig, {"name": name, **data}, source)
-    experiment.validate(source)
-    experiment.params = _from_dict(PARAMS[experiment.method], raw_params, f"{source}: params")
-    experiment.params.validate(f"{source}: params")
-    overrides = _from_dict(TrainConfig, experiment.train, f"{source}: train")  # unknown keys, types
-    overrides.validate(f"{source}: train")  # ranges (defaults are valid, so a failure is an override's)
+    """An experiment from its (already inherited) mapping; its train overrides are checked against the
+    default budget here (the defaults are valid, so a failure is an override's)."""
+    data = {**data, "params": data.get("params") or {}, "train": data.get("train") or {}}
+    experiment = parse_section(ExperimentConfig, {"name": name, **data}, source)
+    experiment._source = source
+    parse_section(TrainConfig, experiment.train, source, "train")
     return experiment
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` over ``base``, mappings merged key by key (``clip: null`` overrides a number)."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_experiment(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The experiment file's mapping with its ``base:`` chain applied (``experiments/<base>/config.yaml``
+    first); a cycle or a missing base is refused with the file named."""
+    path = Path(path)
+    data = _read_yaml(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: base: must name an experiment folder, got {base!r}")
+    base_path = path.parent.parent / base / "config.yaml"
+    seen = (*chain, path.resolve())
+    if base_path.resolve() in seen:
+        cycle = " -> ".join(p.parent.name for p in (*seen, base_path.resolve()))
+        raise ConfigError(f"{path}: base: {base!r} makes a cycle ({cycle})")
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: base: no experiment {base!r} ({base_path} does not exist)")
+    return merge(read_experiment(base_path, seen), data)
+
+
+def experiment_chain(path: str | Path) -> list[Path]:
+    """The experiment file and the files it inherits from, nearest first."""
+    read_experiment(Path(path))  # refuses a cycle or a missing base, naming the file
+    chain = [Path(path)]
+    while (base := _read_yaml(chain[-1]).get("base")) is not None:
+        chain.append(chain[-1].parent.parent / base / "config.yaml")
+    return chain
 
 
 def load_experiment(path: str | Path) -> ExperimentConfig:
     path = Path(path)
-    return parse_experiment(path.parent.name, _read_yaml(path), str(path))
+    return parse_experiment(path.parent.name, read_experiment(path), str(path))
 
 
 def discover_experiments(root: str | Path, profile: ProfileConfig | None = None) -> list[str]:
@@ -534,14 +466,3 @@ def discover_experiments(root: str | Path, profile: ProfileConfig | None = None)
             raise ConfigError(f"profile {profile.name}: experiments {missing} have no {root}/<name>/config.yaml")
         names = [n for n in names if n in profile.experiments]
     return names
-
-
-def to_dict(obj: Any) -> Any:
-    """Resolved config as plain data, saved next to every artifact."""
-    if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, list):
-        return [to_dict(v) for v in obj]
-    if isinstance(obj, dict):
-        return {k: to_dict(v) for k, v in obj.items()}
-    return obj

@@ -19,6 +19,7 @@ from dcod.generation import SamplingParams
 from dcod.ifeval import TASK as IFEVAL_TASK
 from dcod.io import read_jsonl, write_csv, write_jsonl
 from dcod.models import encode_prompt
+from dcod.shards import run_sharded, shard_seed
 from dcod.toy.world import analyze_completion
 
 
@@ -222,6 +223,41 @@ def sampled_rows(backend, tokenizer, records: list[dict], *, k: int, temperature
     return [{"id": r["id"], "split": r["split"], "samples": len(correct[i]),
              "sample_accuracy": sum(correct[i]) / len(correct[i]) if correct[i] else 0.0}
             for i, r in enumerate(records)]
+
+
+# ----------------------------------------------------------------------------- passes over a split set
+def stability_pass(backend, tokenizer, records: list[dict], ev, *, skip_split: str, folder: Path,
+                   fingerprint: dict, seed: int) -> list[dict]:
+    """The trace-stability rows (``ev``: the profile's EvalConfig): ``ev.stability_samples`` samples for
+    half of ``ev.stability_problems`` from each of the first two evaluation splits other than
+    ``skip_split`` (the tuning split), math splits only (agreement compares boxed answers, which IFEval
+    responses do not have). Resumable shards in ``folder``."""
+    math_splits = {r["split"] for r in records if r.get("task") != IFEVAL_TASK}
+    test_splits = [s for s in ev.splits if s != skip_split and s in math_splits][:2]
+    per_split = ev.stability_problems // max(1, len(test_splits))
+    subset = []
+    for split in test_splits:
+        subset += [r for r in records if r["split"] == split][:per_split]
+    return run_sharded(
+        folder, fingerprint, subset, ev.shard_size, desc="stability",
+        work=lambda shard, problems: stability_rows(
+            backend, tokenizer, problems, samples=ev.stability_samples, temperature=ev.stability_temperature,
+            max_new_tokens=ev.max_new_tokens, timeout=5.0, workers=1, seed=shard_seed(seed, shard)))
+
+
+def sampled_pass(backend, tokenizer, records: list[dict], settings: dict, budgets: dict[str, int], *,
+                 shard_size: int, out_dir: Path, fingerprint: dict, seed: int) -> list[dict]:
+    """avg@k rows of every split with sampled ``settings`` (``dcod.splits.sampled_settings``), each
+    within its split's generation budget; resumable shards in ``out_dir/.shards-sampled-<split>``."""
+    rows = []
+    for split, sampled in settings.items():
+        rows += run_sharded(
+            Path(out_dir) / f".shards-sampled-{split}", fingerprint, [r for r in records if r["split"] == split],
+            shard_size, desc=f"avg@{sampled.k} {split}",
+            work=lambda shard, problems, s=sampled, budget=budgets[split]: sampled_rows(
+                backend, tokenizer, problems, k=s.k, temperature=s.temperature, top_p=s.top_p,
+                max_new_tokens=budget, seed=shard_seed(seed + 2, shard)))
+    return rows
 
 
 def _standard_error(values: pd.Series) -> float:

@@ -206,3 +206,22 @@ def shared_vocab_logits(logits: torch.Tensor, vocab_size: int) -> torch.Tensor:
     if logits.shape[-1] < vocab_size:
         raise ValueError(f"model has {logits.shape[-1]} output logits but the tokenizer has {vocab_size} tokens")
     return logits[..., :vocab_size]
+
+
+def teacher_full_logprobs(teacher, examples: list[dict], batch: dict, vocab_size: int) -> torch.Tensor:
+    """Teacher log-distribution ``[B, L-1, V]`` at every target position of ``batch``, over the shared
+    tokenizer's ``vocab_size`` tokens (lm-heads padded beyond it, as in Qwen2.5, are sliced off)."""
+    width = batch["input_ids"].shape[1] - 1
+    if hasattr(teacher, "next_token_logprobs"):  # the exact toy teacher
+        rows = []
+        for example in examples:
+            table = teacher.next_token_logprobs(example["prompt_ids"], example["completion_ids"])
+            start = len(example["prompt_ids"]) - 1
+            vocab = table.shape[-1]
+            full = torch.full((width, vocab), -torch.log(torch.tensor(float(vocab))))
+            full[start: start + len(example["completion_ids"])] = table[: len(example["completion_ids"])]
+            rows.append(full)
+        return torch.stack(rows).to(batch["input_ids"].device)
+    with torch.no_grad():
+        logits = teacher(input_ids=batch["input_ids"]).logits[:, :-1]  # right-padded: no mask needed
+    return torch.log_softmax(shared_vocab_logits(logits, vocab_size).float(), dim=-1)

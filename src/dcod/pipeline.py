@@ -2,11 +2,12 @@
 
 world -> teacher, base student -> teacher traces -> train {experiment} x {seed} -> evaluate -> tables,
 figures, report. Every stage writes its outputs atomically and saves the resolved config beside them.
+What a stage builds on lives next to its concept: backends (``dcod.backends``), splits and generation
+budgets (``dcod.splits``), the evaluation passes (``dcod.evaluation``), methods (``dcod.methods``).
 """
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -14,126 +15,43 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from dcod.config import ProfileConfig, load_experiment, to_dict, train_config_for
+from dcod.backends import frozen_on_device, generation_backend, load_teacher, rollout_backend, teacher_scorer
+from dcod.config import ProfileConfig, TrainConfig, load_experiment, train_config_for
 from dcod.data import check_vocab, load_traces, use_student_prompts
-from dcod.generation import HFBackend, SamplingParams
+from dcod.generation import SamplingParams
 from dcod.io import atomic_path, code_version, content_digest, read_jsonl, write_json, write_parquet
-from dcod.methods import Cost, StepContext, build_method
+from dcod.methods import Cost, Method, Needs, StepContext, resolve
 from dcod.models import build_tiny_llama, check_same_tokenizer, encode_prompt, load_model, set_threads
 from dcod.provenance import machine_info, machine_label
 from dcod.shards import run_sharded, shard_seed
 from dcod.shards import finish as finish_shards
+from dcod.splits import generation_budgets, sampled_settings, world_config, write_benchmark_world
 from dcod.training import Trainer
 
 
 def _provenance(profile: ProfileConfig, **extra) -> dict:
     """Saved beside every artefact: the resolved profile, the commit and the machine (its CPU kernels and
     thread count decide the floats: docs/reproducibility.md)."""
-    return {"profile": to_dict(profile), "code_version": code_version(), "machine": machine_info(), **extra}
+    return {"profile": profile.model_dump(mode="json"), "code_version": code_version(), "machine": machine_info(),
+            **extra}
 
 
-def _world_cfg(profile: ProfileConfig):
-    from dcod.toy.world import WorldConfig
-
-    return WorldConfig.from_dict(profile.world)
-
-
-# ----------------------------------------------------------------------------- world, teacher
+# ----------------------------------------------------------------------------- world
 def stage_world(profile: ProfileConfig, out_dir: Path) -> None:
     """The prompts of every split as ``<split>.jsonl`` plus the tokenizer: the toy world, or real benchmarks."""
+    out_dir = Path(out_dir)
     if profile.data.source == "benchmarks":
-        return _benchmark_world(profile, Path(out_dir))
+        summary = write_benchmark_world(profile, out_dir)
+        write_json(out_dir / "world.json", {**_provenance(profile), **summary})
+        return
     from dcod.toy.tokenizer import build_tokenizer
     from dcod.toy.world import config_dict, write_world
 
-    out_dir = Path(out_dir)
-    write_world(_world_cfg(profile), out_dir)
+    world = world_config(profile)
+    write_world(world, out_dir)
     with atomic_path(out_dir / "tokenizer", directory=True) as tmp:
         build_tokenizer().save_pretrained(tmp)
-    write_json(out_dir / "world.json", {**_provenance(profile), "world": config_dict(_world_cfg(profile))})
-
-
-def _benchmark_world(profile: ProfileConfig, out_dir: Path) -> None:
-    """Real benchmarks in the toy world's split format: ``train.jsonl`` (training prompts) and one file
-    per evaluation benchmark, each line ``{id, task, question, gold, k}`` with the benchmark's prompt."""
-    from dcod.benchmarks import get_benchmark, load_benchmark
-    from dcod.io import write_jsonl
-
-    data = profile.data
-    # DCOD_DATA_DIR overrides the profile's data_dir (which is relative to the working directory): a run
-    # from another folder, such as the tests' temporary one, points at the same local copies
-    data_dir = os.environ.get("DCOD_DATA_DIR") or data.data_dir
-    # training prompts: every source in order (e.g. GSM8K train + MATH train), ids prefixed by the source
-    # when there are several so that they stay unique; data.validation's prompts are held out of them
-    splits = {"train": [(name, data.train_limit) for name in data.train_sources]}
-    if data.validation:
-        splits["validation"] = [(name, 0) for name in data.validation]
-    splits.update({name: [(name, data.eval_limit)] for name in data.eval})
-    source_records = {name: load_benchmark(name, data_dir=data_dir) for name in data.validation}  # read once
-    held_out = {name: _validation_indices(name, len(source_records[name]), size, data.validation_seed)
-                for name, size in data.validation.items()}
-    for split, sources in splits.items():
-        rows = []
-        for name, limit in sources:
-            # (validation ids are written as the training ids would have been)
-            prefix = f"{name}/" if len(sources) > 1 or (split == "validation" and len(splits["train"]) > 1) else ""
-            task = get_benchmark(name).task  # math (math-verify) or ifeval (lm-eval's instruction checkers)
-            if split in ("train", "validation") and task != "math":
-                raise ValueError(f"data.train: {name!r} is a {task} benchmark; training prompts need math golds")
-            if split in ("train", "validation") and name in held_out:
-                everything = set(range(len(source_records[name])))
-                keep = held_out[name] if split == "validation" else everything - held_out[name]
-                records = [r for i, r in enumerate(source_records[name]) if i in keep][:limit or None]
-            else:
-                records = load_benchmark(name, data_dir=data_dir, limit=limit or None)
-            rows += [{"id": f"{prefix}{r['id']}", "task": task, "question": r["prompt"], "gold": r["gold"],
-                      "k": None} for r in records]
-        write_jsonl(out_dir / f"{split}.jsonl", rows)
-    write_json(out_dir / "world.json", {**_provenance(profile), "source": "benchmarks", "data_dir": data_dir,
-                                        "splits": {k: [name for name, _ in v] for k, v in splits.items()},
-                                        "validation": {name: sorted(indices) for name, indices in held_out.items()}})
-
-
-def _validation_indices(name: str, total: int, size: int, seed: int) -> set[int]:
-    """Row indices of a training source (``total`` prompts) held out as validation prompts: a fixed random
-    sample."""
-    import random
-
-    if size >= total:
-        raise ValueError(f"data.validation: {name} has {total} prompts; holding out {size} would leave none to train on")
-    return set(random.Random(f"{seed}/{name}").sample(range(total), size))
-
-
-def generation_backend(name: str, model_dir, *, batch_size: int, max_logprobs: int = 20):
-    """A generation backend over a model folder: ``hf`` (always available) or ``vllm``."""
-    if name == "vllm":
-        from dcod.generation_vllm import VLLMBackend
-
-        backend = VLLMBackend(str(model_dir), max_logprobs=max(20, max_logprobs))
-        return backend, backend.tokenizer
-    model, tokenizer = load_model(model_dir)
-    return HFBackend(_on_device(model), tokenizer, batch_size=batch_size), tokenizer
-
-
-def load_teacher(profile: ProfileConfig, world_dir: Path, style_override: str | None = None,
-                 backend: str = "hf"):
-    """The teacher as a generation backend (toy: the exact programmatic teacher)."""
-    if profile.teacher.kind == "programmatic":
-        from transformers import AutoTokenizer
-
-        from dcod.toy.teacher import ToyTeacher
-
-        tokenizer = AutoTokenizer.from_pretrained(Path(world_dir) / "tokenizer")
-        return ToyTeacher(tokenizer, p_direct=profile.teacher.p_direct, floor=profile.teacher.floor,
-                          style_override=style_override), tokenizer
-    if style_override is not None:  # an HF teacher has no step styles to force: never evaluate it under that name
-        raise ValueError(f"teacher:{style_override}: forcing a step style needs the toy world's programmatic teacher, "
-                         f"not teacher.kind {profile.teacher.kind!r}")
-    if backend == "vllm":
-        return generation_backend("vllm", profile.teacher.path, batch_size=profile.eval.batch_size,
-                                  max_logprobs=profile.traces.top_k_logprobs)
-    model, tokenizer = load_model(profile.teacher.path, gguf_file=profile.teacher.gguf_file)
-    return HFBackend(_on_device(model), tokenizer, batch_size=profile.eval.batch_size), tokenizer
+    write_json(out_dir / "world.json", {**_provenance(profile), "world": config_dict(world)})
 
 
 # ----------------------------------------------------------------------------- base student
@@ -159,14 +77,14 @@ def stage_base_student(profile: ProfileConfig, world_dir: Path, out_dir: Path, t
                          + [tokenizer.eos_token_id]})
     pre = profile.pretrain
     model = build_tiny_llama(profile.student, tokenizer, seed=pre.seed)
-    from dcod.config import TrainConfig
-
     cfg = TrainConfig(steps=pre.steps, batch_size=pre.batch_size, lr=pre.lr, warmup_steps=pre.warmup_steps,
                       checkpoint_every=max(1, pre.steps // 4))
     cost = Cost()
     ctx = StepContext(tokenizer=tokenizer, traces=examples, batch_size=pre.batch_size, seed=pre.seed)
-    method = build_method("sft", None, ctx, cost, pre.steps)
-    fingerprint = {"config": {"profile": to_dict(profile)}, "inputs": {"world": content_digest(world_dir)}}
+    ctx.total_steps = pre.steps
+    method = Method(Method.Params(), ctx, cost)  # the base contract: NLL on every completion token
+    fingerprint = {"config": {"profile": profile.model_dump(mode="json")},
+                   "inputs": {"world": content_digest(world_dir)}}
     trainer = Trainer(model, tokenizer, method, cfg, out_dir.parent / (out_dir.name + "_run"), cost=cost,
                       seed=pre.seed, fingerprint=fingerprint, name="base student pre-training")
     summary = trainer.run()
@@ -206,7 +124,8 @@ def stage_traces(profile: ProfileConfig, world_dir: Path, out_path: Path) -> Non
         return rows
 
     shard_dir = Path(out_path).parent / f".{Path(out_path).stem}.shards"
-    fingerprint = {"profile": to_dict(profile), "world": content_digest(Path(world_dir) / "train.jsonl"),
+    fingerprint = {"profile": profile.model_dump(mode="json"),
+                   "world": content_digest(Path(world_dir) / "train.jsonl"),
                    "output": str(out_path)}  # run_sharded adds the source fingerprint
     generated = run_sharded(shard_dir, fingerprint, records, tc.shard_size, work, desc="teacher traces")
     seconds = sum(row.pop("seconds") for row in generated)
@@ -222,6 +141,32 @@ def stage_traces(profile: ProfileConfig, world_dir: Path, out_path: Path) -> Non
 
 
 # ----------------------------------------------------------------------------- training
+def step_context(profile: ProfileConfig, cfg: TrainConfig, needs: Needs, *, model, tokenizer, traces: list[dict],
+                 seed: int, world_dir: Path, base_dir: Path) -> StepContext:
+    """What a method's declared ``needs`` ask for, loaded for the training process: a rollout backend over
+    the live student, a teacher in memory (one tokenizer with the student's), the training prompts with a
+    grader, a frozen copy of the initial student."""
+    ctx = StepContext(tokenizer=tokenizer, traces=traces, batch_size=cfg.batch_size, seed=seed,
+                      total_steps=cfg.steps, max_new_tokens=profile.traces.max_new_tokens)
+    if needs.student_rollouts:
+        ctx.student_backend = rollout_backend(cfg, model, tokenizer, base_dir, profile.eval.batch_size)
+    if needs.teacher_model:
+        ctx.teacher, teacher_tokenizer = teacher_scorer(profile, world_dir, cfg)
+        check_same_tokenizer(teacher_tokenizer, tokenizer)  # token-level KD needs one vocabulary
+    if needs.training_prompts:
+        from dcod import grading
+
+        ctx.prompts = [{"prompt_ids": encode_prompt(tokenizer, r["question"]), "gold": r["gold"]}
+                       for r in read_jsonl(Path(world_dir) / "train.jsonl")]
+        ctx.grade = lambda golds, texts: [r.correct for r in grading.grade(golds, texts)]
+    if needs.reference_model:
+        from transformers import AutoModelForCausalLM
+
+        reference = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+        ctx.reference_model = frozen_on_device(reference, cfg)
+    return ctx
+
+
 def stage_train(profile: ProfileConfig, experiment_config: Path, seed: int, world_dir: Path, base_dir: Path,
                 traces_path: Path, out_dir: Path, *, lr: float | None = None, stop_after: int | None = None) -> None:
     """Train one experiment with one seed; ``lr`` overrides the learning rate (the tuning grid)."""
@@ -232,35 +177,25 @@ def stage_train(profile: ProfileConfig, experiment_config: Path, seed: int, worl
     if lr is not None:
         exp.train = {**exp.train, "lr": lr}
     cfg = train_config_for(profile, exp)
+    method_class, params = resolve(exp)
+    needs = method_class.needs(params)
+    experiment = {**exp.model_dump(mode="json"), "params": params.model_dump(mode="json")}  # resolved
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    # every method reads the traces file: offline methods train on it, rollouts start from its prompts
     traces = load_traces(traces_path)
     check_vocab(traces, len(tokenizer), str(traces_path))
     prompts_reencoded = use_student_prompts(traces, tokenizer)  # the student's chat template, not the teacher's
-    ctx = StepContext(tokenizer=tokenizer, traces=traces, batch_size=cfg.batch_size, seed=seed,
-                      max_new_tokens=profile.traces.max_new_tokens)
-    if exp.method in ("onpolicy_kd", "self_distill"):  # they sample the student while it trains
-        ctx.student_backend = rollout_backend(cfg, model, tokenizer, base_dir, profile.eval.batch_size)
-    if exp.method == "onpolicy_kd":
-        teacher, teacher_tokenizer = load_teacher(profile, world_dir)
-        check_same_tokenizer(teacher_tokenizer, tokenizer)  # token-level KD needs one vocabulary
-        ctx.teacher = _frozen_on_device(teacher.model, cfg) if isinstance(teacher, HFBackend) else teacher
-    if exp.method == "self_distill":
-        from dcod import grading
-
-        ctx.prompts = [{"prompt_ids": encode_prompt(tokenizer, r["question"]), "gold": r["gold"]}
-                       for r in read_jsonl(Path(world_dir) / "train.jsonl")]
-        ctx.grade = lambda golds, texts: [r.correct for r in grading.grade(golds, texts)]
-    if exp.method == "dcod" and exp.params.reference == "initial_student":
-        ctx.reference_model = _frozen_on_device(AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32), cfg)
+    ctx = step_context(profile, cfg, needs, model=model, tokenizer=tokenizer, traces=traces, seed=seed,
+                       world_dir=world_dir, base_dir=base_dir)
     cost = Cost()
-    method = build_method(exp.method, exp.params, ctx, cost, cfg.steps)
+    method = method_class(params, ctx, cost)
     # what the checkpoint was computed from besides the code (docs/architecture.md, "Checkpoints"); exp
     # already holds an --lr override, and an upstream retrain changes the base student's digest
-    fingerprint = {"config": {"profile": to_dict(profile), "experiment": to_dict(exp)},
+    fingerprint = {"config": {"profile": profile.model_dump(mode="json"), "experiment": experiment},
                    "inputs": {"world": content_digest(world_dir), "base": content_digest(base_dir),
                               "traces": content_digest(traces_path)}}
     trainer = Trainer(model, tokenizer, method, cfg, out_dir, cost=cost, seed=seed, stop_after=stop_after,
@@ -271,41 +206,17 @@ def stage_train(profile: ProfileConfig, experiment_config: Path, seed: int, worl
         if hasattr(ctx.student_backend, "close"):  # a vLLM rollout engine: stop it even when training fails
             ctx.student_backend.close()
     trainer.save_model(out_dir / "model")
-    extra = {"self_distill_acceptance": method.accepted} if exp.method == "self_distill" else {}
+    extra = method.run_summary()
     if hasattr(ctx.student_backend, "syncs"):  # vLLM rollouts: weight pushes by this process (after a
         extra["rollout_weight_syncs"] = ctx.student_backend.syncs  # resume: since the resume)
-    write_json(out_dir / "run.json", {**_provenance(profile), "experiment": to_dict(exp), "train": to_dict(cfg),
-                                      "seed": seed, "trace_prompts_reencoded": prompts_reencoded, **summary, **extra})
+    # the method's declarations travel with the run: the tables read its needs (offline trace cost), its
+    # Table 2 knobs and the diagnostics its weights log, without importing the method
+    declared = {"needs": needs.as_dict(), "report_columns": method_class.report_columns(params),
+                "weight_diagnostics": list(method_class.weight_diagnostics)}
+    write_json(out_dir / "run.json", {**_provenance(profile), "experiment": experiment,
+                                      "train": cfg.model_dump(mode="json"), "seed": seed,
+                                      "trace_prompts_reencoded": prompts_reencoded, **declared, **summary, **extra})
     trainer.discard_checkpoint()  # it only rescues an interrupted job: never a later run's starting point
-
-
-def _on_device(model):
-    """The model on this process's device (accelerate's choice: a GPU when there is one, else the CPU)."""
-    from accelerate import PartialState
-
-    return model.to(PartialState().device)
-
-
-def _frozen_on_device(model, cfg):
-    """A model that only scores (the on-policy teacher, DCOD's initial-student reference) on this process's
-    training device (accelerate's choice: its GPU under a launcher, else the CPU), in bf16 when training
-    in bf16 (a 7B teacher: 15 GB instead of 30), in eval mode."""
-    dtype = torch.bfloat16 if cfg.mixed_precision == "bf16" else None
-    return _on_device(model).to(dtype=dtype).eval()
-
-
-def rollout_backend(cfg, model, tokenizer, base_dir: Path, batch_size: int):
-    """The student sampler of on-policy KD and self-distillation: the training model through ``HFBackend``,
-    or a vLLM engine in this process that receives the model's weights before every sampling call."""
-    if cfg.rollout_backend == "hf":
-        return HFBackend(model, tokenizer, batch_size=batch_size)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ValueError(f"train.rollout_backend vllm runs one training process; this job has WORLD_SIZE="
-                         f"{os.environ['WORLD_SIZE']} (start it with `python -m dcod train`, as the train rules do "
-                         f"for rollout methods, or use rollout_backend hf under accelerate launch)")
-    from dcod.generation_vllm import SyncedVLLMSampler
-
-    return SyncedVLLMSampler(model, base_dir, gpu_memory_utilization=cfg.rollout_gpu_memory_utilization)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -314,7 +225,7 @@ def stage_evaluate(profile: ProfileConfig, world_dir: Path, model_dir: str, out_
     """Evaluate a model directory, or the teacher: ``teacher`` (as configured), ``teacher:direct`` or
     ``teacher:decomposed`` (the toy teacher forced to one style, for the calibration report)."""
     from dcod import grading, ifeval  # dcod.ifeval imports lm-eval only when it scores
-    from dcod.evaluation import read_split, evaluate_records, sampled_rows, stability_rows, write_results
+    from dcod.evaluation import evaluate_records, read_split, sampled_pass, stability_pass, write_results
 
     set_threads(profile.threads)
     if model_dir == "teacher" or model_dir.startswith("teacher:"):
@@ -323,48 +234,33 @@ def stage_evaluate(profile: ProfileConfig, world_dir: Path, model_dir: str, out_
     else:
         backend, tokenizer = generation_backend(profile.eval.backend, model_dir, batch_size=profile.eval.batch_size)
     ev = profile.eval
-    budgets = split_budgets(profile, splits or ev.splits)
+    full = splits is None  # the stability pass belongs to the full evaluation only
+    splits = splits or ev.splits
+    budgets = generation_budgets(profile, splits)
     records = []
-    for split in splits or ev.splits:
+    for split in splits:
         path = Path(world_dir) / f"{split}.jsonl"
         if not path.is_file():
             raise FileNotFoundError(f"evaluation split {split!r}: {path} does not exist (known splits are the "
                                     f"*.jsonl files of {world_dir})")
-        records.extend({**r, "split": split, "max_new_tokens": budgets.get(split)} for r in read_split(path))
+        records.extend({**r, "split": split, "max_new_tokens": budgets[split]} for r in read_split(path))
     ifeval_records = [r for r in records if r.get("task") == "ifeval"]
     if ifeval_records:  # refuse what lm-eval's checkers could not score before generating anything
         ifeval.check_golds([r["gold"] for r in ifeval_records], [r["id"] for r in ifeval_records])
     out_dir = Path(out_dir)
-    fingerprint = {"profile": to_dict(profile), "seed": seed, "splits": splits or ev.splits,
+    fingerprint = {"profile": profile.model_dump(mode="json"), "seed": seed, "splits": splits,
                    "stability": stability,
                    "model": content_digest(model_dir) if Path(model_dir).exists() else model_dir,
-                   "world": [content_digest(Path(world_dir) / f"{s}.jsonl") for s in splits or ev.splits]}
+                   "world": [content_digest(Path(world_dir) / f"{s}.jsonl") for s in splits]}
     rows = run_sharded(out_dir / ".shards-greedy", fingerprint, records, ev.shard_size, desc="evaluate",
                        work=lambda _, shard: evaluate_records(backend, tokenizer, shard,
                                                               max_new_tokens=ev.max_new_tokens, seed=seed))
     stability_data = []
-    if ev.stability_samples and stability and not splits:
-        # half the problems from each of the first two evaluation splits other than validation
-        # (math splits only: agreement compares boxed answers, which IFEval responses do not have)
-        math_splits = {r["split"] for r in records if r.get("task") != "ifeval"}
-        test_splits = [s for s in ev.splits if s != profile.tuning.split and s in math_splits][:2]
-        per_split = ev.stability_problems // max(1, len(test_splits))
-        subset = []
-        for split in test_splits:
-            subset += [r for r in records if r["split"] == split][:per_split]
-        stability_data = run_sharded(
-            out_dir / ".shards-stability", fingerprint, subset, ev.shard_size, desc="stability",
-            work=lambda shard, problems: stability_rows(
-                backend, tokenizer, problems, samples=ev.stability_samples, temperature=ev.stability_temperature,
-                max_new_tokens=ev.max_new_tokens, timeout=5.0, workers=1, seed=shard_seed(seed, shard)))
-    sampled = []
-    for split, settings in _sampled_settings(profile, splits or ev.splits).items():  # avg@k benchmarks
-        sampled += run_sharded(
-            out_dir / f".shards-sampled-{split}", fingerprint, [r for r in records if r["split"] == split],
-            ev.shard_size, desc=f"avg@{settings.k} {split}",
-            work=lambda shard, problems, s=settings: sampled_rows(
-                backend, tokenizer, problems, k=s.k, temperature=s.temperature, top_p=s.top_p,
-                max_new_tokens=budgets.get(split) or ev.max_new_tokens, seed=shard_seed(seed + 2, shard)))
+    if ev.stability_samples and stability and full:
+        stability_data = stability_pass(backend, tokenizer, records, ev, skip_split=profile.tuning.split,
+                                        folder=out_dir / ".shards-stability", fingerprint=fingerprint, seed=seed)
+    sampled = sampled_pass(backend, tokenizer, records, sampled_settings(profile, splits), budgets,
+                           shard_size=ev.shard_size, out_dir=out_dir, fingerprint=fingerprint, seed=seed)
     grader_info, grader = dict(grading.GRADER_INFO), f"math-verify=={grading.GRADER_INFO['math_verify_version']}"
     if ifeval_records:
         grader_info["ifeval"] = ifeval.scorer_info()
@@ -374,29 +270,3 @@ def stage_evaluate(profile: ProfileConfig, world_dir: Path, model_dir: str, out_
                                                      "machine": machine_label()}, sampled)
     for folder in out_dir.glob(".shards-*"):
         finish_shards(folder)
-
-
-def split_budgets(profile: ProfileConfig, splits: list[str]) -> dict[str, int]:
-    """Per real benchmark, its declared generation budget capped by the profile's ``eval.max_new_tokens``
-    (IFEval: lm-eval's 1,280; GSM8K: 2,048). Toy splits, the held-out ``validation`` split and any other
-    split that is not a declared benchmark are absent: they use ``eval.max_new_tokens``."""
-    if profile.data.source != "benchmarks":
-        return {}
-    from dcod.benchmarks import get_benchmark, list_benchmarks
-
-    known = list_benchmarks()
-    declared = {split: get_benchmark(split).generation for split in splits if split in known}
-    return {split: min(profile.eval.max_new_tokens, g.max_new_tokens) for split, g in declared.items()
-            if g is not None}
-
-
-def _sampled_settings(profile: ProfileConfig, splits: list[str]) -> dict:
-    """The avg@k settings of each evaluated benchmark that declares them (real benchmarks only)."""
-    if profile.data.source != "benchmarks" or not profile.eval.sampled:
-        return {}
-    from dcod.benchmarks import get_benchmark, list_benchmarks
-
-    known = list_benchmarks()
-    settings = {split: get_benchmark(split).generation for split in splits if split in known}
-    return {split: g.sampled for split, g in settings.items() if g is not None and g.sampled is not None}
-

@@ -35,9 +35,9 @@ import torch
 from accelerate import Accelerator
 from tqdm import tqdm
 
-from dcod.config import TrainConfig, to_dict
+from dcod.config import TrainConfig
 from dcod.io import atomic_path, plain_json, source_fingerprint, write_text
-from dcod.methods import Cost, Method, collate_for
+from dcod.methods.base import Cost, Method, Scores, collate_for
 
 PROGRESS = "progress.json"  # step, cost, elapsed, method state, fingerprint: plain JSON, no pickle
 
@@ -114,7 +114,7 @@ class Trainer:
         self.saved_step: int | None = None  # the checkpoint on disk, written or resumed by this run
         given = fingerprint or {}
         self.fingerprint = plain_json({
-            "config": {"train": to_dict(cfg), "seed": seed, "method": method.name, **given.get("config", {})},
+            "config": {"train": cfg.model_dump(mode="json"), "seed": seed, "method": method.name, **given.get("config", {})},
             "inputs": given.get("inputs", {}), "code": source_fingerprint()})
 
     # ------------------------------------------------------------------ checkpoints
@@ -253,18 +253,20 @@ class Trainer:
         local = torch.tensor(float(sum(int(b["loss_mask"].sum()) for b in batches)), device=self.accelerator.device)
         return float(self.accelerator.reduce(local, reduction="sum"))
 
-    def _global_weights(self, scores: list[torch.Tensor], batches: list[dict]):
-        """DCOD weights normalised over every micro-batch of every rank (gathered, then sliced back)."""
-        local_scores = _pad_cat(scores)
+    def _global_weights(self, scores: list[Scores], batches: list[dict]):
+        """A weighted method's weights normalised over every micro-batch of every rank (gathered, then
+        sliced back), and its diagnostics plus the mean of each per-token statistic of its Scores."""
+        local_scores = _pad_cat([s.values for s in scores])
         local_mask = _pad_cat([b["loss_mask"].float() for b in batches])  # gathered as float: padding
         # a bool tensor across ranks would change its dtype on the padded ranks only
-        local_ratios = _pad_cat([b["log_ratios"] for b in batches])
         pad = self.accelerator.pad_across_processes
         all_scores = self.accelerator.gather(pad(local_scores, dim=1))
         all_mask = self.accelerator.gather(pad(local_mask, dim=1)).bool()
-        all_ratios = self.accelerator.gather(pad(local_ratios, dim=1))
+        all_stats = {name: self.accelerator.gather(pad(_pad_cat([s.token_stats[name] for s in scores]), dim=1))
+                     for name in scores[0].token_stats}
         weights, diagnostics = self.method.weights(all_scores, all_mask)
-        diagnostics["mean_log_ratio"] = float(all_ratios[all_mask].mean()) if all_mask.any() else 0.0
+        for name, values in all_stats.items():
+            diagnostics[f"mean_{name}"] = float(values[all_mask].mean()) if all_mask.any() else 0.0
         rows = local_scores.shape[0]
         rank = self.accelerator.process_index
         mine = weights[rank * rows:(rank + 1) * rows]

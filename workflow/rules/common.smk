@@ -2,7 +2,9 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from dcod.config import discover_experiments, load_experiment, load_profile
+from dcod.config import discover_experiments, experiment_chain, load_experiment, load_profile, train_config_for
+from dcod.methods import needs_of
+from dcod.splits import check_profile
 
 validate(config, "../schemas/config.schema.yaml")
 
@@ -11,7 +13,7 @@ PROFILE = config.get("profile", "toy")
 PROFILE_FILE = BASE / "config" / "profiles" / f"{PROFILE}.yaml"
 EXPERIMENTS_DIR = BASE / "experiments"
 ENV = BASE / "environment.yml"
-P = load_profile(PROFILE_FILE)  # strict: an unknown or mistyped key stops here with its name
+P = check_profile(load_profile(PROFILE_FILE))  # strict: an unknown or mistyped key stops here with its name
 
 # The default profile writes to results/, figures/, paper/; others to a subfolder named after them.
 W = f"work/{PROFILE}"
@@ -20,11 +22,14 @@ F = "figures" if PROFILE == "toy" else f"figures/{PROFILE}"
 DOC = "paper" if PROFILE == "toy" else f"paper/{PROFILE}"
 
 EXPERIMENTS = discover_experiments(EXPERIMENTS_DIR, P)
-TABLE_OF = {name: load_experiment(EXPERIMENTS_DIR / name / "config.yaml").table for name in EXPERIMENTS}
-MAIN = [e for e in EXPERIMENTS if TABLE_OF[e] == "main"]
-ABLATIONS = [e for e in EXPERIMENTS if TABLE_OF[e] == "ablation"]
-# table 2 compares every ablation with the default dcod and sft, on the ablation seeds
-TABLE2_EXPERIMENTS = [e for e in ("sft", "dcod") if e in MAIN] + ABLATIONS
+# every experiment resolved through the method registry now: a bad config fails the dry run, naming its file
+EXPERIMENT_OF = {name: load_experiment(EXPERIMENTS_DIR / name / "config.yaml") for name in EXPERIMENTS}
+NEEDS_OF = {name: needs_of(experiment) for name, experiment in EXPERIMENT_OF.items()}
+MAIN = [e for e in EXPERIMENTS if EXPERIMENT_OF[e].table == "main"]
+ABLATIONS = [e for e in EXPERIMENTS if EXPERIMENT_OF[e].table == "ablation"]
+# table 2 compares every ablation with the profile's report.baseline and report.subject, on the ablation seeds
+BASELINE = P.report.baseline
+TABLE2_EXPERIMENTS = [e for e in (BASELINE, P.report.subject) if e in MAIN] + ABLATIONS
 SEEDS = P.seeds
 ABLATION_SEEDS = P.ablation_seeds or P.seeds
 
@@ -74,33 +79,32 @@ TUNING_SPLIT = P.tuning.split
 TUNING_LRS = [f"{lr:g}" for lr in P.tuning.lrs]
 
 
-def settings_without_lr(path):
-    """An experiment config as canonical JSON without its train.lr (what the tuning grid depends on)."""
+def settings_without_lr(name):
+    """An experiment's resolved config (its base: chain applied) as canonical JSON without its train.lr
+    (what the tuning grid depends on)."""
     import json
 
-    import yaml
-
-    data = yaml.safe_load(Path(path).read_text()) or {}
-    train = {k: v for k, v in (data.get("train") or {}).items() if k != "lr"}
-    return json.dumps({**data, "train": train}, sort_keys=True)
-
-
-ROLLOUT_METHODS = ("onpolicy_kd", "self_distill")  # they sample the student while training
+    data = EXPERIMENT_OF[name].model_dump(mode="json")
+    data["train"] = {k: v for k, v in data["train"].items() if k != "lr"}
+    return json.dumps(data, sort_keys=True)
 
 
 def _train_launch(experiment_name):
-    """(accelerate config or None for one process, the experiment's train config). Rollout methods that
-    sample with vLLM run as one process (the engine lives in the training process)."""
-    from dcod.config import train_config_for
-
-    experiment = load_experiment(EXPERIMENTS_DIR / experiment_name / "config.yaml")
-    cfg = train_config_for(P, experiment)
-    if cfg.accelerate_config is None or (experiment.method in ROLLOUT_METHODS and cfg.rollout_backend == "vllm"):
+    """(accelerate config or None for one process, the experiment's train config). A method that samples
+    the student with vLLM runs as one process (the engine lives in the training process)."""
+    cfg = train_config_for(P, EXPERIMENT_OF[experiment_name])
+    one_process = NEEDS_OF[experiment_name].student_rollouts and cfg.rollout_backend == "vllm"
+    if cfg.accelerate_config is None or one_process:
         return None, cfg
     config_file = BASE / cfg.accelerate_config
     if not config_file.is_file():
         raise ValueError(f"train.accelerate_config: {config_file} does not exist")
     return config_file, cfg
+
+
+def experiment_bases(wildcards):
+    """The config files an experiment inherits from (its base: chain): a change to one reruns it too."""
+    return experiment_chain(EXPERIMENTS_DIR / wildcards.experiment / "config.yaml")[1:]
 
 
 def train_launcher(wildcards):

@@ -51,6 +51,7 @@ rule train:
         base=f"{W}/base_student",
         traces=f"{W}/traces/train.parquet",
         config=EXPERIMENTS_DIR / "{experiment}" / "config.yaml",
+        bases=experiment_bases,  # the configs it inherits from (base:)
     output:
         marker=f"{W}/runs/{{experiment}}/seed{{seed}}/run.json",
         train_log=f"{W}/runs/{{experiment}}/seed{{seed}}/train_log.jsonl",
@@ -126,7 +127,7 @@ rule tune_train:
         train_log=f"{W}/tuning/{{experiment}}/lr{{lr}}/train_log.jsonl",
     params:
         config=lambda wildcards: EXPERIMENTS_DIR / wildcards.experiment / "config.yaml",
-        tuned_settings=lambda wildcards: settings_without_lr(EXPERIMENTS_DIR / wildcards.experiment / "config.yaml"),
+        tuned_settings=lambda wildcards: settings_without_lr(wildcards.experiment),
         seed=TUNING_SEED,
         launcher=train_launcher,
     resources:

@@ -6,7 +6,7 @@
 rule calibration:
     input:
         references(REFERENCES),
-        evals(["sft"] if "sft" in MAIN else [], SEEDS),
+        evals([BASELINE] if BASELINE in MAIN else [], SEEDS),
         profile=PROFILE_FILE,
         world=f"{W}/world/world.json",
     output:
@@ -78,6 +78,7 @@ rule figure:
         evals(MAIN, SEEDS),
         runs(MAIN, SEEDS),
         TABLE1_TIMING,
+        profile=PROFILE_FILE,
         world=f"{W}/world/world.json",
         table1=TABLE1,
     output:
@@ -93,7 +94,7 @@ rule figure:
     conda:
         ENV
     shell:
-        "python -m dcod report figure:{wildcards.name} --work {input.world} "
+        "python -m dcod report figure:{wildcards.name} --profile {input.profile} --work {input.world} "
         "--experiment-list {params.experiments} --seeds {params.seeds} --results-dir {input.table1} "
         "--out {output.marker} > {log} 2>&1"
 

@@ -22,12 +22,18 @@ import pandas as pd
 
 from dcod.io import read_jsonl
 
-SFT = "sft"
-DCOD = "dcod"
 # Models evaluated once, without a training seed (their eval folder has no seed<s> level).
 REFERENCES = ("teacher", "base_student", "teacher_direct", "teacher_decomposed")
 VALIDATION_SPLIT = "validation"  # the tuning split: shown, never used to judge a claim
 STEP_FIELDS = ("steps_direct", "errors_direct", "steps_decomposed", "errors_decomposed", "steps_malformed")
+
+
+def report_roles(profile_path: str | None):
+    """The profile's ``report`` section (the experiment under test and the baseline the claims compare
+    with); without a profile, the defaults of the shipped profiles."""
+    from dcod.config import ReportConfig, load_profile
+
+    return load_profile(profile_path).report if profile_path else ReportConfig()
 
 
 def parse_names(text: str | None) -> list[str]:

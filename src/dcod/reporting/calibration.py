@@ -1,4 +1,4 @@
-"""The toy world's calibration report (DESIGN §5): is the world the one the paper's mechanism needs?
+"""The toy world's calibration report (docs/toy_world.md): is the world the one the paper's mechanism needs?
 
 Three targets are fixed before any method is compared: the teacher is reliable in both step styles;
 the small student is unreliable on direct steps (so teacher traces contain behaviour it cannot
@@ -17,15 +17,16 @@ from pathlib import Path
 import pandas as pd
 
 from dcod.io import write_csv, write_text
-from dcod.reporting import SFT, eval_dirs, markdown_table, need, parse_seeds, read_samples, split_order
+from dcod.reporting import (eval_dirs, markdown_table, need, parse_seeds, read_samples, report_roles,
+                            split_order)
 
-MODELS = ("teacher", "teacher_direct", "teacher_decomposed", "base_student", SFT)
+# the references measured besides the trained student (the profile's report.baseline experiment)
+REFERENCE_MODELS = ("teacher", "teacher_direct", "teacher_decomposed", "base_student")
 ARITHMETIC_SPLITS = ("id", "long")
 TEACHER_MIN_ACCURACY = 95.0  # % on every arithmetic split, in each forced style
 TEACHER_MAX_STEP_ERROR = 0.01  # per-step error rate of the teacher in its forced style
 STUDENT_DIRECT_ERROR_RATIO = 2.0  # student's direct-step error rate >= this x its decomposed one
 STUDENT_MIN_DIRECT_ERROR = 0.05  # ... and at least this high in absolute terms
-COMPOUNDING_MODELS = ("base_student", SFT)
 COLUMNS = ["model", "split", "n_seeds", "n", "accuracy", "direct_step_fraction", "step_error_rate_direct",
            "step_error_rate_decomposed", "steps_direct", "errors_direct", "steps_decomposed", "errors_decomposed"]
 
@@ -52,9 +53,10 @@ def summarise_model(name: str, samples: list[pd.DataFrame]) -> list[dict]:
     return rows
 
 
-def build_calibration(work: Path, seeds: list[int]) -> pd.DataFrame:
+def build_calibration(work: Path, seeds: list[int], baseline: str) -> pd.DataFrame:
+    """The references and the ``baseline`` experiment (the student after plain distillation), per split."""
     rows = []
-    for name in MODELS:
+    for name in (*REFERENCE_MODELS, baseline):
         rows.extend(summarise_model(name, [read_samples(d) for d in eval_dirs(work, name, seeds)]))
     return pd.DataFrame(rows)[COLUMNS]
 
@@ -89,13 +91,19 @@ def teacher_target(frame: pd.DataFrame) -> Target:
     return Target("teacher_reliable", question, "PASS" if all(checks) else "FAIL", "; ".join(evidence))
 
 
+def trained_model(frame: pd.DataFrame) -> str | None:
+    """The trained student of a calibration frame: its one model that is not a reference."""
+    return next((m for m in frame["model"].unique() if m not in REFERENCE_MODELS), None)
+
+
 def student_target(frame: pd.DataFrame) -> Target:
-    question = (f"small student unreliable on direct steps: {SFT} student's direct-step error rate >= "
+    student = trained_model(frame)
+    question = (f"small student unreliable on direct steps: {student} student's direct-step error rate >= "
                 f"{STUDENT_DIRECT_ERROR_RATIO:g} x its decomposed one and >= {STUDENT_MIN_DIRECT_ERROR:g} "
                 f"(pooled over {', '.join(ARITHMETIC_SPLITS)})")
-    rows = frame[(frame["model"] == SFT) & frame["split"].isin(ARITHMETIC_SPLITS)]
+    rows = frame[(frame["model"] == student) & frame["split"].isin(ARITHMETIC_SPLITS)]
     if rows.empty:
-        return Target("student_direct_unreliable", question, "N/A", f"no {SFT} result on the arithmetic splits")
+        return Target("student_direct_unreliable", question, "N/A", f"no {student} result on the arithmetic splits")
     direct = _ratio(rows["errors_direct"].sum(), rows["steps_direct"].sum())
     decomposed = _ratio(rows["errors_decomposed"].sum(), rows["steps_decomposed"].sum())
     passed = (not math.isnan(direct) and direct >= STUDENT_MIN_DIRECT_ERROR
@@ -106,9 +114,10 @@ def student_target(frame: pd.DataFrame) -> Target:
 
 
 def compounding_target(frame: pd.DataFrame) -> Target:
-    question = f"errors compound: accuracy on long < accuracy on id for {', '.join(COMPOUNDING_MODELS)}"
+    models = ("base_student", trained_model(frame))
+    question = f"errors compound: accuracy on long < accuracy on id for {', '.join(map(str, models))}"
     checks, evidence = [], []
-    for model in COMPOUNDING_MODELS:
+    for model in models:
         short, long = _row(frame, model, "id"), _row(frame, model, "long")
         if short is None or long is None:
             return Target("errors_compound", question, "N/A", f"no id/long result for {model}")
@@ -122,14 +131,15 @@ def check_targets(frame: pd.DataFrame) -> list[Target]:
 
 
 # ----------------------------------------------------------------------------- markdown
-ROW_MEANINGS = [
-    ("teacher", "the teacher as used for traces (mixed styles): the quality ceiling of the supervision"),
-    ("teacher_direct / teacher_decomposed", "the teacher forced to one style: it must be reliable in both, "
-     "otherwise a style shift could be explained by bad teacher steps"),
-    ("base_student", "the student before distillation (native decomposed style): its starting accuracy"),
-    (SFT, "the student after SFT on the mixed traces, pooled over seeds: it writes both styles, so its "
-     "direct- vs decomposed-step error rates show whether direct steps are beyond its capacity"),
-]
+def row_meanings(student: str) -> list[tuple[str, str]]:
+    return [
+        ("teacher", "the teacher as used for traces (mixed styles): the quality ceiling of the supervision"),
+        ("teacher_direct / teacher_decomposed", "the teacher forced to one style: it must be reliable in both, "
+         "otherwise a style shift could be explained by bad teacher steps"),
+        ("base_student", "the student before distillation (native decomposed style): its starting accuracy"),
+        (student, "the student after plain distillation on the mixed traces, pooled over seeds: it writes both "
+         "styles, so its direct- vs decomposed-step error rates show whether direct steps are beyond its capacity"),
+    ]
 
 
 def _formatted(frame: pd.DataFrame) -> pd.DataFrame:
@@ -147,7 +157,7 @@ def render_markdown(frame: pd.DataFrame, targets: list[Target]) -> str:
              "Generated by `python -m dcod report calibration` from the evaluation samples; do not edit.",
              "Accuracy in %; step error rates are pooled errors / steps; empty = no such steps.", "",
              "## What each row checks", ""]
-    lines += [f"- **{model}**: {meaning}." for model, meaning in ROW_MEANINGS]
+    lines += [f"- **{model}**: {meaning}." for model, meaning in row_meanings(trained_model(frame))]
     lines += ["", "## Measurements", "", markdown_table(_formatted(frame)), "", "## Calibration targets", ""]
     for target in targets:
         lines.append(f"- **{target.status}**: {target.question}. Measured: {target.evidence}.")
@@ -157,7 +167,7 @@ def render_markdown(frame: pd.DataFrame, targets: list[Target]) -> str:
 def write_calibration(args) -> None:
     work = Path(need(args.work, "--work", "calibration"))
     seeds = need(parse_seeds(args.seeds), "--seeds", "calibration")
-    frame = build_calibration(work, seeds)
+    frame = build_calibration(work, seeds, report_roles(args.profile).baseline)
     out = Path(args.out)
     write_csv(out, frame)
     targets = check_targets(frame)

@@ -15,10 +15,11 @@ from pathlib import Path
 import pandas as pd
 
 from dcod.io import write_text
-from dcod.reporting import DCOD, SFT, held_out_splits, markdown_table, need
+from dcod.config import ReportConfig
+from dcod.reporting import held_out_splits, is_reference, markdown_table, need
 from dcod.reporting.calibration import check_targets
 from dcod.reporting.figures import FIGURE_NAMES, figure_names
-from dcod.reporting.tables import table_splits
+from dcod.reporting.tables import table2_knobs, table_splits
 
 # Which splits each claim is judged on: the toy's name first, then the paper profile's benchmarks.
 IN_DISTRIBUTION_SPLITS = ("id", "gsm8k", "math", "math500")
@@ -102,20 +103,27 @@ def table1_section(table1: pd.DataFrame) -> list[str]:
             markdown_table(deltas), ""]
 
 
+# how Table 2 shows the diagnostics a weighted method logs (label, digits); others: their own name
+DIAGNOSTIC_LABELS = {"beta": ("final β", 2), "ess_fraction": ("final ESS", 2), "clip_fraction": ("final clip", 3)}
+
+
 def table2_section(table2: pd.DataFrame) -> list[str]:
     splits = held_out_splits(table_splits(table2))
-    knobs = ["granularity", "discount", "beta", "ess_target", "clip", "reference", "token_loss"]
+    knobs = table2_knobs(table2)
+    diagnostics = [c[len("final_"):] for c in table2.columns if c.startswith("final_")]
+    labels = {key: DIAGNOSTIC_LABELS.get(key, (f"final {key}", 3)) for key in diagnostics}
     rows = [{"method": r["method"], "role": r["role"], **{k: r[k] for k in knobs},
              **{s: mean_std(r, s) for s in splits}, **{f"Δ {s}": delta_text(r, s) for s in splits},
-             "final β": number(r["final_beta"], 2), "final ESS": number(r["final_ess_fraction"], 2),
-             "final clip": number(r["final_clip_fraction"], 3)} for _, r in table2.iterrows()]
+             **{label: number(r[f"final_{key}"], digits) for key, (label, digits) in labels.items()}}
+            for _, r in table2.iterrows()]
     note = [] if (table2["role"] == "ablation").any() else ["This profile has no ablation experiments.", ""]
     return ["## Table 2: DCOD ablations", "", *note,
             "Knobs of each variant, accuracy in % (mean ± std), method − SFT [95% CI], and DCOD diagnostics "
             "averaged over the last 20% of optimiser steps.", "", markdown_table(pd.DataFrame(rows)), ""]
 
 
-def tuning_section(tuning: pd.DataFrame | None, table1: pd.DataFrame, table2: pd.DataFrame) -> list[str]:
+def tuning_section(tuning: pd.DataFrame | None, table1: pd.DataFrame, table2: pd.DataFrame,
+                   subject: str) -> list[str]:
     lines = ["## Tuning", ""]
     if tuning is None:
         return lines + ["This profile has no tuning grid (one learning rate): nothing was tuned.", ""]
@@ -133,14 +141,14 @@ def tuning_section(tuning: pd.DataFrame | None, table1: pd.DataFrame, table2: pd
     if at_edge:
         lines += [f"At the edge of the grid (the best value may lie outside it): {', '.join(at_edge)}. The "
                   "grid was fixed before any result and is not widened after seeing them.", ""]
-    variants = table2[(table2["method"] == DCOD) | (table2["role"] == "ablation")]
-    if f"{split}_mean" in variants.columns and DCOD in set(variants["method"]) and len(variants) > 1:
+    variants = table2[(table2["method"] == subject) | (table2["role"] == "ablation")]
+    if f"{split}_mean" in variants.columns and subject in set(variants["method"]) and len(variants) > 1:
         column = f"{split}_mean"
-        best, default = variants.loc[variants[column].idxmax()], variants.set_index("method").loc[DCOD]
+        best, default = variants.loc[variants[column].idxmax()], variants.set_index("method").loc[subject]
         margin = best[column] - default[column]
         verdict = ("the default is the validation-best variant" if margin <= 0 else
                    f"validation prefers `{best['method']}` by {margin:.1f} points (seeds {default['seeds']})")
-        lines += [f"DCOD variant on `{split}` (Table 2): default `{DCOD}` {number(default[column])}%, best "
+        lines += [f"DCOD variant on `{split}` (Table 2): default `{subject}` {number(default[column])}%, best "
                   f"`{best['method']}` {number(best[column])}%: {verdict}.", ""]
     return lines
 
@@ -251,12 +259,12 @@ def retention_claim(dcod, sft, base) -> Claim:
                  f"wholly below SFT's).")
 
 
-def cost_claim(table1: pd.DataFrame, dcod, sft) -> Claim:
+def cost_claim(table1: pd.DataFrame, dcod, sft, compared: tuple[str, str]) -> Claim:
     title = "DCOD's training cost is close to SFT's"
     ratio = dcod["wall_time_s"] / sft["wall_time_s"]
     verdict = "supported" if ratio <= COST_CLOSE else "not supported" if ratio > COST_FAR else "inconclusive"
     others = [f"{r['method']} {r['wall_time_s'] / sft['wall_time_s']:.2f}x" for _, r in table1.iterrows()
-              if not math.isnan(r["wall_time_s"]) and r["method"] not in (SFT, DCOD)]
+              if not math.isnan(r["wall_time_s"]) and r["method"] not in compared]
     return Claim(title, verdict, f"Wall time DCOD {number(dcod['wall_time_s'])} s vs SFT "
                  f"{number(sft['wall_time_s'])} s "
                  f"(ratio {ratio:.2f}; supported at <= {COST_CLOSE:.2f}, not supported above {COST_FAR:.2f}); "
@@ -264,15 +272,13 @@ def cost_claim(table1: pd.DataFrame, dcod, sft) -> Claim:
                  f"{number(sft['tokens_sampled'], 0)}. Other methods relative to SFT: {', '.join(others) or 'none'}.")
 
 
-OTHER_BASELINES = ("onpolicy_kd", "self_distill", "kd", "dft")
-
-
-def baselines_claim(rows: dict, dcod) -> Claim:
-    """DCOD against every other baseline on the in-distribution and hard splits (mean ± std rule)."""
+def baselines_claim(rows: dict, dcod, others: list[str]) -> Claim:
+    """DCOD against every other baseline (``others``: the Table 1 experiments besides the two the claims
+    compare) on the in-distribution and hard splits (mean ± std rule)."""
     title = "DCOD beats the other baselines (on-policy KD, self-distillation, KD, DFT)"
     splits = [s for s in (*IN_DISTRIBUTION_SPLITS, *HARD_SPLITS) if f"{s}_mean" in dcod]
     parts, directions = [], []
-    for name in [n for n in OTHER_BASELINES if n in rows]:
+    for name in others:
         for split in splits:
             direction = interval_direction(dcod, rows[name], split, True)
             directions.append(direction)
@@ -286,24 +292,27 @@ def baselines_claim(rows: dict, dcod) -> Claim:
                  "over seeds do not overlap, tie otherwise; not supported when DCOD is worse on any).")
 
 
-def judge_claims(table1: pd.DataFrame) -> list[Claim] | None:
+def judge_claims(table1: pd.DataFrame, report: ReportConfig | None = None) -> list[Claim] | None:
     """Every claim judged by its rule on a Table 1 (a fresh one or a published one); None without the
-    ``dcod`` and ``sft`` rows the claims compare."""
+    rows of ``report.subject`` and ``report.baseline`` (default: the shipped profiles') it compares."""
+    report = report or ReportConfig()
     rows = {r["method"]: r for _, r in table1.iterrows()}
-    if DCOD not in rows or SFT not in rows:
+    if report.subject not in rows or report.baseline not in rows:
         return None
-    dcod, sft = rows[DCOD], rows[SFT]
+    dcod, sft = rows[report.subject], rows[report.baseline]
+    compared = (report.baseline, report.subject)
+    others = [name for name in rows if name not in compared and not is_reference(name)]
     return [accuracy_claim("DCOD beats SFT on in-distribution accuracy", dcod, sft, IN_DISTRIBUTION_SPLITS),
             accuracy_claim("DCOD beats SFT on harder / long problems", dcod, sft, HARD_SPLITS),
-            baselines_claim(rows, dcod), stability_claim(dcod, sft),
-            retention_claim(dcod, sft, rows.get("base_student")), cost_claim(table1, dcod, sft)]
+            baselines_claim(rows, dcod, others), stability_claim(dcod, sft),
+            retention_claim(dcod, sft, rows.get("base_student")), cost_claim(table1, dcod, sft, compared)]
 
 
-def claims_section(table1: pd.DataFrame) -> list[str]:
+def claims_section(table1: pd.DataFrame, report: ReportConfig) -> list[str]:
     lines = ["## Claims", ""]
-    claims = judge_claims(table1)
+    claims = judge_claims(table1, report)
     if claims is None:
-        return lines + [f"Not evaluated: Table 1 needs both `{DCOD}` and `{SFT}` rows.", ""]
+        return lines + [f"Not evaluated: Table 1 needs both `{report.subject}` and `{report.baseline}` rows.", ""]
     lines += ["Claims 1–2 are supported only when the 95% paired-bootstrap CI of DCOD − SFT excludes 0 in DCOD's "
               "favour, not supported when it excludes 0 against DCOD, inconclusive otherwise.", ""]
     lines += [f"{i}. **{c.title}: {c.verdict}.** {c.sentence}" for i, c in enumerate(claims, start=1)]
@@ -330,8 +339,8 @@ def write_report(args) -> None:
     # a profile with a learning-rate grid reports it (the rule makes results/tuning.csv an input)
     tuning = read_result(results_dir, "tuning.csv") if len(profile.tuning.lrs) > 1 else None
     lines += setup_section(profile, table1) + table1_section(table1) + table2_section(table2)
-    lines += tuning_section(tuning, table1, table2)
+    lines += tuning_section(tuning, table1, table2, profile.report.subject)
     lines += calibration_section(calibration) + figures_section(Path(args.figures_dir), out, profile.data.source)
-    lines += claims_section(table1)
+    lines += claims_section(table1, profile.report)
     write_text(out, "\n".join(lines))
     print(f"paper: -> {out}")

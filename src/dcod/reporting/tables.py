@@ -1,11 +1,16 @@
-"""Table 1 (main comparison) and Table 2 (DCOD ablations): tidy CSV, one row per method.
+"""Table 1 (main comparison) and Table 2 (ablations of the method under test): tidy CSV, one row per method.
 
 Accuracy is in percent, mean and sample std (ddof=1) over training seeds; the spread is left empty for
-a single seed rather than shown as 0, which would claim a precision we do not have. ``method − sft``
+a single seed rather than shown as 0, which would claim a precision we do not have. ``method − baseline``
+(the profile's ``report.baseline``; columns ``delta_<split>_vs_sft``, named after the paper's baseline)
 is a paired bootstrap over *problems* (the seeds are averaged per problem first), because both methods
 answer the same problems: pairing removes the problem-difficulty variance that an unpaired comparison
 of two means would carry. The replicates use a fixed seed per split, so the table is bit-reproducible
 and every method on a split is resampled with the same problem draws.
+
+What a run's method declared is read from its run.json (written at train time): its needs (whether the
+one-off offline trace cost counts), its Table 2 knobs and the diagnostics its weights log. No method is
+named here.
 """
 
 from __future__ import annotations
@@ -20,16 +25,14 @@ import numpy as np
 import pandas as pd
 
 from dcod.io import write_csv
-from dcod.reporting import (DCOD, SFT, eval_dirs, held_out_splits, is_reference, need, parse_names, parse_seeds,
-                            read_metrics, read_run, read_samples, read_stability, read_traces_info,
-                            read_train_log, run_dirs, split_order)
+from dcod.reporting import (eval_dirs, held_out_splits, is_reference, need, parse_names, parse_seeds, read_metrics,
+                            read_run, read_samples, read_stability, read_traces_info, read_train_log, report_roles,
+                            run_dirs, split_order)
 
 BOOTSTRAP_REPLICATES = 2000
 BOOTSTRAP_SEED = 20260514
 ARITHMETIC_SPLITS = ("id", "long")  # where the toy's step styles are counted (direct_step_fraction)
 COST_COLUMNS = ("wall_time_s", "student_tokens_trained", "tokens_sampled", "teacher_forward_tokens")
-OFFLINE_TRACE_METHODS = ("sft", "kd", "dft", "dcod")  # train on the shared offline teacher traces
-DIAGNOSTICS = ("beta", "ess_fraction", "clip_fraction")
 FINAL_PHASE = 0.2  # diagnostics are averaged over the last 20% of optimiser steps
 DESCRIPTIONS = {"teacher": "teacher (reference, evaluated once)",
                 "base_student": "base student before distillation (reference, evaluated once)"}
@@ -111,7 +114,7 @@ def paired_bootstrap(method: pd.Series, reference: pd.Series, split: str) -> tup
     return 100.0 * float(differences.mean()), float(low), float(high)
 
 
-def accuracy_row(evaluated: Evaluated, splits: list[str], sft: Evaluated | None) -> dict:
+def accuracy_row(evaluated: Evaluated, splits: list[str], baseline: Evaluated | None) -> dict:
     row: dict = {"method": evaluated.name, "n_seeds": len(evaluated.metrics),
                  "seeds": ";".join(map(str, evaluated.seeds))}
     for split in splits:
@@ -122,17 +125,24 @@ def accuracy_row(evaluated: Evaluated, splits: list[str], sft: Evaluated | None)
         row[f"{column}_mean"], row[f"{column}_std"] = mean_std(values)
     for split in held_out_splits(splits):
         delta = (math.nan,) * 3
-        if sft is not None and any((s["split"] == split).any() for s in evaluated.samples):
-            delta = paired_bootstrap(problem_means(evaluated, split), problem_means(sft, split), split)
+        if baseline is not None and any((s["split"] == split).any() for s in evaluated.samples):
+            delta = paired_bootstrap(problem_means(evaluated, split), problem_means(baseline, split), split)
         row[f"delta_{split}_vs_sft"], row[f"delta_{split}_ci_low"], row[f"delta_{split}_ci_high"] = delta
     return row
 
 
+def _declared(run: dict, key: str):
+    """A method declaration that training wrote into run.json (``needs``, ``report_columns``, ...)."""
+    if key not in run:
+        experiment = run.get("experiment", {}).get("name")
+        raise ValueError(f"run.json of {experiment!r} (seed {run.get('seed')}) has no {key!r}: it was written "
+                         "before methods declared their needs; retrain it")
+    return run[key]
+
+
 def uses_offline_traces(run: dict) -> bool:
-    experiment = run.get("experiment", {})
-    params = experiment.get("params") or {}
-    return experiment.get("method") in OFFLINE_TRACE_METHODS or (
-        experiment.get("method") == "onpolicy_kd" and params.get("student_fraction", 1.0) < 1.0)
+    """Whether the run trained on the shared offline teacher traces (its method's declared needs)."""
+    return bool(_declared(run, "needs")["offline_traces"])
 
 
 def cost_row(runs: list[dict], traces: dict | None) -> dict:
@@ -160,20 +170,20 @@ def machines(evaluated: Evaluated, runs: list[dict]) -> str:
     return ";".join(sorted(labels))
 
 
-def build_rows(work: Path, names: list[str], seeds: list[int]) -> tuple[list[dict], list[str]]:
-    """One row per model (accuracy, stability, bootstrap vs sft, cost) and the split order."""
+def build_rows(work: Path, names: list[str], seeds: list[int], baseline: str) -> tuple[list[dict], list[str]]:
+    """One row per model (accuracy, stability, bootstrap vs ``baseline``, cost) and the split order."""
     evaluated = {name: load_evaluated(work, name, seeds) for name in names}
     runs = {name: [] if is_reference(name) else [read_run(d) for d in run_dirs(work, name, seeds)]
             for name in names}
     needs_traces = any(runs[name] and uses_offline_traces(runs[name][0]) for name in names)
     traces = read_traces_info(work) if needs_traces else None
     splits = split_order([m for ev in evaluated.values() for m in ev.metrics])
-    sft = evaluated.get(SFT)
-    if sft is None:
-        print(f"report: no {SFT!r} among {names}: the delta-vs-sft columns stay empty", file=sys.stderr)
+    reference = evaluated.get(baseline)
+    if reference is None:
+        print(f"report: no baseline {baseline!r} among {names}: the delta columns stay empty", file=sys.stderr)
     rows = []
     for name in names:
-        row = accuracy_row(evaluated[name], splits, sft)
+        row = accuracy_row(evaluated[name], splits, reference)
         description = runs[name][0].get("experiment", {}).get("description") if runs[name] else None
         row["description"] = description or DESCRIPTIONS.get(name, name)
         cost = cost_row(runs[name], traces) if runs[name] else dict.fromkeys(
@@ -202,56 +212,57 @@ def order_columns(frame: pd.DataFrame, splits: list[str], extra: list[str]) -> p
     return frame[columns]
 
 
-def build_table1(work: Path, experiments: list[str], seeds: list[int]) -> pd.DataFrame:
-    rows, splits = build_rows(work, ["teacher", "base_student", *experiments], seeds)
+def build_table1(work: Path, experiments: list[str], seeds: list[int], baseline: str) -> pd.DataFrame:
+    rows, splits = build_rows(work, ["teacher", "base_student", *experiments], seeds, baseline)
     return order_columns(pd.DataFrame([{k: v for k, v in r.items() if k != "_runs"} for r in rows]), splits, [])
 
 
 # ----------------------------------------------------------------------------- table 2
-def dcod_params(run: dict) -> dict:
-    """The varied DCOD knobs as flat columns ('adaptive' for β=null, 'inf' for no truncation)."""
-    experiment = run.get("experiment", {})
-    if experiment.get("method") != DCOD:
+def final_phase_diagnostics(work: Path, name: str, seeds: list[int], keys: list[str]) -> dict:
+    """Mean of each logged diagnostic (``keys``) over the last 20% of steps, then mean over seeds."""
+    if not keys:  # a method without weights logs none
         return {}
-    params = experiment.get("params") or {}
-    beta, clip = params.get("beta"), params.get("clip")
-    return {"granularity": params.get("granularity"), "discount": params.get("discount"),
-            "beta": "adaptive" if beta is None else f"{beta:g}", "ess_target": params.get("ess_target"),
-            "clip": "inf" if clip is None else f"{clip:g}", "reference": params.get("reference"),
-            "token_loss": params.get("token_loss")}
-
-
-def final_phase_diagnostics(work: Path, name: str, seeds: list[int]) -> dict:
-    """Mean β, ESS fraction and clip fraction over the last 20% of steps, then mean over seeds."""
     per_seed = []
     for folder in run_dirs(work, name, seeds):
         log = read_train_log(folder)
-        missing = sorted(set(DIAGNOSTICS) - set(log.columns))
+        missing = sorted(set(keys) - set(log.columns))
         if missing or log.empty:
-            raise ValueError(f"{folder / 'train_log.jsonl'}: a DCOD run without diagnostics {missing or 'rows'}")
+            raise ValueError(f"{folder / 'train_log.jsonl'}: a weighted run without diagnostics "
+                             f"{missing or 'rows'}")
         tail = log.iloc[len(log) - max(1, math.ceil(FINAL_PHASE * len(log))):]
-        per_seed.append({key: float(tail[key].mean()) for key in DIAGNOSTICS})
-    return {f"final_{key}": mean_std(seed[key] for seed in per_seed)[0] for key in DIAGNOSTICS}
+        per_seed.append({key: float(tail[key].mean()) for key in keys})
+    return {f"final_{key}": mean_std(seed[key] for seed in per_seed)[0] for key in keys}
 
 
-TABLE2_EXTRA = ["role", "granularity", "discount", "beta", "ess_target", "clip", "reference", "token_loss",
-                *[f"final_{key}" for key in DIAGNOSTICS]]
-
-
-def build_table2(work: Path, experiments: list[str], seeds: list[int]) -> pd.DataFrame:
-    rows, splits = build_rows(work, experiments, seeds)
+def build_table2(work: Path, experiments: list[str], seeds: list[int], subject: str,
+                 baseline: str) -> pd.DataFrame:
+    """The ablations beside ``subject`` and ``baseline`` (role: reference): each run's declared knobs
+    (report_columns) and the final-phase mean of the diagnostics its weights log."""
+    rows, splits = build_rows(work, experiments, seeds, baseline)
+    extra = ["role"]
     for row in rows:
         run = row.pop("_runs")[0]
         table = run.get("experiment", {}).get("table")
-        row["role"] = "reference" if row["method"] in (SFT, DCOD) else table
-        row.update(dcod_params(run))
-        if run.get("experiment", {}).get("method") == DCOD:
-            row.update(final_phase_diagnostics(work, row["method"], seeds))
+        row["role"] = "reference" if row["method"] in (baseline, subject) else table
+        knobs = _declared(run, "report_columns")
+        row.update(knobs)
+        row.update(final_phase_diagnostics(work, row["method"], seeds, _declared(run, "weight_diagnostics")))
+        extra += [column for column in knobs if column not in extra]
+    diagnostics = [column for row in rows for column in row if column.startswith("final_")]
+    extra += list(dict.fromkeys(diagnostics))
     frame = pd.DataFrame(rows)
-    for column in TABLE2_EXTRA:
-        if column not in frame:
-            frame[column] = math.nan
-    return order_columns(frame, splits, TABLE2_EXTRA)
+    return order_columns(frame, splits, extra)
+
+
+def table2_knobs(table2: pd.DataFrame) -> list[str]:
+    """The knob columns of a written Table 2: after ``role``, before the ``final_`` diagnostics."""
+    columns = list(table2.columns)
+    knobs = []
+    for column in columns[columns.index("role") + 1:]:
+        if column.startswith("final_") or column in ("code_version", "machine"):
+            break
+        knobs.append(column)
+    return knobs
 
 
 def _inputs(args, what: str) -> tuple[Path, list[str], list[int]]:
@@ -291,8 +302,10 @@ def _write_split(frame: pd.DataFrame, out: str | Path, what: str) -> None:
 
 
 def write_table1(args) -> None:
-    _write_split(build_table1(*_inputs(args, "table1")), args.out, "table1")
+    roles = report_roles(args.profile)
+    _write_split(build_table1(*_inputs(args, "table1"), roles.baseline), args.out, "table1")
 
 
 def write_table2(args) -> None:
-    _write_split(build_table2(*_inputs(args, "table2")), args.out, "table2")
+    roles = report_roles(args.profile)
+    _write_split(build_table2(*_inputs(args, "table2"), roles.subject, roles.baseline), args.out, "table2")

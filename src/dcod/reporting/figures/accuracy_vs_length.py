@@ -1,8 +1,7 @@
 """Accuracy against chain length k (number of steps): where compounding errors would show.
 
-From samples.jsonl of the held-out arithmetic problems (k > 0), mean over seeds per k, for the
-methods that differ in how they meet their own prefixes (SFT, DCOD, on-policy KD, self-distillation)
-and the base student as the starting point.
+From samples.jsonl of the held-out arithmetic problems (k > 0), mean over seeds per k, for every
+Table 1 experiment (--experiment-list) and the base student as the starting point.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ from dcod.reporting.figures import inputs, save, style_of
 from dcod.reporting.tables import mean_std
 
 NAME = "accuracy_vs_length"
-METHODS = ("sft", "dcod", "onpolicy_kd", "self_distill")
 
 
 def curve(work, name: str, seeds: list[int]) -> pd.DataFrame:
@@ -45,7 +43,7 @@ def curve(work, name: str, seeds: list[int]) -> pd.DataFrame:
 
 def render(args) -> None:
     work, experiments, seeds = inputs(args, NAME)
-    names = [name for name in METHODS if name in experiments] + ["base_student"]
+    names = [*experiments, "base_student"]
     data = pd.concat([curve(work, name, seeds) for name in names], ignore_index=True)
     figure, axis = plt.subplots(figsize=(7.0, 4.0), layout="constrained")
     for name in names:

@@ -1,0 +1,76 @@
+"""DCOD: offline traces, per-token weights from detached student/reference log-ratios (docs/method.md).
+
+The reference is the stored teacher log-probs (default), a frozen copy of the initial student, or none
+(the student's likelihood alone). Weights are normalised over the whole optimiser batch: the trainer
+gathers every rank's ``unit_scores`` before calling ``weights``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from dcod import objectives
+from dcod.config import Float, Section
+from dcod.methods.base import Method, Needs, Scores, register
+
+
+class DCODParams(Section):
+    """docs/method.md. ``beta: null`` means adaptive (bisection to ``ess_target``); ``clip: null`` is C = inf."""
+
+    granularity: Literal["prefix", "sequence"] = "sequence"
+    discount: Float = Field(1.0, ge=0.0, le=1.0)
+    beta: Float | None = Field(None, ge=0)
+    ess_target: Float = Field(0.5, gt=0.0, le=1.0)
+    beta_max: Float = Field(100.0, gt=0)
+    clip: Float | None = Field(5.0, ge=1.0)  # weights have mean 1: a clip below 1 truncates every weight
+    reference: Literal["teacher", "initial_student", "none"] = "teacher"
+    token_loss: Literal["nll", "kd"] = "nll"  # kd: the offline top-k KL instead of NLL
+
+
+@register
+class DCOD(Method):
+    name = "dcod"
+    Params = DCODParams
+    weighted = True
+    weight_diagnostics = ("beta", "ess_fraction", "clip_fraction")
+
+    @classmethod
+    def needs(cls, params):
+        return Needs(reference_model=params.reference == "initial_student")
+
+    @classmethod
+    def report_columns(cls, params):
+        """The knobs of Table 2 ('adaptive' for beta null, 'inf' for no truncation)."""
+        return {"granularity": params.granularity, "discount": params.discount,
+                "beta": "adaptive" if params.beta is None else f"{params.beta:g}", "ess_target": params.ess_target,
+                "clip": "inf" if params.clip is None else f"{params.clip:g}", "reference": params.reference,
+                "token_loss": params.token_loss}
+
+    def extra_inputs(self, batch, examples):
+        if self.params.reference == "initial_student":
+            with torch.no_grad():
+                logits = self.ctx.reference_model(input_ids=batch["input_ids"]).logits[:, :-1]  # right-padded
+            batch["reference_logprobs"] = objectives.target_logprobs(logits, batch["targets"])
+            self.cost.reference_forward_tokens += int(batch["attention_mask"].sum())
+        elif self.params.reference == "teacher":
+            batch["reference_logprobs"] = batch["teacher_logprobs"]
+
+    def unit_scores(self, logits, batch):
+        student = objectives.target_logprobs(logits.detach(), batch["targets"])
+        ratios = objectives.dcod_log_ratios(student, batch.get("reference_logprobs"), batch["loss_mask"],
+                                            self.params.reference)
+        scores = objectives.dcod_scores(ratios, batch["loss_mask"], self.params.granularity, self.params.discount)
+        return Scores(scores, token_stats={"log_ratio": ratios})
+
+    def weights(self, scores, mask):
+        p = self.params
+        return objectives.dcod_weights(scores, mask, p.granularity, beta=p.beta, ess_target=p.ess_target,
+                                       beta_max=p.beta_max, clip=p.clip)
+
+    def token_losses(self, logits, batch):
+        if self.params.token_loss == "kd":
+            return objectives.kd_topk_loss(logits, batch["teacher_topk_ids"], batch["teacher_topk_logprobs"])
+        return objectives.nll_loss(logits, batch["targets"])
