@@ -5,7 +5,7 @@ import re
 import pytest
 import yaml
 
-from dcod.config import (ConfigError, Section, discover_experiments, load_experiment, load_profile,
+from dcod.config import (ConfigError, Section, discover_experiments, experiment_chain, load_experiment, load_profile,
                          parse_experiment)
 from dcod.methods import resolve
 from dcod.splits import check_profile
@@ -174,3 +174,50 @@ def test_in_range_edge_values_still_load(tmp_path):
                                                  "eval": {"splits": ["validation", "extrapolate"]}}))
     assert profile.eval.splits == ["validation", "extrapolate"]
     assert _profile(_profile_with(tmp_path, {"seeds": [0], "ablation_seeds": [0]})).seeds == [0]
+
+
+# --- experiments inherit (base:) --------------------------------------------------------------------
+
+
+def _write(root, name, text):
+    path = root / name / "config.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_an_experiment_inherits_its_base_and_overrides_one_knob(tmp_path):
+    _write(tmp_path, "parent", "method: dcod\ndescription: parent\nparams: {beta: null, clip: 5.0, ess_target: 0.5}\n"
+                               "train: {lr: 0.0005, steps: 7}\n")
+    child = _write(tmp_path, "child", "base: parent\ndescription: child\ntable: ablation\nparams: {clip: null}\n"
+                                      "train: {steps: 9}\n")
+    experiment = load_experiment(child)
+    assert (experiment.name, experiment.method, experiment.description, experiment.table) == (
+        "child", "dcod", "child", "ablation")
+    assert experiment.params == {"beta": None, "clip": None, "ess_target": 0.5}  # merged key by key
+    assert experiment.train == {"lr": 0.0005, "steps": 9}
+    assert experiment_chain(child) == [child, tmp_path / "parent" / "config.yaml"]
+
+
+def test_the_shipped_ablations_resolve_to_the_default_dcod_but_their_knob():
+    _, default = resolve(load_experiment(REPO / "experiments/dcod/config.yaml"))
+    for path in sorted(REPO.glob("experiments/dcod_*/config.yaml")):
+        experiment = load_experiment(path)
+        _, params = resolve(experiment)
+        changed = {k for k, v in params.model_dump().items() if v != getattr(default, k)}
+        assert 1 <= len(changed) <= 2 and experiment.table == "ablation", path  # prefix: granularity + λ
+        assert experiment.train == {"lr": 0.0005}
+
+
+def test_an_inheritance_cycle_is_refused_naming_the_file(tmp_path):
+    a = _write(tmp_path, "a", "base: b\nmethod: sft\n")
+    _write(tmp_path, "b", "base: a\n")
+    with pytest.raises(ConfigError, match=rf"{re.escape(str(tmp_path / 'b' / 'config.yaml'))}: base: 'a' makes a "
+                                          r"cycle \(a -> b -> a\)"):
+        load_experiment(a)
+
+
+def test_a_missing_base_is_refused_naming_the_file(tmp_path):
+    path = _write(tmp_path, "x", "base: nowhere\nmethod: sft\n")
+    with pytest.raises(ConfigError, match=rf"{re.escape(str(path))}: base: no experiment 'nowhere'"):
+        load_experiment(path)
