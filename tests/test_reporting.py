@@ -89,7 +89,7 @@ def declarations(method: str, params: dict) -> dict:
 
     cls = get_method(method)
     checked = cls.Params(**params)
-    return {"needs": cls.needs(checked).as_dict(), "report_columns": cls.report_columns(checked),
+    return {"needs": cls.needs(checked).as_dict(), "report_columns": list(cls.report_columns(checked).items()),
             "weight_diagnostics": list(cls.weight_diagnostics)}
 
 
@@ -100,7 +100,7 @@ def write_run(folder: Path, name, seed, method, table="main", params=None):
            "code_version": "abc123",
            "experiment": {"name": name, "method": method, "description": f"{name} description", "table": table,
                           "params": params or {}, "train": {}}, **declarations(method, params or {})}
-    (folder / "run.json").write_text(json.dumps(run))
+    (folder / "run.json").write_text(json.dumps(run, sort_keys=True))  # as dcod.io.write_json writes it
     log = [{"step": s + 1, "loss": 1.0 / (s + 1), "lr": 1e-3, "grad_norm": 1.0, "tokens": 100, "elapsed": s}
            for s in range(10)]
     if method == "dcod":
@@ -239,6 +239,9 @@ def test_table2_flattens_knobs_and_diagnostics(built):
     assert table.loc["dcod", "beta"] == "adaptive" and table.loc["dcod_prefix", "clip"] == "inf"
     assert table.loc["dcod_prefix", "beta"] == "2" and table.loc["dcod_prefix", "granularity"] == "prefix"
     assert table.loc["dcod_prefix", "role"] == "ablation" and table.loc["dcod", "role"] == "reference"
+    extra = list(table.columns[list(table.columns).index("role"):])
+    assert extra[:8] == ["role", "granularity", "discount", "beta", "ess_target", "clip", "reference", "token_loss"]
+    assert extra[8:11] == ["final_beta", "final_ess_fraction", "final_clip_fraction"]
     assert table.loc["sft", "beta"] == "" and table.loc["dcod", "id_std"] == ""  # one seed: no spread
     assert float(table.loc["dcod", "final_beta"]) == pytest.approx(9.5)  # mean of steps 9, 10
     assert float(table.loc["dcod", "final_clip_fraction"]) == pytest.approx(0.095)

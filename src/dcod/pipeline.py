@@ -210,8 +210,9 @@ def stage_train(profile: ProfileConfig, experiment_config: Path, seed: int, worl
     if hasattr(ctx.student_backend, "syncs"):  # vLLM rollouts: weight pushes by this process (after a
         extra["rollout_weight_syncs"] = ctx.student_backend.syncs  # resume: since the resume)
     # the method's declarations travel with the run: the tables read its needs (offline trace cost), its
-    # Table 2 knobs and the diagnostics its weights log, without importing the method
-    declared = {"needs": needs.as_dict(), "report_columns": method_class.report_columns(params),
+    # Table 2 knobs (name-value pairs: run.json's keys are sorted, the columns keep the method's order) and
+    # the diagnostics its weights log, without importing the method
+    declared = {"needs": needs.as_dict(), "report_columns": list(method_class.report_columns(params).items()),
                 "weight_diagnostics": list(method_class.weight_diagnostics)}
     write_json(out_dir / "run.json", {**_provenance(profile), "experiment": experiment,
                                       "train": cfg.model_dump(mode="json"), "seed": seed,

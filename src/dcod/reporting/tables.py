@@ -244,7 +244,7 @@ def build_table2(work: Path, experiments: list[str], seeds: list[int], subject: 
         run = row.pop("_runs")[0]
         table = run.get("experiment", {}).get("table")
         row["role"] = "reference" if row["method"] in (baseline, subject) else table
-        knobs = _declared(run, "report_columns")
+        knobs = dict(_declared(run, "report_columns"))  # [name, value] pairs in the method's order
         row.update(knobs)
         row.update(final_phase_diagnostics(work, row["method"], seeds, _declared(run, "weight_diagnostics")))
         extra += [column for column in knobs if column not in extra]
