@@ -55,7 +55,7 @@ def per_rank_weights(trainer: Trainer):
     from dcod.training import _pad_cat
 
     def weights(scores, batches):
-        local_scores = _pad_cat(scores)
+        local_scores = _pad_cat([s.values for s in scores])  # Scores: [B, U] values per micro-batch
         local_mask = _pad_cat([b["loss_mask"].float() for b in batches]).bool()
         w, diagnostics = trainer.method.weights(local_scores, local_mask)
         diagnostics["mean_log_ratio"] = 0.0
