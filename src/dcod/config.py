@@ -262,6 +262,11 @@ class TrainConfig(Section):
     # (null: the vLLM backend's default, meant for an engine alone on its device).
     rollout_backend: Literal["hf", "vllm"] = "hf"
     rollout_gpu_memory_utilization: Float | None = Field(None, gt=0, lt=1)
+    # Where the training curves go besides train_log.jsonl, through accelerate's trackers (its names in
+    # accelerate 1.15, tracking.py): tensorboard writes offline event files under <run>/tensorboard/;
+    # the others need their package installed (and mostly an account). [] switches the curves off.
+    trackers: list[Literal["tensorboard", "wandb", "trackio", "aim", "comet_ml", "mlflow", "clearml", "dvclive",
+                           "swanlab"]] = Field(default_factory=lambda: ["tensorboard"])
 
     @model_validator(mode="after")
     def _micro_divides(self):

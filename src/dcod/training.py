@@ -16,6 +16,13 @@ exactly the batches of an uninterrupted one. A checkpoint carries a fingerprint 
 from (resolved config, input files, package source) and is resumed only on an exact match; progress is
 JSON, never a pickle (docs/architecture.md, "Checkpoints").
 
+Training curves: every record of train_log.jsonl (loss, lr, grad_norm, tokens, elapsed and a weighted
+method's diagnostics) also goes to accelerate's trackers (``train.trackers``; TensorBoard event files
+under ``<run>/tensorboard/`` by default), at the same 1-based step. A resumed run logs again from the
+step after its checkpoint; its TensorBoard writer marks a restart there (``purge_step``), so
+TensorBoard hides the interrupted run's later events and shows each step once, with the resumed run's
+value (the one train_log.jsonl keeps).
+
 Non-finite guard: the step's global loss and the gradient norm (which ``clip_grad_norm_`` already
 reduces over every gradient) are checked every step as two Python floats the step computes anyway, and
 the weights before each checkpoint is written, so a checkpoint or model never holds a non-finite state.
@@ -33,6 +40,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration
 from tqdm import tqdm
 
 from dcod.config import TrainConfig
@@ -97,7 +105,15 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.seed, self.progress = seed, progress
         self.stop_after = stop_after  # tests: simulate an interruption after this many steps
-        self.accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision)
+        self.tracker_dir = self.out_dir / "tensorboard"  # the local trackers' folder (accelerate's logging_dir)
+        self.accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision,
+                                       log_with=list(cfg.trackers) or None,
+                                       project_config=ProjectConfiguration(project_dir=str(self.out_dir),
+                                                                           logging_dir=str(self.tracker_dir)))
+        # accelerate drops a tracker whose package is missing with a debug message: say so instead
+        missing = sorted(set(cfg.trackers) - {str(t) for t in self.accelerator.log_with})
+        if missing:
+            raise ValueError(f"train.trackers: {', '.join(missing)} not installed (pip install it, or leave it out)")
         world = self.accelerator.num_processes
         micro = cfg.micro_batch_size or cfg.batch_size // world
         if cfg.batch_size % (micro * world):
@@ -204,6 +220,7 @@ class Trainer:
             if acc.is_main_process:
                 shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
                 self.log_path.unlink(missing_ok=True)
+                shutil.rmtree(self.tracker_dir, ignore_errors=True)  # curves of another run, like the log
             acc.wait_for_everyone()
             return
         try:
@@ -330,9 +347,42 @@ class Trainer:
         return {"step": step + 1, "loss": total, "lr": self.scheduler.get_last_lr()[0],
                 "grad_norm": grad_norm, "tokens": int(n_tokens), **diagnostics}
 
+    # ------------------------------------------------------------------ training curves
+    def _start_trackers(self) -> None:
+        """Open the trackers after ``maybe_resume`` (the first step to log is known). Resumed: TensorBoard's
+        writer records a restart at that step, and its readers (the UI, EventAccumulator) drop the
+        interrupted run's events from that step on, so a replayed step is not shown twice."""
+        if not self.cfg.trackers:
+            return
+        kwargs = {"tensorboard": {"purge_step": self.start_step + 1}} if self.start_step else {}
+        self.accelerator.init_trackers("dcod", init_kwargs=kwargs)
+
+    def _log_curves(self, record: dict) -> None:
+        """The record's numbers, at its 1-based step (as in train_log.jsonl); a skipped step's None loss and
+        its flag are left out. Main process only (accelerate's ``log``)."""
+        if not self.accelerator.trackers:
+            return
+        values = {key: value for key, value in record.items()
+                  if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool)}
+        self.accelerator.log(values, step=record["step"])
+
+    def _finish_trackers(self) -> None:
+        """Close the trackers (flush and close the event file). Not ``end_training()``: it also destroys
+        the process group, which ``save_model`` and ``discard_checkpoint`` still use after the loop."""
+        for tracker in self.accelerator.trackers:
+            tracker.finish()
+        self.accelerator.trackers = []
+
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict:
         self.maybe_resume()
+        self._start_trackers()
+        try:
+            return self._loop()
+        finally:  # an interrupted or failed run keeps the curves it logged
+            self._finish_trackers()
+
+    def _loop(self) -> dict:
         self.model.train()
         started = time.time()
         bar = tqdm(range(self.start_step, self.cfg.steps), initial=self.start_step, total=self.cfg.steps,
@@ -344,6 +394,7 @@ class Trainer:
             if self.accelerator.is_main_process:
                 with _naming(self.log_path, "the training log"), open(self.log_path, "a") as handle:
                     handle.write(json.dumps(record) + "\n")
+            self._log_curves(record)
             if step % self.cfg.log_every == 0 and record["loss"] is not None:
                 bar.set_postfix(loss=f"{record['loss']:.3f}")
             done = step + 1
