@@ -407,10 +407,10 @@ def iw_sft_sequence_log_weights(
     Reference. The paper's π_ref is the policy whose samples were curated. Our traces are teacher
     samples kept when verified correct, with each sampled token's teacher log-prob stored (under the
     distribution it was sampled from), so π_ref = π_T — ``batch["teacher_logprobs"]`` — is the exact
-    reference of the derivation and costs no forward: the recommended default. The authors' code
-    used the frozen initial model instead (their data was not sampled from the model they tuned);
-    pass the initial student's target log-probs (one frozen forward per batch) to reproduce that:
-    then w = 1, i.e. SFT, at step 0. With the teacher reference the weights start below 1 wherever
+    behaviour policy and costs no forward (the method's ``reference: teacher``). The authors' code
+    used the frozen initial model instead (their data was not sampled from the model they tuned), and
+    so does the ``iw_sft`` experiment by default (``reference: initial_student``): pass the initial
+    student's target log-probs (one frozen forward per batch); then w = 1, i.e. SFT, at step 0. With the teacher reference the weights start below 1 wherever
     the student is less likely than the teacher (a smaller effective step than SFT) unless
     ``iw_sft_weights(normalize=True)``.
 
