@@ -211,3 +211,25 @@ def test_the_stability_pass_counts_a_prompt_beyond_the_context_as_the_greedy_pas
     assert alone == rows[:1]  # the short prompt's samples do not depend on the skipped one
     assert [r["samples"] for r in evaluation.stability_rows(backend, toy_tokenizer, records[1:2], samples=2,
             temperature=1.0, max_new_tokens=4, timeout=5.0, workers=1, seed=0)] == [0]
+
+
+@pytest.mark.parametrize("problems, expected", [(1, {"id": 1}), (3, {"id": 2, "long": 1}), (100, {"id": 5, "long": 5})])
+def test_the_stability_pass_never_gets_an_empty_share(monkeypatch, tmp_path, problems, expected):
+    """stability_problems smaller than the number of test splits gave each split 0 problems (an empty
+    stability table, silently): shares are even, the first split taking the remainder."""
+    from types import SimpleNamespace
+
+    from dcod import evaluation
+
+    chosen = []
+    monkeypatch.setattr(evaluation, "run_sharded", lambda folder, fingerprint, items, *a, **k: chosen.extend(items))
+    records = [{"id": f"{split}-{i}", "split": split, "task": "arith"} for split in ("validation", "id", "long")
+               for i in range(5)]
+    ev = SimpleNamespace(splits=["validation", "id", "long"], stability_problems=problems, stability_samples=2,
+                         stability_temperature=1.0, shard_size=8, max_new_tokens=10)
+    evaluation.stability_pass(None, None, records, ev, skip_split="validation", folder=tmp_path,
+                              fingerprint={}, seed=0)
+    counts = {}
+    for record in chosen:
+        counts[record["split"]] = counts.get(record["split"], 0) + 1
+    assert counts == expected

@@ -234,10 +234,12 @@ def stability_pass(backend, tokenizer, records: list[dict], ev, *, skip_split: s
     responses do not have). Resumable shards in ``folder``."""
     math_splits = {r["split"] for r in records if r.get("task") != IFEVAL_TASK}
     test_splits = [s for s in ev.splits if s != skip_split and s in math_splits][:2]
-    per_split = ev.stability_problems // max(1, len(test_splits))
     subset = []
-    for split in test_splits:
-        subset += [r for r in records if r["split"] == split][:per_split]
+    for index, split in enumerate(test_splits):
+        # an even share each, the first split taking the remainder: 100 over two splits is 50 + 50, and
+        # 1 problem is 1 + 0 (an integer split alone would give 0 + 0: an empty table, silently)
+        share = ev.stability_problems // len(test_splits) + (index < ev.stability_problems % len(test_splits))
+        subset += [r for r in records if r["split"] == split][:share]
     return run_sharded(
         folder, fingerprint, subset, ev.shard_size, desc="stability",
         work=lambda shard, problems: stability_rows(
