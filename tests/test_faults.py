@@ -42,6 +42,11 @@ def prepared(tmp_path_factory):
     return root
 
 
+# Long enough that a run cannot finish in the moment between its first checkpoint (step 5) and the
+# SIGKILL: ~7 ms per ci-sized step, so ~2.7 s remain (40 steps left only ~0.25 s: the kill raced the end).
+KILL_STEPS = 400
+
+
 def _train_command(root: Path, out: Path, steps: int) -> list[str]:
     profile = root / "profile.yaml"
     if not profile.exists():
@@ -56,7 +61,7 @@ def _train_command(root: Path, out: Path, steps: int) -> list[str]:
 
 @pytest.mark.slow
 def test_sigkill_then_rerun_gives_the_uninterrupted_weights(prepared):
-    steps = 40
+    steps = KILL_STEPS
     reference = prepared / "reference"
     subprocess.run(_train_command(prepared, reference, steps), check=True, capture_output=True, timeout=600)
     killed = prepared / "killed"
@@ -453,7 +458,7 @@ def test_disk_full_during_a_checkpoint_names_the_path_and_leaves_no_tmp(prepared
 # ----------------------------------------------------------------------------- killed jobs (slow)
 @pytest.mark.slow
 def test_sigkill_then_rerun_with_another_lr_starts_fresh(prepared, tmp_path):
-    steps = 40
+    steps = KILL_STEPS
     killed = prepared / "killed-lr"
     process = subprocess.Popen(_train_command(prepared, killed, steps), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
@@ -467,7 +472,7 @@ def test_sigkill_then_rerun_with_another_lr_starts_fresh(prepared, tmp_path):
     rerun = subprocess.run(_train_command(prepared, killed, steps) + ["--lr", "0.002"], check=True,
                            capture_output=True, text=True, timeout=600)
     assert "differs in: config); starting fresh" in rerun.stdout
-    clean_run = prepared / "clean-lr-40"
+    clean_run = prepared / "clean-lr"
     subprocess.run(_train_command(prepared, clean_run, steps) + ["--lr", "0.002"], check=True,
                    capture_output=True, timeout=600)
     a = load_file(clean_run / "model" / "model.safetensors")
