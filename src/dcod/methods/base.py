@@ -168,6 +168,21 @@ class Method:
         return {}
 
 
+def reference_logprobs(method: Method, batch: dict, reference: str) -> torch.Tensor | None:
+    """Per-token log-probs [B, T] of the targets under a method's reference (DCOD, iw-SFT):
+    ``initial_student`` a no-grad forward of the frozen initial student (its tokens counted as reference
+    cost), ``teacher`` the stored log-prob of each sampled token under the teacher that sampled it,
+    anything else None."""
+    if reference == "initial_student":
+        with torch.no_grad():
+            logits = method.ctx.reference_model(input_ids=batch["input_ids"]).logits[:, :-1]  # right-padded
+        method.cost.reference_forward_tokens += int(batch["attention_mask"].sum())
+        return objectives.target_logprobs(logits, batch["targets"])
+    if reference == "teacher":
+        return batch["teacher_logprobs"]
+    return None
+
+
 def collate_for(method: Method, examples: list[dict], pad_id: int, device=None) -> dict:
     """The padded batch on ``device`` (the training device; None: where collate builds it, the CPU),
     then the method's extra inputs (teacher or reference forwards) computed from it."""

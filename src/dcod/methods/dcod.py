@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
 from pydantic import Field
 
 from dcod import objectives
 from dcod.config import Float, Section
-from dcod.methods.base import Method, Needs, Scores, register
+from dcod.methods.base import Method, Needs, Scores, reference_logprobs, register
 
 
 class DCODParams(Section):
@@ -50,13 +49,9 @@ class DCOD(Method):
                 "token_loss": params.token_loss}
 
     def extra_inputs(self, batch, examples):
-        if self.params.reference == "initial_student":
-            with torch.no_grad():
-                logits = self.ctx.reference_model(input_ids=batch["input_ids"]).logits[:, :-1]  # right-padded
-            batch["reference_logprobs"] = objectives.target_logprobs(logits, batch["targets"])
-            self.cost.reference_forward_tokens += int(batch["attention_mask"].sum())
-        elif self.params.reference == "teacher":
-            batch["reference_logprobs"] = batch["teacher_logprobs"]
+        reference = reference_logprobs(self, batch, self.params.reference)
+        if reference is not None:  # reference none: the student's likelihood alone
+            batch["reference_logprobs"] = reference
 
     def unit_scores(self, logits, batch):
         student = objectives.target_logprobs(logits.detach(), batch["targets"])

@@ -19,7 +19,7 @@ from pydantic import Field, model_validator
 
 from dcod import objectives
 from dcod.config import Float, Section
-from dcod.methods.base import Method, Needs, Scores, register
+from dcod.methods.base import Method, Needs, Scores, reference_logprobs, register
 
 
 class IwSFTParams(Section):
@@ -51,13 +51,7 @@ class IwSFT(Method):
         return Needs(reference_model=params.reference == "initial_student")
 
     def extra_inputs(self, batch, examples):
-        if self.params.reference == "initial_student":
-            with torch.no_grad():
-                logits = self.ctx.reference_model(input_ids=batch["input_ids"]).logits[:, :-1]  # right-padded
-            batch["reference_logprobs"] = objectives.target_logprobs(logits, batch["targets"])
-            self.cost.reference_forward_tokens += int(batch["attention_mask"].sum())
-        else:  # the stored log-prob of each sampled token under the teacher that sampled it
-            batch["reference_logprobs"] = batch["teacher_logprobs"]
+        batch["reference_logprobs"] = reference_logprobs(self, batch, self.params.reference)
 
     def unit_scores(self, logits, batch):
         """One score per sequence: its log importance weight [B, 1]; the per-token log-ratios are logged."""
