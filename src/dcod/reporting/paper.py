@@ -275,7 +275,7 @@ def cost_claim(table1: pd.DataFrame, dcod, sft, compared: tuple[str, str]) -> Cl
 def baselines_claim(rows: dict, dcod, others: list[str]) -> Claim:
     """DCOD against every other baseline (``others``: the Table 1 experiments besides the two the claims
     compare) on the in-distribution and hard splits (mean ± std rule)."""
-    title = "DCOD beats the other baselines (on-policy KD, self-distillation, KD, DFT)"
+    title = "DCOD beats every other baseline of Table 1"
     splits = [s for s in (*IN_DISTRIBUTION_SPLITS, *HARD_SPLITS) if f"{s}_mean" in dcod]
     parts, directions = [], []
     for name in others:
