@@ -81,7 +81,7 @@ def publish(profile_path: str, results_dir: Path, figures_dir: Path, out: Path) 
         for name in RESULT_FILES:
             if (results_dir / name).is_file():
                 shutil.copy2(results_dir / name, tmp / "results" / name)
-        shutil.copytree(figures_dir, tmp / "figures", ignore=shutil.ignore_patterns(".*"))
+        shutil.copytree(figures_dir, tmp / "figures", ignore=shutil.ignore_patterns(".*", "README.md"))
         write_report(Namespace(profile=profile_path, results_dir=str(tmp / "results"),
                                figures_dir=str(tmp / "figures"), out=str(tmp / "report.md")))
         report = (tmp / "report.md").read_text().replace(str(tmp), str(out))
