@@ -35,7 +35,8 @@ def style_of(method: str, experiments: list[str]) -> dict:
     """The same colour for a method in every figure (its place in --experiment-list); references grey."""
     if method in REFERENCE_STYLE:
         return dict(REFERENCE_STYLE[method])
-    colors = plt.get_cmap("tab10").colors
+    # tab10 without its grey (index 7), which the references use: no method looks like a reference
+    colors = [color for i, color in enumerate(plt.get_cmap("tab10").colors) if i != 7]
     index = experiments.index(method) if method in experiments else len(experiments)
     return dict(color=colors[index % len(colors)])
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 import pandas as pd
 
 from dcod.reporting import VALIDATION_SPLIT, eval_dirs, read_samples
@@ -49,8 +50,9 @@ def render(args) -> None:
     for name in names:
         part = data[data["method"] == name]
         errors = [0.0 if math.isnan(v) else v for v in part["accuracy_std"]]
-        style = dict(color="0.5", linestyle="--") if name == "base_student" else style_of(name, experiments)
+        style = dict(color="black", linestyle="--") if name == "base_student" else style_of(name, experiments)
         axis.errorbar(part["k"], part["accuracy_mean"], yerr=errors, marker="o", capsize=2, label=name, **style)
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # k counts steps: no k = 2.5
     axis.set_xlabel("chain length k (steps)")
     axis.set_ylabel("accuracy (%)")
     axis.set_ylim(0, 100)

@@ -43,7 +43,10 @@ def render(args) -> None:
             axis.plot(part["step"], part[key], label=f"seed {seed}", linewidth=1.0)
         axis.set_xlabel("optimiser step")
         axis.set_title(LABELS.get(key, key))
-        axis.set_ylim(bottom=0)
+        if key == "beta" and (data[key] > 0).all():
+            axis.set_yscale("log")  # adaptive β moves over orders of magnitude (1 to beta_max)
+        else:
+            axis.set_ylim(bottom=0)
     axes[0].legend(fontsize=8)
     figure.suptitle(f"{subject} diagnostics over training")
     save(figure, data, args.out)

@@ -22,7 +22,8 @@ REFERENCES = ("teacher", "base_student")
 
 def summary(work, name: str, seeds: list[int]) -> dict:
     per_seed = [read_stability(folder) for folder in eval_dirs(work, name, seeds)]
-    row = {"method": name, "n_seeds": len(per_seed), "problems": int(len(per_seed[0]))}
+    row = {"method": name, "n_seeds": len(per_seed), "problems": int(len(per_seed[0])),
+           "samples": int(per_seed[0]["samples"].max()) if len(per_seed[0]) else 0}
     for column in ("agreement", "malformed_rate"):
         row[f"{column}_mean"], row[f"{column}_std"] = mean_std(frame[column].mean() for frame in per_seed)
     return row
@@ -40,7 +41,15 @@ def render(args) -> None:
             axis.bar(index, row[f"{column}_mean"], yerr=error, capsize=2, edgecolor="black", linewidth=0.4,
                      **style_of(row["method"], experiments))
         axis.set_xticks(range(len(data)), data["method"], rotation=30, ha="right")
-        axis.set_ylim(0, 1)
         axis.set_title(label)
+    axes[0].set_ylim(0, 1)
+    samples = int(data["samples"].max())
+    if samples > 1:  # every answer different: the share of the most common one is 1/k, not 0
+        axes[0].axhline(1 / samples, color="black", linestyle=":", linewidth=1)
+        axes[0].text(0.99, 0.97, f"dotted: floor 1/k = {1 / samples:.2f} (k = {samples} samples)",
+                     transform=axes[0].transAxes, ha="right", va="top", fontsize=8)
+    # malformed rates are small: a 0-1 axis hides them; from zero to just above the largest bar
+    top = (data["malformed_rate_mean"] + data["malformed_rate_std"].fillna(0)).max()
+    axes[1].set_ylim(0, max(0.01, 1.25 * top))
     figure.suptitle("Trace stability (mean ± std over seeds)")
     save(figure, data, args.out)
