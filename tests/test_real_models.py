@@ -253,7 +253,10 @@ def test_evaluation_stage_scores_gsm8k_and_ifeval_with_the_real_model(smol_dir, 
     shutil.copy(REPO / "tests" / "data" / "ifeval_handmade.jsonl", data / "ifeval" / "ifeval_input_data.jsonl")
     monkeypatch.setenv("DCOD_DATA_DIR", str(data))
     profile = load_profile(REPO / "config" / "profiles" / "smol.yaml")
-    profile.data.eval = profile.eval.splits = ["gsm8k", "ifeval"]
+    # assignments are validated against the whole profile: the tuning split must stay an evaluated one
+    profile.tuning.split = "gsm8k"
+    profile.data.eval = ["gsm8k", "ifeval"]
+    profile.eval.splits = ["gsm8k", "ifeval"]
     profile.data.eval_limit, profile.eval.max_new_tokens, profile.threads = 8, 40, 1
     stage_world(profile, tmp_path / "world")
     stage_evaluate(profile, tmp_path / "world", str(smol_dir), tmp_path / "eval")
