@@ -31,15 +31,21 @@ COMPARED_COLUMNS = ("direct_step_fraction", "agreement_mean", "malformed_rate_me
 
 
 # ----------------------------------------------------------------------------- publish
-def table_versions(results_dir: Path) -> set[str]:
-    """Every code version named in the tables of ``results_dir``."""
-    versions: set[str] = set()
+def _column_values(results_dir: Path, column: str) -> set[str]:
+    """The distinct ``;``-separated values of ``column`` over Table 1 and Table 2 (where present)."""
+    values: set[str] = set()
     for name in ("table1.csv", "table2.csv"):
         path = results_dir / name
         if path.is_file():
-            column = pd.read_csv(path)["code_version"].dropna().astype(str)
-            versions |= {v for cell in column for v in cell.split(";") if v}
-    return versions
+            table = pd.read_csv(path)
+            if column in table:
+                values |= {v for cell in table[column].dropna().astype(str) for v in cell.split(";") if v}
+    return values
+
+
+def table_versions(results_dir: Path) -> set[str]:
+    """Every code version named in the tables of ``results_dir``."""
+    return _column_values(results_dir, "code_version")
 
 
 def check_publishable(results_dir: Path) -> str:
@@ -58,13 +64,7 @@ def check_publishable(results_dir: Path) -> str:
 
 
 def table_machines(results_dir: Path) -> list[str]:
-    machines: set[str] = set()
-    for name in ("table1.csv", "table2.csv"):
-        path = results_dir / name
-        if path.is_file() and "machine" in pd.read_csv(path):
-            column = pd.read_csv(path)["machine"].dropna().astype(str)
-            machines |= {m for cell in column for m in cell.split(";") if m}
-    return sorted(machines)
+    return sorted(_column_values(results_dir, "machine"))
 
 
 def publish(profile_path: str, results_dir: Path, figures_dir: Path, out: Path) -> None:
@@ -104,7 +104,7 @@ def compare_tables(published: pd.DataFrame, fresh: pd.DataFrame) -> pd.DataFrame
     present in both tables; accuracy in points, the rest in its own unit."""
     splits = [s for s in table_splits(published) if s in table_splits(fresh)]
     columns = [f"{s}_mean" for s in splits] + [f"delta_{s}_vs_sft" for s in splits]
-    columns += [c for c in COMPARED_COLUMNS]
+    columns += list(COMPARED_COLUMNS)
     columns = [c for c in columns if c in published.columns and c in fresh.columns]
     old, new = published.set_index("method"), fresh.set_index("method")
     rows = []
