@@ -320,6 +320,36 @@ class ReportConfig(Section):
     baseline: str = "sft"
 
 
+class RobustnessConfig(Section):
+    """The robustness worlds (toy only): every world seed x direct-style probability pair, each with its own
+    world, traces and calibration line, trained with ``seeds`` and evaluated on ``splits``. The base student
+    depends on the world seed only, so it is shared across the direct-style probabilities."""
+
+    world_seeds: list[Seed] = Field(default_factory=lambda: [0, 1])
+    p_direct: list[Annotated[float, Field(ge=0.0, le=1.0)]] = Field(default_factory=lambda: [0.25, 0.5, 0.75])
+    seeds: list[Seed] = Field(default_factory=lambda: [0, 1])
+    splits: list[str] = Field(default_factory=lambda: ["validation", "id", "long"])
+    # None: every Table 1 experiment trained on offline traces only, plus the student-style reference
+    experiments: list[str] | None = None
+
+
+class CalibrationConfig(Section):
+    """Extra base students that size the pre-training's knife edge (toy only): the same pre-training with
+    other seeds, and with ``steps_factor`` times the steps (the plateau check, docs/toy_world.md)."""
+
+    pretrain_seeds: list[Seed] = Field(default_factory=list)
+    steps_factor: Float = Field(1.5, gt=1.0)
+
+
+class FloatPathCheck(Section):
+    """A second run of Table 1 under other float kernels on the same machine (environment variables set for
+    every command of that run), published with its spread against the main run."""
+
+    name: str = Field("avx2", pattern=r"^[A-Za-z0-9_]+$")
+    env: dict[str, str] = Field(default_factory=lambda: {"ATEN_CPU_CAPABILITY": "avx2",
+                                                         "ONEDNN_MAX_CPU_ISA": "AVX2"})
+
+
 class ProfileConfig(Section):
     name: str
     data: DataConfig = Field(default_factory=DataConfig)
@@ -336,6 +366,9 @@ class ProfileConfig(Section):
     threads: int = Field(1, ge=1)
     experiments: list[str] | None = None  # None: every experiment directory
     ablation_seeds: list[Seed] | None = None  # None: same as seeds
+    robustness: RobustnessConfig | None = None  # toy only: the robustness worlds
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    float_path_check: FloatPathCheck | None = None  # a second Table 1 under other float kernels
     _source: str = PrivateAttr("profile")  # the file it was read from, for checks made later
 
     @property
@@ -352,6 +385,11 @@ class ProfileConfig(Section):
             raise ValueError("ablation_seeds: must be distinct")
         if self.tuning.split not in self.eval.splits:
             raise ValueError(f"tuning.split: must be one of {self.eval.splits}")
+        if self.robustness is not None:
+            if self.data.source != "toy":
+                raise ValueError("robustness: the robustness worlds exist for data.source toy only")
+            if not set(self.robustness.splits) <= set(self.eval.splits):
+                raise ValueError(f"robustness.splits: must be among eval.splits {self.eval.splits}")
         if self.data.source == "benchmarks":
             if self.student.path is None:
                 raise ValueError("student.path: is required with data.source benchmarks")
@@ -368,6 +406,9 @@ class ExperimentConfig(Section):
     method: str  # a registered method (dcod.methods); checked with its params by dcod.methods.resolve
     description: str = ""
     table: Literal["main", "ablation"] = "main"  # main: Table 1; ablation: Table 2
+    # teacher: the offline teacher traces; student_style (toy only): traces of the teacher forced to the
+    # student's native style -- the oracle reference row, knowledge no real method has
+    traces: Literal["teacher", "student_style"] = "teacher"
     params: dict[str, Any] = Field(default_factory=dict)  # the method's Params, checked by resolve
     train: dict[str, Any] = Field(default_factory=dict)  # overrides of the profile's TrainConfig
     _source: str = PrivateAttr("experiment")
@@ -470,4 +511,11 @@ def discover_experiments(root: str | Path, profile: ProfileConfig | None = None)
         if missing:
             raise ConfigError(f"profile {profile.name}: experiments {missing} have no {root}/<name>/config.yaml")
         names = [n for n in names if n in profile.experiments]
+    if profile is not None and profile.data.source != "toy":
+        # the student-style reference needs the toy teacher forced to one style: toy profiles only
+        styled = [n for n in names if load_experiment(root / n / "config.yaml").traces == "student_style"]
+        if styled and profile.experiments is not None:
+            raise ConfigError(f"profile {profile.name}: experiments {styled} train on student-style traces, "
+                              "which exist for data.source toy only")
+        names = [n for n in names if n not in styled]
     return names
