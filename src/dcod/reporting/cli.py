@@ -39,6 +39,7 @@ def run(args) -> None:
                 "table2": ("dcod.reporting.tables", "write_table2"),
                 "calibration": ("dcod.reporting.calibration", "write_calibration"),
                 "tuning": ("dcod.reporting.tuning", "write_tuning"),
+                "robustness": ("dcod.reporting.robustness", "write_robustness"),
                 "paper": ("dcod.reporting.paper", "write_report"),
                 "compare": ("dcod.reporting.snapshot", "write_comparison"),
                 "publish": ("dcod.reporting.snapshot", "write_publish")}
