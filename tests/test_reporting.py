@@ -16,6 +16,7 @@ import pytest
 
 from dcod.reporting import calibration, cli, paper, tables
 from dcod.reporting.figures import FIGURE_NAMES
+from dcod.reporting.stats import hierarchical_bootstrap_diff
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLITS = {"validation": (8, (1, 2)), "id": (40, (1, 4)), "long": (40, (5, 6)), "retention": (20, None)}
@@ -203,14 +204,30 @@ def test_bootstrap_contains_true_delta_and_separates_large_differences(built):
     assert sft["delta_long_vs_sft"] == 0 and sft["delta_long_ci_low"] == 0 == sft["delta_long_ci_high"]
 
 
-def test_paired_bootstrap_is_paired():
+def test_table_bootstrap_is_paired_on_problems():
     """Two models wrong on the same hard problems differ by exactly one problem: the CI is tight."""
     ids = [f"p{i}" for i in range(200)]
-    reference = pd.Series([float(i % 2) for i in range(200)], index=ids)
-    method = reference.copy()
-    method.iloc[0] = 1.0
-    delta, low, high = tables.paired_bootstrap(method, reference, "id")
+    reference = pd.DataFrame({"seed": 0, "problem": ids, "value": [float(i % 2) for i in range(200)]})
+    method = reference.assign(value=[1.0] + list(reference["value"].iloc[1:]))
+    delta, low, high = (100 * v for v in hierarchical_bootstrap_diff(method, reference, seed=tables.bootstrap_seed("id")))
     assert delta == pytest.approx(0.5) and 0 <= low <= delta <= high <= 2.5
+
+
+def test_subject_minus_row_columns_and_roles(built):
+    tmp_path, _, _ = built
+    table = pd.read_csv(tmp_path / "results" / "table1.csv").set_index("method")
+    # on the baseline's row, dcod − row is the dcod row's delta vs sft: the same bootstrap call
+    for suffix in ("", "_ci_low", "_ci_high"):
+        assert table.loc["sft", f"dcod_minus_row_id{suffix}"] == table.loc["dcod", f"delta_id{suffix or '_vs_sft'}"]
+    assert math.isnan(table.loc["dcod", "dcod_minus_row_id"])  # no row against itself
+    # stability: dcod's per-problem agreement 0.9 against kd's 0.6 on every problem and seed: exactly 0.3
+    kd = table.loc["kd"]
+    assert kd["dcod_minus_row_agreement"] == pytest.approx(0.3)
+    assert kd["dcod_minus_row_agreement_ci_low"] == pytest.approx(0.3)
+    assert kd["dcod_minus_row_malformed_rate_ci_high"] == pytest.approx(-0.3)
+    assert table.loc["kd", "stability_samples"] == 4
+    assert list(table["role"]) == ["reference", "reference", "method", "method", "method"]
+    assert table.loc["sft", "offline_only"] and pd.isna(table.loc["teacher", "offline_only"])
 
 
 def test_tables_are_bit_reproducible(built, tmp_path):

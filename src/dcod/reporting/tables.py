@@ -1,12 +1,31 @@
 """Table 1 (main comparison) and Table 2 (ablations of the method under test): tidy CSV, one row per method.
 
 Accuracy is in percent, mean and sample std (ddof=1) over training seeds; the spread is left empty for
-a single seed rather than shown as 0, which would claim a precision we do not have. ``method − baseline``
-(the profile's ``report.baseline``; columns ``delta_<split>_vs_sft``, named after the paper's baseline)
-is a paired bootstrap over *problems* (the seeds are averaged per problem first), because both methods
-answer the same problems: pairing removes the problem-difficulty variance that an unpaired comparison
-of two means would carry. The replicates use a fixed seed per split, so the table is bit-reproducible
-and every method on a split is resampled with the same problem draws.
+a single seed rather than shown as 0, which would claim a precision we do not have.
+
+Every interval is the hierarchical bootstrap of docs/claims.md (``dcod.reporting.stats``): training seeds
+resampled per model, then problems resampled with the same draw for both models, 2,000 replicates with a
+fixed seed per split, so the table is bit-reproducible and the intervals carry seed variance as well as
+problem variance. Two families of differences:
+
+- ``delta_<split>_vs_sft`` (+ ``_ci_low``/``_ci_high``): this row − the profile's ``report.baseline``, in
+  accuracy points (named after the paper's baseline);
+- ``dcod_minus_row_<metric>`` (+ CIs): the profile's ``report.subject`` − this row, for every held-out
+  split (points) and for the trace-stability metrics ``agreement`` and ``malformed_rate`` (their own
+  unit, per-problem values from stability.csv). These are what claims (a)–(c) are judged on; on the
+  baseline's row they equal the subject's ``delta_*`` by construction (the same call).
+
+``role`` separates the ``method`` rows from the ``reference`` rows (teacher, base student, and the oracle
+trained on student-style traces, knowledge no method has); ``offline_only`` says whether a method's
+declared needs are offline traces only (no rollouts, no teacher in memory): the offline baselines of
+claim (a). ``oracle_gap_closed_<split>`` = (row − SFT) / (oracle − SFT) on ``id`` and ``long``, blank
+when the oracle is less than 1 point above SFT (a ratio over a gap inside the noise means nothing).
+
+Cost in machine-independent units (docs/claims.md (d)), means over seeds: tokens trained, sampled and
+run through the teacher, the student's and teacher's parameter counts, and
+``training_flops = 6·N·trained + 2·N·sampled + 2·N_teacher·teacher forward`` (the programmatic toy teacher
+costs 0 FLOPs). A frozen reference's forward (iw-SFT's initial student) is outside that pre-registered
+estimate and priced apart in ``reference_forward_flops``. Wall time goes to the timing CSV only.
 
 What a run's method declared is read from its run.json (written at train time): its needs (whether the
 one-off offline trace cost counts), its Table 2 knobs and the diagnostics its weights log. No method is
@@ -15,7 +34,9 @@ named here.
 
 from __future__ import annotations
 
+import json
 import math
+import struct
 import sys
 import zlib
 from dataclasses import dataclass
@@ -28,14 +49,21 @@ from dcod.io import write_csv
 from dcod.reporting import (eval_dirs, held_out_splits, is_reference, need, parse_names, parse_seeds, read_metrics,
                             read_run, read_samples, read_stability, read_traces_info, read_train_log, report_roles,
                             run_dirs, split_order)
+from dcod.reporting.stats import hierarchical_bootstrap_diff
 
 BOOTSTRAP_REPLICATES = 2000
 BOOTSTRAP_SEED = 20260514
 ARITHMETIC_SPLITS = ("id", "long")  # where the toy's step styles are counted (direct_step_fraction)
-COST_COLUMNS = ("wall_time_s", "student_tokens_trained", "tokens_sampled", "teacher_forward_tokens")
+COST_COLUMNS = ("wall_time_s", "student_tokens_trained", "tokens_sampled", "teacher_forward_tokens",
+                "reference_forward_tokens", "student_parameters", "teacher_parameters", "training_flops",
+                "reference_forward_flops")
+STABILITY_METRICS = ("agreement", "malformed_rate")  # per-problem columns of stability.csv
+GAP_SPLITS = ("id", "long")  # where the oracle gap closed is reported
+MIN_ORACLE_GAP = 1.0  # points: below it the gap-closed ratio is left blank
 FINAL_PHASE = 0.2  # diagnostics are averaged over the last 20% of optimiser steps
 DESCRIPTIONS = {"teacher": "teacher (reference, evaluated once)",
                 "base_student": "base student before distillation (reference, evaluated once)"}
+ORACLE_NOTE = "reference: uses knowledge no method has"
 
 
 @dataclass
@@ -85,49 +113,75 @@ def direct_step_fraction(metrics: pd.DataFrame) -> float:
     return float(direct / total) if total else math.nan
 
 
-def problem_means(evaluated: Evaluated, split: str) -> pd.Series:
-    """Correctness per problem id averaged over seeds (index sorted, so order never depends on files)."""
-    columns = []
-    for seed_index, samples in enumerate(evaluated.samples):
+def problem_values(evaluated: Evaluated, split: str) -> pd.DataFrame:
+    """Correctness (0/1) per seed and problem on ``split``: the long frame the bootstrap resamples."""
+    frames = []
+    for seed, samples in zip(evaluated.seeds or [0], evaluated.samples):
         rows = samples[samples["split"] == split]
-        if rows["id"].duplicated().any():
-            raise ValueError(f"{evaluated.name}: duplicate problem ids on split {split!r}")
-        columns.append(rows.set_index("id")["correct"].astype(float).rename(seed_index))
-    table = pd.concat(columns, axis=1)
-    if table.isna().any().any():
-        raise ValueError(f"{evaluated.name}: the seeds were evaluated on different problems of split {split!r}")
-    return table.mean(axis=1).sort_index()
+        frames.append(pd.DataFrame({"seed": seed, "problem": rows["id"].to_numpy(),
+                                    "value": rows["correct"].astype(float).to_numpy()}))
+    return pd.concat(frames, ignore_index=True)
 
 
-def paired_bootstrap(method: pd.Series, reference: pd.Series, split: str) -> tuple[float, float, float]:
-    """(delta, 2.5%, 97.5%) of mean(method) − mean(reference) in accuracy points, paired by problem id."""
-    if set(method.index) != set(reference.index):
-        raise ValueError(f"split {split!r}: the two models were evaluated on different problems")
-    ids = sorted(method.index)
-    differences = method.reindex(ids).to_numpy(float) - reference.reindex(ids).to_numpy(float)
-    if differences.size == 0:
-        return math.nan, math.nan, math.nan
-    rng = np.random.default_rng([BOOTSTRAP_SEED, zlib.crc32(split.encode())])
-    draws = rng.integers(0, differences.size, size=(BOOTSTRAP_REPLICATES, differences.size))
-    replicates = 100.0 * differences[draws].mean(axis=1)
-    low, high = np.percentile(replicates, [2.5, 97.5])
-    return 100.0 * float(differences.mean()), float(low), float(high)
+def stability_values(evaluated: Evaluated, metric: str) -> pd.DataFrame | None:
+    """One stability metric per seed and problem (the problems of every split the pass sampled)."""
+    if not evaluated.stability:
+        return None
+    frames = []
+    for seed, frame in zip(evaluated.seeds or [0], evaluated.stability):
+        for column in ("id", "split", metric):
+            if column not in frame:
+                raise ValueError(f"{evaluated.name} (seed {seed}): stability.csv has no {column!r} column")
+        frames.append(pd.DataFrame({"seed": seed, "problem": frame["split"].astype(str) + "/" + frame["id"].astype(str),
+                                    "value": frame[metric].astype(float).to_numpy()}))
+    return pd.concat(frames, ignore_index=True)
 
 
-def accuracy_row(evaluated: Evaluated, splits: list[str], baseline: Evaluated | None) -> dict:
+def bootstrap_seed(key: str) -> list[int]:
+    """The fixed replicate seed of one split or metric: every comparison on it uses the same problem draws."""
+    return [BOOTSTRAP_SEED, zlib.crc32(key.encode())]
+
+
+def difference(left: Evaluated, right: Evaluated, key: str, scale: float) -> tuple[float, float, float]:
+    """(mean(left) − mean(right), CI) × ``scale`` on a split (``key`` a split) or a stability metric. A model
+    against itself is the same training runs, not two independent draws of runs: exactly 0."""
+    if key in STABILITY_METRICS:
+        a, b = stability_values(left, key), stability_values(right, key)
+        if a is None or b is None:
+            return (math.nan,) * 3
+    else:
+        if not any((s["split"] == key).any() for s in left.samples):
+            return (math.nan,) * 3
+        a, b = problem_values(left, key), problem_values(right, key)
+    if left.name == right.name:
+        return 0.0, 0.0, 0.0
+    where = f"split {key!r}" if key not in STABILITY_METRICS else f"stability metric {key!r}"
+    point, low, high = hierarchical_bootstrap_diff(a, b, replicates=BOOTSTRAP_REPLICATES, seed=bootstrap_seed(key),
+                                                   names=(f"{left.name} ({where})", f"{right.name} ({where})"))
+    return scale * point, scale * low, scale * high
+
+
+def accuracy_row(evaluated: Evaluated, splits: list[str], baseline: Evaluated | None,
+                 subject: Evaluated | None = None) -> dict:
     row: dict = {"method": evaluated.name, "n_seeds": len(evaluated.metrics),
                  "seeds": ";".join(map(str, evaluated.seeds))}
     for split in splits:
         row[f"{split}_mean"], row[f"{split}_std"] = mean_std(split_accuracy(evaluated, split))
     row["direct_step_fraction"] = mean_std(direct_step_fraction(m) for m in evaluated.metrics)[0]
-    for column in ("agreement", "malformed_rate"):
+    for column in STABILITY_METRICS:
         values = [frame[column].mean() for frame in evaluated.stability] if evaluated.stability else []
         row[f"{column}_mean"], row[f"{column}_std"] = mean_std(values)
+    samples = [int(frame["samples"].max()) for frame in evaluated.stability or [] if "samples" in frame]
+    row["stability_samples"] = max(samples) if samples else math.nan
     for split in held_out_splits(splits):
-        delta = (math.nan,) * 3
-        if baseline is not None and any((s["split"] == split).any() for s in evaluated.samples):
-            delta = paired_bootstrap(problem_means(evaluated, split), problem_means(baseline, split), split)
+        delta = difference(evaluated, baseline, split, 100.0) if baseline is not None else (math.nan,) * 3
         row[f"delta_{split}_vs_sft"], row[f"delta_{split}_ci_low"], row[f"delta_{split}_ci_high"] = delta
+    for key in [*held_out_splits(splits), *STABILITY_METRICS]:
+        versus = (math.nan,) * 3
+        if subject is not None and subject.name != evaluated.name:
+            versus = difference(subject, evaluated, key, 1.0 if key in STABILITY_METRICS else 100.0)
+        prefix = f"dcod_minus_row_{key}"
+        row[prefix], row[f"{prefix}_ci_low"], row[f"{prefix}_ci_high"] = versus
     return row
 
 
@@ -145,13 +199,124 @@ def uses_offline_traces(run: dict) -> bool:
     return bool(_declared(run, "needs")["offline_traces"])
 
 
-def cost_row(runs: list[dict], traces: dict | None) -> dict:
+def is_offline_only(run: dict) -> bool:
+    """Offline traces only: trains on the stored traces, samples no rollout and keeps no teacher in memory
+    (docs/claims.md, "Offline baselines"); a frozen copy of the initial student does not count as online."""
+    needs = _declared(run, "needs")
+    return bool(needs["offline_traces"]) and not needs.get("student_rollouts") and not needs.get("teacher_model")
+
+
+def is_oracle(run: dict) -> bool:
+    """The oracle reference: trained on the teacher's traces forced to the student's native style."""
+    return run.get("experiment", {}).get("traces", "teacher") == "student_style"
+
+
+def safetensors_parameters(folder: Path) -> int | None:
+    """The exact parameter count from the headers of a model folder's ``*.safetensors`` (no tensor read)."""
+    files = sorted(Path(folder).glob("*.safetensors"))
+    if not files:
+        return None
+    total = 0
+    for path in files:
+        with open(path, "rb") as handle:
+            (size,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(size))
+        total += sum(math.prod(entry["shape"]) for key, entry in header.items() if key != "__metadata__")
+    return total
+
+
+def llama_parameters(config: dict) -> int:
+    """A Llama's parameter count from its config.json (embeddings, attention with grouped KV heads, gated
+    MLP, RMS norms, an untied head when it has one), for a model folder without safetensors."""
+    hidden, layers, vocab = config["hidden_size"], config["num_hidden_layers"], config["vocab_size"]
+    heads = config["num_attention_heads"]
+    head_dim = config.get("head_dim") or hidden // heads
+    kv = config.get("num_key_value_heads", heads)
+    attention = hidden * heads * head_dim * 2 + hidden * kv * head_dim * 2
+    mlp = 3 * hidden * config["intermediate_size"]
+    head = 0 if config.get("tie_word_embeddings", True) else vocab * hidden
+    return vocab * hidden + head + layers * (attention + mlp + 2 * hidden) + hidden
+
+
+def model_parameters(folder: Path) -> int | None:
+    counted = safetensors_parameters(folder)
+    if counted is not None:
+        return counted
+    config = Path(folder) / "config.json"
+    if config.is_file():
+        with open(config) as handle:
+            data = json.load(handle)
+        if data.get("model_type") == "llama":
+            return llama_parameters(data)
+    return None
+
+
+def student_parameters(run: dict, run_dir: Path, work: Path) -> float:
+    """N: run.json's record if training wrote one, else the trained model folder, else the base student
+    (every method trains the same architecture); NaN with a warning when none is readable."""
+    if run.get("student_parameters") is not None:
+        return float(run["student_parameters"])
+    for folder in (Path(run_dir) / "model", Path(work) / "base_student"):
+        counted = model_parameters(folder)
+        if counted is not None:
+            return float(counted)
+    print(f"report: no parameter count for {run_dir} (no run.json 'student_parameters', no model folder): "
+          "its FLOPs stay empty", file=sys.stderr)
+    return math.nan
+
+
+def teacher_parameters(run: dict, teacher) -> float:
+    """N_teacher: run.json's record, 0 for the programmatic toy teacher, else the local teacher folder."""
+    if run.get("teacher_parameters") is not None:
+        return float(run["teacher_parameters"])
+    if teacher is None or teacher.kind == "programmatic":
+        return 0.0
+    counted = model_parameters(Path(teacher.path)) if teacher.path and Path(teacher.path).is_dir() else None
+    return math.nan if counted is None else float(counted)
+
+
+def run_cost(run: dict, run_dir: Path, work: Path, teacher) -> dict:
+    """One run's cost in machine-independent units (docs/claims.md (d))."""
+    cost = {column: float(run.get(column, math.nan)) for column in
+            ("wall_time_s", "student_tokens_trained", "tokens_sampled", "teacher_forward_tokens",
+             "reference_forward_tokens")}
+    n = student_parameters(run, run_dir, work)
+    forward = cost["teacher_forward_tokens"]
+    n_teacher = teacher_parameters(run, teacher) if forward else 0.0  # no forward: no teacher term
+    cost.update(student_parameters=n, teacher_parameters=n_teacher if forward else math.nan)
+    cost["training_flops"] = (6 * n * cost["student_tokens_trained"] + 2 * n * cost["tokens_sampled"]
+                              + (2 * n_teacher * forward if forward else 0.0))
+    reference = cost["reference_forward_tokens"]
+    cost["reference_forward_flops"] = 2 * n * reference if not math.isnan(reference) else math.nan
+    return cost
+
+
+def cost_row(runs: list[dict], traces: dict | None, costs: list[dict] | None = None) -> dict:
     """Training cost, mean over seeds; the one-off offline trace cost for methods that use the traces."""
-    row = {column: mean_std(float(run.get(column, math.nan)) for run in runs)[0] for column in COST_COLUMNS}
+    costs = costs or [{column: float(run.get(column, math.nan)) for column in COST_COLUMNS} for run in runs]
+    row = {column: mean_std(cost.get(column, math.nan) for cost in costs)[0] for column in COST_COLUMNS}
     offline = traces is not None and uses_offline_traces(runs[0])
     row["offline_trace_tokens"] = float(traces["tokens_generated"]) if offline else math.nan
     row["offline_trace_seconds"] = float(traces["generation_seconds"]) if offline else math.nan
     return row
+
+
+def oracle_gap_closed(rows: list[dict], baseline: str) -> None:
+    """``oracle_gap_closed_<split>`` on every method row (in place): how much of the SFT -> oracle gap it
+    closes; blank for references, without an oracle or a baseline row, or when the gap is under a point."""
+    by_name = {row["method"]: row for row in rows}
+    oracle = next((row for row in rows if row.get("_oracle")), None)
+    for split in GAP_SPLITS:
+        column = f"oracle_gap_closed_{split}"
+        gap = math.nan
+        if oracle is not None and baseline in by_name and f"{split}_mean" in oracle:
+            gap = oracle[f"{split}_mean"] - by_name[baseline][f"{split}_mean"]
+        for row in rows:
+            usable = row["role"] == "method" and not math.isnan(gap) and gap >= MIN_ORACLE_GAP
+            row[column] = ((row[f"{split}_mean"] - by_name[baseline][f"{split}_mean"]) / gap
+                           if usable and f"{split}_mean" in row else math.nan)
+        if oracle is not None:
+            oracle[column] = 1.0 if not math.isnan(gap) and gap >= MIN_ORACLE_GAP else math.nan
 
 
 def code_versions(evaluated: Evaluated, runs: list[dict]) -> str:
@@ -170,28 +335,41 @@ def machines(evaluated: Evaluated, runs: list[dict]) -> str:
     return ";".join(sorted(labels))
 
 
-def build_rows(work: Path, names: list[str], seeds: list[int], baseline: str) -> tuple[list[dict], list[str]]:
-    """One row per model (accuracy, stability, bootstrap vs ``baseline``, cost) and the split order."""
+def build_rows(work: Path, names: list[str], seeds: list[int], baseline: str, subject: str | None = None,
+               teacher=None) -> tuple[list[dict], list[str]]:
+    """One row per model (accuracy, stability, bootstraps vs ``baseline`` and from ``subject``, cost) and
+    the split order; ``teacher`` (the profile's TeacherConfig) prices teacher forwards in FLOPs."""
     evaluated = {name: load_evaluated(work, name, seeds) for name in names}
-    runs = {name: [] if is_reference(name) else [read_run(d) for d in run_dirs(work, name, seeds)]
-            for name in names}
+    dirs = {name: [] if is_reference(name) else run_dirs(work, name, seeds) for name in names}
+    runs = {name: [read_run(d) for d in dirs[name]] for name in names}
     needs_traces = any(runs[name] and uses_offline_traces(runs[name][0]) for name in names)
     traces = read_traces_info(work) if needs_traces else None
     splits = split_order([m for ev in evaluated.values() for m in ev.metrics])
     reference = evaluated.get(baseline)
     if reference is None:
         print(f"report: no baseline {baseline!r} among {names}: the delta columns stay empty", file=sys.stderr)
+    tested = evaluated.get(subject) if subject else None
+    if subject and tested is None:
+        print(f"report: no subject {subject!r} among {names}: the dcod_minus_row columns stay empty", file=sys.stderr)
     rows = []
     for name in names:
-        row = accuracy_row(evaluated[name], splits, reference)
-        description = runs[name][0].get("experiment", {}).get("description") if runs[name] else None
-        row["description"] = description or DESCRIPTIONS.get(name, name)
-        cost = cost_row(runs[name], traces) if runs[name] else dict.fromkeys(
+        row = accuracy_row(evaluated[name], splits, reference, tested)
+        run = runs[name][0] if runs[name] else {}
+        oracle = bool(run) and is_oracle(run)
+        description = run.get("experiment", {}).get("description") or DESCRIPTIONS.get(name, name)
+        if oracle and ORACLE_NOTE not in description:
+            description = f"{description} ({ORACLE_NOTE})"
+        row["description"] = description
+        row["role"] = "reference" if not run or oracle else "method"
+        row["offline_only"] = (is_offline_only(run) if run else math.nan)
+        costs = [run_cost(r, d, work, teacher) for r, d in zip(runs[name], dirs[name])]
+        cost = cost_row(runs[name], traces, costs) if runs[name] else dict.fromkeys(
             [*COST_COLUMNS, "offline_trace_tokens", "offline_trace_seconds"], math.nan)
-        lrs = sorted({float(run["train"]["lr"]) for run in runs[name] if "lr" in run.get("train", {})})
+        lrs = sorted({float(r["train"]["lr"]) for r in runs[name] if "lr" in r.get("train", {})})
         rows.append({**row, **cost, "lr": ";".join(f"{lr:g}" for lr in lrs),
                      "code_version": code_versions(evaluated[name], runs[name]),
-                     "machine": machines(evaluated[name], runs[name]), "_runs": runs[name]})
+                     "machine": machines(evaluated[name], runs[name]), "_runs": runs[name], "_oracle": oracle})
+    oracle_gap_closed(rows, baseline)
     return rows, splits
 
 
@@ -204,17 +382,26 @@ def table_splits(table: pd.DataFrame) -> list[str]:
 
 def order_columns(frame: pd.DataFrame, splits: list[str], extra: list[str]) -> pd.DataFrame:
     accuracy = [f"{split}_{stat}" for split in splits for stat in ("mean", "std")]
-    stability = ["agreement_mean", "agreement_std", "malformed_rate_mean", "malformed_rate_std"]
+    stability = ["agreement_mean", "agreement_std", "malformed_rate_mean", "malformed_rate_std", "stability_samples"]
     deltas = [f"delta_{split}_{kind}" for split in held_out_splits(splits)
               for kind in ("vs_sft", "ci_low", "ci_high")]
-    columns = ["method", "description", "lr", "n_seeds", "seeds", *accuracy, "direct_step_fraction", *stability,
-               *COST_COLUMNS, "offline_trace_tokens", "offline_trace_seconds", *deltas, *extra, "code_version", "machine"]
+    versus = [f"dcod_minus_row_{key}{kind}" for key in [*held_out_splits(splits), *STABILITY_METRICS]
+              for kind in ("", "_ci_low", "_ci_high")]
+    gaps = [f"oracle_gap_closed_{split}" for split in GAP_SPLITS if split in splits]
+    columns = ["method", "description", "role", "offline_only", "lr", "n_seeds", "seeds", *accuracy,
+               "direct_step_fraction", *stability, *COST_COLUMNS, "offline_trace_tokens", "offline_trace_seconds",
+               *deltas, *versus, *gaps, *extra, "code_version", "machine"]
     return frame[columns]
 
 
-def build_table1(work: Path, experiments: list[str], seeds: list[int], baseline: str) -> pd.DataFrame:
-    rows, splits = build_rows(work, ["teacher", "base_student", *experiments], seeds, baseline)
-    return order_columns(pd.DataFrame([{k: v for k, v in r.items() if k != "_runs"} for r in rows]), splits, [])
+def public(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows])
+
+
+def build_table1(work: Path, experiments: list[str], seeds: list[int], baseline: str, subject: str | None = None,
+                 teacher=None) -> pd.DataFrame:
+    rows, splits = build_rows(work, ["teacher", "base_student", *experiments], seeds, baseline, subject, teacher)
+    return order_columns(public(rows), splits, [])
 
 
 # ----------------------------------------------------------------------------- table 2
@@ -235,23 +422,26 @@ def final_phase_diagnostics(work: Path, name: str, seeds: list[int], keys: list[
 
 
 def build_table2(work: Path, experiments: list[str], seeds: list[int], subject: str,
-                 baseline: str) -> pd.DataFrame:
+                 baseline: str, teacher=None) -> pd.DataFrame:
     """The ablations beside ``subject`` and ``baseline`` (role: reference): each run's declared knobs
-    (report_columns) and the final-phase mean of the diagnostics its weights log."""
-    rows, splits = build_rows(work, experiments, seeds, baseline)
-    extra = ["role"]
+    (report_columns) and the final-phase mean of the diagnostics its weights log. Its ``role`` column
+    (reference / ablation / main) replaces Table 1's reference / method one."""
+    rows, splits = build_rows(work, experiments, seeds, baseline, None, teacher)
+    extra = ["table2_role"]
     for row in rows:
         run = row.pop("_runs")[0]
+        row.pop("_oracle")
         table = run.get("experiment", {}).get("table")
-        row["role"] = "reference" if row["method"] in (baseline, subject) else table
+        row["table2_role"] = "reference" if row["method"] in (baseline, subject) else table
         knobs = dict(_declared(run, "report_columns"))  # [name, value] pairs in the method's order
         row.update(knobs)
         row.update(final_phase_diagnostics(work, row["method"], seeds, _declared(run, "weight_diagnostics")))
         extra += [column for column in knobs if column not in extra]
     diagnostics = [column for row in rows for column in row if column.startswith("final_")]
     extra += list(dict.fromkeys(diagnostics))
-    frame = pd.DataFrame(rows)
-    return order_columns(frame, splits, extra)
+    frame = order_columns(pd.DataFrame(rows), splits, extra)
+    frame = frame.drop(columns=["role"]).rename(columns={"table2_role": "role"})
+    return frame[[c for c in frame.columns if not c.startswith(("dcod_minus_row_", "oracle_gap_closed_"))]]
 
 
 def table2_knobs(table2: pd.DataFrame) -> list[str]:
@@ -301,11 +491,19 @@ def _write_split(frame: pd.DataFrame, out: str | Path, what: str) -> None:
     print(f"{what}: {len(frame)} rows -> {out} (wall times -> {timing_path(out)})")
 
 
+def _teacher(args):
+    from dcod.config import load_profile
+
+    return load_profile(args.profile).teacher if args.profile else None
+
+
 def write_table1(args) -> None:
     roles = report_roles(args.profile)
-    _write_split(build_table1(*_inputs(args, "table1"), roles.baseline), args.out, "table1")
+    table = build_table1(*_inputs(args, "table1"), roles.baseline, roles.subject, _teacher(args))
+    _write_split(table, args.out, "table1")
 
 
 def write_table2(args) -> None:
     roles = report_roles(args.profile)
-    _write_split(build_table2(*_inputs(args, "table2"), roles.subject, roles.baseline), args.out, "table2")
+    table = build_table2(*_inputs(args, "table2"), roles.subject, roles.baseline, _teacher(args))
+    _write_split(table, args.out, "table2")
