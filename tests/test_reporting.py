@@ -272,9 +272,15 @@ def test_calibration_targets_pass_and_flip(built):
     assert sft_id["accuracy"] == pytest.approx(55.0) and sft_id["n_seeds"] == 2
     # the CSV keeps 6 significant digits (%.6g): <= 5e-6 relative
     assert sft_id["step_error_rate_direct"] == pytest.approx(sft_id["errors_direct"] / sft_id["steps_direct"], rel=1e-5)
-    assert [t.status for t in calibration.check_targets(frame)] == ["PASS", "PASS", "FAIL"]
+    statuses = {t.name: t.status for t in calibration.check_targets(frame)}
+    # the fixture has no oracle experiment (ci profile) and no calibration base students: not measured
+    assert statuses == {"teacher_reliable": "PASS", "sft_helps": "PASS", "oracle_helps": "not measured",
+                        "capacity_gap": "PASS", "errors_compound": "FAIL", "no_knife_edge": "not measured",
+                        "plateau": "not measured"}
     markdown = (tmp_path / "results" / "calibration.md").read_text()
     assert "**PASS**" in markdown and "**FAIL**" in markdown and "What each row checks" in markdown
+    written = pd.read_csv(tmp_path / "results" / "calibration_targets.csv").set_index("target")["status"]
+    assert written.to_dict() == statuses
 
     flipped = frame.copy()
     teacher = (flipped["model"] == "teacher_direct") & (flipped["split"] == "long")
@@ -282,7 +288,9 @@ def test_calibration_targets_pass_and_flip(built):
     flipped.loc[flipped["model"] == "sft", "errors_direct"] = 0
     for model, split, accuracy in (("base_student", "long", 10.0), ("sft", "long", 20.0)):
         flipped.loc[(flipped["model"] == model) & (flipped["split"] == split), "accuracy"] = accuracy
-    assert [t.status for t in calibration.check_targets(flipped)] == ["FAIL", "FAIL", "PASS"]
+    flipped_statuses = {t.name: t.status for t in calibration.check_targets(flipped)}
+    assert [flipped_statuses[name] for name in ("teacher_reliable", "capacity_gap", "errors_compound")] == [
+        "FAIL", "FAIL", "PASS"]
 
 
 def test_each_figure_is_a_png_with_its_data(built):
