@@ -1,0 +1,318 @@
+"""Robustness across worlds (docs/claims.md, "Worlds"): one row per world of ``results/robustness.csv``.
+
+Each world (world seed x direct-style probability of the teacher) has its own world, traces, base
+student and calibration line; the same offline experiments are trained on it with the profile's
+``robustness.seeds`` and evaluated on ``robustness.splits``. Per world this module reports:
+
+- accuracy (%) per split of the base student and of every experiment (mean over seeds);
+- DCOD - B on ``id`` and ``long`` for every offline baseline B, with 95% CIs of the hierarchical
+  bootstrap (``dcod.reporting.stats``: training seeds resampled per model, then problems, paired);
+- the best other offline baseline, chosen on that world's ``validation`` split only, and DCOD - it;
+- the share of the SFT -> oracle gap that DCOD closes, (dcod - sft) / (oracle - sft), left blank when the
+  gap is under ``ORACLE_GAP_MIN`` points (a ratio of two near-equal numbers means nothing);
+- the world's calibration line (``dcod.reporting.calibration.calibration_line``): PASS / FAIL / not
+  measured per target; the knife-edge targets are judged on the main world only.
+
+The subject (DCOD) and the baseline (SFT) are the profile's ``report`` roles. Offline baselines are the
+robustness experiments other than the subject and the student-style oracle reference. The robustness
+experiments are the profile's ``robustness.experiments``, or, when it is None, every Table 1 experiment
+whose method needs only the offline traces (no teacher in memory, no student rollouts) plus the
+student-style reference: the rule the DAG uses (workflow/rules/common.smk).
+
+Inputs per world folder ``R`` (``--worlds name=R/world/world.json,...``):
+  R/world/world.json                       world seed (``world.seed``) and p_direct (``profile.teacher``)
+  R/traces/train.json (when present)       p_direct again (``profile.teacher.p_direct``): must agree
+  R/eval/<model>/[seed<s>/]samples.jsonl   base_student, teacher_direct, teacher_decomposed, experiments
+The main world is the one whose world seed and p_direct are the profile's own (the DAG reuses the main
+run for it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dcod.io import write_csv, write_text
+from dcod.reporting import eval_dirs, is_reference, markdown_table, need, parse_names, read_samples, require
+from dcod.reporting.calibration import (FAIL, NOT_MEASURED, PASS, TARGET_NAMES, calibration_line,
+                                        knife_edge_knobs, oracle_experiment)
+from dcod.reporting.stats import excludes_zero, hierarchical_bootstrap_diff
+# Table 1's replicate count, seeds and gap rule: a world's numbers are computed exactly as Table 1's
+from dcod.reporting.tables import BOOTSTRAP_REPLICATES, MIN_ORACLE_GAP as ORACLE_GAP_MIN, bootstrap_seed
+
+COMPARED_SPLITS = ("id", "long")
+SELECTION_SPLIT = "validation"  # the best other baseline is chosen here, never on a compared split
+CALIBRATION_PREFIX = "calib_"
+CALIBRATION_NUMBERS = ("sft_gain_id", "sft_gain_long", "oracle_gain_id", "sft_step_error_direct",
+                       "sft_step_error_decomposed", "pretrain_seed_max_deviation", "plateau_shift_id")
+
+
+@dataclass
+class World:
+    name: str
+    work: Path
+    world_seed: int
+    p_direct: float
+    main: bool = False
+
+
+def parse_worlds(text: str | None) -> list[tuple[str, Path]]:
+    """``name=<work>/world/world.json,...`` -> [(name, work folder)]; a folder path is accepted too."""
+    worlds = []
+    for item in parse_names(text):
+        name, sep, path = item.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise ValueError(f"--worlds: {item!r} is not of the form name=<work>/world/world.json")
+        path = Path(path.strip())
+        work = path.parent.parent if path.name == "world.json" else path
+        worlds.append((name.strip(), work))
+    names = [name for name, _ in worlds]
+    if len(set(names)) != len(names):
+        raise ValueError(f"--worlds: a world name appears twice in {names}")
+    return worlds
+
+
+def _read_json(path: Path) -> dict:
+    with open(require(path)) as handle:
+        return json.load(handle)
+
+
+def _from_name(name: str) -> tuple[int | None, float | None]:
+    """``w<seed>_p<p_direct>`` (the DAG's world names): a fallback for summaries that lack the numbers."""
+    match = re.fullmatch(r"w(\d+)_p([0-9.]+)", name)
+    return (int(match.group(1)), float(match.group(2))) if match else (None, None)
+
+
+def world_facts(name: str, work: Path) -> tuple[int, float]:
+    """(world seed, p_direct) of a world folder, from its world.json (cross-checked with the traces summary)."""
+    marker = Path(work) / "world" / "world.json"
+    summary = _read_json(marker)
+    seed = summary.get("world", {}).get("seed", summary.get("profile", {}).get("world", {}).get("seed"))
+    p_direct = summary.get("profile", {}).get("teacher", {}).get("p_direct")
+    traces = Path(work) / "traces" / "train.json"
+    if traces.is_file():
+        traced = _read_json(traces).get("profile", {}).get("teacher", {}).get("p_direct")
+        if traced is not None and p_direct is not None and not math.isclose(float(traced), float(p_direct)):
+            raise ValueError(f"world {name}: {marker} says p_direct {p_direct} but {traces} says {traced}")
+        p_direct = traced if traced is not None else p_direct
+    named_seed, named_p = _from_name(name)
+    seed = named_seed if seed is None else seed
+    p_direct = named_p if p_direct is None else p_direct
+    if seed is None or p_direct is None:
+        raise ValueError(f"world {name}: {marker} records no world.seed / profile.teacher.p_direct and the name is "
+                         "not of the form w<seed>_p<p_direct>")
+    return int(seed), float(p_direct)
+
+
+def is_offline(needs) -> bool:
+    """A method trained on the offline traces only: no teacher in memory, no student rollouts."""
+    return bool(needs.offline_traces and not needs.teacher_model and not needs.student_rollouts)
+
+
+def robustness_experiments(profile, experiments_dir: str | Path) -> list[str]:
+    """The profile's ``robustness.experiments``, or the Table 1 experiments that need only offline traces
+    plus the student-style reference."""
+    from dcod.config import discover_experiments, load_experiment
+    from dcod.methods import needs_of
+
+    if profile.robustness.experiments is not None:
+        return list(profile.robustness.experiments)
+    root = Path(experiments_dir)
+    names = []
+    for name in discover_experiments(root, profile):
+        experiment = load_experiment(root / name / "config.yaml")
+        if experiment.table == "main" and (experiment.traces == "student_style" or is_offline(needs_of(experiment))):
+            names.append(name)
+    return names
+
+
+# ----------------------------------------------------------------------------- one world
+def long_frame(samples: list[tuple[int, pd.DataFrame]], split: str) -> pd.DataFrame:
+    """(seed, problem, value) rows of one model on one split: the bootstrap's input."""
+    parts = [pd.DataFrame({"seed": seed, "problem": frame.loc[frame["split"] == split, "id"],
+                           "value": frame.loc[frame["split"] == split, "correct"].astype(float)})
+             for seed, frame in samples]
+    return pd.concat(parts, ignore_index=True)
+
+
+def mean_accuracy(samples: list[tuple[int, pd.DataFrame]], split: str, what: str) -> float:
+    """Accuracy (%) on ``split``, mean over seeds; a seed without the split is an error."""
+    values = []
+    for seed, frame in samples:
+        rows = frame[frame["split"] == split]
+        if rows.empty:
+            raise ValueError(f"{what} (seed {seed}): no samples on split {split!r}")
+        values.append(100.0 * float(rows["correct"].mean()))
+    return float(np.mean(values))
+
+
+def bootstrap(a: pd.DataFrame, b: pd.DataFrame, split: str, names: tuple[str, str]) -> tuple[float, float, float]:
+    """(a - b, low, high) in accuracy points."""
+    point, low, high = hierarchical_bootstrap_diff(a, b, replicates=BOOTSTRAP_REPLICATES,
+                                                   seed=bootstrap_seed(split), names=names)
+    return 100.0 * point, 100.0 * low, 100.0 * high
+
+
+def load_model(work: Path, name: str, seeds: list[int]) -> list[tuple[int, pd.DataFrame]]:
+    """(seed, samples) per seed; a reference (evaluated once) is seed 0."""
+    labels = [0] if is_reference(name) else seeds
+    return [(seed, read_samples(folder)) for seed, folder in zip(labels, eval_dirs(work, name, seeds))]
+
+
+def world_row(world: World, experiments: list[str], seeds: list[int], splits: list[str], subject: str,
+              baseline: str, oracle: str | None, knife_edge: dict | None = None) -> dict:
+    """One world's row (see the module docstring); ``knife_edge`` (the main world): the profile's
+    ``calibration`` knobs as calibration_line's keywords."""
+    if SELECTION_SPLIT not in splits:
+        raise ValueError(f"robustness.splits {splits} lack {SELECTION_SPLIT!r}: the best other baseline is "
+                         "chosen there")
+    models = {name: load_model(world.work, name, seeds) for name in ["base_student", *experiments]}
+    label = lambda name: f"{world.work}/eval/{name}"  # noqa: E731
+    row: dict = {"world": world.name, "main": world.main, "world_seed": world.world_seed, "p_direct": world.p_direct,
+                 "n_seeds": len(seeds), "seeds": ";".join(map(str, seeds)), "subject": subject,
+                 "baseline": baseline, "oracle": oracle or ""}
+    for name in ["base_student", *experiments]:
+        for split in splits:
+            row[f"{name}_{split}_mean"] = mean_accuracy(models[name], split, label(name))
+    others = [name for name in experiments if name not in (subject, oracle)]
+    for other in others:
+        for split in COMPARED_SPLITS:
+            delta = bootstrap(long_frame(models[subject], split), long_frame(models[other], split), split,
+                              (label(subject), label(other)))
+            row.update(zip((f"delta_{split}_vs_{other}", f"delta_{split}_vs_{other}_ci_low",
+                            f"delta_{split}_vs_{other}_ci_high"), delta))
+    # the best other offline baseline on validation (ties: the first in experiment order)
+    best = max(others, key=lambda name: (row[f"{name}_{SELECTION_SPLIT}_mean"], -others.index(name)))
+    row["best_other"] = best
+    row[f"best_other_{SELECTION_SPLIT}_mean"] = row[f"{best}_{SELECTION_SPLIT}_mean"]
+    for split in COMPARED_SPLITS:
+        for suffix in ("", "_ci_low", "_ci_high"):
+            row[f"delta_{split}_vs_best_other{suffix}"] = row[f"delta_{split}_vs_{best}{suffix}"]
+    for split in COMPARED_SPLITS:
+        row[f"oracle_gap_closed_{split}"] = math.nan
+        if oracle:
+            gap = row[f"{oracle}_{split}_mean"] - row[f"{baseline}_{split}_mean"]
+            if gap >= ORACLE_GAP_MIN:
+                row[f"oracle_gap_closed_{split}"] = (row[f"{subject}_{split}_mean"]
+                                                     - row[f"{baseline}_{split}_mean"]) / gap
+    line = calibration_line(world.work, seeds, baseline, oracle, **(knife_edge or {}))
+    for target in TARGET_NAMES:
+        row[f"{CALIBRATION_PREFIX}{target}"] = line.get(target, "")
+    for number in CALIBRATION_NUMBERS:
+        row[f"{CALIBRATION_PREFIX}{number}"] = line.get(number, math.nan)
+    return row
+
+
+def build_robustness(worlds: list[World], experiments: list[str], seeds: list[int], splits: list[str],
+                     subject: str, baseline: str, oracle: str | None, knife_edge: dict | None = None) -> pd.DataFrame:
+    for role, name in (("report.subject", subject), ("report.baseline", baseline)):
+        if name not in experiments:
+            raise ValueError(f"{role} {name!r} is not among the robustness experiments {experiments}")
+    if not [name for name in experiments if name not in (subject, oracle)]:
+        raise ValueError(f"no offline baseline among the robustness experiments {experiments}")
+    rows = [world_row(world, experiments, seeds, splits, subject, baseline, oracle,
+                      knife_edge if world.main else None) for world in worlds]
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- markdown
+def _fmt(value, digits: int = 1, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def _delta(row: pd.Series, split: str, versus: str) -> str:
+    column = f"delta_{split}_vs_{versus}"
+    return (f"{_fmt(row[column], signed=True)} [{_fmt(row[column + '_ci_low'], signed=True)}, "
+            f"{_fmt(row[column + '_ci_high'], signed=True)}]")
+
+
+def count_excluding_zero(frame: pd.DataFrame, column: str) -> tuple[int, int]:
+    """Worlds whose CI of ``column`` lies wholly above / below 0."""
+    sides = [excludes_zero(low, high) for low, high in zip(frame[f"{column}_ci_low"], frame[f"{column}_ci_high"])]
+    return sides.count("above"), sides.count("below")
+
+
+def render_markdown(frame: pd.DataFrame, experiments: list[str]) -> str:
+    first = frame.iloc[0]
+    subject, baseline, oracle = first["subject"], first["baseline"], first["oracle"]
+    lines = ["# Robustness across worlds", "",
+             "Generated by `python -m dcod report robustness` from each world's evaluation samples; do not edit.",
+             f"Accuracy in %, mean over the training seeds ({first['seeds']}); differences in points with 95% CIs "
+             "of the hierarchical bootstrap (seeds, then problems, paired). The best other offline baseline is "
+             f"chosen on each world's `{SELECTION_SPLIT}` split. Oracle gap closed: ({subject} - {baseline}) / "
+             f"({oracle or 'oracle'} - {baseline}), blank when that gap is under {ORACLE_GAP_MIN:g} point.", "",
+             "## Summary", ""]
+    for split in COMPARED_SPLITS:
+        for versus, label in ((baseline, baseline), ("best_other", "the best other offline baseline")):
+            above, below = count_excluding_zero(frame, f"delta_{split}_vs_{versus}")
+            lines.append(f"- {subject} - {label} on `{split}`: CI above 0 in {above} of {len(frame)} worlds, "
+                         f"below 0 in {below}.")
+    calibrated = sum(all(row[f"{CALIBRATION_PREFIX}{t}"] in (PASS, "") for t in TARGET_NAMES)
+                     and any(row[f"{CALIBRATION_PREFIX}{t}"] == PASS for t in TARGET_NAMES)
+                     for _, row in frame.iterrows())
+    lines += [f"- Worlds whose judged calibration targets all PASS (not measured is not a pass): {calibrated} of "
+              f"{len(frame)}.", ""]
+
+    lines += ["## Differences", ""]
+    table = pd.DataFrame([{"world": row["world"] + (" (main)" if row["main"] else ""),
+                           "world seed": row["world_seed"], "p_direct": f"{row['p_direct']:g}",
+                           "base id / long": (f"{_fmt(row['base_student_id_mean'])} / "
+                                              f"{_fmt(row['base_student_long_mean'])}"),
+                           f"{subject} - {baseline} id": _delta(row, "id", baseline),
+                           f"{subject} - {baseline} long": _delta(row, "long", baseline),
+                           "best other": row["best_other"],
+                           f"{subject} - best other id": _delta(row, "id", "best_other"),
+                           f"{subject} - best other long": _delta(row, "long", "best_other"),
+                           "oracle gap closed id / long": f"{_fmt(row['oracle_gap_closed_id'], 2)} / "
+                                                          f"{_fmt(row['oracle_gap_closed_long'], 2)}"}
+                          for _, row in frame.iterrows()])
+    lines += [markdown_table(table), "", "## Accuracy per experiment (validation / id / long)", ""]
+    accuracy = pd.DataFrame([{"world": row["world"], **{name: " / ".join(_fmt(row[f"{name}_{s}_mean"])
+                                                                         for s in (SELECTION_SPLIT, *COMPARED_SPLITS))
+                                                         for name in ["base_student", *experiments]}}
+                             for _, row in frame.iterrows()])
+    lines += [markdown_table(accuracy), "", "## Calibration line per world", "",
+              f"PASS / FAIL / {NOT_MEASURED} per target of `calibration.md`; the knife-edge targets "
+              "(no_knife_edge, plateau) are judged on the main world only (blank elsewhere).", ""]
+    calibration = pd.DataFrame([{"world": row["world"], **{t: row[f"{CALIBRATION_PREFIX}{t}"] for t in TARGET_NAMES}}
+                                for _, row in frame.iterrows()])
+    lines += [markdown_table(calibration), ""]
+    if (frame[[f"{CALIBRATION_PREFIX}{t}" for t in TARGET_NAMES]] == FAIL).any().any():
+        lines += ["A world with a FAIL is outside the paper's regime on that target: read its differences "
+                  "with that in mind.", ""]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- command
+def write_robustness(args) -> None:
+    from dcod.config import load_profile
+
+    profile = load_profile(need(args.profile, "--profile", "robustness"))
+    if profile.robustness is None:
+        raise ValueError(f"report robustness: profile {profile.source} has no robustness section")
+    entries = parse_worlds(need(getattr(args, "worlds", None), "--worlds", "robustness"))
+    experiments_dir = getattr(args, "experiments", None) or "experiments"
+    experiments = parse_names(getattr(args, "experiment_list", None)) or robustness_experiments(profile,
+                                                                                                 experiments_dir)
+    oracle = oracle_experiment(profile, experiments_dir)
+    oracle = oracle if oracle in experiments else None
+    main_seed, main_p = int(profile.world.get("seed", 0)), float(profile.teacher.p_direct)
+    worlds = []
+    for name, work in entries:
+        seed, p_direct = world_facts(name, work)
+        worlds.append(World(name, work, seed, p_direct, main=seed == main_seed and math.isclose(p_direct, main_p)))
+    knife_edge = knife_edge_knobs(profile)
+    frame = build_robustness(worlds, experiments, list(profile.robustness.seeds), list(profile.robustness.splits),
+                             profile.report.subject, profile.report.baseline, oracle, knife_edge)
+    out = Path(args.out)
+    write_csv(out, frame)
+    write_text(out.with_suffix(".md"), render_markdown(frame, experiments))
+    print(f"robustness: {len(frame)} worlds -> {out} (+ {out.with_suffix('.md').name})")

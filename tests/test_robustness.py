@@ -1,0 +1,202 @@
+"""Robustness across worlds (dcod.reporting.robustness and figure:robustness) on synthetic world folders.
+
+Two worlds of 20 problems per split, two seeds, where every answer is known:
+- main (w0_p0.5, the profile's own world seed and p_direct): kd beats sft on validation (so kd is the best
+  other offline baseline), dcod answers every id problem (+50 over sft and kd), the oracle too (gap closed 1);
+- w1_p0.25: sft beats kd on validation, every model answers the same id problems (differences exactly 0),
+  and the oracle is no better than sft (gap under a point: the gap closed stays blank).
+"""
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from dcod.config import RobustnessConfig, load_profile
+from dcod.reporting import robustness
+from dcod.reporting.figures import robustness as robustness_figure
+
+ROOT = Path(__file__).resolve().parents[1]
+N = 20
+SEEDS = [0, 1]
+EXPERIMENTS = ["sft", "kd", "dcod", "oracle_sft"]
+# world -> model -> correct answers of N on (validation, id, long)
+CORRECT = {
+    "w0_p0.5": {"base_student": (6, 8, 2), "teacher_direct": (N, N, N), "teacher_decomposed": (N, N, N),
+                "sft": (8, 10, 4), "kd": (12, 10, 4), "dcod": (15, 20, 4), "oracle_sft": (18, 20, 10)},
+    "w1_p0.25": {"base_student": (6, 8, 2), "teacher_direct": (N, N, N), "teacher_decomposed": (N, N, N),
+                 "sft": (12, 10, 4), "kd": (8, 10, 4), "dcod": (10, 10, 4), "oracle_sft": (12, 10, 4)},
+}
+FACTS = {"w0_p0.5": (0, 0.5), "w1_p0.25": (1, 0.25)}
+
+
+def write_samples(folder: Path, correct: tuple[int, int, int]) -> None:
+    folder.mkdir(parents=True)
+    rows = [{"id": f"{split}-{i:05d}", "split": split, "task": "arith", "k": 2, "correct": i < count,
+             "steps_direct": 1, "errors_direct": int(i >= count), "steps_decomposed": 1, "errors_decomposed": 0,
+             "steps_malformed": 0}
+            for split, count in zip(("validation", "id", "long"), correct) for i in range(N)]
+    (folder / "samples.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def make_world(work: Path, name: str, traces_p: float | None = None) -> Path:
+    seed, p_direct = FACTS[name]
+    (work / "world").mkdir(parents=True)
+    (work / "world" / "world.json").write_text(json.dumps({"world": {"seed": seed},
+                                                           "profile": {"teacher": {"p_direct": p_direct}}}))
+    if traces_p is not None:
+        (work / "traces").mkdir()
+        (work / "traces" / "train.json").write_text(json.dumps({"profile": {"teacher": {"p_direct": traces_p}}}))
+    for model, correct in CORRECT[name].items():
+        if model in EXPERIMENTS:
+            for s in SEEDS:
+                write_samples(work / "eval" / model / f"seed{s}", correct)
+        else:
+            write_samples(work / "eval" / model, correct)
+    return work
+
+
+def write_profile(tmp_path: Path) -> Path:
+    data = yaml.safe_load((ROOT / "config" / "profiles" / "ci.yaml").read_text())
+    data["experiments"] = ["sft", "kd", "dcod", "oracle_sft"]
+    data["teacher"] = {**data.get("teacher", {}), "p_direct": 0.5}
+    data["robustness"] = {"world_seeds": [0, 1], "p_direct": [0.25, 0.5], "seeds": SEEDS,
+                          "splits": ["validation", "id", "long"], "experiments": EXPERIMENTS}
+    path = tmp_path / "profile.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def make_worlds(tmp_path: Path) -> str:
+    main = make_world(tmp_path / "work", "w0_p0.5")
+    other = make_world(tmp_path / "work" / "robustness" / "w1_p0.25", "w1_p0.25", traces_p=0.25)
+    return f"w0_p0.5={main}/world/world.json,w1_p0.25={other}/world/world.json"
+
+
+def args_for(tmp_path: Path, worlds: str, out: Path) -> argparse.Namespace:
+    return argparse.Namespace(profile=str(write_profile(tmp_path)), worlds=worlds,
+                              experiments=str(ROOT / "experiments"), experiment_list="", work=None,
+                              results_dir=str(out.parent), out=str(out))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("robustness")
+    out = tmp_path / "results" / "robustness.csv"
+    robustness.write_robustness(args_for(tmp_path, make_worlds(tmp_path), out))
+    return tmp_path, out, pd.read_csv(out).set_index("world")
+
+
+def test_one_row_per_world_with_its_facts_and_accuracies(built):
+    _, _, table = built
+    assert list(table.index) == ["w0_p0.5", "w1_p0.25"]
+    assert table.loc["w0_p0.5", "main"] and not table.loc["w1_p0.25", "main"]
+    assert table.loc["w1_p0.25", "world_seed"] == 1 and table.loc["w1_p0.25", "p_direct"] == 0.25
+    assert (table["n_seeds"] == 2).all() and (table["seeds"] == "0;1").all()
+    assert table.loc["w0_p0.5", "base_student_id_mean"] == pytest.approx(40.0)
+    assert table.loc["w0_p0.5", "kd_validation_mean"] == pytest.approx(60.0)
+    assert table.loc["w0_p0.5", "dcod_id_mean"] == pytest.approx(100.0)
+    for column in ("subject", "baseline", "oracle", "best_other", "best_other_validation_mean",
+                   "delta_id_vs_sft", "delta_long_vs_sft_ci_high", "delta_id_vs_kd_ci_low", "delta_id_vs_best_other",
+                   "delta_long_vs_best_other_ci_low", "oracle_gap_closed_id", "oracle_gap_closed_long",
+                   *[f"calib_{name}" for name in robustness.TARGET_NAMES]):
+        assert column in table.columns, column
+    assert "delta_id_vs_oracle_sft" not in table.columns  # the oracle is a reference, never a baseline
+
+
+def test_best_other_is_chosen_on_validation(built):
+    _, _, table = built
+    assert table.loc["w0_p0.5", "best_other"] == "kd" and table.loc["w1_p0.25", "best_other"] == "sft"
+    assert table.loc["w0_p0.5", "best_other_validation_mean"] == pytest.approx(60.0)
+    for split in ("id", "long"):
+        for suffix in ("", "_ci_low", "_ci_high"):
+            assert table.loc["w0_p0.5", f"delta_{split}_vs_best_other{suffix}"] == table.loc[
+                "w0_p0.5", f"delta_{split}_vs_kd{suffix}"]
+            assert table.loc["w1_p0.25", f"delta_{split}_vs_best_other{suffix}"] == table.loc[
+                "w1_p0.25", f"delta_{split}_vs_sft{suffix}"]
+
+
+def test_differences_and_their_intervals(built):
+    _, _, table = built
+    main, other = table.loc["w0_p0.5"], table.loc["w1_p0.25"]
+    assert main["delta_id_vs_sft"] == pytest.approx(50.0)
+    assert 0 < main["delta_id_vs_sft_ci_low"] <= 50.0 <= main["delta_id_vs_sft_ci_high"] <= 100.0
+    assert main["delta_long_vs_sft"] == 0  # the same answers: an interval of one point
+    assert main["delta_long_vs_sft_ci_low"] == 0 == main["delta_long_vs_sft_ci_high"]
+    assert other["delta_id_vs_kd"] == 0 and other["delta_id_vs_kd_ci_low"] == 0 == other["delta_id_vs_kd_ci_high"]
+
+
+def test_oracle_gap_closed_and_blank_under_a_point(built):
+    _, _, table = built
+    assert table.loc["w0_p0.5", "oracle_gap_closed_id"] == pytest.approx(1.0)
+    assert table.loc["w0_p0.5", "oracle_gap_closed_long"] == pytest.approx(0.0)  # dcod = sft, oracle +30
+    assert math.isnan(table.loc["w1_p0.25", "oracle_gap_closed_id"])  # oracle = sft
+
+
+def test_calibration_line_per_world(built):
+    _, _, table = built
+    main, other = table.loc["w0_p0.5"], table.loc["w1_p0.25"]
+    # main: sft 50% vs base 40% on id, oracle 100%: both help; no calibration base students in the profile
+    assert main["calib_sft_helps"] == "PASS" and main["calib_oracle_helps"] == "PASS"
+    assert main["calib_no_knife_edge"] == "not measured" and main["calib_plateau"] == "not measured"
+    # elsewhere the knife-edge targets are not judged (blank); oracle 50% = base 40% + 10 < + 15
+    assert isinstance(other["calib_no_knife_edge"], float) and math.isnan(other["calib_no_knife_edge"])
+    assert other["calib_oracle_helps"] == "FAIL" and other["calib_teacher_reliable"] == "PASS"
+    assert main["calib_sft_gain_id"] == pytest.approx(10.0)
+
+
+def test_markdown_summary(built):
+    _, out, _ = built
+    markdown = out.with_suffix(".md").read_text()
+    assert "w0_p0.5 (main)" in markdown
+    assert "dcod - sft on `id`: CI above 0 in 1 of 2 worlds, below 0 in 0." in markdown
+    assert "| w1_p0.25 | PASS |" in markdown
+
+
+def test_figure_renders_from_the_table(built):
+    tmp_path, out, table = built
+    png = tmp_path / "figures" / "robustness.png"
+    robustness_figure.render(argparse.Namespace(results_dir=str(out.parent), out=str(png)))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
+    data = pd.read_csv(png.with_suffix(".csv"))
+    assert len(data) == len(table) * 2 * 2  # worlds x splits x comparisons
+    row = data[(data["world"] == "w0_p0.5") & (data["split"] == "id") & (data["comparison"] == "best_other")].iloc[0]
+    assert row["compared_with"] == "kd" and row["delta"] == pytest.approx(table.loc["w0_p0.5", "delta_id_vs_kd"])
+
+
+def test_figure_without_the_table_names_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="robustness.csv"):
+        robustness_figure.render(argparse.Namespace(results_dir=str(tmp_path), out=str(tmp_path / "x.png")))
+
+
+def test_missing_evaluation_is_an_error_naming_it(tmp_path):
+    worlds = make_worlds(tmp_path)
+    missing = tmp_path / "work" / "robustness" / "w1_p0.25" / "eval" / "kd" / "seed1" / "samples.jsonl"
+    missing.unlink()
+    with pytest.raises(FileNotFoundError, match="w1_p0.25/eval/kd/seed1/samples.jsonl"):
+        robustness.write_robustness(args_for(tmp_path, worlds, tmp_path / "r.csv"))
+
+
+def test_p_direct_disagreement_is_an_error(tmp_path):
+    work = make_world(tmp_path / "w1", "w1_p0.25", traces_p=0.75)
+    with pytest.raises(ValueError, match="p_direct"):
+        robustness.world_facts("w1_p0.25", work)
+
+
+def test_default_experiments_are_the_offline_ones_and_the_oracle():
+    profile = load_profile(ROOT / "config" / "profiles" / "toy.yaml")
+    profile.robustness = RobustnessConfig()
+    names = robustness.robustness_experiments(profile, ROOT / "experiments")
+    assert set(names) == {"sft", "kd", "dft", "dcod", "iw_sft", "skew_kd", "oracle_sft"}
+
+
+def test_worlds_option_is_checked():
+    with pytest.raises(ValueError, match="name=<work>/world/world.json"):
+        robustness.parse_worlds("w0_p0.5")
+    with pytest.raises(ValueError, match="twice"):
+        robustness.parse_worlds("a=x/world/world.json,a=y/world/world.json")
+    assert robustness.parse_worlds("a=x/world/world.json") == [("a", Path("x"))]
