@@ -39,7 +39,7 @@ def two_runs(tmp_path_factory):
 def test_same_results_compare_identical(two_runs, tmp_path):
     text, differences = compare(tmp_path, two_runs["again"] / "results", two_runs["published"] / "results")
     assert "Every compared number is identical." in text
-    assert "Claim verdicts: 6 of 6 agree" in text
+    assert "Claim verdicts: 4 of 4 agree between run A and run B" in text
     assert (differences["difference"].fillna(0) == 0).all() and len(differences) > 20
 
 
@@ -47,10 +47,10 @@ def test_flipped_verdicts_and_differences_are_reported(two_runs, tmp_path):
     text, differences = compare(tmp_path, two_runs["flipped"] / "results", two_runs["published"] / "results")
     row = differences[(differences["method"] == "dcod") & (differences["column"] == "id_mean")].iloc[0]
     # published: dcod answers all 40 id problems; flipped: none (seed 0) and one (seed 1) -> 1.25%
-    assert row["published"] == 100.0 and row["fresh"] == pytest.approx(1.25)
+    assert row["run_a"] == 100.0 and row["run_b"] == pytest.approx(1.25)
     assert row["difference"] == pytest.approx(-98.75)
-    assert "| DCOD beats SFT on in-distribution accuracy | supported | not supported | **no** |" in text
-    assert re.search(r"Claim verdicts: [0-5] of 6 agree", text)
+    assert "| (a) DCOD reaches higher accuracy than every offline baseline | supported | not supported | **no** |" in text
+    assert re.search(r"Claim verdicts: [0-3] of 4 agree", text)
     assert "Largest accuracy difference: -98.8 points (dcod, id)" in text
 
 

@@ -9,23 +9,20 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from dcod.io import write_text
 from dcod.config import ReportConfig
-from dcod.reporting import held_out_splits, is_reference, markdown_table, need
+from dcod.reporting import REFERENCES, held_out_splits, markdown_table, need
 from dcod.reporting.calibration import check_targets
+from dcod.reporting.claims import (HARD_SPLITS, IN_DISTRIBUTION_SPLITS, RETENTION_SPLITS, Claim,  # noqa: F401
+                                   accuracy_claim, cost_claim, judge_claims, offline_baselines, retention_claim,
+                                   robust_claim, robustness_verdicts, stability_claim)
 from dcod.reporting.figures import FIGURE_NAMES, figure_names
-from dcod.reporting.tables import table2_knobs, table_splits
+from dcod.reporting.tables import MIN_ORACLE_GAP, table2_knobs, table_splits
 
-# Which splits each claim is judged on: the toy's name first, then the paper profile's benchmarks.
-IN_DISTRIBUTION_SPLITS = ("id", "gsm8k", "math", "math500")
-HARD_SPLITS = ("long", "amc23", "aime24", "olympiadbench")
-RETENTION_SPLITS = ("retention", "ifeval")  # the toy's second skill; IFEval (prompt-level strict)
-COST_CLOSE, COST_FAR = 1.10, 1.25  # DCOD/SFT wall-time ratio: <= close: supported; > far: not supported
 CAPTIONS = {
     "accuracy_per_split": "Accuracy per split and method (error bars: std over seeds).",
     "accuracy_vs_length": "Accuracy against chain length on held-out problems: where compounding errors show.",
@@ -81,26 +78,76 @@ def setup_section(profile, table1: pd.DataFrame) -> list[str]:
 def table1_section(table1: pd.DataFrame) -> list[str]:
     splits = table_splits(table1)
     rows = [r for _, r in table1.iterrows()]
-    accuracy = pd.DataFrame([{"method": r["method"], "seeds": r["n_seeds"],
+    role = "role" in table1.columns
+
+    def name(r) -> str:  # the oracle is a reference a method could not reach: never read as a competitor
+        return f"{r['method']} (reference)" if role and r["role"] == "reference" and not is_plain_reference(r) \
+            else r["method"]
+
+    accuracy = pd.DataFrame([{"method": name(r), "seeds": r["n_seeds"],
                               **{s: mean_std(r, s) for s in splits},
                               "direct steps": number(r["direct_step_fraction"], 2),
                               "agreement": mean_std(r, "agreement", 3),
                               "malformed": mean_std(r, "malformed_rate", 3)} for r in rows])
-    cost = pd.DataFrame([{"method": r["method"], "wall time (s)": number(r["wall_time_s"]),
+    cost = pd.DataFrame([{"method": name(r),
                           "student tokens trained": number(r["student_tokens_trained"], 0),
                           "tokens sampled": number(r["tokens_sampled"], 0),
                           "teacher forward tokens": number(r["teacher_forward_tokens"], 0),
-                          "offline trace tokens": number(r["offline_trace_tokens"], 0)} for r in rows])
-    deltas = pd.DataFrame([{"method": r["method"], **{f"Δ {s}": delta_text(r, s) for s in held_out_splits(splits)}}
+                          "training FLOPs": scientific(r.get("training_flops")),
+                          "offline trace tokens": number(r["offline_trace_tokens"], 0),
+                          "wall time (s)": number(r.get("wall_time_s"))} for r in rows])
+    deltas = pd.DataFrame([{"method": name(r), **{f"Δ {s}": delta_text(r, s) for s in held_out_splits(splits)}}
                            for r in rows])
-    return ["## Table 1: main comparison", "",
-            "Accuracy in % (mean ± std over seeds; no spread for a single evaluation); `validation` is the tuning "
-            "split and judges no claim; direct steps = share of arithmetic steps written in the direct style; "
-            "agreement and malformed from sampled traces.", "",
-            markdown_table(accuracy), "", "Training cost (means over seeds; offline trace tokens are the one-off "
-            "teacher traces shared by every offline method):", "", markdown_table(cost), "",
-            "Method − SFT in accuracy points, paired bootstrap over problems, [95% CI]:", "",
-            markdown_table(deltas), ""]
+    lines = ["## Table 1: main comparison", "",
+             "Accuracy in % (mean ± std over training seeds; no spread for a single evaluation); `validation` is the "
+             "tuning split and judges no claim; direct steps = share of arithmetic steps written in the direct style; "
+             "agreement (share of sampled final answers equal to the most common one) and malformed (share of "
+             "sampled traces without a parseable answer or with a step in neither style) from sampled traces.", ""]
+    oracle = [r["method"] for r in rows if role and r["role"] == "reference" and not is_plain_reference(r)]
+    if oracle:
+        lines += [f"`{'`, `'.join(oracle)}` is a reference, not a method: SFT on traces of the teacher forced to the "
+                  "student's native style, knowledge no real method has. It is never a baseline to beat; it shows "
+                  "how much of the gap above SFT a perfect offline correction could close.", ""]
+    lines += [markdown_table(accuracy), "",
+              "Training cost in machine-independent units (means over seeds): training FLOPs = 6·N·tokens trained + "
+              "2·N·tokens sampled + 2·N_teacher·teacher forward tokens (N the student's parameter count; the "
+              "programmatic toy teacher counts 0); offline trace tokens are the one-off teacher traces shared by every "
+              "offline method. Wall time is this machine's (the `machine` column of the table) and decides nothing.", "",
+              markdown_table(cost), "",
+              "Method − SFT in accuracy points [95% CI; hierarchical bootstrap over training seeds, then problems "
+              "paired across the two models]:", "", markdown_table(deltas), ""]
+    return lines + oracle_gap_lines(table1, oracle)
+
+
+def is_plain_reference(row) -> bool:
+    """The teacher and base student (evaluated once) as opposed to a trained reference like the oracle."""
+    return str(row.get("seeds", "")) in ("", "nan") and row["method"] in REFERENCES
+
+
+def oracle_gap_lines(table1: pd.DataFrame, oracle: list[str]) -> list[str]:
+    columns = [c for c in table1.columns if c.startswith("oracle_gap_closed_")]
+    lines = ["Oracle gap closed: (method − SFT) / (oracle − SFT) accuracy on each split; 0% = no better than SFT, "
+             "100% = as good as the oracle reference.", ""]
+    if not oracle or not columns:
+        return lines + ["Not produced in this run: Table 1 has no oracle reference row.", ""]
+    splits = [c[len("oracle_gap_closed_"):] for c in columns]
+    methods = table1[table1["role"] == "method"]
+    blank = [s for s in splits if methods[f"oracle_gap_closed_{s}"].isna().all()]
+    rows = [{"method": r["method"], **{s: percent(r[f"oracle_gap_closed_{s}"]) for s in splits}}
+            for _, r in methods.iterrows()]
+    lines += [markdown_table(pd.DataFrame(rows)), ""]
+    if blank:
+        lines += [f"Left blank on {', '.join(blank)}: the oracle is less than {MIN_ORACLE_GAP:g} accuracy point above "
+                  "SFT there, so the ratio would divide by noise.", ""]
+    return lines
+
+
+def percent(value) -> str:
+    return "–" if value is None or pd.isna(value) else f"{100 * float(value):.0f}%"
+
+
+def scientific(value) -> str:
+    return "–" if value is None or pd.isna(value) else f"{float(value):.3g}"
 
 
 # how Table 2 shows the diagnostics a weighted method logs (label, digits); others: their own name
@@ -118,8 +165,8 @@ def table2_section(table2: pd.DataFrame) -> list[str]:
             for _, r in table2.iterrows()]
     note = [] if (table2["role"] == "ablation").any() else ["This profile has no ablation experiments.", ""]
     return ["## Table 2: DCOD ablations", "", *note,
-            "Knobs of each variant, accuracy in % (mean ± std), method − SFT [95% CI], and DCOD diagnostics "
-            "averaged over the last 20% of optimiser steps.", "", markdown_table(pd.DataFrame(rows)), ""]
+            "Knobs of each variant, accuracy in % (mean ± std), method − SFT [95% CI, hierarchical bootstrap over "
+            "seeds and problems], and DCOD diagnostics averaged over the last 20% of optimiser steps.", "", markdown_table(pd.DataFrame(rows)), ""]
 
 
 def tuning_section(tuning: pd.DataFrame | None, table1: pd.DataFrame, table2: pd.DataFrame,
@@ -177,146 +224,133 @@ def figures_section(figures_dir: Path, out: Path, source: str = "toy") -> list[s
 
 
 # ----------------------------------------------------------------------------- claims
-@dataclass
-class Claim:
-    title: str
-    verdict: str
-    sentence: str
-
-
-def ci_verdict(low: float, high: float) -> str:
-    if low > 0:
-        return "supported"
-    if high < 0:
-        return "not supported"
-    return "inconclusive"
-
-
-def accuracy_claim(title: str, dcod, sft, candidates) -> Claim:
-    splits = [s for s in candidates if not math.isnan(dcod.get(f"delta_{s}_vs_sft", math.nan))]
-    if not splits:
-        return Claim(title, "not evaluated", f"no split among {', '.join(candidates)} has a DCOD − SFT bootstrap.")
-    verdicts = [ci_verdict(dcod[f"delta_{s}_ci_low"], dcod[f"delta_{s}_ci_high"]) for s in splits]
-    verdict = ("not supported" if "not supported" in verdicts else
-               "supported" if set(verdicts) == {"supported"} else "inconclusive")
-    parts = [f"on {s}, DCOD {mean_std(dcod, s)}% vs SFT {mean_std(sft, s)}%, DCOD − SFT = "
-             f"{delta_text(dcod, s)} points ({v})" for s, v in zip(splits, verdicts)]
-    text = "; ".join(parts)
-    return Claim(title, verdict, text[0].upper() + text[1:] + ".")
-
-
-def interval_direction(dcod, sft, column: str, higher_is_better: bool) -> str | None:
-    """better / worse when the mean ± std intervals do not overlap; tie when they do; None if unknown."""
-    values = [row.get(f"{column}_{stat}") for row in (dcod, sft) for stat in ("mean", "std")]
-    if any(v is None or math.isnan(v) for v in values):
-        return None
-    d_mean, d_std, s_mean, s_std = values
-    if d_mean - d_std > s_mean + s_std:
-        return "better" if higher_is_better else "worse"
-    if d_mean + d_std < s_mean - s_std:
-        return "worse" if higher_is_better else "better"
-    return "tie"
-
-
-def stability_claim(dcod, sft) -> Claim:
-    title = "DCOD produces more stable reasoning traces than SFT"
-    directions = [interval_direction(dcod, sft, "agreement", True),
-                  interval_direction(dcod, sft, "malformed_rate", False)]
-    sentence = (f"Answer agreement DCOD {mean_std(dcod, 'agreement', 3)} vs SFT {mean_std(sft, 'agreement', 3)}; "
-                f"malformed rate DCOD {mean_std(dcod, 'malformed_rate', 3)} vs SFT {mean_std(sft, 'malformed_rate', 3)}"
-                " (a difference counts when the mean ± std intervals do not overlap).")
-    if None in directions:
-        return Claim(title, "inconclusive", sentence + " Too few seeds or no stability data to judge.")
-    verdict = ("supported" if "better" in directions and "worse" not in directions else
-               "not supported" if "worse" in directions and "better" not in directions else "inconclusive")
-    return Claim(title, verdict, sentence)
-
-
-PRESERVED_SHARE = 0.9
-
-
-def retention_claim(dcod, sft, base) -> Claim:
-    split = next((s for s in RETENTION_SPLITS if f"{s}_mean" in dcod), None)
-    title = "DCOD preserves instruction following (" + ("IFEval prompt-level strict accuracy)" if split == "ifeval"
-                                                        else "retention of the base student's second skill)")
-    if split is None:
-        return Claim(title, "not evaluated", "this profile has no retention split.")
-    direction = interval_direction(dcod, sft, split, True)
-    # "preserves" is judged against the base student, not only against SFT: DCOD must keep at least
-    # PRESERVED_SHARE of the base student's retention accuracy and not fall below SFT
-    kept = dcod[f"{split}_mean"] / base[f"{split}_mean"] if base is not None and base[f"{split}_mean"] else None
-    if direction == "worse" or (kept is not None and kept < PRESERVED_SHARE):
-        verdict = "not supported"
-    elif dcod[f"{split}_mean"] >= sft[f"{split}_mean"]:
-        verdict = "supported"
-    else:
-        verdict = "inconclusive"
-    base_text = f"; base student {mean_std(base, split)}%" if base is not None else ""
-    kept_text = f"; DCOD keeps {100 * kept:.0f}% of the base student's accuracy" if kept is not None else ""
-    return Claim(title, verdict, f"Retention accuracy DCOD {mean_std(dcod, split)}% vs SFT {mean_std(sft, split)}%"
-                 f"{base_text}{kept_text} (supported when DCOD keeps at least {100 * PRESERVED_SHARE:.0f}% of the base "
-                 f"student's retention and is not below SFT; not supported when it keeps less or its mean ± std lies "
-                 f"wholly below SFT's).")
-
-
-def cost_claim(table1: pd.DataFrame, dcod, sft, compared: tuple[str, str]) -> Claim:
-    title = "DCOD's training cost is close to SFT's"
-    ratio = dcod["wall_time_s"] / sft["wall_time_s"]
-    verdict = "supported" if ratio <= COST_CLOSE else "not supported" if ratio > COST_FAR else "inconclusive"
-    others = [f"{r['method']} {r['wall_time_s'] / sft['wall_time_s']:.2f}x" for _, r in table1.iterrows()
-              if not math.isnan(r["wall_time_s"]) and r["method"] not in compared]
-    return Claim(title, verdict, f"Wall time DCOD {number(dcod['wall_time_s'])} s vs SFT "
-                 f"{number(sft['wall_time_s'])} s "
-                 f"(ratio {ratio:.2f}; supported at <= {COST_CLOSE:.2f}, not supported above {COST_FAR:.2f}); "
-                 f"tokens sampled in training DCOD {number(dcod['tokens_sampled'], 0)} vs SFT "
-                 f"{number(sft['tokens_sampled'], 0)}. Other methods relative to SFT: {', '.join(others) or 'none'}.")
-
-
-def baselines_claim(rows: dict, dcod, others: list[str]) -> Claim:
-    """DCOD against every other baseline (``others``: the Table 1 experiments besides the two the claims
-    compare) on the in-distribution and hard splits (mean ± std rule)."""
-    title = "DCOD beats every other baseline of Table 1"
-    splits = [s for s in (*IN_DISTRIBUTION_SPLITS, *HARD_SPLITS) if f"{s}_mean" in dcod]
-    parts, directions = [], []
-    for name in others:
-        for split in splits:
-            direction = interval_direction(dcod, rows[name], split, True)
-            directions.append(direction)
-            parts.append(f"{split} vs {name}: {mean_std(dcod, split)} vs {mean_std(rows[name], split)} "
-                         f"({direction or 'unknown'})")
-    if not parts:
-        return Claim(title, "not evaluated", "Table 1 has none of these baselines.")
-    verdict = ("not supported" if "worse" in directions else
-               "supported" if set(directions) == {"better"} else "inconclusive")
-    return Claim(title, verdict, "DCOD " + "; ".join(parts) + " (better / worse when the mean ± std intervals "
-                 "over seeds do not overlap, tie otherwise; not supported when DCOD is worse on any).")
-
-
-def judge_claims(table1: pd.DataFrame, report: ReportConfig | None = None) -> list[Claim] | None:
-    """Every claim judged by its rule on a Table 1 (a fresh one or a published one); None without the
-    rows of ``report.subject`` and ``report.baseline`` (default: the shipped profiles') it compares."""
-    report = report or ReportConfig()
-    rows = {r["method"]: r for _, r in table1.iterrows()}
-    if report.subject not in rows or report.baseline not in rows:
-        return None
-    dcod, sft = rows[report.subject], rows[report.baseline]
-    compared = (report.baseline, report.subject)
-    others = [name for name in rows if name not in compared and not is_reference(name)]
-    return [accuracy_claim("DCOD beats SFT on in-distribution accuracy", dcod, sft, IN_DISTRIBUTION_SPLITS),
-            accuracy_claim("DCOD beats SFT on harder / long problems", dcod, sft, HARD_SPLITS),
-            baselines_claim(rows, dcod, others), stability_claim(dcod, sft),
-            retention_claim(dcod, sft, rows.get("base_student")), cost_claim(table1, dcod, sft, compared)]
-
-
-def claims_section(table1: pd.DataFrame, report: ReportConfig) -> list[str]:
-    lines = ["## Claims", ""]
+def claims_section(table1: pd.DataFrame, report: ReportConfig, robust: Claim | None = None) -> list[str]:
+    lines = ["## Claims", "", "Judged exactly by the pre-registered rules of `docs/claims.md`. Every interval is a 95% "
+             "hierarchical bootstrap (training seeds resampled per model, then problems resampled with the same "
+             "draws for both models; 2,000 replicates, fixed seed), so it includes seed variance.", ""]
     claims = judge_claims(table1, report)
     if claims is None:
         return lines + [f"Not evaluated: Table 1 needs both `{report.subject}` and `{report.baseline}` rows.", ""]
-    lines += ["Claims 1–2 are supported only when the 95% paired-bootstrap CI of DCOD − SFT excludes 0 in DCOD's "
-              "favour, not supported when it excludes 0 against DCOD, inconclusive otherwise.", ""]
-    lines += [f"{i}. **{c.title}: {c.verdict}.** {c.sentence}" for i, c in enumerate(claims, start=1)]
-    return lines + [""]
+    claims = [*claims[:1], *([robust] if robust is not None else []), *claims[1:]]
+    summary = pd.DataFrame([{"claim": c.title, "verdict": f"**{c.verdict}**",
+                             "numbers behind it": "; ".join(c.numbers[:3]) + (" …" if len(c.numbers) > 3 else "")}
+                            for c in claims])
+    lines += [markdown_table(summary), ""]
+    for claim in claims:
+        lines += [f"### {claim.title}: {claim.verdict}", "", claim.sentence, ""]
+        lines += [f"- {number_line}" for number_line in claim.numbers] + ([""] if claim.numbers else [])
+    return lines
+
+
+# ----------------------------------------------------------------------------- robustness
+def robustness_section(robustness: pd.DataFrame | None, table1: pd.DataFrame, report: ReportConfig,
+                       figures_dir: Path, out: Path) -> tuple[list[str], Claim | None]:
+    """The robustness worlds' table (from results/robustness.csv), claim (a) per world and across worlds."""
+    lines = ["## Robustness worlds", ""]
+    if robustness is None:
+        return lines + ["Not produced in this run (`results/robustness.csv` absent).", ""], robust_claim(
+            Claim("", "", ""), None)
+    baselines, _ = offline_baselines(table1, report.subject)
+    worlds = robustness_verdicts(robustness, baselines)
+    main = judge_claims(table1, report)
+    robust = robust_claim(main[0], worlds) if main else None
+
+    def ci(row, prefix):
+        values = [row.get(f"{prefix}{suffix}", math.nan) for suffix in ("", "_ci_low", "_ci_high")]
+        return "–" if any(pd.isna(v) for v in values) else f"{values[0]:+.1f} [{values[1]:+.1f}, {values[2]:+.1f}]"
+
+    # the calibration line per world: robustness.csv's calib_<target> columns holding PASS / FAIL / not measured
+    calibration = [c for c in robustness.columns if str(c).startswith("calib_")
+                   and robustness[c].dropna().astype(str).isin(["PASS", "FAIL", "not measured", ""]).all()
+                   and robustness[c].notna().any()]
+    rows = []
+    for (_, row), (_, verdict) in zip(robustness.iterrows(), worlds.iterrows()):
+        main_world = str(row.get("main", "")).lower() == "true"
+        record = {"world": f"{row.get('world')}" + (" (main)" if main_world else ""),
+                  "world seed": row.get("world_seed", "–"), "direct-style probability": row.get("p_direct", "–"),
+                  "seeds": row.get("n_seeds", "–")}
+        for split in ("id", "long"):
+            record[f"DCOD − {report.baseline} {split}"] = ci(row, f"delta_{split}_vs_{report.baseline}")
+        record["best other (validation)"] = row.get("best_other", "–")
+        for split in ("id", "long"):
+            record[f"DCOD − best other {split}"] = ci(row, f"delta_{split}_vs_best_other")
+        for split in ("id", "long"):
+            record[f"oracle gap closed {split}"] = percent(row.get(f"oracle_gap_closed_{split}"))
+        record["claim (a)"] = verdict["verdict"]
+        rows.append(record)
+    lines += ["DCOD − baseline in accuracy points [95% hierarchical-bootstrap CI]; each world has its own world, "
+              "traces and base student; claim (a) is judged on every world by the same rule as the main world "
+              "(against every offline baseline, not only the two shown). Full numbers in `robustness.md` beside "
+              "the tables.", "", markdown_table(pd.DataFrame(rows)), ""]
+    if calibration:
+        line = pd.DataFrame([{"world": row.get("world"), **{c[len("calib_"):].replace("_", " "): row[c]
+                                                             for c in calibration}}
+                             for _, row in robustness.iterrows()]).fillna("")
+        lines += ["Calibration line per world (PASS / FAIL / not measured per target of `calibration.md`):", "",
+                  markdown_table(line), ""]
+    else:
+        lines += ["robustness.csv has no calibration column (`calib_<target>`): the per-world calibration lines "
+                  "are not shown.", ""]
+    figure = figures_dir / "robustness.png"
+    if figure.is_file():
+        relative = Path(os.path.relpath(figure, start=out.parent)).as_posix()
+        lines += [f"![DCOD − SFT and DCOD − best other offline baseline against the direct-style probability.]"
+                  f"({relative})", ""]
+    else:
+        lines += ["The robustness figure (`figures/robustness.png`) was not produced in this run.", ""]
+    return lines, robust
+
+
+# ----------------------------------------------------------------------------- float paths
+def float_path_section(results_dir: Path, table1: pd.DataFrame, report: ReportConfig, name: str | None) -> list[str]:
+    """The spread between Table 1 and its rerun under other float kernels (results/float_path.csv), and
+    whether every claim's verdict is the same on both."""
+    lines = ["## Float-path spread", ""]
+    differences_path = results_dir / "float_path.csv"
+    candidates = ([results_dir / "float_paths" / name / "table1.csv"] if name else
+                  sorted((results_dir / "float_paths").glob("*/table1.csv")))
+    other_path = next((p for p in candidates if p.is_file()), None)
+    if not differences_path.is_file() and other_path is None:
+        return lines + ["Not produced in this run (no `results/float_path.csv`, no second float-path Table 1).", ""]
+    label = other_path.parent.name if other_path is not None else (name or "second")
+    lines += [f"The same Table 1 rerun on the same machine under the `{label}` float kernels (run A) against the "
+              "main run (run B): the spread a reader should expect from floating-point paths alone.", ""]
+    if differences_path.is_file():
+        frame = pd.read_csv(differences_path)
+        if "difference" not in frame or "column" not in frame:
+            raise ValueError(f"{differences_path}: expected the columns method, column, run_a, run_b, difference "
+                             f"(written by `dcod report compare`), got {list(frame.columns)}")
+        accuracy = frame[frame["column"].astype(str).str.endswith("_mean")
+                         & ~frame["column"].isin(["agreement_mean", "malformed_rate_mean"])].dropna(subset=["difference"])
+        if accuracy.empty:
+            lines += ["No accuracy cell is comparable between the two runs.", ""]
+        else:
+            worst = accuracy.loc[accuracy["difference"].abs().idxmax()]
+            lines += [f"Accuracy differences (run B − run A): largest {worst['difference']:+.1f} points ({worst['method']}, "
+                      f"{str(worst['column'])[: -len('_mean')]}), mean absolute {accuracy['difference'].abs().mean():.2f} "
+                      f"points over {len(accuracy)} method × split cells.", ""]
+            pivot = accuracy.pivot(index="method", columns="column", values="difference")
+            pivot.columns = [str(c)[: -len("_mean")] for c in pivot.columns]
+            lines += [markdown_table(pivot.map(lambda v: f"{v:+.1f}").reset_index()), ""]
+    else:
+        lines += ["`results/float_path.csv` (the per-method differences) was not produced in this run.", ""]
+    if other_path is not None:
+        from dcod.reporting.tables import read_table
+
+        ours, theirs = judge_claims(table1, report) or [], judge_claims(read_table(other_path), report) or []
+        verdicts = {c.title: c.verdict for c in theirs}
+        rows = [{"claim": c.title, "main run": c.verdict, f"{label} run": verdicts.get(c.title, "absent"),
+                 "agrees": "yes" if verdicts.get(c.title) == c.verdict else "**no**"} for c in ours]
+        agree = sum(r["agrees"] == "yes" for r in rows)
+        lines += [f"Claim verdicts: {agree} of {len(rows)} agree between the two float paths.", "",
+                  markdown_table(pd.DataFrame(rows)), ""]
+    else:
+        lines += ["The second float path's Table 1 is absent: its claim verdicts are not compared.", ""]
+    return lines
+
+
+def read_optional(path: Path) -> pd.DataFrame | None:
+    return pd.read_csv(path) if path.is_file() else None
 
 
 def read_result(results_dir: Path, name: str) -> pd.DataFrame:
@@ -332,7 +366,7 @@ def write_report(args) -> None:
     results_dir, out = Path(args.results_dir), Path(args.out)
     table1, table2 = read_result(results_dir, "table1.csv"), read_result(results_dir, "table2.csv")
     # only the toy world has a calibration report (forced-style teachers exist only there)
-    calibration = read_result(results_dir, "calibration.csv") if profile.data.source == "toy" else None
+    calibration = read_optional(results_dir / "calibration.csv") if profile.data.source == "toy" else None
     lines = [f"# Distribution Corrected Offline Data Distillation: replication report (`{profile.name}` profile)",
              "", f"Generated by `python -m dcod report paper` from `{results_dir}/*.csv` and `{args.figures_dir}/`; "
              "do not edit: every number below is read from those files.", ""]
@@ -340,7 +374,15 @@ def write_report(args) -> None:
     tuning = read_result(results_dir, "tuning.csv") if len(profile.tuning.lrs) > 1 else None
     lines += setup_section(profile, table1) + table1_section(table1) + table2_section(table2)
     lines += tuning_section(tuning, table1, table2, profile.report.subject)
-    lines += calibration_section(calibration) + figures_section(Path(args.figures_dir), out, profile.data.source)
-    lines += claims_section(table1, profile.report)
+    robustness, robust = robustness_section(read_optional(results_dir / "robustness.csv"), table1, profile.report,
+                                            Path(args.figures_dir), out)
+    calibration_lines = (calibration_section(calibration) if calibration is not None or profile.data.source != "toy"
+                         else ["## Calibration of the world", "", "Not produced in this run "
+                               "(`results/calibration.csv` absent).", ""])
+    lines += calibration_lines + robustness
+    check = profile.float_path_check
+    lines += float_path_section(results_dir, table1, profile.report, check.name if check else None)
+    lines += figures_section(Path(args.figures_dir), out, profile.data.source)
+    lines += claims_section(table1, profile.report, robust)
     write_text(out, "\n".join(lines))
     print(f"paper: -> {out}")

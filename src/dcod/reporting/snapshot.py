@@ -4,7 +4,9 @@ The DAG writes ``results/``, ``figures/`` and ``paper/report.md`` and never touc
 outputs are not committed, so ``snakemake --cores all results/table1.csv`` in a fresh clone rebuilds
 everything from scratch. ``dcod report publish`` copies a finished, clean run into the snapshot
 (refusing uncommitted code), and ``dcod report compare`` tells a reviewer whether their rerun
-reproduced it: per-method differences and whether every claim's verdict agrees.
+reproduced it: per-method differences and whether every claim's verdict agrees. The comparison is of any
+two Table 1s, run A (``--published``: the snapshot, or the float-path rerun) and run B (``--results-dir``),
+so the same command measures the spread between two float paths (results/float_path.md).
 See docs/reproducibility.md for what is bit-identical where.
 """
 
@@ -27,7 +29,7 @@ from dcod.reporting.tables import read_table, table_splits
 RESULT_FILES = ("table1.csv", "table1_timing.csv", "table2.csv", "table2_timing.csv", "tuning.csv",
                 "calibration.csv", "calibration.md")
 COMPARED_COLUMNS = ("direct_step_fraction", "agreement_mean", "malformed_rate_mean", "student_tokens_trained",
-                    "tokens_sampled", "teacher_forward_tokens")
+                    "tokens_sampled", "teacher_forward_tokens", "training_flops")
 
 
 # ----------------------------------------------------------------------------- publish
@@ -99,45 +101,45 @@ def write_publish(args) -> None:
 
 
 # ----------------------------------------------------------------------------- compare
-def compare_tables(published: pd.DataFrame, fresh: pd.DataFrame) -> pd.DataFrame:
-    """Tidy rows (method, column, published, fresh, difference) for every method and compared column
-    present in both tables; accuracy in points, the rest in its own unit."""
-    splits = [s for s in table_splits(published) if s in table_splits(fresh)]
+def compare_tables(run_a: pd.DataFrame, run_b: pd.DataFrame) -> pd.DataFrame:
+    """Tidy rows (method, column, run_a, run_b, difference = run B − run A) for every method and compared
+    column present in both tables; accuracy in points, the rest in its own unit."""
+    splits = [s for s in table_splits(run_a) if s in table_splits(run_b)]
     columns = [f"{s}_mean" for s in splits] + [f"delta_{s}_vs_sft" for s in splits]
     columns += list(COMPARED_COLUMNS)
-    columns = [c for c in columns if c in published.columns and c in fresh.columns]
-    old, new = published.set_index("method"), fresh.set_index("method")
+    columns = [c for c in columns if c in run_a.columns and c in run_b.columns]
+    old, new = run_a.set_index("method"), run_b.set_index("method")
     rows = []
     for method in [m for m in old.index if m in new.index]:
         for column in columns:
             a, b = float(old.loc[method, column]), float(new.loc[method, column])
-            rows.append({"method": method, "column": column, "published": a, "fresh": b,
+            rows.append({"method": method, "column": column, "run_a": a, "run_b": b,
                          "difference": b - a if not (math.isnan(a) or math.isnan(b)) else math.nan})
-    return pd.DataFrame(rows, columns=["method", "column", "published", "fresh", "difference"])
+    return pd.DataFrame(rows, columns=["method", "column", "run_a", "run_b", "difference"])
 
 
-def compare_claims(published: pd.DataFrame, fresh: pd.DataFrame) -> pd.DataFrame:
-    from dcod.reporting.paper import judge_claims
+def compare_claims(run_a: pd.DataFrame, run_b: pd.DataFrame) -> pd.DataFrame:
+    from dcod.reporting.claims import judge_claims
 
-    old, new = judge_claims(published) or [], judge_claims(fresh) or []
-    fresh_by_title = {claim.title: claim.verdict for claim in new}
-    rows = [{"claim": c.title, "published": c.verdict, "fresh": fresh_by_title.get(c.title, "absent")}
-            for c in old]
-    frame = pd.DataFrame(rows, columns=["claim", "published", "fresh"])
-    frame["agrees"] = frame["published"] == frame["fresh"]
+    old, new = judge_claims(run_a) or [], judge_claims(run_b) or []
+    b_by_title = {claim.title: claim.verdict for claim in new}
+    rows = [{"claim": c.title, "run A": c.verdict, "run B": b_by_title.get(c.title, "absent")} for c in old]
+    frame = pd.DataFrame(rows, columns=["claim", "run A", "run B"])
+    frame["agrees"] = frame["run A"] == frame["run B"]
     return frame
 
 
-def comparison_lines(differences: pd.DataFrame, claims: pd.DataFrame, published_dir: Path, fresh_dir: Path,
+def comparison_lines(differences: pd.DataFrame, claims: pd.DataFrame, dir_a: Path, dir_b: Path,
                      machines: tuple[list[str], list[str]]) -> list[str]:
     accuracy = differences[differences["column"].str.endswith("_mean")
                            & ~differences["column"].isin(COMPARED_COLUMNS)].dropna(subset=["difference"])
     identical = bool((differences["difference"].fillna(0) == 0).all()) and not differences.empty
-    lines = ["# A fresh Table 1 against the published snapshot", "",
-             f"Published: `{_shown(published_dir)}`; fresh: `{_shown(fresh_dir)}`. Generated by "
+    lines = ["# Table 1 of two runs compared", "",
+             f"Run A: `{_shown(dir_a)}` (`--published`: the published snapshot or the reference run); run B: "
+             f"`{_shown(dir_b)}` (`--results-dir`). Differences are run B − run A. Generated by "
              "`python -m dcod report compare`.",
-             "", f"- Published on: {'; '.join(machines[0]) or 'not recorded'}",
-             f"- This run on: {'; '.join(machines[1]) or 'not recorded'}", ""]
+             "", f"- Run A on: {'; '.join(machines[0]) or 'not recorded'}",
+             f"- Run B on: {'; '.join(machines[1]) or 'not recorded'}", ""]
     if identical:
         lines += ["Every compared number is identical.", ""]
     elif not accuracy.empty:
@@ -146,14 +148,14 @@ def comparison_lines(differences: pd.DataFrame, claims: pd.DataFrame, published_
                   f"{worst['column'][: -len('_mean')]}); mean absolute difference "
                   f"{accuracy['difference'].abs().mean():.1f} points over {len(accuracy)} method × split cells.", ""]
     agree = int(claims["agrees"].sum())
-    lines += [f"Claim verdicts: {agree} of {len(claims)} agree with the published ones.", "",
+    lines += [f"Claim verdicts: {agree} of {len(claims)} agree between run A and run B.", "",
               markdown_table(claims.assign(agrees=claims["agrees"].map({True: "yes", False: "**no**"}))), ""]
     if not accuracy.empty:
         pivot = accuracy.pivot(index="method", columns="column", values="difference")
         pivot = pivot.map(lambda v: f"{v:+.1f}").reset_index()
-        lines += ["Accuracy differences, fresh − published (points):", "", markdown_table(pivot), ""]
-    lines += ["Floats are bit-identical only on the same kind of machine (CPU kernels, thread count, torch "
-              "build); on another machine expect different numbers and judge the rerun by the claim verdicts "
+        lines += ["Accuracy differences, run B − run A (points):", "", markdown_table(pivot), ""]
+    lines += ["Floats are bit-identical only on the same kind of machine and float kernels (CPU kernels, thread "
+              "count, torch build); otherwise expect different numbers and judge the rerun by the claim verdicts "
               "(docs/reproducibility.md).", ""]
     return lines
 
@@ -165,15 +167,15 @@ def _shown(path: Path) -> str:
 
 
 def write_comparison(args) -> None:
-    fresh_dir = Path(args.results_dir)
-    published_dir = Path(need(args.published, "--published", "compare"))
-    if published_dir.suffix == ".csv":
-        published_dir = published_dir.parent
-    published, fresh = read_table(published_dir / "table1.csv"), read_table(fresh_dir / "table1.csv")
-    differences = compare_tables(published, fresh)
-    claims = compare_claims(published, fresh)
+    dir_b = Path(args.results_dir)
+    dir_a = Path(need(args.published, "--published", "compare"))
+    if dir_a.suffix == ".csv":
+        dir_a = dir_a.parent
+    run_a, run_b = read_table(dir_a / "table1.csv"), read_table(dir_b / "table1.csv")
+    differences = compare_tables(run_a, run_b)
+    claims = compare_claims(run_a, run_b)
     out = Path(args.out)
     write_csv(out.with_suffix(".csv"), differences)
-    machines = (table_machines(published_dir), table_machines(fresh_dir))
-    write_text(out, "\n".join(comparison_lines(differences, claims, published_dir, fresh_dir, machines)))
+    machines = (table_machines(dir_a), table_machines(dir_b))
+    write_text(out, "\n".join(comparison_lines(differences, claims, dir_a, dir_b, machines)))
     print(f"compare: {int(claims['agrees'].sum())}/{len(claims)} claim verdicts agree -> {out}")

@@ -1,0 +1,357 @@
+"""The paper's claims (a)–(d), judged exactly by the pre-registered rules of docs/claims.md.
+
+Everything is read from a written Table 1 (a fresh one, a published one, the float-path rerun's) and, for
+the across-world part of claim (a), from results/robustness.csv; no number is typed here, only the
+rules' thresholds, which docs/claims.md fixes. The intervals are Table 1's hierarchical-bootstrap ones:
+``dcod_minus_row_<metric>`` on each compared row (the subject − that row). A table written before those
+columns existed (the first published snapshot) is still judged: the subject − baseline interval is read
+from the subject's ``delta_*`` columns, and a comparison without an interval can never make a claim
+supported (at best inconclusive, and the sentence says which interval is missing).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from dcod.config import ReportConfig
+from dcod.reporting import REFERENCES
+
+# Which splits each claim is judged on: the toy's name first, then the paper profile's benchmarks.
+IN_DISTRIBUTION_SPLITS = ("id", "gsm8k", "math", "math500")
+HARD_SPLITS = ("long", "amc23", "aime24", "olympiadbench")
+RETENTION_SPLITS = ("retention", "ifeval")  # the toy's second skill; IFEval (prompt-level strict)
+PRESERVED_SHARE = 0.9  # (c): DCOD keeps at least this share of the base student's retention accuracy
+FLOPS_CLOSE, FLOPS_FAR = 1.05, 1.25  # (d): DCOD/SFT training FLOPs: <= close supported, > far not supported
+FLOOR_MARGIN = 0.05  # (b): a model's agreement within this of the floor 1/k is flagged
+SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NOT_EVALUATED = "supported", "not supported", "inconclusive", "not evaluated"
+
+
+@dataclass
+class Claim:
+    title: str
+    verdict: str
+    sentence: str
+    key: str = ""  # (a)...(d)
+    numbers: list[str] = field(default_factory=list)  # the numbers behind the verdict, one line each
+
+
+def _value(row, column: str) -> float:
+    value = row.get(column) if row is not None else None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def signed(value: float, digits: int = 1) -> str:
+    return "–" if math.isnan(value) else f"{value:+.{digits}f}"
+
+
+def interval_text(ci, digits: int = 1) -> str:
+    if ci is None:
+        return "no interval"
+    point, low, high = ci
+    return f"{signed(point, digits)} [{signed(low, digits)}, {signed(high, digits)}]"
+
+
+def side(ci) -> str | None:
+    """'above' / 'below' when the 95% CI lies wholly above / below 0; None when it contains 0."""
+    _, low, high = ci
+    return "above" if low > 0 else "below" if high < 0 else None
+
+
+def first_split(table: pd.DataFrame, candidates) -> str | None:
+    return next((s for s in candidates if f"{s}_mean" in table.columns), None)
+
+
+def truthy(value) -> bool:
+    return value is True or (isinstance(value, str) and value.strip().lower() == "true") or (
+        isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value) and value == 1)
+
+
+# ----------------------------------------------------------------------------- who is compared
+def is_reference_row(row) -> bool:
+    if "role" in row.index and isinstance(row.get("role"), str) and row["role"] in ("method", "reference"):
+        return row["role"] == "reference"
+    return row["method"] in REFERENCES
+
+
+def offline_baselines(table1: pd.DataFrame, subject: str) -> tuple[list[str], str]:
+    """The offline baselines of Table 1 (declared needs: offline traces only), without the subject and the
+    oracle reference, and how they were identified."""
+    rows = [r for _, r in table1.iterrows() if r["method"] != subject and not is_reference_row(r)]
+    if "offline_only" in table1.columns:
+        return [r["method"] for r in rows if truthy(r["offline_only"])], "declared needs (run.json)"
+    # a table from before the offline_only column: no sampling and no teacher forward during training
+    names = [r["method"] for r in rows
+             if _value(r, "tokens_sampled") == 0 and _value(r, "teacher_forward_tokens") == 0]
+    return names, "recorded cost (no tokens sampled, no teacher forward; the table predates `offline_only`)"
+
+
+def online_references(table1: pd.DataFrame, subject: str) -> list[str]:
+    """Methods that sample or keep a teacher in memory (on-policy KD, self-distillation): priced only."""
+    offline, _ = offline_baselines(table1, subject)
+    return [r["method"] for _, r in table1.iterrows()
+            if r["method"] not in (subject, *offline) and not is_reference_row(r)]
+
+
+def versus(table1: pd.DataFrame, subject: str, baseline: str, name: str, key: str):
+    """(point, low, high) of subject − ``name`` on ``key`` (a split or a stability metric), or None."""
+    rows = table1.set_index("method")
+    if name not in rows.index:
+        return None
+    row = rows.loc[name]
+    column = f"dcod_minus_row_{key}"
+    ci = tuple(_value(row, c) for c in (column, f"{column}_ci_low", f"{column}_ci_high"))
+    if not any(math.isnan(v) for v in ci):
+        return ci
+    if name == baseline and subject in rows.index:  # an older table: the subject's delta vs the baseline
+        ci = tuple(_value(rows.loc[subject], c) for c in (f"delta_{key}_vs_sft", f"delta_{key}_ci_low",
+                                                          f"delta_{key}_ci_high"))
+        if not any(math.isnan(v) for v in ci):
+            return ci
+    return None
+
+
+# ----------------------------------------------------------------------------- (a) accuracy
+def accuracy_verdict(intervals: dict[str, dict[str, tuple | None]], id_split: str, long_split: str | None) -> str:
+    """docs/claims.md (a) on one world: ``intervals[B][split]`` = DCOD − B with its CI (None: missing)."""
+    if not intervals:
+        return NOT_EVALUATED
+    splits = [id_split, *([long_split] if long_split else [])]
+    present = [ci for cis in intervals.values() for s in splits if (ci := cis.get(s)) is not None]
+    if any(side(ci) == "below" for ci in present):
+        return NOT_SUPPORTED
+    complete = all(cis.get(s) is not None for cis in intervals.values() for s in splits)
+    if complete and all(side(cis[id_split]) == "above" for cis in intervals.values()):
+        return SUPPORTED  # long never lies wholly below (checked above)
+    return INCONCLUSIVE
+
+
+def accuracy_claim(table1: pd.DataFrame, report: ReportConfig) -> Claim:
+    title = "(a) DCOD reaches higher accuracy than every offline baseline"
+    id_split, long_split = first_split(table1, IN_DISTRIBUTION_SPLITS), first_split(table1, HARD_SPLITS)
+    baselines, how = offline_baselines(table1, report.subject)
+    if id_split is None or not baselines:
+        return Claim(title, NOT_EVALUATED, "Table 1 has no in-distribution split or no offline baseline.", "a")
+    splits = [id_split, *([long_split] if long_split else [])]
+    intervals = {b: {s: versus(table1, report.subject, report.baseline, b, s) for s in splits} for b in baselines}
+    verdict = accuracy_verdict(intervals, id_split, long_split)
+    numbers = [f"DCOD − {b} on {s}: {interval_text(intervals[b][s])} accuracy points"
+               for b in baselines for s in splits]
+    missing = [f"{b} on {s}" for b in baselines for s in splits if intervals[b][s] is None]
+    sentence = (f"Offline baselines ({how}): {', '.join(baselines)}. Rule: supported when every 95% CI of "
+                f"DCOD − baseline on `{id_split}` lies above 0 and none on `{long_split}` lies wholly below 0; "
+                f"not supported when any lies wholly below 0.")
+    if missing:
+        sentence += f" No interval for {', '.join(missing)}: that comparison cannot support the claim."
+    return Claim(title, verdict, sentence, "a", numbers)
+
+
+# ----------------------------------------------------------------------------- (b) stability
+def stability_claim(table1: pd.DataFrame, report: ReportConfig) -> Claim:
+    title = "(b) DCOD yields more stable reasoning traces than every offline baseline and the base student"
+    rows = table1.set_index("method")
+    baselines, _ = offline_baselines(table1, report.subject)
+    compared = [*baselines, *(["base_student"] if "base_student" in rows.index else [])]
+    if report.subject not in rows.index or not compared:
+        return Claim(title, NOT_EVALUATED, "Table 1 lacks the subject or every comparison row.", "b")
+    agreement = {b: versus(table1, report.subject, report.baseline, b, "agreement") for b in compared}
+    malformed = {b: versus(table1, report.subject, report.baseline, b, "malformed_rate") for b in compared}
+    if all(ci is None for ci in (*agreement.values(), *malformed.values())):
+        verdict = INCONCLUSIVE
+    elif (any(ci is not None and side(ci) == "below" for ci in agreement.values())
+          or any(ci is not None and side(ci) == "above" for ci in malformed.values())):
+        verdict = NOT_SUPPORTED
+    elif (all(ci is not None and side(ci) == "above" for ci in agreement.values())
+          and all(ci is not None for ci in malformed.values())):
+        verdict = SUPPORTED
+    else:
+        verdict = INCONCLUSIVE
+    numbers = [f"DCOD − {b}: answer agreement {interval_text(agreement[b], 3)}, malformed-trace rate "
+               f"{interval_text(malformed[b], 3)}" for b in compared]
+    k = _value(rows.loc[report.subject], "stability_samples")
+    if math.isnan(k) and "stability_samples" in rows.columns:
+        k = float(pd.to_numeric(rows["stability_samples"], errors="coerce").max())
+    if math.isnan(k):
+        floor_text = "The number k of sampled traces per problem is not recorded in this table, so the floor 1/k is not stated."
+    else:
+        floor = 1.0 / k
+        near = [f"{name} ({_value(r, 'agreement_mean'):.3f})" for name, r in rows.iterrows()
+                if not math.isnan(_value(r, "agreement_mean")) and _value(r, "agreement_mean") - floor <= FLOOR_MARGIN]
+        floor_text = (f"Agreement floor 1/k = {floor:.2f} (k = {k:g} traces, every answer different); within "
+                      f"{FLOOR_MARGIN:.2f} of it: {', '.join(near) if near else 'no model'}.")
+    missing = [b for b in compared if agreement[b] is None or malformed[b] is None]
+    sentence = ("Answer agreement = share of the k sampled final answers equal to the most common one; malformed "
+                "rate = share of traces without a parseable answer or with a step in neither style. Rule: "
+                "supported when every 95% CI of DCOD − model on agreement lies above 0 and none on the malformed "
+                "rate lies wholly above 0; not supported when an agreement CI lies wholly below 0 or a malformed "
+                f"CI wholly above 0. {floor_text}")
+    if missing:
+        sentence += f" No interval for {', '.join(missing)}."
+    return Claim(title, verdict, sentence, "b", numbers)
+
+
+# ----------------------------------------------------------------------------- (c) retention
+def retention_claim(dcod, sft, base) -> Claim:
+    """(c) on rows of Table 1: the DCOD − SFT interval is read from the SFT row's ``dcod_minus_row_<split>``
+    or, for older tables, from the DCOD row's ``delta_<split>_vs_sft``."""
+    index = dcod.index if hasattr(dcod, "index") else dcod.keys()
+    split = next((s for s in RETENTION_SPLITS if f"{s}_mean" in index), None)
+    title = "(c) DCOD preserves instruction following (" + ("IFEval prompt-level strict accuracy)" if split == "ifeval"
+                                                            else "retention of the base student's second skill)")
+    if split is None:
+        return Claim(title, NOT_EVALUATED, "this profile has no retention split.", "c")
+    ci = None
+    for row, prefix, suffixes in ((sft, f"dcod_minus_row_{split}", ("", "_ci_low", "_ci_high")),
+                                  (dcod, f"delta_{split}", ("_vs_sft", "_ci_low", "_ci_high"))):
+        values = tuple(_value(row, prefix + suffix) for suffix in suffixes)
+        if not any(math.isnan(v) for v in values):
+            ci = values
+            break
+    base_mean = _value(base, f"{split}_mean") if base is not None else math.nan
+    kept = _value(dcod, f"{split}_mean") / base_mean if base_mean and not math.isnan(base_mean) else math.nan
+    below = ci is not None and side(ci) == "below"
+    if (not math.isnan(kept) and kept < PRESERVED_SHARE) or below:
+        verdict = NOT_SUPPORTED
+    elif not math.isnan(kept) and ci is not None:
+        verdict = SUPPORTED
+    else:
+        verdict = INCONCLUSIVE
+    numbers = [f"{split} accuracy: DCOD {_value(dcod, f'{split}_mean'):.1f}%, SFT {_value(sft, f'{split}_mean'):.1f}%, "
+               f"base student {base_mean:.1f}%",
+               "DCOD keeps " + ("–" if math.isnan(kept) else f"{100 * kept:.1f}%") + " of the base student's accuracy",
+               f"DCOD − SFT on {split}: {interval_text(ci)} points"]
+    sentence = (f"Rule: supported when DCOD keeps at least {100 * PRESERVED_SHARE:.0f}% of the base student's {split} "
+                "accuracy and the 95% CI of DCOD − SFT does not lie wholly below 0; not supported when it keeps less "
+                "or that CI lies wholly below 0.")
+    if ci is None or math.isnan(kept):
+        sentence += " " + ("No DCOD − SFT interval. " if ci is None else "") + (
+            "No base student row." if math.isnan(kept) else "")
+    return Claim(title, verdict, sentence.strip(), "c", numbers)
+
+
+# ----------------------------------------------------------------------------- (d) cost
+def cost_claim(table1: pd.DataFrame, report: ReportConfig) -> Claim:
+    title = "(d) DCOD needs no online rollouts, at a training cost close to SFT"
+    rows = table1.set_index("method")
+    if report.subject not in rows.index or report.baseline not in rows.index:
+        return Claim(title, NOT_EVALUATED, "Table 1 lacks the subject or the baseline row.", "d")
+    dcod, sft = rows.loc[report.subject], rows.loc[report.baseline]
+    sampled, teacher = _value(dcod, "tokens_sampled"), _value(dcod, "teacher_forward_tokens")
+    ratio = _value(dcod, "training_flops") / _value(sft, "training_flops")
+    online = (not math.isnan(sampled) and sampled > 0) or (not math.isnan(teacher) and teacher > 0)
+    if online or (not math.isnan(ratio) and ratio > FLOPS_FAR):
+        verdict = NOT_SUPPORTED
+    elif sampled == 0 and teacher == 0 and not math.isnan(ratio) and ratio <= FLOPS_CLOSE:
+        verdict = SUPPORTED
+    else:
+        verdict = INCONCLUSIVE
+
+    def priced(name, row) -> str:
+        flops = _value(row, "training_flops")
+        relative = flops / _value(sft, "training_flops")
+        return (f"{name}: " + ("training FLOPs not recorded" if math.isnan(flops) else f"{flops:.3g} training FLOPs")
+                + ("" if math.isnan(relative) else f" ({relative:.2f}× SFT)")
+                + f", {_value(row, 'student_tokens_trained'):,.0f} student tokens trained, "
+                f"{_value(row, 'tokens_sampled'):,.0f} tokens sampled, "
+                f"{_value(row, 'teacher_forward_tokens'):,.0f} teacher forward tokens")
+
+    numbers = [priced(report.subject, dcod), priced(report.baseline, sft)]
+    numbers += [priced(name, rows.loc[name]) + " (priced as a reference, not a claim)"
+                for name in online_references(table1, report.subject)]
+    trace_tokens = _value(dcod, "offline_trace_tokens")
+    if not math.isnan(trace_tokens):
+        numbers.append(f"one-off teacher traces shared by every offline method: {trace_tokens:,.0f} tokens")
+    reference = _value(dcod, "reference_forward_tokens")
+    if not math.isnan(reference) and reference > 0:
+        numbers.append(f"DCOD also ran a frozen reference over {reference:,.0f} tokens "
+                       f"({_value(dcod, 'reference_forward_flops'):.3g} FLOPs, outside the pre-registered estimate)")
+    sentence = (f"Training FLOPs = 6·N·tokens trained + 2·N·tokens sampled + 2·N_teacher·teacher forward tokens "
+                f"(N the student's parameters; the programmatic toy teacher counts 0). Rule: supported when DCOD "
+                f"samples no token and runs no teacher forward during training and its FLOPs are at most "
+                f"{FLOPS_CLOSE:.2f}× SFT's; not supported when it samples or runs the teacher, or exceeds "
+                f"{FLOPS_FAR:.2f}×. DCOD/SFT FLOPs ratio: " + ("not recorded in this table" if math.isnan(ratio)
+                                                               else f"{ratio:.3f}") + ". Wall time decides nothing.")
+    return Claim(title, verdict, sentence, "d", numbers)
+
+
+# ----------------------------------------------------------------------------- all of them
+def judge_claims(table1: pd.DataFrame, report: ReportConfig | None = None) -> list[Claim] | None:
+    """Claims (a)–(d) judged on a Table 1 (fresh, published, or another float path's); None without the
+    rows of ``report.subject`` and ``report.baseline`` (default: the shipped profiles')."""
+    report = report or ReportConfig()
+    names = set(table1["method"])
+    if report.subject not in names or report.baseline not in names:
+        return None
+    rows = table1.set_index("method")
+    base = rows.loc["base_student"] if "base_student" in rows.index else None
+    return [accuracy_claim(table1, report), stability_claim(table1, report),
+            retention_claim(rows.loc[report.subject], rows.loc[report.baseline], base), cost_claim(table1, report)]
+
+
+# ----------------------------------------------------------------------------- across worlds
+ROBUSTNESS_SPLITS = ("id", "long")
+_VERSUS = re.compile(r"^delta_(?P<split>id|long)_vs_(?P<name>.+)_ci_low$")
+
+
+def world_intervals(row, baselines: list[str]) -> tuple[dict[str, dict[str, tuple | None]], list[str]]:
+    """DCOD − B intervals of one robustness world from robustness.csv's ``delta_<split>_vs_<B>`` columns (+
+    ``_ci_low``/``_ci_high``; ``best_other`` stands for the baseline named in the ``best_other`` column),
+    and the offline baselines that have no column there."""
+    found: dict[str, dict[str, tuple]] = {}
+    for column in row.index:
+        match = _VERSUS.match(str(column))
+        if not match:
+            continue
+        name, split = match["name"], match["split"]
+        if name == "best_other":
+            name = str(row.get("best_other", "")) or None
+            if not name or name == "nan":
+                continue
+        prefix = f"delta_{split}_vs_{match['name']}"
+        ci = tuple(_value(row, c) for c in (prefix, f"{prefix}_ci_low", f"{prefix}_ci_high"))
+        if not any(math.isnan(v) for v in ci):
+            found.setdefault(name, {})[split] = ci
+    judged = {name: {s: found.get(name, {}).get(s) for s in ROBUSTNESS_SPLITS}
+              for name in [*baselines, *[n for n in found if n not in baselines]]}
+    missing = [name for name in baselines if name not in found]
+    return judged, missing
+
+
+def robustness_verdicts(robustness: pd.DataFrame, baselines: list[str]) -> pd.DataFrame:
+    """Claim (a)'s verdict on every robustness world; a world lacking some offline baseline's columns can
+    be not supported (a present CI below 0) or inconclusive, never supported."""
+    records = []
+    for _, row in robustness.iterrows():
+        intervals, missing = world_intervals(row, baselines)
+        verdict = accuracy_verdict({k: v for k, v in intervals.items() if any(v.values())}, "id", "long")
+        if missing and verdict == SUPPORTED:
+            verdict = INCONCLUSIVE
+        records.append({"world": row.get("world"), "verdict": verdict, "judged_against": ", ".join(
+            name for name, cis in intervals.items() if any(cis.values())), "missing": ", ".join(missing)})
+    return pd.DataFrame(records, columns=["world", "verdict", "judged_against", "missing"])
+
+
+def robust_claim(main: Claim, worlds: pd.DataFrame | None) -> Claim:
+    """(a) across worlds: robustly only if the main world is supported and no robustness world is not."""
+    title = "(a) across worlds: DCOD's accuracy advantage holds robustly"
+    if worlds is None or worlds.empty:
+        return Claim(title, NOT_EVALUATED, "No robustness worlds were produced in this run "
+                     "(results/robustness.csv absent).", "a*")
+    counts = worlds["verdict"].value_counts()
+    count_text = ", ".join(f"{int(counts.get(v, 0))} {v}" for v in (SUPPORTED, INCONCLUSIVE, NOT_SUPPORTED))
+    robust = main.verdict == SUPPORTED and int(counts.get(NOT_SUPPORTED, 0)) == 0
+    verdict = SUPPORTED if robust else NOT_SUPPORTED
+    sentence = (f"Main world: {main.verdict}; {len(worlds)} robustness worlds: {count_text}. Rule: robustly only "
+                "if the main world is supported and no robustness world is not supported.")
+    incomplete = worlds[worlds["missing"].astype(str) != ""]
+    if not incomplete.empty:
+        sentence += (f" {len(incomplete)} world(s) lack the DCOD − baseline columns of "
+                     f"{', '.join(sorted(set(', '.join(incomplete['missing']).split(', '))))} in robustness.csv: "
+                     "they can be inconclusive or not supported there, never supported.")
+    return Claim(title, verdict, sentence, "a*")
