@@ -24,10 +24,12 @@ from dcod.reporting.figures import FIGURE_NAMES, figure_names
 from dcod.reporting.tables import MIN_ORACLE_GAP, table2_knobs, table_splits
 
 CAPTIONS = {
-    "accuracy_per_split": "Accuracy per split and method (error bars: std over seeds).",
+    "accuracy_per_split": "Accuracy per split and method (error bars: std over training seeds; none for a model "
+                          "evaluated once; the oracle reference hatched).",
     "accuracy_vs_length": "Accuracy against chain length on held-out problems: where compounding errors show.",
     "dcod_diagnostics": "DCOD over training: adaptive β, ESS fraction and clip fraction, one line per seed.",
-    "accuracy_vs_cost": "Accuracy against training wall time and tokens sampled, one point per method.",
+    "accuracy_vs_cost": "Accuracy against training FLOPs and tokens sampled, one point per method (the oracle "
+                        "reference as a star).",
     "trace_stability": "Answer agreement across sampled traces and malformed-output rate per method.",
 }
 

@@ -31,10 +31,28 @@ def figure_names(source: str) -> tuple[str, ...]:
 REFERENCE_STYLE = {"teacher": dict(color="0.25", hatch="//"), "base_student": dict(color="0.7", hatch="..")}
 
 
-def style_of(method: str, experiments: list[str]) -> dict:
-    """The same colour for a method in every figure (its place in --experiment-list); references grey."""
+# the oracle (SFT on student-style traces) is a reference, not a competitor: white with black crosses
+ORACLE_STYLE = dict(color="white", hatch="xx")
+
+
+def oracle_names(table: pd.DataFrame) -> set[str]:
+    """Trained reference rows of Table 1 (role ``reference`` but not the teacher or base student)."""
+    if "role" not in table.columns:
+        return set()
+    return {m for m, role in zip(table["method"], table["role"]) if role == "reference" and m not in REFERENCE_STYLE}
+
+
+def label_of(method: str, oracles=()) -> str:
+    return f"{method} (reference)" if method in oracles else method
+
+
+def style_of(method: str, experiments: list[str], oracles=()) -> dict:
+    """The same colour for a method in every figure (its place in --experiment-list); references grey,
+    a trained reference (``oracles``: the oracle) white with crosses."""
     if method in REFERENCE_STYLE:
         return dict(REFERENCE_STYLE[method])
+    if method in oracles:
+        return dict(ORACLE_STYLE)
     # tab10 without its grey (index 7), which the references use: no method looks like a reference
     colors = [color for i, color in enumerate(plt.get_cmap("tab10").colors) if i != 7]
     index = experiments.index(method) if method in experiments else len(experiments)
@@ -62,6 +80,15 @@ def listed_rows(table: pd.DataFrame, experiments: list[str], references=("teache
         raise ValueError(f"table1.csv has no row for {missing}: rebuild it with the same --experiment-list")
     keep = [name for name in (*references, *experiments) if name in set(table["method"])]
     return table.set_index("method").loc[keep].reset_index()
+
+
+def evaluated_once_note(axis, data: pd.DataFrame, method_column: str = "method") -> None:
+    """A note naming the rows evaluated once (no spread to draw), at the bottom of the axis."""
+    once = [str(m) for m, n in zip(data[method_column], data["n_seeds"]) if int(n) == 1]
+    once = list(dict.fromkeys(once))
+    if once:
+        axis.text(0.0, -0.22, f"evaluated once (no error bar): {', '.join(once)}", transform=axis.transAxes,
+                  fontsize=7, ha="left", va="top")
 
 
 def save(figure, data: pd.DataFrame, out: str | Path) -> None:

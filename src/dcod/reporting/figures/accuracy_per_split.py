@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from dcod.reporting import held_out_splits, parse_names
-from dcod.reporting.figures import listed_rows, read_table1, save, style_of
+from dcod.reporting.figures import evaluated_once_note, label_of, listed_rows, oracle_names, read_table1, save, style_of
 from dcod.reporting.tables import table_splits
 
 NAME = "accuracy_per_split"
@@ -32,6 +32,7 @@ def render(args) -> None:
     splits = held_out_splits(table_splits(table))
     data = tidy(rows, splits)
     methods = list(rows["method"])
+    oracles = oracle_names(table)
     width = 0.8 / len(methods)
     positions = np.arange(len(splits))
     figure, axis = plt.subplots(figsize=(max(6.0, 1.6 * len(splits) + 0.4 * len(methods)), 4.0),
@@ -40,11 +41,12 @@ def render(args) -> None:
         part = data[data["method"] == method].set_index("split").loc[splits]
         errors = [0.0 if math.isnan(v) else v for v in part["accuracy_std"]]
         axis.bar(positions + (index - (len(methods) - 1) / 2) * width, part["accuracy_mean"], width,
-                 yerr=errors, capsize=2, label=method, edgecolor="black", linewidth=0.4,
-                 **style_of(method, experiments))
+                 yerr=errors, capsize=2, label=label_of(method, oracles), edgecolor="black", linewidth=0.4,
+                 **style_of(method, experiments, oracles))
     axis.set_xticks(positions, splits)
     axis.set_ylabel("accuracy (%)")
     axis.set_ylim(0, 100)
-    axis.set_title("Accuracy per split (mean ± std over seeds)")
+    axis.set_title("Accuracy per split (mean ± std over training seeds)")
+    evaluated_once_note(axis, data)
     axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     save(figure, data, args.out)

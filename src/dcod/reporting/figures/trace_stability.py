@@ -12,9 +12,9 @@ import math
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from dcod.reporting import eval_dirs, read_stability
-from dcod.reporting.figures import inputs, save, style_of
-from dcod.reporting.tables import mean_std
+from dcod.reporting import eval_dirs, read_run, read_stability, run_dirs
+from dcod.reporting.figures import evaluated_once_note, inputs, label_of, save, style_of
+from dcod.reporting.tables import is_oracle, mean_std
 
 NAME = "trace_stability"
 REFERENCES = ("teacher", "base_student")
@@ -33,14 +33,15 @@ def render(args) -> None:
     work, experiments, seeds = inputs(args, NAME)
     references = [name for name in REFERENCES if (work / "eval" / name / "stability.csv").is_file()]
     data = pd.DataFrame([summary(work, name, seeds) for name in (*references, *experiments)])
+    oracles = {name for name in experiments if is_oracle(read_run(run_dirs(work, name, seeds)[0]))}
     figure, axes = plt.subplots(1, 2, figsize=(11.0, 3.8), layout="constrained")
     for axis, column, label in ((axes[0], "agreement", "answer agreement across samples"),
                                 (axes[1], "malformed_rate", "malformed-output rate")):
         for index, row in data.iterrows():
             error = 0.0 if math.isnan(row[f"{column}_std"]) else row[f"{column}_std"]
             axis.bar(index, row[f"{column}_mean"], yerr=error, capsize=2, edgecolor="black", linewidth=0.4,
-                     **style_of(row["method"], experiments))
-        axis.set_xticks(range(len(data)), data["method"], rotation=30, ha="right")
+                     **style_of(row["method"], experiments, oracles))
+        axis.set_xticks(range(len(data)), [label_of(m, oracles) for m in data["method"]], rotation=30, ha="right")
         axis.set_title(label)
     axes[0].set_ylim(0, 1)
     samples = int(data["samples"].max())
@@ -51,5 +52,6 @@ def render(args) -> None:
     # malformed rates are small: a 0-1 axis hides them; from zero to just above the largest bar
     top = (data["malformed_rate_mean"] + data["malformed_rate_std"].fillna(0)).max()
     axes[1].set_ylim(0, max(0.01, 1.25 * top))
-    figure.suptitle("Trace stability (mean ± std over seeds)")
+    figure.suptitle("Trace stability (mean ± std over training seeds)")
+    evaluated_once_note(axes[0], data)
     save(figure, data, args.out)
