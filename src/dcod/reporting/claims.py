@@ -141,8 +141,8 @@ def accuracy_claim(table1: pd.DataFrame, report: ReportConfig) -> Claim:
     splits = [id_split, *([long_split] if long_split else [])]
     intervals = {b: {s: versus(table1, report.subject, report.baseline, b, s) for s in splits} for b in baselines}
     verdict = accuracy_verdict(intervals, id_split, long_split)
-    numbers = [f"DCOD − {b} on {s}: {interval_text(intervals[b][s])} accuracy points"
-               for b in baselines for s in splits]
+    numbers = [f"DCOD − {b} on {s}: " + (f"{interval_text(intervals[b][s])} accuracy points" if intervals[b][s]
+                                           else "no interval in this table") for b in baselines for s in splits]
     missing = [f"{b} on {s}" for b in baselines for s in splits if intervals[b][s] is None]
     sentence = (f"Offline baselines ({how}): {', '.join(baselines)}. Rule: supported when every 95% CI of "
                 f"DCOD − baseline on `{id_split}` lies above 0 and none on `{long_split}` lies wholly below 0; "
