@@ -17,4 +17,6 @@ rule all:
         FIGURES,
         REPORT,
         COMPARISON,
+        ROBUSTNESS_TARGETS,
+        FLOAT_PATH_TARGETS,
     default_target: True

@@ -102,6 +102,6 @@ def test_literal_command_builds_everything_in_a_fresh_folder(tmp_path):
                             cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.MULTILINE))
-    for rule in ("world", "base_student", "traces", "train", "evaluate", "table1"):
+    for rule in ("world", "base_student", "traces", "traces_student_style", "train", "evaluate", "table1"):
         assert int(counts.get(rule, 0)) >= 1, (rule, result.stdout[-3000:])
     assert int(counts["train"]) >= 18  # six methods x three seeds at least

@@ -36,7 +36,7 @@ def _profile(args):
     """The profile, with the checks that need the toy world or the benchmark declarations made too."""
     from dcod.splits import check_profile
 
-    return check_profile(load_profile(args.profile))
+    return check_profile(load_profile(args.profile, args.set or ()))
 
 
 def _folder(path: str) -> Path:
@@ -88,7 +88,7 @@ def cmd_evaluate(args):
         model = args.model
     splits = args.splits.split(",") if args.splits else None
     stage_evaluate(_profile(args), _folder(args.world), model, _folder(args.out), seed=args.seed, splits=splits,
-                   stability=not _is_ablation(args.model))
+                   stability=not (args.no_stability or _is_ablation(args.model)))
 
 
 def _is_ablation(model: str) -> bool:
@@ -122,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
         if profile:
             p.add_argument("--profile", required=True, help="profile YAML, e.g. config/profiles/toy.yaml")
+            p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                           help="override one profile value (repeatable), e.g. --set teacher.p_direct=0.25")
         p.set_defaults(func=func)
         return p
 
@@ -147,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "teacher, teacher_direct, teacher_decomposed")
     p.add_argument("--base", default=None, help="the base student folder (with --model base_student)")
     p.add_argument("--splits", default=None, help="comma-separated subset of the profile's splits")
+    p.add_argument("--no-stability", action="store_true", help="skip the trace-stability samples")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=_seed, default=0)
     p = add("grade", cmd_grade, "grade a JSONL of {gold, prediction} lines", profile=False)

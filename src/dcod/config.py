@@ -221,6 +221,9 @@ class PretrainConfig(Section):
     lr: Float = Field(2e-3, gt=0)
     warmup_steps: int = Field(30, ge=0)
     seed: Seed = 1234
+    # torch threads of the pre-training (None: the profile's `threads`); fixed here, not by `--cores`, so
+    # that the base student does not depend on how many cores Snakemake was given
+    threads: int | None = Field(None, ge=1)
 
 
 class TracesConfig(Section):
@@ -438,13 +441,36 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_profile(path: str | Path) -> ProfileConfig:
+def load_profile(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ProfileConfig:
+    """A profile file, with ``section.key=value`` overrides applied before it is checked (the DAG derives
+    the robustness worlds and the calibration base students this way: ``world.seed=1``,
+    ``teacher.p_direct=0.25``, ``pretrain.seed=1235``). Values are read as YAML scalars."""
     path = Path(path)
     data = _read_yaml(path)
     data.setdefault("name", path.stem)
-    profile = parse_section(ProfileConfig, data, str(path))
-    profile._source = str(path)
+    source = str(path)
+    for assignment in overrides:
+        data = merge(data, _override(assignment, source))
+    if overrides:
+        source = f"{path} with {' '.join(overrides)}"
+    profile = parse_section(ProfileConfig, data, source)
+    profile._source = source
     return profile
+
+
+def _override(assignment: str, source: str) -> dict[str, Any]:
+    key, sep, text = assignment.partition("=")
+    parts = key.split(".")
+    if not sep or not all(part.strip() for part in parts):
+        raise ConfigError(f"{source}: override {assignment!r} is not of the form section.key=value")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ConfigError(f"{source}: override {assignment!r}: the value is not a YAML scalar") from None
+    nested: Any = value
+    for part in reversed(parts):
+        nested = {part: nested}
+    return nested
 
 
 def parse_experiment(name: str, data: dict[str, Any], source: str) -> ExperimentConfig:

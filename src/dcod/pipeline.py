@@ -60,7 +60,7 @@ def stage_base_student(profile: ProfileConfig, world_dir: Path, out_dir: Path, t
     with a pretrained student (``student.path``), save that model as a plain HF folder instead."""
     from transformers import AutoTokenizer
 
-    set_threads(threads or profile.threads)
+    set_threads(threads or profile.pretrain.threads or profile.threads)
     if profile.student.path is not None:
         model, tokenizer = load_model(profile.student.path, gguf_file=profile.student.gguf_file)
         with atomic_path(Path(out_dir), directory=True) as tmp:

@@ -132,7 +132,129 @@ def references(names):
     return expand(f"{W}/eval/{{reference}}/{{file}}", reference=names, file=EVAL_FILES)
 
 
+# ------------------------------------------------------------------ roots: the main run and its variants
+# A root is a work folder with the main layout (world/, base_student/, traces/, runs/, eval/). Besides the
+# main one (W): the robustness worlds (world seed x direct-style probability), the calibration base
+# students (other pre-training seeds, more steps) and the second float path (Table 1 rerun under other CPU
+# kernels). Every command of a root gets that root's profile overrides (--set) and environment.
+import re as _re
+
+MAIN_WORLD_SEED = int(P.world.get("seed", 0)) if TOY else None
+
+
+def _p_name(p):
+    return f"{p:g}"
+
+
+ROBUST = P.robustness if TOY else None
+ROBUST_WORLDS = {}  # world name -> root
+ROBUST_OVERRIDES = {}  # root -> overrides
+if ROBUST is not None:
+    for ws in ROBUST.world_seeds:
+        for pd_ in ROBUST.p_direct:
+            name = f"w{ws}_p{_p_name(pd_)}"
+            if ws == MAIN_WORLD_SEED and pd_ == P.teacher.p_direct:
+                ROBUST_WORLDS[name] = W  # the main world is one of them: its Table 1 runs are reused
+            else:
+                root = f"{W}/robustness/{name}"
+                ROBUST_WORLDS[name] = root
+                ROBUST_OVERRIDES[root] = [f"world.seed={ws}", f"teacher.p_direct={pd_:g}"]
+ROBUST_SEEDS = ROBUST.seeds if ROBUST is not None else []
+ROBUST_EXPERIMENTS = []
+if ROBUST is not None:
+    ROBUST_EXPERIMENTS = ROBUST.experiments or [
+        e for e in MAIN
+        if (NEEDS_OF[e].offline_traces and not NEEDS_OF[e].student_rollouts and not NEEDS_OF[e].teacher_model) or EXPERIMENT_OF[e].traces == "student_style"]
+    missing = sorted(set(ROBUST_EXPERIMENTS) - set(MAIN))
+    if missing:
+        raise ValueError(f"robustness.experiments: {missing} are not Table 1 experiments of this profile")
+
+
+def _shared_base_root(ws):
+    """The root whose base student serves every robustness world of world seed ws (the base student does
+    not depend on the direct-style probability)."""
+    if ws == MAIN_WORLD_SEED:
+        return W
+    return min(root for root, sets in ROBUST_OVERRIDES.items() if sets[0] == f"world.seed={ws}")
+
+
+CALIBRATION_ROOTS = {}  # root -> overrides: the knife-edge and plateau base students
+if TOY:
+    for s in P.calibration.pretrain_seeds:
+        CALIBRATION_ROOTS[f"{W}/calibration/pretrain_seed{s}"] = [f"pretrain.seed={s}"]
+    if P.calibration.pretrain_seeds:
+        steps = round(P.pretrain.steps * P.calibration.steps_factor)
+        CALIBRATION_ROOTS[f"{W}/calibration/steps_x{P.calibration.steps_factor:g}"] = [f"pretrain.steps={steps}"]
+
+FLOAT = P.float_path_check
+FLOAT_ROOT = f"{W}/float_paths/{FLOAT.name}" if FLOAT is not None else None
+FLOAT_RESULTS = f"{R}/float_paths/{FLOAT.name}" if FLOAT is not None else None
+
+
+def root_overrides(root):
+    if root in ROBUST_OVERRIDES:
+        return ROBUST_OVERRIDES[root]
+    return CALIBRATION_ROOTS.get(root, [])
+
+
+def root_sets(wildcards):
+    """--set arguments of a root's commands."""
+    return " ".join(f"--set {o}" for o in root_overrides(wildcards.root))
+
+
+def root_env(wildcards):
+    """The environment prefix of a root's commands (the float-path check's kernel selection)."""
+    if FLOAT_ROOT is not None and wildcards.root == FLOAT_ROOT:
+        return "env " + " ".join(f"{k}={v}" for k, v in FLOAT.env.items()) + " "
+    return ""
+
+
+def root_world(wildcards):
+    """Calibration base students share the main world; robustness worlds and the float-path check build
+    their own (the float-path check reruns every stage under its kernels)."""
+    root = wildcards.root
+    return f"{W}/world/world.json" if root in CALIBRATION_ROOTS else f"{root}/world/world.json"
+
+
+def root_base(wildcards):
+    root = wildcards.root
+    if root in ROBUST_OVERRIDES:
+        return f"{_shared_base_root(int(ROBUST_OVERRIDES[root][0].split('=')[1]))}/base_student"
+    return f"{root}/base_student"
+
+
+def traces_of(experiment):
+    """The traces folder name an experiment trains on: the teacher's, or the student-style reference's."""
+    return "traces_student_style" if EXPERIMENT_OF[experiment].traces == "student_style" else "traces"
+
+
+def root_traces(wildcards):
+    return f"{wildcards.root}/{traces_of(wildcards.experiment)}/train.parquet"
+
+
+def root_eval_options(wildcards):
+    """Robustness worlds and calibration base students are evaluated on the robustness splits only
+    (calibration: validation, id, long), without the stability samples."""
+    if wildcards.root in ROBUST_OVERRIDES:
+        return f"--splits {','.join(ROBUST.splits)} --no-stability"
+    if wildcards.root in CALIBRATION_ROOTS:
+        splits = [s for s in P.eval.splits if s in ("validation", "id", "long")]
+        return f"--splits {','.join(splits)} --no-stability"
+    return ""
+
+
+_ROOTS = [W, *ROBUST_OVERRIDES, *CALIBRATION_ROOTS, *([FLOAT_ROOT] if FLOAT_ROOT else [])]
+
+
 wildcard_constraints:
+    root="|".join(_re.escape(r) for r in _ROOTS),
     seed=r"\d+",
     lr=r"[0-9.e\-]+",
     experiment=r"[A-Za-z0-9_\-]+",
+
+
+ORACLE = [e for e in MAIN if EXPERIMENT_OF[e].traces == "student_style"]
+ROBUSTNESS = f"{R}/robustness.csv"
+ROBUSTNESS_TARGETS = [ROBUSTNESS, f"{F}/robustness.png"] if ROBUST is not None else []
+FLOAT_PATH_TARGETS = [f"{R}/float_path.md", f"{R}/float_path.csv"] if FLOAT is not None else []
+CALIBRATION_EVALS = [f"{root}/eval/base_student/{f}" for root in CALIBRATION_ROOTS for f in EVAL_FILES]

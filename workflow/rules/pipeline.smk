@@ -1,111 +1,156 @@
 # Data, models and runs. Every rule: inputs include the profile file (a change reruns it), one
 # `python -m dcod` subcommand, a log. The conda directive names the one pinned environment.
+# Rules are written for a {root} (workflow/rules/common.smk): the main work folder or one of its variants
+# (robustness worlds, calibration base students, the float-path check), whose commands get the variant's
+# profile overrides (--set) and environment.
 
 
 rule world:
     input:
         profile=PROFILE_FILE,
     output:
-        f"{W}/world/world.json",
+        f"{{root}}/world/world.json",
+    params:
+        sets=root_sets,
+        env=root_env,
     log:
-        f"{W}/logs/world.log",
+        "{root}/logs/world.log",
     conda:
         ENV
     shell:
-        "python -m dcod world --profile {input.profile} --out {output} > {log} 2>&1"
+        "{params.env}python -m dcod world --profile {input.profile} {params.sets} --out {output} > {log} 2>&1"
 
 
 rule base_student:
     input:
         profile=PROFILE_FILE,
-        world=f"{W}/world/world.json",
+        world=root_world,
     output:
-        directory(f"{W}/base_student"),
+        directory("{root}/base_student"),
+    params:
+        sets=root_sets,
+        env=root_env,
+    threads: P.pretrain.threads or P.threads
     log:
-        f"{W}/logs/base_student.log",
+        "{root}/logs/base_student.log",
     conda:
         ENV
     shell:
-        "python -m dcod base-student --profile {input.profile} --world {input.world} --out {output} > {log} 2>&1"
+        "{params.env}python -m dcod base-student --profile {input.profile} {params.sets} --world {input.world} "
+        "--out {output} > {log} 2>&1"
 
 
 rule traces:
     input:
         profile=PROFILE_FILE,
-        world=f"{W}/world/world.json",
+        world=root_world,
     output:
-        marker=f"{W}/traces/train.parquet",
-        summary=f"{W}/traces/train.json",
+        marker="{root}/traces/train.parquet",
+        summary="{root}/traces/train.json",
+    params:
+        sets=root_sets,
+        env=root_env,
     log:
-        f"{W}/logs/traces.log",
+        "{root}/logs/traces.log",
     conda:
         ENV
     shell:
-        "python -m dcod traces --profile {input.profile} --world {input.world} --out {output.marker} > {log} 2>&1"
+        "{params.env}python -m dcod traces --profile {input.profile} {params.sets} --world {input.world} "
+        "--out {output.marker} > {log} 2>&1"
+
+
+rule traces_student_style:
+    # the teacher forced to the student's native (decomposed) style: the oracle reference's traces
+    input:
+        profile=PROFILE_FILE,
+        world=root_world,
+    output:
+        marker="{root}/traces_student_style/train.parquet",
+        summary="{root}/traces_student_style/train.json",
+    params:
+        sets=root_sets,
+        env=root_env,
+    log:
+        "{root}/logs/traces_student_style.log",
+    conda:
+        ENV
+    shell:
+        "{params.env}python -m dcod traces --profile {input.profile} {params.sets} --set teacher.p_direct=0 "
+        "--world {input.world} --out {output.marker} > {log} 2>&1"
 
 
 rule train:
     input:
         profile=PROFILE_FILE,
-        world=f"{W}/world/world.json",
-        base=f"{W}/base_student",
-        traces=f"{W}/traces/train.parquet",
+        world=root_world,
+        base=root_base,
+        traces=root_traces,
         config=EXPERIMENTS_DIR / "{experiment}" / "config.yaml",
         bases=experiment_bases,  # the configs it inherits from (base:)
     output:
-        marker=f"{W}/runs/{{experiment}}/seed{{seed}}/run.json",
-        train_log=f"{W}/runs/{{experiment}}/seed{{seed}}/train_log.jsonl",
+        marker="{root}/runs/{experiment}/seed{seed}/run.json",
+        train_log="{root}/runs/{experiment}/seed{seed}/train_log.jsonl",
     params:
         launcher=train_launcher,  # python, or accelerate launch with the profile's accelerate config
+        sets=root_sets,
+        env=root_env,
     resources:
         gpu=train_gpus,  # read by cluster executors (Slurm: --gpus); unconstrained in local runs
     log:
-        f"{W}/logs/train/{{experiment}}_seed{{seed}}.log",
+        "{root}/logs/train/{experiment}_seed{seed}.log",
     conda:
         ENV
     shell:
-        "{params.launcher} -m dcod train --profile {input.profile} --experiment {input.config} "
-        "--seed {wildcards.seed} --world {input.world} "
+        "{params.env}{params.launcher} -m dcod train --profile {input.profile} {params.sets} "
+        "--experiment {input.config} --seed {wildcards.seed} --world {input.world} "
         "--base {input.base} --traces {input.traces} --out {output.marker} > {log} 2>&1"
 
 
 rule evaluate:
     input:
         profile=PROFILE_FILE,
-        world=f"{W}/world/world.json",
-        run=f"{W}/runs/{{experiment}}/seed{{seed}}/run.json",
+        world=root_world,
+        run="{root}/runs/{experiment}/seed{seed}/run.json",
     output:
-        marker=f"{W}/eval/{{experiment}}/seed{{seed}}/metrics.csv",
-        samples=f"{W}/eval/{{experiment}}/seed{{seed}}/samples.jsonl",
-        stability=f"{W}/eval/{{experiment}}/seed{{seed}}/stability.csv",
+        marker="{root}/eval/{experiment}/seed{seed}/metrics.csv",
+        samples="{root}/eval/{experiment}/seed{seed}/samples.jsonl",
+        stability="{root}/eval/{experiment}/seed{seed}/stability.csv",
+    params:
+        sets=root_sets,
+        env=root_env,
+        options=root_eval_options,
     log:
-        f"{W}/logs/eval/{{experiment}}_seed{{seed}}.log",
+        "{root}/logs/eval/{experiment}_seed{seed}.log",
     conda:
         ENV
     shell:
-        "python -m dcod evaluate --profile {input.profile} --world {input.world} --seed {wildcards.seed} "
-        "--model {input.run} --out {output.marker} > {log} 2>&1"
+        "{params.env}python -m dcod evaluate --profile {input.profile} {params.sets} {params.options} "
+        "--world {input.world} --seed {wildcards.seed} --model {input.run} --out {output.marker} > {log} 2>&1"
 
 
 rule evaluate_reference:
     # the base student, the teacher, and the teacher forced to one style (calibration)
     input:
         profile=PROFILE_FILE,
-        world=f"{W}/world/world.json",
-        base=f"{W}/base_student",
+        world=root_world,
+        base=root_base,
     output:
-        marker=f"{W}/eval/{{reference}}/metrics.csv",
-        samples=f"{W}/eval/{{reference}}/samples.jsonl",
-        stability=f"{W}/eval/{{reference}}/stability.csv",
+        marker="{root}/eval/{reference}/metrics.csv",
+        samples="{root}/eval/{reference}/samples.jsonl",
+        stability="{root}/eval/{reference}/stability.csv",
+    params:
+        sets=root_sets,
+        env=root_env,
+        options=root_eval_options,
     log:
-        f"{W}/logs/eval/{{reference}}.log",
+        "{root}/logs/eval/{reference}.log",
     wildcard_constraints:
         reference="|".join(REFERENCES),
     conda:
         ENV
     shell:
-        "python -m dcod evaluate --profile {input.profile} --world {input.world} --model {wildcards.reference} --base {input.base} "
-        "--out {output.marker} > {log} 2>&1"
+        "{params.env}python -m dcod evaluate --profile {input.profile} {params.sets} {params.options} "
+        "--world {input.world} --model {wildcards.reference} --base {input.base} --out {output.marker} > {log} 2>&1"
 
 
 # ------------------------------------------------------------------ tuning: same budget for every method
@@ -121,7 +166,7 @@ rule tune_train:
         profile=PROFILE_FILE,
         world=f"{W}/world/world.json",
         base=f"{W}/base_student",
-        traces=f"{W}/traces/train.parquet",
+        traces=lambda wildcards: f"{W}/{traces_of(wildcards.experiment)}/train.parquet",
     output:
         marker=f"{W}/tuning/{{experiment}}/lr{{lr}}/run.json",
         train_log=f"{W}/tuning/{{experiment}}/lr{{lr}}/train_log.jsonl",

@@ -7,6 +7,8 @@ rule calibration:
     input:
         references(REFERENCES),
         evals([BASELINE] if BASELINE in MAIN else [], SEEDS),
+        evals(ORACLE, SEEDS),
+        CALIBRATION_EVALS,
         profile=PROFILE_FILE,
         world=f"{W}/world/world.json",
     output:
@@ -107,6 +109,8 @@ rule report:
         TUNING_TARGETS,
         CALIBRATION,
         FIGURES,
+        ROBUSTNESS_TARGETS,
+        FLOAT_PATH_TARGETS,
         table1=TABLE1,
         figure=FIGURES[0],
         profile=PROFILE_FILE,
@@ -154,4 +158,90 @@ rule compare:
         ENV
     shell:
         "python -m dcod report compare --results-dir {input.table1} --published {input.published} "
+        "--out {output.markdown} > {log} 2>&1"
+
+
+# ------------------------------------------------------------------ robustness worlds
+rule robustness:
+    input:
+        [f"{root}/eval/{e}/seed{s}/{f}" for root in ROBUST_WORLDS.values() for e in ROBUST_EXPERIMENTS
+         for s in ROBUST_SEEDS for f in EVAL_FILES],
+        [f"{root}/eval/{r}/{f}" for root in ROBUST_WORLDS.values()
+         for r in ["base_student", "teacher_direct", "teacher_decomposed"] for f in EVAL_FILES],
+        [f"{root}/world/world.json" for root in ROBUST_WORLDS.values()],
+        [f"{root}/traces/train.json" for root in ROBUST_WORLDS.values()],
+        CALIBRATION_EVALS,  # the main world's knife-edge and plateau lines
+        profile=PROFILE_FILE,
+    output:
+        table=ROBUSTNESS,
+        markdown=f"{R}/robustness.md",
+    params:
+        worlds=",".join(f"{name}={root}/world/world.json" for name, root in ROBUST_WORLDS.items()),
+    log:
+        f"{W}/logs/report/robustness.log",
+    conda:
+        ENV
+    shell:
+        "python -m dcod report robustness --profile {input.profile} --worlds {params.worlds} "
+        "--out {output.table} > {log} 2>&1"
+
+
+rule figure_robustness:
+    input:
+        table=ROBUSTNESS,
+        profile=PROFILE_FILE,
+    output:
+        marker=f"{F}/robustness.png",
+        data=f"{F}/robustness.csv",
+    log:
+        f"{W}/logs/report/figure_robustness.log",
+    conda:
+        ENV
+    shell:
+        "python -m dcod report figure:robustness --profile {input.profile} --results-dir {input.table} "
+        "--out {output.marker} > {log} 2>&1"
+
+
+# ------------------------------------------------------------------ the float-path check
+# Table 1 once more, every model retrained and re-evaluated under other CPU kernels (same machine, same
+# world), then compared with the main Table 1: per-method differences and whether every verdict agrees.
+rule table1_float_path:
+    input:
+        [f"{FLOAT_ROOT}/eval/{r}/{f}" for r in ["teacher", "base_student"] for f in EVAL_FILES],
+        [f"{FLOAT_ROOT}/eval/{e}/seed{s}/{f}" for e in MAIN for s in SEEDS for f in EVAL_FILES],
+        [f"{FLOAT_ROOT}/runs/{e}/seed{s}/{f}" for e in MAIN for s in SEEDS for f in RUN_FILES],
+        f"{FLOAT_ROOT}/traces/train.json",
+        profile=PROFILE_FILE,
+        world=f"{FLOAT_ROOT}/world/world.json",
+    output:
+        table=f"{FLOAT_RESULTS}/table1.csv",
+        timing=f"{FLOAT_RESULTS}/table1_timing.csv",
+    params:
+        experiments=",".join(MAIN),
+        seeds=",".join(map(str, SEEDS)),
+        experiments_dir=EXPERIMENTS_DIR,
+    log:
+        f"{W}/logs/report/table1_float_path.log",
+    conda:
+        ENV
+    shell:
+        "python -m dcod report table1 --profile {input.profile} --work {input.world} "
+        "--experiment-list {params.experiments} --seeds {params.seeds} --experiments {params.experiments_dir} "
+        "--out {output.table} > {log} 2>&1"
+
+
+rule float_path_compare:
+    input:
+        table1=TABLE1,
+        timing=TABLE1_TIMING,
+        other=f"{FLOAT_RESULTS}/table1.csv",
+    output:
+        markdown=f"{R}/float_path.md",
+        data=f"{R}/float_path.csv",
+    log:
+        f"{W}/logs/report/float_path_compare.log",
+    conda:
+        ENV
+    shell:
+        "python -m dcod report compare --results-dir {input.table1} --published {input.other} "
         "--out {output.markdown} > {log} 2>&1"

@@ -28,11 +28,11 @@ def run(args) -> None:
     _folders(args)
     what = args.what
     if what.startswith("figure:"):
-        from dcod.reporting.figures import FIGURE_NAMES
+        from dcod.reporting.figures import RENDERABLE
 
         name = what.partition(":")[2]
-        if name not in FIGURE_NAMES:
-            raise ValueError(f"unknown figure {name!r}; known figures: {', '.join(FIGURE_NAMES)}")
+        if name not in RENDERABLE:
+            raise ValueError(f"unknown figure {name!r}; known figures: {', '.join(RENDERABLE)}")
         importlib.import_module(f"dcod.reporting.figures.{name}").render(args)
         return
     commands = {"table1": ("dcod.reporting.tables", "write_table1"),

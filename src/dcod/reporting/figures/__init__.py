@@ -23,6 +23,10 @@ FIGURE_NAMES = ("accuracy_per_split", "accuracy_vs_length", "dcod_diagnostics", 
 # figures of the toy world's structure (chain length k): not built for real benchmarks (the DAG's
 # TOY_FIGURES in workflow/rules/common.smk is the same list)
 TOY_ONLY = ("accuracy_vs_length",)
+# figures drawn from results/robustness.csv (a profile with a `robustness` section): rendered by their own
+# rule and shown by the report's robustness section, not by the per-run figure list
+ROBUSTNESS_FIGURES = ("robustness",)
+RENDERABLE = FIGURE_NAMES + ROBUSTNESS_FIGURES  # every name `dcod report figure:<name>` accepts
 
 
 def figure_names(source: str) -> tuple[str, ...]:
