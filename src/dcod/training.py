@@ -312,6 +312,9 @@ class Trainer:
             keep = batch["attention_mask"].bool()
             kwargs["position_ids"] = (torch.cumsum(batch["attention_mask"], -1) - 1)[keep].unsqueeze(0)
             input_ids = input_ids[keep].unsqueeze(0)  # [1, sum of lengths]: padding-free
+            # transformers finds the sequences' boundaries from the position ids only without an attention
+            # mask and without a KV cache (masking_utils: find_packed_sequence_indices)
+            kwargs["use_cache"] = False
         if self.head is not None:  # no logits: an empty slice of positions reaches the head
             kwargs["logits_to_keep"] = torch.zeros(0, dtype=torch.long, device=input_ids.device)
         out = self.model(input_ids=input_ids, **kwargs)
