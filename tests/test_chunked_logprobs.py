@@ -1,5 +1,5 @@
 """Losses from the LM head read in chunks (objectives.ChunkedLMHead) and padding-free batches equal the
-full-logits, padded path: loss and gradients (docs/architecture.md; tolerances per tests/conftest.py)."""
+full-logits, padded path: loss and gradients (docs/benchmarks.md; tolerances per tests/conftest.py)."""
 
 import math
 import tempfile

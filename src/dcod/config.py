@@ -268,7 +268,7 @@ class TrainConfig(Section):
     trackers: list[Literal["tensorboard", "wandb", "trackio", "aim", "comet_ml", "mlflow", "clearml", "dvclive",
                            "swanlab"]] = Field(default_factory=lambda: ["tensorboard"])
     # Losses read the LM head in chunks of this many target positions from the final hidden states, so the
-    # [tokens, vocab] logits never exist whole (docs/architecture.md); 0: the model's full logits. Only for
+    # [tokens, vocab] logits never exist whole (docs/benchmarks.md); 0: the model's full logits. Only for
     # vocabularies of at least logits_chunk_min_vocab tokens: below it the logits are small and the full
     # path is faster (the toy student's 20-character vocabulary keeps it, bit-identical to before).
     logits_chunk_tokens: int = Field(1024, ge=0)
@@ -280,7 +280,7 @@ class TrainConfig(Section):
     weighted_accumulation: Literal["single_pass", "two_pass"] = "single_pass"
     # Padding-free batches: the micro-batch's sequences are concatenated into one row with position ids
     # restarting at each sequence, for attention implementations that honour them (flash_attention_2 /
-    # sdpa varlen on GPU; docs/architecture.md). Off: right-padded rows, as on CPU.
+    # sdpa varlen on GPU; docs/benchmarks.md). Off: right-padded rows, as on CPU.
     packing: bool = False
     gradient_checkpointing: bool = False
 

@@ -68,7 +68,7 @@ class _ChunkedGatherLogprobs(torch.autograd.Function):
 
 class ChunkedLMHead:
     """The student's output at every target position as final hidden states [B,T,H] and the LM head
-    weight [V,H], standing in for the logits [B,T,V] that are never materialised (docs/architecture.md).
+    weight [V,H], standing in for the logits [B,T,V] that are never materialised (docs/benchmarks.md, "Memory: chunked LM head, packing").
 
     ``gather_logprobs(ids [B,T,M])`` gives log p_θ(ids) [B,T,M] in float32, ``chunk_tokens`` positions at
     a time in forward and backward (``_ChunkedGatherLogprobs``). Results are cached per ``ids`` tensor, so
