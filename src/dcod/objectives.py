@@ -78,6 +78,8 @@ class ChunkedLMHead:
 
     def __init__(self, hidden: torch.Tensor, weight: torch.Tensor, chunk_tokens: int, *, _cache=None,
                  _detached: bool = False):
+        if weight.dtype != hidden.dtype:  # mixed precision: bf16 activations, float32 master weights
+            weight = weight.to(hidden.dtype)  # as autocast's lm_head would (the cast is differentiable)
         self.hidden, self.weight, self.chunk_tokens = hidden, weight, chunk_tokens
         self._cache = {} if _cache is None else _cache
         self._detached = _detached
