@@ -1,6 +1,17 @@
 """Optimiser-step cost of every method, measured side by side on the same batch; prints ratios to SFT.
 
     python bench/step_cost.py [--steps 20] [--batch 32] [--threads 1] [--methods sft,sft_no_guard,sft_again]
+    python bench/step_cost.py --paper [--reduced] [--micro 1] [--accum 1,4] [--seq 2048] [--steps 3]
+
+``--paper``: the paper's shape (docs/paper_setting.md): a Qwen2.5-1.5B student built from its config
+(random weights, tied embeddings, vocabulary 151,936), synthetic traces with top-20 teacher log-probs,
+every offline method (sft, kd, dft, skew_kd, iw_sft, dcod sequence, dcod prefix λ 0.9) side by side, each
+``before`` (full logits, two-pass weighted accumulation) and ``after`` (chunked LM head, one-pass
+weights), at each accumulation in ``--accum`` (global batch = micro x accum). Prints s/step, tokens/s,
+MFU (6 N tokens / time / ``--peak-tflops``; omitted without it), peak memory (GPU: max allocated;
+CPU: the process's peak resident set above the step's start, /proc/self/status VmHWM reset through
+clear_refs) and the ratio to SFT of the same variant and accumulation. ``--reduced``: hidden 128,
+2 layers, the real vocabulary, sequences of 64 tokens (CI-friendly on a CPU).
 
 Each method trains the same toy student (fresh copy) on the same batch of teacher traces; methods are
 interleaved round-robin (the order reversed every other round, so that no method always runs right
@@ -59,14 +70,146 @@ def traces(tokenizer, n: int) -> list[dict]:
             for g in teacher.generate(prompts, SamplingParams(max_new_tokens=200, top_k_logprobs=20, seed=0))]
 
 
+# Qwen2.5-1.5B's config.json (Qwen/Qwen2.5-1.5B-Instruct): the paper-shape student, random weights
+QWEN25_15B = dict(hidden_size=1536, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
+                  intermediate_size=8960, vocab_size=151936, tie_word_embeddings=True, rms_norm_eps=1e-6,
+                  rope_theta=1000000.0, max_position_embeddings=32768, hidden_act="silu")
+PAPER_METHODS = {"sft": ("sft", None), "kd": ("kd", None), "dft": ("dft", None), "skew_kd": ("skew_kd", None),
+                 "iw_sft": ("iw_sft", "teacher"), "dcod_sequence": ("dcod", DCODParams(granularity="sequence")),
+                 "dcod_prefix": ("dcod", DCODParams(granularity="prefix", discount=0.9))}
+VARIANTS = {"before": dict(logits_chunk_tokens=0, weighted_accumulation="two_pass"),
+            "after": dict(weighted_accumulation="single_pass")}
+
+
+def synthetic_traces(n: int, length: int, vocab: int, k: int, seed: int = 0) -> list[dict]:
+    generator = torch.Generator().manual_seed(seed)
+    prompt = 16 if length > 64 else 8
+    out = []
+    for _ in range(n):
+        ids = torch.randint(1, vocab, (length,), generator=generator).tolist()
+        completion = length - prompt
+        topk = torch.stack([torch.randperm(vocab, generator=generator)[:k] for _ in range(completion)])
+        topk_lp = torch.log_softmax(torch.randn(completion, k + 1, generator=generator) * 2, -1)[:, :k]
+        topk_lp = topk_lp.sort(-1, descending=True).values
+        out.append({"prompt_ids": ids[:prompt], "completion_ids": ids[prompt:],
+                    "teacher_logprobs": (-torch.rand(completion, generator=generator) * 2).tolist(),
+                    "topk_ids": topk.tolist(), "topk_logprobs": topk_lp.tolist()})
+    return out
+
+
+def _peak_reset() -> int:
+    """CPU: reset the process's peak resident set (Linux clear_refs 5) and return the current one (bytes)."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        return torch.cuda.memory_allocated()
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
+    return _status("VmRSS")
+
+
+def _status(key: str) -> int:
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _peak_since(start: int) -> int:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated()
+    return _status("VmHWM") - start
+
+
+def paper(args) -> None:
+    import types
+
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = dict(QWEN25_15B)
+    if args.reduced:
+        config.update(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      intermediate_size=512)
+    seq = args.seq or (64 if args.reduced else 2048)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(0)
+    base = Qwen2ForCausalLM(Qwen2Config(**config))
+    n_params = sum(p.numel() for p in base.parameters())
+    accums = [int(a) for a in args.accum.split(",")]
+    data = synthetic_traces(args.micro * max(accums), seq, config["vocab_size"], args.topk)
+    tokenizer = types.SimpleNamespace(pad_token_id=0)
+    names = [n for n in args.methods.split(",")] if args.methods else list(PAPER_METHODS)
+    print(f"paper shape {'(reduced) ' if args.reduced else ''}{config['hidden_size']}h x "
+          f"{config['num_hidden_layers']}L, vocab {config['vocab_size']}, {n_params / 1e6:.1f}M params, "
+          f"seq {seq}, micro {args.micro}, top-{args.topk}, {device}, {args.steps} steps (+1 warm-up), median")
+    print(f"{'method':14s} {'variant':7s} {'mb x acc':>8s} {'s/step':>8s} {'tok/s':>9s} {'MFU':>6s} "
+          f"{'peak GiB':>9s} {'x sft':>6s}")
+    for accum in accums:
+        batch = args.micro * accum
+        for variant in args.variants.split(","):
+            rows = {}
+            for name in ["sft"] + [n for n in names if n != "sft"]:
+                kind, params = PAPER_METHODS[name]
+                if kind == "iw_sft":
+                    from dcod.methods.iw_sft import IwSFTParams
+
+                    params = IwSFTParams(reference="teacher")
+                model = copy.deepcopy(base).to(device)
+                ctx = StepContext(tokenizer=tokenizer, traces=data[:batch], batch_size=batch, seed=0,
+                                  total_steps=args.steps + 1)
+                method = build_method(kind, params, ctx, Cost())
+                cfg = TrainConfig(steps=args.steps + 1, batch_size=batch, micro_batch_size=args.micro,
+                                  checkpoint_every=10**9, trackers=[], mixed_precision="bf16" if args.bf16 else "no",
+                                  gradient_checkpointing=args.gradient_checkpointing,
+                                  **{"logits_chunk_tokens": args.chunk, **VARIANTS[variant]})
+                trainer = Trainer(model, tokenizer, method, cfg, tempfile.mkdtemp(), cost=method.cost, seed=0,
+                                  progress=False)
+                times, peak = [], 0
+                for step in range(args.steps + 1):
+                    start = _peak_reset()
+                    started = time.perf_counter()
+                    trainer.train_step(0)
+                    if torch.cuda.is_available():
+                        torch.cuda.synchronize()
+                    if step:  # the first step warms up (and gives DCOD its lagged beta)
+                        times.append(time.perf_counter() - started)
+                        peak = max(peak, _peak_since(start))
+                rows[name] = (statistics.median(times), peak)
+                del trainer, model
+            sft = rows["sft"][0]
+            for name, (seconds, peak) in rows.items():
+                tokens = batch * seq
+                mfu = f"{6 * n_params * tokens / seconds / (args.peak_tflops * 1e12):6.1%}" if args.peak_tflops else "     -"
+                print(f"{name:14s} {variant:7s} {args.micro:>4d} x {accum:<1d} {seconds:8.3f} {tokens / seconds:9.0f} "
+                      f"{mfu} {peak / 2**30:9.3f} {seconds / sft:6.2f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--paper", action="store_true", help="the paper-shape mode (see above)")
+    parser.add_argument("--reduced", action="store_true", help="--paper at hidden 128, 2 layers (CPU)")
+    parser.add_argument("--micro", type=int, default=1, help="--paper: sequences per micro-batch")
+    parser.add_argument("--accum", default="1,4", help="--paper: accumulation steps to measure, comma-separated")
+    parser.add_argument("--seq", type=int, default=0, help="--paper: tokens per sequence (0: 2048, 64 reduced)")
+    parser.add_argument("--topk", type=int, default=20)
+    parser.add_argument("--chunk", type=int, default=TrainConfig().logits_chunk_tokens,
+                        help="--paper: train.logits_chunk_tokens of the 'after' variant")
+    parser.add_argument("--variants", default="before,after")
+    parser.add_argument("--peak-tflops", type=float, default=0.0, help="for MFU (H200 bf16 dense: 989)")
+    parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--methods", default=",".join(METHODS),
                         help="comma-separated subset (sft is always run)")
     args = parser.parse_args()
+    if args.paper:
+        torch.set_num_threads(args.threads)
+        args.methods = "" if args.methods == ",".join(METHODS) else args.methods
+        paper(args)
+        return
     names = ["sft"] + [n for n in args.methods.split(",") if n != "sft"]
     unknown = sorted(set(names) - set(METHODS))
     if unknown:

@@ -270,6 +270,22 @@ class TrainConfig(Section):
     # the others need their package installed (and mostly an account). [] switches the curves off.
     trackers: list[Literal["tensorboard", "wandb", "trackio", "aim", "comet_ml", "mlflow", "clearml", "dvclive",
                            "swanlab"]] = Field(default_factory=lambda: ["tensorboard"])
+    # Losses read the LM head in chunks of this many target positions from the final hidden states, so the
+    # [tokens, vocab] logits never exist whole (docs/benchmarks.md); 0: the model's full logits. Only for
+    # vocabularies of at least logits_chunk_min_vocab tokens: below it the logits are small and the full
+    # path is faster (the toy student's 20-character vocabulary keeps it, bit-identical to before).
+    logits_chunk_tokens: int = Field(1024, ge=0)
+    logits_chunk_min_vocab: int = Field(4096, ge=1)
+    # Weighted methods (DCOD, iw-SFT) with accumulation: `single_pass` backs each micro-batch with weights
+    # known from its own scores and rescales the accumulated gradient by the global normaliser (no
+    # scoring pass; DCOD's adaptive beta and truncation threshold lag one step, docs/method.md);
+    # `two_pass` scores every micro-batch first with an extra no-grad forward (exact, ~1.3x SFT).
+    weighted_accumulation: Literal["single_pass", "two_pass"] = "single_pass"
+    # Padding-free batches: the micro-batch's sequences are concatenated into one row with position ids
+    # restarting at each sequence, for attention implementations that honour them (flash_attention_2 /
+    # sdpa varlen on GPU; docs/benchmarks.md). Off: right-padded rows, as on CPU.
+    packing: bool = False
+    gradient_checkpointing: bool = False
 
     @model_validator(mode="after")
     def _micro_divides(self):

@@ -19,14 +19,104 @@ REFERENCES = ("teacher", "initial_student", "none")
 SKEW_DIRECTIONS = ("forward", "reverse")
 
 
+# ----------------------------------------------------------------------------- chunked LM head
+
+
+class _ChunkedGatherLogprobs(torch.autograd.Function):
+    """log softmax(h Wᵀ)[ids] for hidden states h [N,H], head W [V,H], ids [N,M] → [N,M] in float32
+    (float64 for float64 inputs),
+    computed ``chunk`` rows at a time: neither pass keeps more than one chunk's [chunk, V] logits.
+
+    Forward saves h, W, ids and the per-row logsumexp (N floats). Backward recomputes each chunk's
+    logits: with g the incoming gradient [c,M] and p = softmax(z), ∂/∂z = scatter(g at ids) − p Σ_m g_m,
+    then ∂h = (∂z) W and ∂W += (∂z)ᵀ h, in the inputs' dtype like the autograd of ``lm_head`` would.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, ids, chunk):
+        dtype = torch.promote_types(hidden.dtype, torch.float32)  # float32, or float64 for float64 inputs
+        out = torch.empty(ids.shape, dtype=dtype, device=hidden.device)
+        lse = torch.empty(hidden.shape[0], dtype=dtype, device=hidden.device)
+        for start in range(0, hidden.shape[0], chunk):
+            rows = slice(start, start + chunk)
+            logits = (hidden[rows] @ weight.t()).to(dtype)
+            lse[rows] = torch.logsumexp(logits, dim=-1)
+            out[rows] = logits.gather(-1, ids[rows]) - lse[rows].unsqueeze(-1)
+        ctx.save_for_backward(hidden, weight, ids, lse)
+        ctx.chunk = chunk
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        hidden, weight, ids, lse = ctx.saved_tensors
+        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_h = torch.empty_like(hidden) if need_h else None
+        grad_w = torch.zeros_like(weight, dtype=lse.dtype) if need_w else None
+        grad_out = grad_out.to(lse.dtype)
+        for start in range(0, hidden.shape[0], ctx.chunk):
+            rows = slice(start, start + ctx.chunk)
+            logits = (hidden[rows] @ weight.t()).to(lse.dtype)
+            grad_logits = torch.exp(logits - lse[rows].unsqueeze(-1)) * -grad_out[rows].sum(-1, keepdim=True)
+            grad_logits.scatter_add_(-1, ids[rows], grad_out[rows])
+            grad_logits = grad_logits.to(hidden.dtype)
+            if need_h:
+                grad_h[rows] = grad_logits @ weight
+            if need_w:
+                grad_w += grad_logits.t() @ hidden[rows]
+        return grad_h, grad_w.to(weight.dtype) if need_w else None, None, None
+
+
+class ChunkedLMHead:
+    """The student's output at every target position as final hidden states [B,T,H] and the LM head
+    weight [V,H], standing in for the logits [B,T,V] that are never materialised (docs/benchmarks.md, "Memory: chunked LM head, packing").
+
+    ``gather_logprobs(ids [B,T,M])`` gives log p_θ(ids) [B,T,M] in float32, ``chunk_tokens`` positions at
+    a time in forward and backward (``_ChunkedGatherLogprobs``). Results are cached per ``ids`` tensor, so
+    a weighted method's scores (``detach()``) and its loss share one pass over the head. ``logits()``
+    materialises the full logits for a loss that needs the whole distribution (on-policy JSD).
+    """
+
+    def __init__(self, hidden: torch.Tensor, weight: torch.Tensor, chunk_tokens: int, *, _cache=None,
+                 _detached: bool = False):
+        if weight.dtype != hidden.dtype:  # mixed precision: bf16 activations, float32 master weights
+            weight = weight.to(hidden.dtype)  # as autocast's lm_head would (the cast is differentiable)
+        self.hidden, self.weight, self.chunk_tokens = hidden, weight, chunk_tokens
+        self._cache = {} if _cache is None else _cache
+        self._detached = _detached
+        self.shape = (*hidden.shape[:-1], weight.shape[0])
+
+    def detach(self) -> ChunkedLMHead:
+        return ChunkedLMHead(self.hidden, self.weight, self.chunk_tokens, _cache=self._cache, _detached=True)
+
+    def gather_logprobs(self, ids: torch.Tensor) -> torch.Tensor:
+        """log p_θ(ids) [B,T,M]. With grad enabled the graph is built even when called through
+        ``detach()`` (the scores come first, the loss of the same ids next, one pass for both)."""
+        key = (ids.data_ptr(), tuple(ids.shape), tuple(ids.stride()))
+        graph = torch.is_grad_enabled() and (self.hidden.requires_grad or self.weight.requires_grad)
+        hit = self._cache.get(key)
+        if hit is None or (graph and not hit[2]):
+            flat_ids = ids.reshape(-1, ids.shape[-1])
+            hidden = self.hidden.reshape(-1, self.hidden.shape[-1])
+            result = _ChunkedGatherLogprobs.apply(hidden, self.weight, flat_ids, self.chunk_tokens)
+            hit = self._cache[key] = (ids, result.reshape(ids.shape), graph)  # ids kept: data_ptr not reused
+        return hit[1].detach() if self._detached else hit[1]
+
+    def logits(self) -> torch.Tensor:
+        logits = self.hidden @ self.weight.t()
+        return logits.detach() if self._detached else logits
+
+
 # ----------------------------------------------------------------------------- token losses
 
 
-def target_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def target_logprobs(logits: torch.Tensor | ChunkedLMHead, targets: torch.Tensor) -> torch.Tensor:
     """log p_θ(y_t | y_<t) = z_{y_t} − logsumexp(z), in float32. logits [B,T,V], targets [B,T] → [B,T].
 
     gather − logsumexp instead of log_softmax + gather: autograd then keeps no [B,T,V] output copy.
+    A ``ChunkedLMHead`` instead of logits computes the same from the hidden states chunk by chunk.
     """
+    if isinstance(logits, ChunkedLMHead):
+        return logits.gather_logprobs(targets.unsqueeze(-1)).squeeze(-1)
     logits = logits.float()
     picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     return picked - torch.logsumexp(logits, dim=-1)
@@ -78,8 +168,11 @@ def _topk_bucket_logprobs(
     entry is the tail, log(1 − Σ_k prob_k): −inf for a teacher whose top-k holds all its mass, floored
     at float32 eps for the student (see ``kd_topk_loss``).
     """
-    logits = logits.float()
-    student_topk = logits.gather(-1, topk_ids) - torch.logsumexp(logits, dim=-1, keepdim=True)
+    if isinstance(logits, ChunkedLMHead):
+        student_topk = logits.gather_logprobs(topk_ids)
+    else:
+        logits = logits.float()
+        student_topk = logits.gather(-1, topk_ids) - torch.logsumexp(logits, dim=-1, keepdim=True)
     teacher_topk = topk_logprobs.detach().double()
     student_topk = student_topk.double()
 
@@ -175,6 +268,8 @@ def generalized_jsd(
     """
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"generalized_jsd: beta must be in [0, 1], got {beta}")
+    if isinstance(student_logits, ChunkedLMHead):
+        student_logits = student_logits.logits()
     student_log = F.log_softmax(student_logits.float() / temperature, dim=-1)
     teacher_log = F.log_softmax(teacher_logits.detach().float() / temperature, dim=-1)
     # F.kl_div(input, target) = KL(target ‖ input), hence the swapped argument order.
@@ -301,6 +396,18 @@ def choose_beta(unit_scores: torch.Tensor, ess_target: float, beta_max: float, s
     return lo
 
 
+def _dcod_units(scores: torch.Tensor, mask: torch.Tensor, granularity: str):
+    """The units carrying one weight each: (unit scores [U] float64, supervised tokens per unit [U],
+    rows with a supervised token [B] or None) — tokens for ``prefix``, rows for ``sequence``."""
+    if granularity == "prefix":
+        unit_scores = scores[mask].double()
+        return unit_scores, torch.ones_like(unit_scores), None
+    rows = mask.any(-1)
+    first = mask.float().argmax(-1)  # every supervised token of a row holds the same score
+    unit_scores = scores.gather(-1, first.unsqueeze(-1)).squeeze(-1)[rows].double()
+    return unit_scores, mask.sum(-1)[rows].double(), rows
+
+
 @torch.no_grad()
 def dcod_weights(
     scores: torch.Tensor,
@@ -328,14 +435,7 @@ def dcod_weights(
     if clip is not None and clip <= 0:
         raise ValueError(f"dcod_weights: clip must be > 0 or None, got {clip}")
     mask = mask.bool()
-    if granularity == "prefix":
-        unit_scores = scores[mask].double()
-        tokens_per_unit = torch.ones_like(unit_scores)
-    else:
-        rows = mask.any(-1)
-        first = mask.float().argmax(-1)  # every supervised token of a row holds the same score
-        unit_scores = scores.gather(-1, first.unsqueeze(-1)).squeeze(-1)[rows].double()
-        tokens_per_unit = mask.sum(-1)[rows].double()
+    unit_scores, tokens_per_unit, rows = _dcod_units(scores, mask, granularity)
     if unit_scores.numel() == 0:
         empty = dict(beta=0.0, ess_fraction=1.0, clip_fraction=0.0, weight_entropy=1.0, max_weight=0.0)
         return torch.zeros_like(scores, dtype=torch.float32), {**empty, "mean_score": 0.0}
@@ -372,6 +472,81 @@ def dcod_weights(
         "mean_score": float(unit_scores.mean()),
     }
     return weights.float(), diagnostics
+
+
+# ----------------------------------------------------------------------------- DCOD in one pass (docs/method.md)
+
+
+@torch.no_grad()
+def dcod_exact_tempering(
+    scores: torch.Tensor, mask: torch.Tensor, granularity: str, beta: float | None = None,
+    ess_target: float = 0.5, beta_max: float = 50.0, clip: float | None = None,
+) -> tuple[float, float | None]:
+    """(β, L) of ``dcod_weights`` on this batch in log space: its weights are exactly the token-mean-1
+    normalisation of exp(min(β s, L)) with L = log C + log mean_tokens exp(β s) (``clip=None``: L = None,
+    no truncation). Dividing by Z₁ = mean exp(β s), truncating at C and renormalising is min(e^{βs}, C Z₁)
+    renormalised: Z₁ cancels. Empty batch: (0, None)."""
+    mask = mask.bool()
+    unit_scores, tokens, _ = _dcod_units(scores, mask, granularity)
+    if unit_scores.numel() == 0:
+        return 0.0, None
+    if beta is None:
+        beta = choose_beta(unit_scores, ess_target, beta_max)
+    if clip is None:
+        return float(beta), None
+    log_mean = torch.logsumexp(beta * unit_scores + tokens.log(), 0) - tokens.sum().log()
+    return float(beta), math.log(clip) + float(log_mean)
+
+
+def dcod_stream_log_weights(scores: torch.Tensor, mask: torch.Tensor, beta: float,
+                            log_clip: float | None) -> torch.Tensor:
+    """Un-normalised log-weights min(β s_t, L) of one micro-batch's supervised tokens [B,T] float64,
+    −inf where masked (``log_clip=None``: β s_t). The trainer normalises exp() of them to token-mean 1
+    over the whole optimiser batch (docs/method.md, "Accumulation without a scoring pass")."""
+    mask = mask.bool()
+    log_weights = beta * scores.detach().double()
+    if log_clip is not None:
+        log_weights = log_weights.clamp(max=log_clip)
+    return torch.where(mask, log_weights, torch.full_like(log_weights, -math.inf))
+
+
+@torch.no_grad()
+def dcod_stream_diagnostics(
+    scores: torch.Tensor, mask: torch.Tensor, granularity: str, used: tuple[float, float | None],
+    exact: tuple[float, float | None],
+) -> dict[str, float]:
+    """``dcod_weights``' diagnostics of the weights one-pass accumulation used (β̃, L̃ = ``used``) on the
+    whole batch's scores, and ``lag_log_weight_bound`` = 2Δ: every unit's log-weight is within 2Δ of the
+    exact ``dcod_weights`` one (``exact`` = ``dcod_exact_tempering`` on these scores), with, for any c,
+
+        Δ = max(|β̃ − β| max_u |s_u − c|,  |(L̃ − β̃ c) − (L − β c)|)      (c: the scores' mid-range)
+
+    because min(·,·) is 1-Lipschitz in each argument and the log-normaliser moves by at most Δ as well.
+    With ℓ ≥ 0 the optimiser batch's loss is then within a factor e^{±2Δ} of the exact one."""
+    mask = mask.bool()
+    unit_scores, tokens, _ = _dcod_units(scores, mask, granularity)
+    if unit_scores.numel() == 0:
+        empty = dict(beta=0.0, ess_fraction=1.0, clip_fraction=0.0, weight_entropy=1.0, max_weight=0.0)
+        return {**empty, "mean_score": 0.0, "lag_log_weight_bound": 0.0}
+    (beta, log_clip), (beta_exact, log_clip_exact) = used, exact
+    log_weights = beta * unit_scores
+    clipped = log_weights > log_clip if log_clip is not None else torch.zeros_like(log_weights, dtype=torch.bool)
+    if log_clip is not None:
+        log_weights = log_weights.clamp(max=log_clip)
+    unit_weights = torch.exp(log_weights - log_weights.max())
+    unit_weights = unit_weights * tokens.sum() / (unit_weights * tokens).sum()
+    centre = 0.5 * float(unit_scores.max() + unit_scores.min())
+    delta = abs(beta - beta_exact) * float((unit_scores - centre).abs().max())
+    if log_clip is not None and log_clip_exact is not None:
+        delta = max(delta, abs((log_clip - beta * centre) - (log_clip_exact - beta_exact * centre)))
+    n_units = unit_weights.numel()
+    probs = unit_weights / unit_weights.sum()
+    entropy = float(-(probs * probs.clamp_min(1e-300).log()).sum())
+    return {"beta": float(beta), "ess_fraction": ess_fraction(unit_weights),
+            "clip_fraction": float(clipped.double().mean()),
+            "weight_entropy": entropy / math.log(n_units) if n_units > 1 else 1.0,
+            "max_weight": float(unit_weights.max()), "mean_score": float(unit_scores.mean()),
+            "lag_log_weight_bound": 2.0 * delta}
 
 
 # ----------------------------------------------------------------------------- iw-SFT

@@ -6,9 +6,19 @@ and accumulation micro-batches; the per-token losses are reduced as ``sum(w * lo
 N the supervised tokens of the *whole* optimiser batch, so every method has SFT's loss scale.
 
 DCOD's weights must be normalised over the whole optimiser batch. With one micro-batch per rank the
-scores come from the training forward itself (no extra cost). With accumulation, a no-grad scoring
-pass over the rank's micro-batches comes first (documented cost), because weights of micro-batch 1
-depend on the scores of micro-batch 2. Scores of all ranks are gathered before the weights are taken.
+scores come from the training forward itself (no extra cost). With accumulation
+(``train.weighted_accumulation``): ``single_pass`` (default) backs each micro-batch with un-normalised
+weights from its own scores and multiplies the accumulated gradient by the global normaliser before the
+last (synchronising) backward, exact for the normaliser; DCOD's adaptive β and truncation threshold come
+from the previous optimiser batch (docs/method.md, "Accumulation without a scoring pass", with the bound
+logged every step). ``two_pass`` runs a no-grad scoring pass over the rank's micro-batches first (exact,
+about one extra forward). Scores of all ranks are gathered for the weights and their diagnostics.
+
+Logits: for vocabularies of at least ``train.logits_chunk_min_vocab`` the model returns its final hidden
+states only and the losses read the LM head ``train.logits_chunk_tokens`` positions at a time
+(``objectives.ChunkedLMHead``), so the [tokens, vocab] logits never exist whole. ``train.packing`` runs
+the forward padding-free (one row, position ids restarting per sequence) and scatters the outputs back
+to the padded layout every loss reads.
 
 Resume: ``accelerate``'s ``save_state`` every ``checkpoint_every`` steps into a temporary directory
 renamed into place; the data order is a pure function of (seed, step), so a resumed run replays
@@ -46,8 +56,13 @@ from tqdm import tqdm
 from dcod.config import TrainConfig
 from dcod.io import atomic_path, plain_json, source_fingerprint, write_text
 from dcod.methods.base import Cost, Method, Scores, collate_for
+from dcod.objectives import ChunkedLMHead
 
 PROGRESS = "progress.json"  # step, cost, elapsed, method state, fingerprint: plain JSON, no pickle
+# Where each rank's ``param.grad`` holds its whole local gradient until the synchronising backward (plain
+# and DDP-style data parallelism): one-pass weighting rescales it and the chunked head reads the weight.
+# FSDP / DeepSpeed shard both: they keep the full logits and the two-pass weights.
+_SHARDED = {"FSDP", "DEEPSPEED", "MEGATRON_LM", "XLA"}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -122,7 +137,16 @@ class Trainer:
         self.accumulation = cfg.batch_size // (micro * world)
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_schedule(cfg))
+        if cfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
+        self.local_grads = str(self.accelerator.distributed_type).split(".")[-1] not in _SHARDED
+        self.head = self._chunkable_head(model)
+        self._hidden = None
+        if self.head is not None:  # the decoder's output, captured on its way to the (skipped) LM head
+            def capture(module, args, output):
+                self._hidden = output[0] if isinstance(output, tuple) else output.last_hidden_state
+            model.get_decoder().register_forward_hook(capture)
         self.checkpoint_dir = self.out_dir / "checkpoint"
         self.log_path = self.out_dir / "train_log.jsonl"
         self.start_step = 0
@@ -260,19 +284,57 @@ class Trainer:
         world, rank = self.accelerator.num_processes, self.accelerator.process_index
         return examples[rank::world]
 
+    def _chunkable_head(self, model):
+        """The LM head when losses should read it in chunks (``train.logits_chunk_tokens``), else None:
+        a bias-free linear head over at least ``logits_chunk_min_vocab`` tokens, no logit soft-capping or
+        scaling, a method whose losses accept ``ChunkedLMHead``, unsharded parameters."""
+        cfg = self.cfg
+        if not (cfg.logits_chunk_tokens and self.method.chunked_logits and self.local_grads):
+            return None
+        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        config = getattr(model, "config", None)
+        if (not isinstance(head, torch.nn.Linear) or head.bias is not None or not hasattr(model, "get_decoder")
+                or getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None)):
+            return None
+        return head if head.weight.shape[0] >= cfg.logits_chunk_min_vocab else None
+
     def _forward(self, batch):
-        # Right padding + causal attention: no real token ever attends to a pad, so the attention mask
-        # is redundant here, and without it SDPA takes its causal fast path (~1.5x faster measured on
-        # the toy student). Pads' own outputs are masked out of every loss.
-        return self.model(input_ids=batch["input_ids"]).logits[:, :-1]
+        """The outputs at the target positions: logits [B, T, V], or a ``ChunkedLMHead`` standing in for
+        them. Right padding + causal attention: no real token ever attends to a pad, so the attention mask
+        is redundant here, and without it SDPA takes its causal fast path (~1.5x faster measured on the
+        toy student). Pads' own outputs are masked out of every loss."""
+        input_ids = batch["input_ids"]
+        if not self.cfg.packing and self.head is None:
+            return self.model(input_ids=input_ids).logits[:, :-1]
+        kwargs = {}
+        if self.cfg.packing:
+            lengths = batch["attention_mask"].sum(-1)
+            keep = batch["attention_mask"].bool()
+            kwargs["position_ids"] = (torch.cumsum(batch["attention_mask"], -1) - 1)[keep].unsqueeze(0)
+            input_ids = input_ids[keep].unsqueeze(0)  # [1, sum of lengths]: padding-free
+            # transformers finds the sequences' boundaries from the position ids only without an attention
+            # mask and without a KV cache (masking_utils: find_packed_sequence_indices)
+            kwargs["use_cache"] = False
+        if self.head is not None:  # no logits: an empty slice of positions reaches the head
+            kwargs["logits_to_keep"] = torch.zeros(0, dtype=torch.long, device=input_ids.device)
+        out = self.model(input_ids=input_ids, **kwargs)
+        values = self._hidden if self.head is not None else out.logits
+        self._hidden = None
+        if self.cfg.packing:  # back to the padded [B, L, ·] layout the losses read (pads: zeros, masked)
+            padded = values.new_zeros((*batch["input_ids"].shape, values.shape[-1]))
+            padded[keep] = values[0, : int(lengths.sum())]
+            values = padded
+        if self.head is None:
+            return values[:, :-1]
+        return ChunkedLMHead(values[:, :-1], self.head.weight, self.cfg.logits_chunk_tokens)
 
     def _global_tokens(self, batches) -> float:
         local = torch.tensor(float(sum(int(b["loss_mask"].sum()) for b in batches)), device=self.accelerator.device)
         return float(self.accelerator.reduce(local, reduction="sum"))
 
-    def _global_weights(self, scores: list[Scores], batches: list[dict]):
-        """A weighted method's weights normalised over every micro-batch of every rank (gathered, then
-        sliced back), and its diagnostics plus the mean of each per-token statistic of its Scores."""
+    def _gather_scores(self, scores: list[Scores], batches: list[dict]):
+        """Every rank's scores [N, U] and masks [N, T] (micro-batches concatenated, ranks gathered), and
+        the mean of each per-token statistic of the Scores over the supervised tokens."""
         local_scores = _pad_cat([s.values for s in scores])
         local_mask = _pad_cat([b["loss_mask"].float() for b in batches])  # gathered as float: padding
         # a bool tensor across ranks would change its dtype on the padded ranks only
@@ -281,9 +343,17 @@ class Trainer:
         all_mask = self.accelerator.gather(pad(local_mask, dim=1)).bool()
         all_stats = {name: self.accelerator.gather(pad(_pad_cat([s.token_stats[name] for s in scores]), dim=1))
                      for name in scores[0].token_stats}
+        means = {f"mean_{name}": float(values[all_mask].mean()) if all_mask.any() else 0.0
+                 for name, values in all_stats.items()}
+        return all_scores, all_mask, means
+
+    def _global_weights(self, scores: list[Scores], batches: list[dict]):
+        """A weighted method's weights normalised over every micro-batch of every rank (gathered, then
+        sliced back), and its diagnostics plus the mean of each per-token statistic of its Scores."""
+        all_scores, all_mask, means = self._gather_scores(scores, batches)
         weights, diagnostics = self.method.weights(all_scores, all_mask)
-        for name, values in all_stats.items():
-            diagnostics[f"mean_{name}"] = float(values[all_mask].mean()) if all_mask.any() else 0.0
+        diagnostics.update(means)
+        local_scores = _pad_cat([s.values for s in scores])
         rows = local_scores.shape[0]
         rank = self.accelerator.process_index
         mine = weights[rank * rows:(rank + 1) * rows]
@@ -308,7 +378,10 @@ class Trainer:
         diagnostics: dict = {}
         weights = [None] * len(batches)
         cached_logits = None
-        if self.method.weighted:
+        if (self.method.weighted and len(batches) > 1 and self.cfg.weighted_accumulation == "single_pass"
+                and self.local_grads and self.method.stream_ready()):
+            total, diagnostics = self._single_pass(batches, scale, n_tokens)
+        elif self.method.weighted:
             if len(batches) == 1:
                 cached_logits = self._forward(batches[0])
                 scores = [self.method.unit_scores(cached_logits, batches[0])]
@@ -316,19 +389,9 @@ class Trainer:
                 with torch.no_grad():
                     scores = [self.method.unit_scores(self._forward(b), b) for b in batches]
             weights, diagnostics = self._global_weights(scores, batches)
-        total = 0.0
-        for index, batch in enumerate(batches):
-            last = index == len(batches) - 1
-            sync = self.accelerator.no_sync(self.model) if not last else _nullcontext()
-            with sync:
-                logits = cached_logits if cached_logits is not None else self._forward(batch)
-                per_token = self.method.token_losses(logits, batch)
-                mask = batch["loss_mask"].to(per_token.dtype)
-                if weights[index] is not None:
-                    mask = mask * weights[index].to(per_token.dtype)
-                loss = (per_token * mask).sum() * scale
-                self.accelerator.backward(loss)
-                total += loss.item() / self.accelerator.num_processes
+            total = self._weighted_backward(batches, weights, scale, cached_logits)
+        else:
+            total = self._weighted_backward(batches, weights, scale, None)
         total = float(self.accelerator.reduce(torch.tensor(total, device=self.accelerator.device),
                                               reduction="sum"))  # the global loss
         grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
@@ -346,6 +409,79 @@ class Trainer:
         self.cost.student_tokens_trained += int(n_tokens)
         return {"step": step + 1, "loss": total, "lr": self.scheduler.get_last_lr()[0],
                 "grad_norm": grad_norm, "tokens": int(n_tokens), **diagnostics}
+
+    def _weighted_backward(self, batches, weights, scale, cached_logits) -> float:
+        """Forward and backward every micro-batch with its (final) weights; this rank's loss."""
+        total = 0.0
+        for index, batch in enumerate(batches):
+            last = index == len(batches) - 1
+            sync = self.accelerator.no_sync(self.model) if not last else _nullcontext()
+            with sync:
+                logits = cached_logits if cached_logits is not None else self._forward(batch)
+                per_token = self.method.token_losses(logits, batch)
+                mask = batch["loss_mask"].to(per_token.dtype)
+                if weights[index] is not None:
+                    mask = mask * weights[index].to(per_token.dtype)
+                loss = (per_token * mask).sum() * scale
+                self.accelerator.backward(loss)
+                total += loss.item() / self.accelerator.num_processes
+        return total
+
+    def _scale_grads(self, factor: float) -> None:
+        if factor != 1.0:
+            for parameter in self.model.parameters():
+                if parameter.grad is not None:
+                    parameter.grad.mul_(factor)
+
+    def _single_pass(self, batches, scale, n_tokens) -> tuple[float, dict]:
+        """A weighted step without a scoring pass (docs/method.md, "Accumulation without a scoring pass").
+
+        Each micro-batch's weights come from its own scores (``stream_weights``). Log-weights λ are backed
+        as exp(λ − a), a the largest λ of this rank so far; when a grows, the gradient accumulated so far
+        (and the loss) is multiplied by exp(a_old − a_new) <= 1, so nothing overflows. Before the last
+        micro-batch's backward (the one that synchronises ranks) the ranks agree on the shift A = max a
+        and the mass M = Σ exp(λ − A) over every supervised token of the optimiser batch, and this rank's
+        accumulated gradient is multiplied by exp(a − A) N / M: afterwards every token's weight is
+        exp(λ − A) N / M, the weights normalised to token-mean 1 over the whole batch. Returns this
+        rank's loss and the method's diagnostics on the gathered scores."""
+        acc, device = self.accelerator, self.accelerator.device
+        shift, mass, total, scores = -math.inf, 0.0, 0.0, []
+        for index, batch in enumerate(batches):
+            last = index == len(batches) - 1
+            sync = acc.no_sync(self.model) if not last else _nullcontext()
+            with sync:
+                out = self._forward(batch)
+                score = self.method.unit_scores(out, batch)
+                scores.append(score)
+                mask_bool = batch["loss_mask"].bool()
+                values, normalise = self.method.stream_weights(score.values, mask_bool)
+                if normalise:
+                    top = float(values[mask_bool].max()) if bool(mask_bool.any()) else -math.inf
+                    if top > shift:
+                        if shift > -math.inf:
+                            factor = math.exp(shift - top)
+                            self._scale_grads(factor)
+                            mass, total = mass * factor, total * factor
+                        shift = top
+                    values = torch.exp(values - shift) if shift > -math.inf else torch.zeros_like(values)
+                    values = torch.where(mask_bool, values, torch.zeros_like(values))
+                    mass += float(values.sum())
+                    if last:
+                        stats = torch.tensor([shift], dtype=torch.float64, device=device)
+                        top_all = float(acc.gather(stats).max()) if acc.num_processes > 1 else shift
+                        mine = mass * math.exp(shift - top_all) if shift > -math.inf else 0.0
+                        all_mass = float(acc.reduce(torch.tensor(mine, dtype=torch.float64, device=device),
+                                                    reduction="sum"))
+                        factor = (math.exp(shift - top_all) if shift > -math.inf else 0.0) * n_tokens / all_mass
+                        self._scale_grads(factor)
+                        total, values = total * factor, values * factor
+                per_token = self.method.token_losses(out, batch)
+                mask = batch["loss_mask"].to(per_token.dtype) * values.to(per_token.dtype)
+                loss = (per_token * mask).sum() * scale
+                acc.backward(loss)
+                total += loss.item() / acc.num_processes
+        all_scores, all_mask, means = self._gather_scores(scores, batches)
+        return total, {**self.method.stream_diagnostics(all_scores, all_mask), **means}
 
     # ------------------------------------------------------------------ training curves
     def _start_trackers(self) -> None:

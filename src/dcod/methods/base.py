@@ -20,13 +20,22 @@ units (one per sequence at sequence granularity, T at prefix granularity):
     extra_inputs(batch, examples) -> None         adds tensors the loss needs to the collated batch:
                                                   teacher log-distributions [B, T, V], reference
                                                   log-probs [B, T]; it may count forward tokens in cost
-    token_losses(logits [B, T, V], batch) -> [B, T]   unreduced; the trainer masks and reduces them as
+    token_losses(logits [B, T, V], batch) -> [B, T]   unreduced (logits: a tensor or, for large
+                                                  vocabularies, an ``objectives.ChunkedLMHead``); the trainer masks and reduces them as
                                                   sum(w * loss * mask) / N over the whole optimiser batch
   weighted methods only:
     unit_scores(logits [B, T, V], batch) -> Scores    from detached logits: the scores [B, U] and
                                                   per-token statistics [B, T] logged as mean_<name>
     weights(scores [N, U], mask [N, T]) -> (weights [N, T], diagnostics: dict[str, float])
                                                   over every micro-batch of every rank (N rows)
+  weighted methods, accumulation in one pass (``train.weighted_accumulation: single_pass``, docs/method.md):
+    stream_ready() -> bool                        whether this step's micro-batches can be weighted one at
+                                                  a time (else the trainer scores them all first)
+    stream_weights(scores [B, U], mask [B, T]) -> (values [B, T], normalise: bool)
+                                                  one micro-batch's weights from its own scores: final
+                                                  weights (normalise False), or log-weights whose exp the
+                                                  trainer normalises to token-mean 1 over the global batch
+    stream_diagnostics(scores [N, U], mask [N, T]) -> dict    at the step's end, on the gathered scores
   and between steps:
     state() -> dict, load_state(dict)             JSON-safe resumable state (the checkpoint's progress)
     run_summary() -> dict                         extra fields for run.json
@@ -127,6 +136,9 @@ class Method:
     Params: type[Section] = NoParams
     weighted = False
     weight_diagnostics: tuple[str, ...] = ()
+    # The trainer may pass an ``objectives.ChunkedLMHead`` instead of logits (large vocabularies): every
+    # loss that only reads log-probs of given ids through ``objectives`` accepts it. False: full logits.
+    chunked_logits = True
 
     def __init__(self, params: Section, ctx: StepContext, cost: Cost):
         self.params, self.ctx, self.cost = params, ctx, cost
@@ -157,6 +169,15 @@ class Method:
 
     def weights(self, scores: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, dict]:
         raise NotImplementedError(f"{self.name} is not a weighted method")
+
+    def stream_ready(self) -> bool:
+        return False
+
+    def stream_weights(self, scores: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        raise NotImplementedError(f"{self.name} does not weight micro-batches one at a time")
+
+    def stream_diagnostics(self, scores: torch.Tensor, mask: torch.Tensor) -> dict:
+        raise NotImplementedError(f"{self.name} does not weight micro-batches one at a time")
 
     def state(self) -> dict:
         return {}

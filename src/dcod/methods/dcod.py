@@ -60,10 +60,52 @@ class DCOD(Method):
         scores = objectives.dcod_scores(ratios, batch["loss_mask"], self.params.granularity, self.params.discount)
         return Scores(scores, token_stats={"log_ratio": ratios})
 
+    def __init__(self, params, ctx, cost):
+        super().__init__(params, ctx, cost)
+        # (β, L) of the last optimiser batch's exact weights: one-pass accumulation tempers and truncates
+        # the next batch with them (docs/method.md, "Accumulation without a scoring pass")
+        self.lag: tuple[float, float | None] | None = None
+
+    def _exact(self, scores, mask):
+        p = self.params
+        return objectives.dcod_exact_tempering(scores, mask, p.granularity, beta=p.beta, ess_target=p.ess_target,
+                                               beta_max=p.beta_max, clip=p.clip)
+
     def weights(self, scores, mask):
         p = self.params
-        return objectives.dcod_weights(scores, mask, p.granularity, beta=p.beta, ess_target=p.ess_target,
-                                       beta_max=p.beta_max, clip=p.clip)
+        weights, diagnostics = objectives.dcod_weights(scores, mask, p.granularity, beta=p.beta,
+                                                       ess_target=p.ess_target, beta_max=p.beta_max, clip=p.clip)
+        if mask.any():
+            self.lag = self._exact(scores, mask)
+        return weights, diagnostics
+
+    def _fixed(self) -> bool:
+        """β given and no truncation: the weights are exp(β s) normalised, exact in one pass."""
+        return self.params.beta is not None and self.params.clip is None
+
+    def stream_ready(self):
+        return self._fixed() or self.lag is not None
+
+    def stream_weights(self, scores, mask):
+        beta, log_clip = (self.params.beta, None) if self._fixed() else self.lag
+        return objectives.dcod_stream_log_weights(scores, mask, beta, log_clip), True
+
+    def stream_diagnostics(self, scores, mask):
+        used = (self.params.beta, None) if self._fixed() else self.lag
+        exact = self._exact(scores, mask)
+        diagnostics = objectives.dcod_stream_diagnostics(scores, mask, self.params.granularity, used, exact)
+        if mask.any():
+            self.lag = exact
+        return diagnostics
+
+    def state(self):
+        """JSON-safe: the lagged (β, L), L None for no truncation."""
+        return {"lag": None if self.lag is None else [float(self.lag[0]),
+                                                       None if self.lag[1] is None else float(self.lag[1])]}
+
+    def load_state(self, state):
+        lag = state.get("lag")
+        self.lag = None if lag is None else (float(lag[0]), None if lag[1] is None else float(lag[1]))
 
     def token_losses(self, logits, batch):
         if self.params.token_loss == "kd":

@@ -63,6 +63,23 @@ class IwSFT(Method):
         ratios = torch.where(mask, student - reference, torch.zeros_like(student))
         return Scores(log_weights.unsqueeze(-1), token_stats={"log_ratio": ratios})
 
+    def stream_ready(self):
+        return True
+
+    def stream_weights(self, scores, mask):
+        """Unnormalised: each row's weight is its own (the released code's), so a micro-batch's weights
+        are final; ``normalize``: log-weights, normalised over the global batch by the trainer (exact)."""
+        if not self.params.normalize:
+            return self.weights(scores, mask)[0], False
+        p = self.params
+        low = math.log(p.clip_min) if p.clip_min > 0 else -math.inf
+        log_weights = scores[:, 0].detach().double().clamp(min=low, max=math.log(p.clip_max))
+        per_token = log_weights.unsqueeze(-1).expand(mask.shape)
+        return torch.where(mask.bool(), per_token, torch.full_like(per_token, -math.inf)), True
+
+    def stream_diagnostics(self, scores, mask):
+        return self.weights(scores, mask)[1]
+
     def weights(self, scores, mask):
         p = self.params
         log_weights = scores[:, 0]

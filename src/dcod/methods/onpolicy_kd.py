@@ -23,6 +23,7 @@ class OnPolicyParams(Section):
 class OnPolicyKD(Method):
     name = "onpolicy_kd"
     Params = OnPolicyParams
+    chunked_logits = False  # the JSD reads the whole student distribution
 
     @classmethod
     def needs(cls, params):
