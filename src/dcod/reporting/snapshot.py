@@ -27,7 +27,10 @@ from dcod.reporting.tables import read_table, table_splits
 
 # every results file the snapshot keeps (the comparison itself is about a rerun, never published)
 RESULT_FILES = ("table1.csv", "table1_timing.csv", "table2.csv", "table2_timing.csv", "tuning.csv",
-                "calibration.csv", "calibration.md")
+                "calibration.csv", "calibration.md", "calibration_targets.csv", "robustness.csv", "robustness.md",
+                "float_path.csv", "float_path.md")
+# the second float path's Table 1 (results/float_paths/<name>/), published beside the main one
+FLOAT_PATH_FILES = ("table1.csv", "table1_timing.csv")
 COMPARED_COLUMNS = ("direct_step_fraction", "agreement_mean", "malformed_rate_mean", "student_tokens_trained",
                     "tokens_sampled", "teacher_forward_tokens", "training_flops")
 
@@ -83,6 +86,11 @@ def publish(profile_path: str, results_dir: Path, figures_dir: Path, out: Path) 
         for name in RESULT_FILES:
             if (results_dir / name).is_file():
                 shutil.copy2(results_dir / name, tmp / "results" / name)
+        for folder in sorted((results_dir / "float_paths").glob("*")):
+            for name in FLOAT_PATH_FILES:
+                if (folder / name).is_file():
+                    (tmp / "results" / "float_paths" / folder.name).mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(folder / name, tmp / "results" / "float_paths" / folder.name / name)
         shutil.copytree(figures_dir, tmp / "figures", ignore=shutil.ignore_patterns(".*", "README.md"))
         write_report(Namespace(profile=profile_path, results_dir=str(tmp / "results"),
                                figures_dir=str(tmp / "figures"), out=str(tmp / "report.md")))
