@@ -1,7 +1,8 @@
 """Robustness across worlds (docs/claims.md, "Worlds"): one row per world of ``results/robustness.csv``.
 
-Each world (world seed x direct-style probability of the teacher) has its own world, traces, base
-student and calibration line; the same offline experiments are trained on it with the profile's
+Each world (world seed x direct-style probability of the teacher) has its own world, traces and
+calibration line, and the base student of its world seed (shared by the worlds of that seed: it does not
+depend on the teacher's style mix); the same offline experiments are trained on it with the profile's
 ``robustness.seeds`` and evaluated on ``robustness.splits``. Per world this module reports:
 
 - accuracy (%) per split of the base student and of every experiment (mean over seeds);
