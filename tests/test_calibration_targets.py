@@ -186,3 +186,19 @@ def test_report_writes_table_targets_and_markdown(tmp_path):
     # the checks read back from the written table agree with the report's
     again = {t.name: t.status for t in calibration.check_targets(frame)}
     assert again == targets["status"].to_dict()
+
+
+@pytest.mark.parametrize("changes, warned", [({}, False), ({("oracle_sft", 1): acc(60, 63, 40)}, True)])
+def test_report_opens_with_the_failed_targets(tmp_path, changes, warned):
+    """The generated report says first when the world misses a calibration target, naming it."""
+    from dcod.reporting.paper import regime_warning
+
+    work = make_work(tmp_path, changes)
+    out = tmp_path / "results" / "calibration.csv"
+    calibration.write_calibration(argparse.Namespace(work=str(work), seeds="0,1", profile=str(write_profile(tmp_path)),
+                                                     experiments=str(ROOT / "experiments"), out=str(out)))
+    text = " ".join(regime_warning(pd.read_csv(out)))
+    assert ("Read this first" in text) == warned
+    assert ("student-style traces help much more" in text) == warned
+    assert ("every target" in text) == (not warned)
+    assert regime_warning(None) == []

@@ -210,6 +210,20 @@ def calibration_section(calibration: pd.DataFrame | None) -> list[str]:
     return lines + [""]
 
 
+def regime_warning(calibration: pd.DataFrame | None) -> list[str]:
+    """A line at the top of the report when the world misses a calibration target: every comparison
+    below is then measured outside the regime the targets define (docs/toy_world.md)."""
+    if calibration is None:
+        return []
+    failed = [t for t in check_targets(calibration) if t.status != "PASS"]
+    if not failed:
+        return ["**Calibration**: every target of the world's calibration report passes.", ""]
+    listed = "; ".join(f"{t.question} ({t.status})" for t in failed)
+    return [f"**Read this first — the world misses {len(failed)} calibration target(s)**: {listed}. Table 1 and "
+            "the claims below are measured in that regime, not in the one the targets define; see "
+            "\"Calibration of the world\" and docs/toy_world.md.", ""]
+
+
 def figures_section(figures_dir: Path, out: Path, source: str = "toy") -> list[str]:
     lines = ["## Figures", ""]
     skipped = [name for name in FIGURE_NAMES if name not in figure_names(source)]
@@ -374,6 +388,7 @@ def write_report(args) -> None:
              "do not edit: every number below is read from those files.", ""]
     # a profile with a learning-rate grid reports it (the rule makes results/tuning.csv an input)
     tuning = read_result(results_dir, "tuning.csv") if len(profile.tuning.lrs) > 1 else None
+    lines += regime_warning(calibration)
     lines += setup_section(profile, table1) + table1_section(table1) + table2_section(table2)
     lines += tuning_section(tuning, table1, table2, profile.report.subject)
     robustness, robust = robustness_section(read_optional(results_dir / "robustness.csv"), table1, profile.report,
