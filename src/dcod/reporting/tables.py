@@ -171,7 +171,9 @@ def accuracy_row(evaluated: Evaluated, splits: list[str], baseline: Evaluated | 
     for column in STABILITY_METRICS:
         values = [frame[column].mean() for frame in evaluated.stability] if evaluated.stability else []
         row[f"{column}_mean"], row[f"{column}_std"] = mean_std(values)
-    samples = [int(frame["samples"].max()) for frame in evaluated.stability or [] if "samples" in frame]
+    # an evaluation without stability samples (Table 2 rows, robustness worlds) writes an empty stability.csv
+    samples = [int(frame["samples"].max()) for frame in evaluated.stability or []
+               if "samples" in frame and frame["samples"].notna().any()]
     row["stability_samples"] = max(samples) if samples else math.nan
     for split in held_out_splits(splits):
         delta = difference(evaluated, baseline, split, 100.0) if baseline is not None else (math.nan,) * 3
