@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 import torch
 from safetensors.torch import load_file
 
@@ -29,7 +30,8 @@ from dcod.training import CheckpointWriteError, NonFiniteLossError
 from conftest import REPO
 
 PROFILE = REPO / "config/profiles/ci.yaml"
-SFT = REPO / "experiments/sft/config.yaml"  # train.lr 0.0005
+SFT = REPO / "experiments/sft/config.yaml"
+SFT_LR = yaml.safe_load(SFT.read_text())["train"]["lr"]  # the tuned value the shipped config holds
 
 
 @pytest.fixture(scope="module")
@@ -152,8 +154,8 @@ def _experiment_with_lr(tmp_path: Path, lr: float) -> Path:
     folder = tmp_path / f"experiments-lr{lr}" / "sft"  # the experiment's name is its folder's
     folder.mkdir(parents=True)
     text = SFT.read_text()
-    assert "  lr: 0.0005\n" in text
-    (folder / "config.yaml").write_text(text.replace("  lr: 0.0005\n", f"  lr: {lr}\n"))
+    assert f"  lr: {SFT_LR}\n" in text and lr != SFT_LR
+    (folder / "config.yaml").write_text(text.replace(f"  lr: {SFT_LR}\n", f"  lr: {lr}\n"))
     return folder / "config.yaml"
 
 
@@ -162,7 +164,7 @@ def clean(prepared):
     """Weights of clean (never interrupted) sft runs, by learning rate, trained once per module."""
     cache = {}
 
-    def weights(lr: float = 0.0005) -> dict:
+    def weights(lr: float = SFT_LR) -> dict:
         if lr not in cache:
             cache[lr] = _train(prepared, prepared / f"clean-lr{lr}", lr=lr)
         return cache[lr]
@@ -186,12 +188,12 @@ def test_a_finished_run_leaves_no_checkpoint_and_reruns_from_scratch(prepared, t
 def test_changed_lr_starts_fresh(prepared, tmp_path, capsys, clean):
     """Issue 11.1: an edited train.lr resumed the old checkpoint and trained nothing."""
     out = tmp_path / "run"
-    _interrupted(prepared, out)  # lr 0.0005
+    _interrupted(prepared, out)  # the config's lr
     capsys.readouterr()
     weights = _train(prepared, out, experiment=_experiment_with_lr(tmp_path, 0.002))
     assert f"checkpoint at {out / 'checkpoint'} was computed from other inputs (differs in: config); " \
            "starting fresh" in capsys.readouterr().out
-    assert _same(weights, clean(0.002)) and not _same(weights, clean(0.0005))
+    assert _same(weights, clean(0.002)) and not _same(weights, clean(SFT_LR))
     assert json.loads((out / "run.json").read_text())["train"]["lr"] == 0.002
     log = (out / "train_log.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in log] == [1, 2, 3, 4]
