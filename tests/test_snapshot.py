@@ -66,6 +66,10 @@ def test_publish_refuses_uncommitted_code(two_runs, tmp_path):
     table.to_csv(results / "table1.csv", index=False)
     with pytest.raises(ValueError, match="mix code versions abc123, def456"):
         check_publishable(results)
+    # a commit made of digits and one 'e' reads as a number unless the column is read as text
+    table["code_version"] = "992e093"
+    table.to_csv(results / "table1.csv", index=False)
+    assert check_publishable(results) == "992e093"
 
 
 def test_publish_copies_results_and_regenerates_the_report_with_its_own_links(two_runs, tmp_path):

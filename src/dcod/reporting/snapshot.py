@@ -42,7 +42,7 @@ def _column_values(results_dir: Path, column: str) -> set[str]:
     for name in ("table1.csv", "table2.csv"):
         path = results_dir / name
         if path.is_file():
-            table = pd.read_csv(path)
+            table = pd.read_csv(path, dtype={column: str})  # a commit like 992e093 would parse as a float
             if column in table:
                 values |= {v for cell in table[column].dropna().astype(str) for v in cell.split(";") if v}
     return values
