@@ -77,7 +77,8 @@ def run_dirs(work: Path, name: str, seeds: list[int]) -> list[Path]:
 
 
 def read_metrics(folder: Path) -> pd.DataFrame:
-    return pd.read_csv(require(Path(folder) / "metrics.csv"))
+    # provenance columns are text: a commit such as 992e093 would otherwise parse as the float 9.92e95
+    return pd.read_csv(require(Path(folder) / "metrics.csv"), dtype={"code_version": str, "machine": str})
 
 
 def read_samples(folder: Path) -> pd.DataFrame:
