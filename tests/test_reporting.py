@@ -120,10 +120,11 @@ TINY_LLAMA = {"model_type": "llama", "hidden_size": 8, "num_hidden_layers": 2, "
 TINY_LLAMA_PARAMETERS = 10 * 8 + 2 * (4 * 8 * 8 + 3 * 8 * 16 + 2 * 8) + 8  # embeddings, 2 layers, final norm
 
 
-def make_work(root: Path, rules=RULES) -> Path:
+def make_work(root: Path, rules=RULES, stability=True) -> Path:
+    """stability=False: every pass without stability samples (the smol profile's ``stability_samples: 0``)."""
     work = root / "work"
     for name in ("teacher", "teacher_direct", "teacher_decomposed", "base_student"):
-        write_eval(work / "eval" / name, name, rules[(name, None)], 0.5)
+        write_eval(work / "eval" / name, name, rules[(name, None)], 0.5, stability=stability)
     for name in [*EXPERIMENTS, "dcod_prefix"]:
         method = "dcod" if name.startswith("dcod") else name
         params = DCOD_PARAMS if method == "dcod" else {}
@@ -132,7 +133,7 @@ def make_work(root: Path, rules=RULES) -> Path:
         for seed in SEEDS:
             rule = rules[("dcod" if method == "dcod" else name, seed)]
             write_eval(work / "eval" / name / f"seed{seed}", name, rule, 0.9 if method == "dcod" else 0.6,
-                       stability=name != "dcod_prefix")
+                       stability=stability and name != "dcod_prefix")
             write_run(work / "runs" / name / f"seed{seed}", name, seed, method,
                       "ablation" if name == "dcod_prefix" else "main", params)
     # the base student's config: the tables count N from it (the fixture's runs have no model folder)
@@ -239,6 +240,23 @@ def test_subject_minus_row_columns_and_roles(built):
     assert table.loc["kd", "stability_samples"] == 4
     assert list(table["role"]) == ["reference", "reference", "method", "method", "method"]
     assert table.loc["sft", "offline_only"] and pd.isna(table.loc["teacher", "offline_only"])
+
+
+def test_table1_without_stability_samples_leaves_the_stability_columns_empty(tmp_path):
+    # the smol profile evaluates with stability_samples: 0, so every stability.csv is header-only (CI caught
+    # Table 1 failing on it: the bootstrap was handed no rows)
+    work = make_work(tmp_path, stability=False)
+    out = tmp_path / "t.csv"
+    tables.write_table1(args_for(tmp_path, work, "table1", out))
+    table = pd.read_csv(out).set_index("method")
+    for column in ("agreement_mean", "stability_samples", "dcod_minus_row_agreement", "dcod_minus_row_malformed_rate"):
+        assert table[column].isna().all(), column
+    assert not math.isnan(table.loc["kd", "dcod_minus_row_id"])  # accuracy comparisons are unaffected
+    # some seeds sampled and others not is a mixed evaluation: an error naming the model and the seeds
+    (work / "eval" / "kd" / "seed0" / "stability.csv").write_text(
+        "id,split,k,samples,agreement,malformed_rate,sample_accuracy\nid-00000,id,1,4,0.5,0.5,0.5\n")
+    with pytest.raises(ValueError, match=r"kd: stability.csv has rows for some seeds and none for seeds \[1\]"):
+        tables.write_table1(args_for(tmp_path, work, "table1", out))
 
 
 def test_tables_are_bit_reproducible(built, tmp_path):

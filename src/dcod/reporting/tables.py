@@ -127,6 +127,15 @@ def stability_values(evaluated: Evaluated, metric: str) -> pd.DataFrame | None:
     """One stability metric per seed and problem (the problems of every split the pass sampled)."""
     if not evaluated.stability:
         return None
+    # a pass without stability samples (``stability_samples: 0``: the smol profile, Table 2 rows, robustness
+    # worlds) writes a header-only stability.csv: the metric is not measured, not an error
+    empty = [frame.empty for frame in evaluated.stability]
+    if all(empty):
+        return None
+    if any(empty):
+        seeds = [seed for seed, e in zip(evaluated.seeds or [0], empty) if e]
+        raise ValueError(f"{evaluated.name}: stability.csv has rows for some seeds and none for seeds {seeds}: "
+                         "re-evaluate them with the same stability_samples")
     frames = []
     for seed, frame in zip(evaluated.seeds or [0], evaluated.stability):
         for column in ("id", "split", metric):
