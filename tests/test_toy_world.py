@@ -2,6 +2,7 @@
 
 import functools
 import json
+import random
 import re
 
 import pytest
@@ -16,6 +17,9 @@ from dcod.toy.world import (
     parse_prompt,
     render_completion,
     render_step,
+    slip_add,
+    slip_sub,
+    slipped,
     solve,
     step_values,
     write_world,
@@ -114,6 +118,50 @@ def test_values_in_range(world):
             assert all(0 <= v <= 999 for v in step_values(r["start"], r["ops"]))
 
 
+# ----------------------------------------------------------------------------- the base student's slip
+@pytest.mark.parametrize("x,y,added", [(118, 2, 110), (480, 30, 410), (77, 8, 75), (98, 20, 118), (47, 30, 77),
+                                       (5, 5, 10), (995, 5, 990), (999, 999, 1988)])
+def test_slip_add_forgets_the_lowest_carry_into_an_existing_digit(x, y, added):
+    assert slip_add(x, y) == added
+
+
+@pytest.mark.parametrize("x,y,subtracted", [(110, 8, 112), (85, 38, 57), (120, 70, 150), (85, 30, 55), (7, 9, -2),
+                                            (100, 1, 109)])
+def test_slip_sub_forgets_the_lowest_borrow(x, y, subtracted):
+    assert slip_sub(x, y) == subtracted
+
+
+def test_slipped_rendering_carries_its_wrong_results_on():
+    p = {"task": "arith", "start": 98, "ops": [["+", 22], ["-", 18]]}
+    assert render_completion(p, "decomposed", slipped(1.0, random.Random(0))) == (
+        "98+22=98+20+2=118+2=110;110-18=110-10-8=100-8=102;\\boxed{102}")  # exact: 120, 102, 92 -> 102
+    q = {"task": "arith", "start": 85, "ops": [["*", 6]]}
+    assert render_completion(q, "decomposed", slipped(1.0, random.Random(0))) == "85*6=80*6+5*6=480+30=410;\\boxed{410}"
+    # probability 0 is the correct rendering
+    assert render_completion(p, "decomposed", slipped(0.0, random.Random(0))) == render_completion(p, "decomposed")
+
+
+def test_pretrain_slip_changes_only_the_pretraining_completions(small_world):
+    slip = build_world(WorldConfig(**SMALL, pretrain_slip=1.0))
+    for split in small_world:
+        if split != "pretrain":
+            assert slip[split] == small_world[split], split
+    arith = [(a, b) for a, b in zip(small_world["pretrain"], slip["pretrain"]) if a["task"] == "arith"]
+    assert all(a["question"] == b["question"] and a["gold"] == b["gold"] for a, b in arith)
+    changed = [b for a, b in arith if a["completion_decomposed"] != b["completion_decomposed"]]
+    assert all(b["slipped"] for b in changed) and not any(b["slipped"] for a, b in arith if b not in changed)
+    assert 0.4 < len(changed) / len(arith) < 0.9  # most chains hold a carry or a borrow
+    # a slipped trace is a consistent wrong computation: its last step's result is the boxed answer
+    for b in changed:
+        steps = b["completion_decomposed"].split(";")
+        assert steps[-1] == "\\boxed{" + steps[-2].rsplit("=", 1)[1] + "}"
+    # half the probability slips about half as often, from its own random stream (same problems)
+    half = build_world(WorldConfig(**SMALL, pretrain_slip=0.5))
+    assert [r["question"] for r in half["pretrain"]] == [r["question"] for r in slip["pretrain"]]
+    half_changed = sum(r.get("slipped", False) for r in half["pretrain"])
+    assert 0.2 * len(arith) < half_changed < len(changed)
+
+
 def test_split_sizes_k_ranges_and_disjointness(world):
     cfg = WorldConfig()
     sizes = {s: len(v) for s, v in world.items()}
@@ -163,6 +211,8 @@ def test_config_validation():
     assert cfg.train_k == (1, 6) and cfg.long_k == (5, 6)
     with pytest.raises(ValueError, match="cannot find"):
         build_world(WorldConfig(n_retention=500, reverse_len=(1, 1)))  # only 9 distinct strings
+    with pytest.raises(ValueError, match="pretrain_slip must be a probability"):
+        WorldConfig(pretrain_slip=1.5)
 
 
 def test_write_world(tmp_path, small_world):

@@ -10,6 +10,10 @@ solution writes one step per operation, each ``;``-terminated, then ``\\boxed{an
   nothing to split (a one-digit-place operand such as ``+40``, or ``*`` on a number with a single
   non-zero part such as 80) the decomposed step *is* the direct one.
 
+The base student's pre-training traces are decomposed-only and, with ``pretrain_slip`` > 0, written
+by a careless hand that forgets carries and borrows (``118+2=110``, ``110-8=112``; ``slip_add``,
+``slip_sub``): a systematic misconception the teacher's correct traces must teach away.
+
 A second skill, string reversal (``Q:rev 3817\\nA:`` -> ``\\boxed{7183}``), measures retention.
 
 Splits are generated evaluation-first, each from its own ``random.Random`` seeded with
@@ -55,6 +59,10 @@ class WorldConfig:
     pretrain_k: tuple[int, int] = (1, 5)
     n_pretrain: int = 6000  # decomposed-only arithmetic traces for the base student
     n_pretrain_reversal: int = 2000  # reversal examples in the same `pretrain` split
+    # probability that an addition or subtraction inside a pre-training trace forgets its carry or borrow
+    # (``slip_add``/``slip_sub``): the base student's systematic misconception, which the teacher's correct
+    # traces must teach away (docs/toy_world.md). 0: correct pre-training traces.
+    pretrain_slip: float = 0.0
     extrapolate_k: tuple[int, int] = (6, 7)
     n_extrapolate: int = 0  # off by default: k beyond training measures extrapolation only
 
@@ -68,6 +76,8 @@ class WorldConfig:
                 setattr(self, f.name, v)
             elif f.name.startswith("n_") and int(v) < 0:
                 raise ValueError(f"WorldConfig.{f.name} must be >= 0, got {v}")
+        if not 0.0 <= float(self.pretrain_slip) <= 1.0:
+            raise ValueError(f"WorldConfig.pretrain_slip must be a probability in [0, 1], got {self.pretrain_slip}")
         if self.reverse_len[0] < 1:
             raise ValueError("WorldConfig.reverse_len must start at >= 1")
         # `long` measures compounding errors inside the trained range, not length extrapolation.
@@ -102,24 +112,69 @@ def place_parts(a: int) -> list[int]:
 
 def render_step(value: int, op: str, operand: int, style: str) -> str:
     """One step, without its ``;``. ``style`` is ``direct`` or ``decomposed``."""
+    return _render_step(value, op, operand, style, apply_op)[0]
+
+
+def _render_step(value: int, op: str, operand: int, style: str, combine) -> tuple[str, int]:
+    """(step text, the result it writes). ``combine(x, op, y)`` does every addition and subtraction of
+    the decomposed rendering and of its result (``apply_op``: correct arithmetic; ``slipped``: a
+    careless writer); products of place-value parts are always exact."""
     if style not in STYLES:
         raise ValueError(f"style must be one of {STYLES}, got {style!r}")
-    result = apply_op(value, op, operand)
     head = f"{value}{op}{operand}="
-    if style == "direct":
-        return f"{head}{result}"
+    if style == "direct" or (op == "*" and len(place_parts(value) if value > 0 else []) < 2):
+        # nothing to split (negative values only arise from a wrong prefix)
+        result = combine(value, op, operand) if op in "+-" else value * operand
+        return f"{head}{result}", result
     if op in "+-":
         tens, units = operand - operand % 10, operand % 10
         if units == 0 or tens == 0:
-            return f"{head}{result}"
-        mid = apply_op(value, op, tens)
-        return f"{head}{value}{op}{tens}{op}{units}={mid}{op}{units}={result}"
-    parts = place_parts(value) if value > 0 else []
-    if len(parts) < 2:  # nothing to split (negative values only arise from a wrong prefix)
-        return f"{head}{result}"
-    products = "+".join(f"{p}*{operand}" for p in parts)
-    sums = "+".join(str(p * operand) for p in parts)
-    return f"{head}{products}={sums}={result}"
+            result = combine(value, op, operand)
+            return f"{head}{result}", result
+        mid = combine(value, op, tens)
+        result = combine(mid, op, units)
+        return f"{head}{value}{op}{tens}{op}{units}={mid}{op}{units}={result}", result
+    parts = place_parts(value)
+    products = [p * operand for p in parts]
+    result = products[0]
+    for term in products[1:]:
+        result = combine(result, "+", term)
+    text = "+".join(f"{p}*{operand}" for p in parts) + "=" + "+".join(map(str, products))
+    return f"{head}{text}={result}", result
+
+
+def slip_add(x: int, y: int) -> int:
+    """``x + y`` forgetting the lowest carry into a digit the larger operand already has (a carry that
+    starts a new leading digit is written): 118+2 -> 110, 480+30 -> 410, 98+20 -> 118 (no slip)."""
+    if x < 0 or y < 0:
+        return x + y
+    carry = 0
+    for j in range(len(str(max(x, y))) - 1):
+        carry = (x // 10**j % 10 + y // 10**j % 10 + carry) >= 10
+        if carry:
+            return x + y - 10 ** (j + 1)
+    return x + y
+
+
+def slip_sub(x: int, y: int) -> int:
+    """``x - y`` forgetting the lowest borrow (the digit is written, the next one never decremented):
+    110-8 -> 112, 85-38 -> 57."""
+    if x < y or y < 0:
+        return x - y
+    for j in range(len(str(x)) - 1):
+        if x // 10**j % 10 < y // 10**j % 10:
+            return x - y + 10 ** (j + 1)
+    return x - y
+
+
+def slipped(probability: float, rng: random.Random):
+    """A ``combine`` for ``_render_step`` that slips (``slip_add``/``slip_sub``) with ``probability`` on
+    every addition or subtraction where a slip changes the result."""
+    def combine(x: int, op: str, y: int) -> int:
+        exact = apply_op(x, op, y)
+        wrong = slip_add(x, y) if op == "+" else slip_sub(x, y) if op == "-" else exact
+        return wrong if wrong != exact and rng.random() < probability else exact
+    return combine
 
 
 def format_prompt(start: int, ops) -> str:
@@ -150,8 +205,9 @@ def solve(problem: dict) -> str:
     return str(step_values(problem["start"], problem["ops"])[-1])
 
 
-def render_completion(problem: dict, styles) -> str:
-    """Full completion text (no eos). ``styles``: one style for every step, or one per step."""
+def render_completion(problem: dict, styles, combine=apply_op) -> str:
+    """Full completion text (no eos). ``styles``: one style for every step, or one per step. ``combine``:
+    the arithmetic of each step (``slipped(...)``: a careless writer's, whose wrong results carry on)."""
     if problem["task"] == "reverse":
         return boxed(solve(problem))
     ops = problem["ops"]
@@ -159,9 +215,11 @@ def render_completion(problem: dict, styles) -> str:
         styles = [styles] * len(ops)
     if len(styles) != len(ops):
         raise ValueError(f"{len(styles)} styles for {len(ops)} steps")
-    values = step_values(problem["start"], ops)
-    steps = [render_step(v, op, x, s) + ";" for v, (op, x), s in zip(values, ops, styles)]
-    return "".join(steps) + boxed(values[-1])
+    value, steps = problem["start"], []
+    for (op, x), style in zip(ops, styles):
+        text, value = _render_step(value, op, x, style, combine)
+        steps.append(text + ";")
+    return "".join(steps) + boxed(value)
 
 
 _ARITH_PROMPT = re.compile(r"Q:(\d+)((?:[+\-*]\d+)*)\nA:")
@@ -269,6 +327,12 @@ def build_world(cfg: WorldConfig | None = None) -> dict[str, list[dict]]:
     world["train"] = _draw("train", cfg.n_train, arith(cfg.train_k), used, rng("train"))
     r = rng("pretrain")
     pre = _draw("pretrain", cfg.n_pretrain, arith(cfg.pretrain_k), used, r)
+    if cfg.pretrain_slip:
+        # its own stream, so the problems drawn above do not depend on the slip probability
+        combine = slipped(cfg.pretrain_slip, random.Random(f"{cfg.seed}:pretrain_slip"))
+        for rec in pre:
+            rec["completion_decomposed"] = render_completion(rec, "decomposed", combine)
+            rec["slipped"] = rec["completion_decomposed"] != render_completion(rec, "decomposed")
     pre_rev = _draw("pretrain", cfg.n_pretrain_reversal, reverse, used, r)
     for i, rec in enumerate(pre_rev, start=len(pre)):
         rec["id"] = f"pretrain-{i:05d}"
