@@ -148,10 +148,8 @@ def slip_add(x: int, y: int) -> int:
     starts a new leading digit is written): 118+2 -> 110, 480+30 -> 410, 98+20 -> 118 (no slip)."""
     if x < 0 or y < 0:
         return x + y
-    carry = 0
-    for j in range(len(str(max(x, y))) - 1):
-        carry = (x // 10**j % 10 + y // 10**j % 10 + carry) >= 10
-        if carry:
+    for j in range(len(str(max(x, y))) - 1):  # below the first carry no carry comes in
+        if x // 10**j % 10 + y // 10**j % 10 >= 10:
             return x + y - 10 ** (j + 1)
     return x + y
 
