@@ -56,7 +56,10 @@ METHODS = {
     "dcod_sequence": DCODParams(granularity="sequence"),
     "dcod_prefix": DCODParams(granularity="prefix", discount=0.9),
     "onpolicy_kd": OnPolicyParams(),
+    "sft_packed": None,  # SFT with train.packing (padding-free rows); sft / sft_packed is what packing saves
+    "dcod_packed": DCODParams(granularity="sequence"),
 }
+PACKED = ("sft_packed", "dcod_packed")
 
 
 def traces(tokenizer, n: int) -> list[dict]:
@@ -227,7 +230,7 @@ def main() -> None:
                           teacher=teacher, student_backend=HFBackend(model, tokenizer), max_new_tokens=200)
         kind = "dcod" if name.startswith("dcod") else "sft" if name.startswith("sft") else name
         method = build_method(kind, params, ctx, Cost())
-        cfg = TrainConfig(steps=args.steps, batch_size=args.batch, checkpoint_every=10**9)
+        cfg = TrainConfig(steps=args.steps, batch_size=args.batch, checkpoint_every=10**9, packing=name in PACKED)
         trainers[name] = Trainer(model, tokenizer, method, cfg, tempfile.mkdtemp(), cost=method.cost, seed=0,
                                  progress=False)
         trainers[name].check_finite = name != "sft_no_guard"
