@@ -330,6 +330,19 @@ def test_each_figure_is_a_png_with_its_data(built):
         assert len(pd.read_csv(png.with_suffix(".csv"))) > 0, name
 
 
+def test_chain_length_figure_marks_the_id_long_boundary(built):
+    from dcod.reporting.figures.accuracy_vs_length import split_boundary
+
+    tmp_path, _, _ = built
+    data = pd.read_csv(tmp_path / "figures" / "accuracy_vs_length.csv")
+    id_k, long_k = data.loc[data["split"] == "id", "k"], data.loc[data["split"] == "long", "k"]
+    assert not id_k.empty and not long_k.empty
+    assert id_k.max() < split_boundary(data) < long_k.min()
+    overlapping = pd.DataFrame({"k": [1, 2, 2, 3], "split": ["id", "id", "long", "long"]})
+    assert split_boundary(overlapping) is None
+    assert split_boundary(data[data["split"] == "id"]) is None
+
+
 def test_unknown_figure_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="known figures"):
         cli.run(args_for(tmp_path, tmp_path, "figure:nope", tmp_path / "x.png"))
