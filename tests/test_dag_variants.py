@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from dcod.config import load_profile
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -35,10 +37,14 @@ def test_robustness_worlds_get_their_world_seed_and_style_mix(planned):
     assert [re.search(r"--out (\S+)", b).group(1) for b in bases] == ["work/toy/robustness/w1_p0.25/base_student"]
     w1 = _commands(planned, r"dcod train .*--out work/toy/robustness/w1_p0\.75/")
     assert w1 and all("--base work/toy/robustness/w1_p0.25/base_student" in c for c in w1)
-    w0 = _commands(planned, r"dcod train .*--out work/toy/robustness/w0_p0\.25/")
+    # world seed 0 is the main world's seed: its other style mixes reuse the main base student
+    main_p = load_profile(REPO / "config" / "profiles" / "toy.yaml").teacher.p_direct
+    assert main_p in (0.25, 0.5, 0.75), main_p
+    other_p = 0.75 if main_p != 0.75 else 0.5
+    w0 = _commands(planned, rf"dcod train .*--out work/toy/robustness/w0_p{other_p:g}/")
     assert w0 and all("--base work/toy/base_student " in c for c in w0)
     # the main world is one of the robustness worlds: its runs are Table 1's, never trained twice
-    assert not _commands(planned, r"work/toy/robustness/w0_p0\.5/")
+    assert not _commands(planned, rf"work/toy/robustness/w0_p{main_p:g}/")
     evals = _commands(planned, r"dcod evaluate .*work/toy/robustness/w1_p0\.25/runs/dcod/seed0/")
     assert len(evals) == 1 and "--splits validation,id,long --no-stability" in evals[0]
 
