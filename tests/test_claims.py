@@ -204,3 +204,14 @@ def test_parameter_counts_match_the_model(tmp_path):
     (tmp_path / "configonly").mkdir()
     (tmp_path / "configonly" / "config.json").write_text(json.dumps(config))
     assert tables.model_parameters(tmp_path / "configonly") == expected
+
+
+def test_the_oracle_note_is_said_once():
+    from dcod.reporting.tables import describe
+    plain = {"experiment": {"description": "SFT on student-style traces"}}
+    assert describe("oracle_sft", plain, oracle=True) == (
+        "SFT on student-style traces (reference: uses knowledge no method has)")
+    said = {"experiment": {"description": "oracle: SFT on student-style traces (uses knowledge no method has)"}}
+    assert describe("oracle_sft", said, oracle=True) == said["experiment"]["description"]
+    assert describe("sft", plain, oracle=False) == "SFT on student-style traces"
+    assert describe("teacher", {}, oracle=False) == "teacher (reference, evaluated once)"

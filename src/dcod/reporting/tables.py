@@ -66,6 +66,15 @@ DESCRIPTIONS = {"teacher": "teacher (reference, evaluated once)",
 ORACLE_NOTE = "reference: uses knowledge no method has"
 
 
+def describe(name: str, run: dict, oracle: bool) -> str:
+    """Table 1's description of a row: the experiment's own, and for the oracle reference a note that it
+    uses knowledge no method has, unless the description already says so."""
+    description = run.get("experiment", {}).get("description") or DESCRIPTIONS.get(name, name)
+    if oracle and ORACLE_NOTE.removeprefix("reference: ") not in description:
+        description = f"{description} ({ORACLE_NOTE})"
+    return description
+
+
 @dataclass
 class Evaluated:
     """Everything evaluation wrote for one model: one frame per seed (one in all for references)."""
@@ -367,10 +376,7 @@ def build_rows(work: Path, names: list[str], seeds: list[int], baseline: str, su
         row = accuracy_row(evaluated[name], splits, reference, tested)
         run = runs[name][0] if runs[name] else {}
         oracle = bool(run) and is_oracle(run)
-        description = run.get("experiment", {}).get("description") or DESCRIPTIONS.get(name, name)
-        if oracle and ORACLE_NOTE not in description:
-            description = f"{description} ({ORACLE_NOTE})"
-        row["description"] = description
+        row["description"] = describe(name, run, oracle)
         row["role"] = "reference" if not run or oracle else "method"
         row["offline_only"] = (is_offline_only(run) if run else math.nan)
         costs = [run_cost(r, d, work, teacher) for r, d in zip(runs[name], dirs[name])]
