@@ -149,6 +149,9 @@ RANGE_PROFILES = [
     ({"eval": {"stability_temperature": -1.0}}, r"eval\.stability_temperature: must be > 0"),
     ({"eval": {"stability_problems": -1, "stability_samples": 0}}, r"eval\.stability_problems: must be >= 1 when"),
     ({"eval": {"stability_problems": 0, "stability_samples": 2}}, r"eval\.stability_problems: must be >= 1 when"),
+    # one base model given by path: there is no other pre-training seed to pair a training seed with
+    ({"student": {"path": "HuggingFaceTB/SmolLM2-135M-Instruct"}, "pretrain": {"per_seed": True}},
+     r"pretrain\.per_seed: needs a student pre-trained by this pipeline"),
 ]
 
 

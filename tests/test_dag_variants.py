@@ -32,17 +32,28 @@ def test_robustness_worlds_get_their_world_seed_and_style_mix(planned):
     trains = _commands(planned, r"dcod train .*--out work/toy/robustness/w1_p0\.25/runs/sft/seed1/")
     assert len(trains) == 1
     assert "--set world.seed=1 --set teacher.p_direct=0.25" in trains[0]
-    # the base student depends on the world seed only: one per world seed, shared across style mixes
+    # the base student depends on the world seed only: one per world seed, shared across style mixes (under
+    # pretrain.per_seed one per world seed and training seed)
+    profile = load_profile(REPO / "config" / "profiles" / "toy.yaml")
+
+    def base(owner, command):
+        s = int(re.search(r"/seed(\d+)/run\.json", command).group(1))
+        if profile.pretrain.per_seed and s != 0:
+            return f"{owner}/calibration/pretrain_seed{profile.pretrain.seed + s}/base_student"
+        return f"{owner}/base_student"
+
     bases = _commands(planned, r"dcod base-student .*--out work/toy/robustness/")
-    assert [re.search(r"--out (\S+)", b).group(1) for b in bases] == ["work/toy/robustness/w1_p0.25/base_student"]
+    owner = "work/toy/robustness/w1_p0.25"
+    expected = {f"{owner}/base_student"} | {base(owner, f"/seed{s}/run.json") for s in profile.robustness.seeds}
+    assert sorted(re.search(r"--out (\S+)", b).group(1) for b in bases) == sorted(expected)
     w1 = _commands(planned, r"dcod train .*--out work/toy/robustness/w1_p0\.75/")
-    assert w1 and all("--base work/toy/robustness/w1_p0.25/base_student" in c for c in w1)
-    # world seed 0 is the main world's seed: its other style mixes reuse the main base student
-    main_p = load_profile(REPO / "config" / "profiles" / "toy.yaml").teacher.p_direct
+    assert w1 and all(f"--base {base(owner, c)} " in c for c in w1)
+    # world seed 0 is the main world's seed: its other style mixes reuse the main base student(s)
+    main_p = profile.teacher.p_direct
     assert main_p in (0.25, 0.5, 0.75), main_p
     other_p = 0.75 if main_p != 0.75 else 0.5
     w0 = _commands(planned, rf"dcod train .*--out work/toy/robustness/w0_p{other_p:g}/")
-    assert w0 and all("--base work/toy/base_student " in c for c in w0)
+    assert w0 and all(f"--base {base('work/toy', c)} " in c for c in w0)
     # the main world is one of the robustness worlds: its runs are Table 1's, never trained twice
     assert not _commands(planned, rf"work/toy/robustness/w0_p{main_p:g}/")
     evals = _commands(planned, r"dcod evaluate .*work/toy/robustness/w1_p0\.25/runs/dcod/seed0/")
@@ -75,3 +86,53 @@ def test_calibration_base_students_vary_one_setting(planned):
     assert "--set pretrain.seed=1236" in bases["work/toy/calibration/pretrain_seed1236/base_student"]
     assert "--set pretrain.steps=" in bases["work/toy/calibration/steps_x1.5/base_student"]
     assert "--world work/toy/world/world.json" in bases["work/toy/calibration/steps_x1.5/base_student"]
+
+
+@pytest.fixture(scope="module")
+def planned_ci(tmp_path_factory):
+    """A dry run of the ci profile's `all`: it sets pretrain.per_seed."""
+    folder = tmp_path_factory.mktemp("dag_ci")
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n", "-p",
+                             "--directory", str(folder), "--cores", "2", "--config", "profile=ci"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return [line.removeprefix("Shell command: ") for line in result.stdout.splitlines() if " -m dcod " in line]
+
+
+def test_paired_seeds_start_from_their_own_base_student(planned_ci):
+    assert load_profile(REPO / "config" / "profiles" / "ci.yaml").pretrain.per_seed
+    seed = load_profile(REPO / "config" / "profiles" / "ci.yaml").pretrain.seed
+    base_of = {}
+    for command in _commands(planned_ci, r"dcod train .*--out work/ci/runs/"):
+        run = re.search(r"--out work/ci/runs/(\S+)/seed(\d+)/", command)
+        base_of[(run.group(1), int(run.group(2)))] = re.search(r"--base (\S+)", command).group(1)
+    assert base_of and {s for _, s in base_of} == {0, 1}
+    for (experiment, s), base in base_of.items():  # every method, Table 1 and Table 2 alike
+        expected = "work/ci/base_student" if s == 0 else f"work/ci/calibration/pretrain_seed{seed + s}/base_student"
+        assert base == expected, (experiment, s, base)
+    bases = {re.search(r"--out (\S+)", c).group(1): c for c in _commands(planned_ci, r"dcod base-student ")}
+    assert set(bases) == {"work/ci/base_student", f"work/ci/calibration/pretrain_seed{seed + 1}/base_student"}
+    assert f"--set pretrain.seed={seed + 1} " in bases[f"work/ci/calibration/pretrain_seed{seed + 1}/base_student"]
+    # Table 1's base-student row: each seed's own base student, evaluated like a run of that seed
+    evals = {re.search(r"--out (\S+)", c).group(1): c
+             for c in _commands(planned_ci, r"dcod evaluate .*--model base_student ")}
+    for s in (0, 1):
+        command = evals[f"work/ci/eval/base_student/seed{s}/metrics.csv"]
+        assert f"--seed {s} " in command and f"--base {base_of[('sft', s)]} " in command
+    # tuning trains from the profile's own base student, whatever the pairing
+    tuning = _commands(planned_ci, r"dcod train .*--out work/ci/tuning/")
+    assert tuning and all("--base work/ci/base_student " in c for c in tuning)
+
+
+def test_toy_runs_start_from_the_base_student_its_profile_names(planned):
+    # whichever way the toy profile sets pretrain.per_seed: the main runs and the float-path check's
+    profile = load_profile(REPO / "config" / "profiles" / "toy.yaml")
+    for root in ("work/toy", "work/toy/float_paths/avx2"):
+        trains = _commands(planned, rf"dcod train .*--out {root}/runs/")
+        assert trains
+        for command in trains:
+            s = int(re.search(rf"--out {root}/runs/\S+/seed(\d+)/", command).group(1))
+            paired = profile.pretrain.per_seed and s != 0
+            base = f"{root}/calibration/pretrain_seed{profile.pretrain.seed + s}" if paired else root
+            assert f"--base {base}/base_student " in command, command
+        assert bool(_commands(planned, rf"--out {root}/eval/base_student/seed")) == profile.pretrain.per_seed

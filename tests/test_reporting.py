@@ -125,6 +125,11 @@ def make_work(root: Path, rules=RULES, stability=True) -> Path:
     work = root / "work"
     for name in ("teacher", "teacher_direct", "teacher_decomposed", "base_student"):
         write_eval(work / "eval" / name, name, rules[(name, None)], 0.5, stability=stability)
+    # the ci profile's pretrain.per_seed: one base student per seed, evaluated per seed (the tables read
+    # these; the calibration report the one above). Seed s's base student answers as the one above.
+    for seed in SEEDS:
+        write_eval(work / "eval" / "base_student" / f"seed{seed}", "base_student", rules[("base_student", None)],
+                   0.5 + 0.1 * seed, stability=stability)
     for name in [*EXPERIMENTS, "dcod_prefix"]:
         method = "dcod" if name.startswith("dcod") else name
         params = DCOD_PARAMS if method == "dcod" else {}
@@ -257,6 +262,27 @@ def test_table1_without_stability_samples_leaves_the_stability_columns_empty(tmp
         "id,split,k,samples,agreement,malformed_rate,sample_accuracy\nid-00000,id,1,4,0.5,0.5,0.5\n")
     with pytest.raises(ValueError, match=r"kd: stability.csv has rows for some seeds and none for seeds \[1\]"):
         tables.write_table1(args_for(tmp_path, work, "table1", out))
+
+
+def test_base_student_row_follows_the_profiles_seed_pairing(built, tmp_path):
+    # ci.yaml sets pretrain.per_seed: the base-student row averages the seeds' own base students (agreement
+    # 0.5 and 0.6 in the fixture); without it, the one base student evaluated once (agreement 0.5)
+    first_dir, work, _ = built
+    paired = tables.read_table(first_dir / "results" / "table1.csv").set_index("method").loc["base_student"]
+    assert paired["n_seeds"] == len(SEEDS) and str(paired["seeds"]) == ";".join(map(str, SEEDS))
+    assert paired["agreement_mean"] == pytest.approx(0.55) and paired["agreement_std"] > 0
+    assert paired["description"] == tables.PAIRED_BASE_DESCRIPTION and paired["role"] == "reference"
+    profile = tmp_path / "ci.yaml"
+    profile.write_text((ROOT / "config" / "profiles" / "ci.yaml").read_text().replace("per_seed: true",
+                                                                                      "per_seed: false"))
+    args = args_for(tmp_path, work, "table1", tmp_path / "single.csv")
+    args.profile = str(profile)
+    tables.write_table1(args)
+    single = pd.read_csv(tmp_path / "single.csv").set_index("method").loc["base_student"]
+    assert single["n_seeds"] == 1 and math.isnan(single["agreement_std"])
+    assert single["agreement_mean"] == pytest.approx(0.5) and "evaluated once" in single["description"]
+    # the seeds' base students answer alike here, so only the stability columns tell the two apart
+    assert single["id_mean"] == pytest.approx(paired["id_mean"])
 
 
 def test_tables_are_bit_reproducible(built, tmp_path):

@@ -224,6 +224,10 @@ class PretrainConfig(Section):
     # torch threads of the pre-training (None: the profile's `threads`); fixed here, not by `--cores`, so
     # that the base student does not depend on how many cores Snakemake was given
     threads: int | None = Field(None, ge=1)
+    # True: training seed s starts from the base student pre-trained with seed `seed + s` (seed 0 from the
+    # profile's own), so that a table's seed level carries the pre-training draw as well as the training
+    # draw (docs/claims.md, "Statistics"); False: every run starts from the one base student
+    per_seed: bool = False
 
 
 class TracesConfig(Section):
@@ -409,6 +413,9 @@ class ProfileConfig(Section):
                 raise ValueError("robustness: the robustness worlds exist for data.source toy only")
             if not set(self.robustness.splits) <= set(self.eval.splits):
                 raise ValueError(f"robustness.splits: must be among eval.splits {self.eval.splits}")
+        if self.pretrain.per_seed and self.student.path is not None:
+            raise ValueError("pretrain.per_seed: needs a student pre-trained by this pipeline (student.path is "
+                             f"set to {self.student.path!r}: there is one base model, not one per seed)")
         if self.data.source == "benchmarks":
             if self.student.path is None:
                 raise ValueError("student.path: is required with data.source benchmarks")

@@ -190,11 +190,49 @@ FLOAT = P.float_path_check
 FLOAT_ROOT = f"{W}/float_paths/{FLOAT.name}" if FLOAT is not None else None
 FLOAT_RESULTS = f"{R}/float_paths/{FLOAT.name}" if FLOAT is not None else None
 
+# pretrain.per_seed: training seed s starts from the base student pre-trained with seed pretrain.seed + s.
+# That base student lives in a pre-training root <owner>/calibration/pretrain_seed<p> of the root that owns
+# the base students (the main one, a robustness world seed's first world, the float-path check): for the
+# main root these are the calibration report's knife-edge base students, pre-trained once for both uses.
+PAIRED = P.pretrain.per_seed
+PRETRAIN_ROOTS = {}  # pre-training root -> the root that owns it (its world, overrides and environment)
+
+
+def pretrain_seed_of(seed):
+    return P.pretrain.seed + int(seed)
+
+
+def pretrain_root(owner, pretrain_seed):
+    return f"{owner}/calibration/pretrain_seed{pretrain_seed}"
+
+
+def base_owner(root):
+    """The root whose base student(s) a root's runs start from (robustness worlds share one per world seed)."""
+    if root in ROBUST_OVERRIDES:
+        return _shared_base_root(int(ROBUST_OVERRIDES[root][0].split("=")[1]))
+    return root
+
+
+if PAIRED:
+    _owners = {W: sorted({*SEEDS, *ABLATION_SEEDS, *ROBUST_SEEDS})}
+    if FLOAT_ROOT:
+        _owners[FLOAT_ROOT] = SEEDS
+    for _root in ROBUST_OVERRIDES:
+        _owners.setdefault(base_owner(_root), ROBUST_SEEDS)
+    for _owner, _seeds in _owners.items():
+        for _seed in _seeds:
+            if int(_seed) != 0:
+                PRETRAIN_ROOTS[pretrain_root(_owner, pretrain_seed_of(_seed))] = _owner
+
 
 def root_overrides(root):
     if root in ROBUST_OVERRIDES:
         return ROBUST_OVERRIDES[root]
-    return CALIBRATION_ROOTS.get(root, [])
+    if root in CALIBRATION_ROOTS:
+        return CALIBRATION_ROOTS[root]
+    if root in PRETRAIN_ROOTS:
+        return [*root_overrides(PRETRAIN_ROOTS[root]), f"pretrain.seed={root.rsplit('pretrain_seed', 1)[1]}"]
+    return []
 
 
 def root_sets(wildcards):
@@ -203,24 +241,37 @@ def root_sets(wildcards):
 
 
 def root_env(wildcards):
-    """The environment prefix of a root's commands (the float-path check's kernel selection)."""
-    if FLOAT_ROOT is not None and wildcards.root == FLOAT_ROOT:
+    """The environment prefix of a root's commands (the float-path check's kernel selection, also for the
+    pre-training roots it owns)."""
+    root = PRETRAIN_ROOTS.get(wildcards.root, wildcards.root)
+    if FLOAT_ROOT is not None and root == FLOAT_ROOT:
         return "env " + " ".join(f"{k}={v}" for k, v in FLOAT.env.items()) + " "
     return ""
 
 
 def root_world(wildcards):
-    """Calibration base students share the main world; robustness worlds and the float-path check build
-    their own (the float-path check reruns every stage under its kernels)."""
+    """Calibration base students share the main world, pre-training roots their owner's; robustness worlds
+    and the float-path check build their own (the float-path check reruns every stage under its kernels)."""
     root = wildcards.root
-    return f"{W}/world/world.json" if root in CALIBRATION_ROOTS else f"{root}/world/world.json"
+    if root in CALIBRATION_ROOTS:
+        return f"{W}/world/world.json"
+    return f"{PRETRAIN_ROOTS.get(root, root)}/world/world.json"
 
 
 def root_base(wildcards):
+    """The base student of a root (its pre-training seed is the profile's, or the pre-training root's)."""
     root = wildcards.root
-    if root in ROBUST_OVERRIDES:
-        return f"{_shared_base_root(int(ROBUST_OVERRIDES[root][0].split('=')[1]))}/base_student"
-    return f"{root}/base_student"
+    if root in PRETRAIN_ROOTS or root in CALIBRATION_ROOTS:
+        return f"{root}/base_student"
+    return f"{base_owner(root)}/base_student"
+
+
+def seed_base(wildcards):
+    """The base student a run of seed ``wildcards.seed`` starts from: the root's one, or under
+    pretrain.per_seed the one pre-trained with seed pretrain.seed + seed."""
+    if not PAIRED or int(wildcards.seed) == 0:
+        return root_base(wildcards)
+    return f"{pretrain_root(base_owner(wildcards.root), pretrain_seed_of(wildcards.seed))}/base_student"
 
 
 def traces_of(experiment):
@@ -243,7 +294,8 @@ def root_eval_options(wildcards):
     return ""
 
 
-_ROOTS = [W, *ROBUST_OVERRIDES, *CALIBRATION_ROOTS, *([FLOAT_ROOT] if FLOAT_ROOT else [])]
+_ROOTS = [W, *ROBUST_OVERRIDES, *CALIBRATION_ROOTS, *PRETRAIN_ROOTS, *([FLOAT_ROOT] if FLOAT_ROOT else [])]
+_ROOTS = sorted(set(_ROOTS), key=lambda r: (-len(r), r))  # longest first: a root is never cut at a prefix
 
 
 wildcard_constraints:
@@ -258,3 +310,11 @@ ROBUSTNESS = f"{R}/robustness.csv"
 ROBUSTNESS_TARGETS = [ROBUSTNESS, f"{F}/robustness.png"] if ROBUST is not None else []
 FLOAT_PATH_TARGETS = [f"{R}/float_path.md", f"{R}/float_path.csv"] if FLOAT is not None else []
 CALIBRATION_EVALS = [f"{root}/eval/base_student/{f}" for root in CALIBRATION_ROOTS for f in EVAL_FILES]
+
+
+def base_evals(root, seeds):
+    """The base-student evaluations a table of ``root`` reads: one per seed under pretrain.per_seed
+    (each seed's own base student), else the one reference evaluation."""
+    if PAIRED:
+        return expand(f"{root}/eval/base_student/seed{{seed}}/{{file}}", seed=seeds, file=EVAL_FILES)
+    return [f"{root}/eval/base_student/{f}" for f in EVAL_FILES]

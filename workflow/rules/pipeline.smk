@@ -83,7 +83,7 @@ rule train:
     input:
         profile=PROFILE_FILE,
         world=root_world,
-        base=root_base,
+        base=seed_base,  # the root's base student, or under pretrain.per_seed the seed's own
         traces=root_traces,
         config=EXPERIMENTS_DIR / "{experiment}" / "config.yaml",
         bases=experiment_bases,  # the configs it inherits from (base:)
@@ -151,6 +151,34 @@ rule evaluate_reference:
     shell:
         "{params.env}python -m dcod evaluate --profile {input.profile} {params.sets} {params.options} "
         "--world {input.world} --model {wildcards.reference} --base {input.base} --out {output.marker} > {log} 2>&1"
+
+
+rule evaluate_base_seed:
+    # under pretrain.per_seed: the base student that seed's runs start from, evaluated like a run of that
+    # seed (Table 1's base-student row then has one evaluation per seed)
+    input:
+        profile=PROFILE_FILE,
+        world=root_world,
+        base=seed_base,
+    output:
+        marker="{root}/eval/base_student/seed{seed}/metrics.csv",
+        samples="{root}/eval/base_student/seed{seed}/samples.jsonl",
+        stability="{root}/eval/base_student/seed{seed}/stability.csv",
+    params:
+        sets=root_sets,
+        env=root_env,
+        options=root_eval_options,
+    log:
+        "{root}/logs/eval/base_student_seed{seed}.log",
+    conda:
+        ENV
+    shell:
+        "{params.env}python -m dcod evaluate --profile {input.profile} {params.sets} {params.options} "
+        "--world {input.world} --seed {wildcards.seed} --model base_student --base {input.base} "
+        "--out {output.marker} > {log} 2>&1"
+
+
+ruleorder: evaluate_base_seed > evaluate
 
 
 # ------------------------------------------------------------------ tuning: same budget for every method

@@ -4,6 +4,8 @@
 
 
 rule calibration:
+    # the base student here is the profile's own (pretrain.seed), also under pretrain.per_seed: the knife-edge
+    # and plateau targets compare it with the other pre-training seeds and with more steps
     input:
         references(REFERENCES),
         evals([BASELINE] if BASELINE in MAIN else [], SEEDS),
@@ -27,7 +29,8 @@ rule calibration:
 
 rule table1:
     input:
-        references(["teacher", "base_student"]),
+        references(["teacher"]),
+        base_evals(W, SEEDS),
         evals(MAIN, SEEDS),
         runs(MAIN, SEEDS),
         f"{W}/traces/train.json",
@@ -76,7 +79,8 @@ rule table2:
 
 rule figure:
     input:
-        references(["teacher", "base_student"]),
+        references(["teacher"]),
+        base_evals(W, SEEDS),
         evals(MAIN, SEEDS),
         runs(MAIN, SEEDS),
         TABLE1_TIMING,
@@ -207,7 +211,8 @@ rule figure_robustness:
 # world), then compared with the main Table 1: per-method differences and whether every verdict agrees.
 rule table1_float_path:
     input:
-        [f"{FLOAT_ROOT}/eval/{r}/{f}" for r in ["teacher", "base_student"] for f in EVAL_FILES],
+        [f"{FLOAT_ROOT}/eval/teacher/{f}" for f in EVAL_FILES],
+        base_evals(FLOAT_ROOT, SEEDS),
         [f"{FLOAT_ROOT}/eval/{e}/seed{s}/{f}" for e in MAIN for s in SEEDS for f in EVAL_FILES],
         [f"{FLOAT_ROOT}/runs/{e}/seed{s}/{f}" for e in MAIN for s in SEEDS for f in RUN_FILES],
         f"{FLOAT_ROOT}/traces/train.json",

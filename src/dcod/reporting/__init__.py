@@ -65,9 +65,28 @@ def is_reference(name: str) -> bool:
     return name in REFERENCES
 
 
-def eval_dirs(work: Path, name: str, seeds: list[int]) -> list[Path]:
-    """One evaluation folder per seed; references have a single folder and no seed."""
-    if is_reference(name):
+# the one reference evaluated per seed when the profile pairs training seeds with pre-training seeds
+SEEDED_REFERENCE = "base_student"
+
+
+def paired_base(profile_path) -> bool:
+    """Whether a profile starts each training seed from its own base student (``pretrain.per_seed``)."""
+    if not profile_path:
+        return False
+    from dcod.config import load_profile
+
+    return load_profile(profile_path).pretrain.per_seed
+
+
+def is_seeded(name: str, paired: bool = False) -> bool:
+    """Whether a model has one evaluation per seed: every run, and the base student when ``paired``."""
+    return not is_reference(name) or (paired and name == SEEDED_REFERENCE)
+
+
+def eval_dirs(work: Path, name: str, seeds: list[int], paired: bool = False) -> list[Path]:
+    """One evaluation folder per seed; references have a single folder and no seed, except the base
+    student under ``pretrain.per_seed`` (``paired``): each seed's own base student, evaluated per seed."""
+    if not is_seeded(name, paired):
         return [Path(work) / "eval" / name]
     return [Path(work) / "eval" / name / f"seed{seed}" for seed in seeds]
 

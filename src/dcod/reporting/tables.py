@@ -46,9 +46,9 @@ import numpy as np
 import pandas as pd
 
 from dcod.io import write_csv
-from dcod.reporting import (eval_dirs, held_out_splits, is_reference, need, parse_names, parse_seeds, read_metrics,
-                            read_run, read_samples, read_stability, read_traces_info, read_train_log, report_roles,
-                            run_dirs, split_order)
+from dcod.reporting import (SEEDED_REFERENCE, eval_dirs, held_out_splits, is_reference, is_seeded, need,
+                            paired_base, parse_names, parse_seeds, read_metrics, read_run, read_samples,
+                            read_stability, read_traces_info, read_train_log, report_roles, run_dirs, split_order)
 from dcod.reporting.stats import hierarchical_bootstrap_diff
 
 BOOTSTRAP_REPLICATES = 2000
@@ -63,6 +63,8 @@ MIN_ORACLE_GAP = 1.0  # points: below it the gap-closed ratio is left blank
 FINAL_PHASE = 0.2  # diagnostics are averaged over the last 20% of optimiser steps
 DESCRIPTIONS = {"teacher": "teacher (reference, evaluated once)",
                 "base_student": "base student before distillation (reference, evaluated once)"}
+PAIRED_BASE_DESCRIPTION = ("base students before distillation, one per seed: each seed's runs start from it "
+                           "(reference)")
 ORACLE_NOTE = "reference: uses knowledge no method has"
 
 
@@ -86,14 +88,15 @@ class Evaluated:
     stability: list[pd.DataFrame] | None
 
 
-def load_evaluated(work: Path, name: str, seeds: list[int]) -> Evaluated:
-    dirs = eval_dirs(work, name, seeds)
+def load_evaluated(work: Path, name: str, seeds: list[int], paired: bool = False) -> Evaluated:
+    """``paired``: the profile's ``pretrain.per_seed`` (the base student then has one evaluation per seed)."""
+    dirs = eval_dirs(work, name, seeds, paired)
     metrics = [read_metrics(folder) for folder in dirs]
     samples = [read_samples(folder) for folder in dirs]
     # stability.csv is absent when the profile switches it off; then it must be absent for every seed
     present = [(folder / "stability.csv").is_file() for folder in dirs]
     stability = [read_stability(folder) for folder in dirs] if any(present) else None
-    return Evaluated(name, [] if is_reference(name) else list(seeds), metrics, samples, stability)
+    return Evaluated(name, list(seeds) if is_seeded(name, paired) else [], metrics, samples, stability)
 
 
 def mean_std(values) -> tuple[float, float]:
@@ -356,10 +359,11 @@ def machines(evaluated: Evaluated, runs: list[dict]) -> str:
 
 
 def build_rows(work: Path, names: list[str], seeds: list[int], baseline: str, subject: str | None = None,
-               teacher=None) -> tuple[list[dict], list[str]]:
+               teacher=None, paired: bool = False) -> tuple[list[dict], list[str]]:
     """One row per model (accuracy, stability, bootstraps vs ``baseline`` and from ``subject``, cost) and
-    the split order; ``teacher`` (the profile's TeacherConfig) prices teacher forwards in FLOPs."""
-    evaluated = {name: load_evaluated(work, name, seeds) for name in names}
+    the split order; ``teacher`` (the profile's TeacherConfig) prices teacher forwards in FLOPs;
+    ``paired``: the profile's ``pretrain.per_seed`` (the base-student row is then a mean over seeds)."""
+    evaluated = {name: load_evaluated(work, name, seeds, paired) for name in names}
     dirs = {name: [] if is_reference(name) else run_dirs(work, name, seeds) for name in names}
     runs = {name: [read_run(d) for d in dirs[name]] for name in names}
     needs_traces = any(runs[name] and uses_offline_traces(runs[name][0]) for name in names)
@@ -376,7 +380,8 @@ def build_rows(work: Path, names: list[str], seeds: list[int], baseline: str, su
         row = accuracy_row(evaluated[name], splits, reference, tested)
         run = runs[name][0] if runs[name] else {}
         oracle = bool(run) and is_oracle(run)
-        row["description"] = describe(name, run, oracle)
+        row["description"] = (PAIRED_BASE_DESCRIPTION if paired and name == SEEDED_REFERENCE
+                              else describe(name, run, oracle))
         row["role"] = "reference" if not run or oracle else "method"
         row["offline_only"] = (is_offline_only(run) if run else math.nan)
         costs = [run_cost(r, d, work, teacher) for r, d in zip(runs[name], dirs[name])]
@@ -416,8 +421,9 @@ def public(rows: list[dict]) -> pd.DataFrame:
 
 
 def build_table1(work: Path, experiments: list[str], seeds: list[int], baseline: str, subject: str | None = None,
-                 teacher=None) -> pd.DataFrame:
-    rows, splits = build_rows(work, ["teacher", "base_student", *experiments], seeds, baseline, subject, teacher)
+                 teacher=None, paired: bool = False) -> pd.DataFrame:
+    rows, splits = build_rows(work, ["teacher", "base_student", *experiments], seeds, baseline, subject, teacher,
+                              paired)
     return order_columns(public(rows), splits, [])
 
 
@@ -516,7 +522,8 @@ def _teacher(args):
 
 def write_table1(args) -> None:
     roles = report_roles(args.profile)
-    table = build_table1(*_inputs(args, "table1"), roles.baseline, roles.subject, _teacher(args))
+    table = build_table1(*_inputs(args, "table1"), roles.baseline, roles.subject, _teacher(args),
+                         paired_base(args.profile))
     _write_split(table, args.out, "table1")
 
 

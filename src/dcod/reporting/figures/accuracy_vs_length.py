@@ -13,17 +13,17 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 import pandas as pd
 
-from dcod.reporting import VALIDATION_SPLIT, eval_dirs, read_samples
+from dcod.reporting import VALIDATION_SPLIT, eval_dirs, paired_base, read_samples
 from dcod.reporting.figures import inputs, save, style_of
 from dcod.reporting.tables import mean_std
 
 NAME = "accuracy_vs_length"
 
 
-def curve(work, name: str, seeds: list[int]) -> pd.DataFrame:
+def curve(work, name: str, seeds: list[int], paired: bool = False) -> pd.DataFrame:
     """One row per k: accuracy (%) mean and std over seeds, problems per seed."""
     per_seed = []
-    for folder in eval_dirs(work, name, seeds):
+    for folder in eval_dirs(work, name, seeds, paired):
         samples = read_samples(folder)
         if "k" not in samples:
             raise ValueError(f"{folder / 'samples.jsonl'}: no 'k' field (chain length)")
@@ -58,7 +58,8 @@ def split_boundary(data: pd.DataFrame) -> float | None:
 def render(args) -> None:
     work, experiments, seeds = inputs(args, NAME)
     names = [*experiments, "base_student"]
-    data = pd.concat([curve(work, name, seeds) for name in names], ignore_index=True)
+    paired = paired_base(args.profile)
+    data = pd.concat([curve(work, name, seeds, paired) for name in names], ignore_index=True)
     figure, axis = plt.subplots(figsize=(7.0, 4.0), layout="constrained")
     for name in names:
         part = data[data["method"] == name]

@@ -12,7 +12,7 @@ import math
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from dcod.reporting import eval_dirs, read_run, read_stability, run_dirs
+from dcod.reporting import eval_dirs, paired_base, read_run, read_stability, run_dirs
 from dcod.reporting.figures import evaluated_once_note, inputs, label_of, save, style_of
 from dcod.reporting.tables import is_oracle, mean_std
 
@@ -20,8 +20,8 @@ NAME = "trace_stability"
 REFERENCES = ("teacher", "base_student")
 
 
-def summary(work, name: str, seeds: list[int]) -> dict:
-    per_seed = [read_stability(folder) for folder in eval_dirs(work, name, seeds)]
+def summary(work, name: str, seeds: list[int], paired: bool = False) -> dict:
+    per_seed = [read_stability(folder) for folder in eval_dirs(work, name, seeds, paired)]
     row = {"method": name, "n_seeds": len(per_seed), "problems": int(len(per_seed[0])),
            "samples": int(per_seed[0]["samples"].max()) if len(per_seed[0]) else 0}
     for column in ("agreement", "malformed_rate"):
@@ -31,8 +31,10 @@ def summary(work, name: str, seeds: list[int]) -> dict:
 
 def render(args) -> None:
     work, experiments, seeds = inputs(args, NAME)
-    references = [name for name in REFERENCES if (work / "eval" / name / "stability.csv").is_file()]
-    data = pd.DataFrame([summary(work, name, seeds) for name in (*references, *experiments)])
+    paired = paired_base(args.profile)
+    references = [name for name in REFERENCES
+                  if (eval_dirs(work, name, seeds, paired)[0] / "stability.csv").is_file()]
+    data = pd.DataFrame([summary(work, name, seeds, paired) for name in (*references, *experiments)])
     oracles = {name for name in experiments if is_oracle(read_run(run_dirs(work, name, seeds)[0]))}
     figure, axes = plt.subplots(1, 2, figsize=(11.0, 3.8), layout="constrained")
     for axis, column, label in ((axes[0], "agreement", "answer agreement across samples"),
