@@ -165,6 +165,16 @@ def test_report_sections_for_robustness_and_float_paths(tmp_path):
     assert "largest +0.4 points (dcod, id), mean absolute 0.30 points over 2" in text
     assert "Claim verdicts: 3 of 4 agree between the two float paths." in text
     assert "| (a) DCOD reaches higher accuracy than every offline baseline | supported | inconclusive | **no** |" in text
+    assert "claim is not settled by this evidence" in text
+    # the claims section marks the flipped verdict beside it, and only that one
+    other = ("avx2", paper.float_path_verdicts(paper.float_path_table(results, "avx2"), ReportConfig()))
+    text = "\n".join(paper.claims_section(table1, ReportConfig(), float_path=other))
+    assert "| **supported** (`avx2` kernels: inconclusive; not settled) |" in text
+    assert text.count("not settled") == 1 and text.count("**Not settled by this evidence.**") == 1
+    assert "reads *inconclusive* where this run reads *supported*" in text
+    assert "Neither run supports" not in text  # one of the two does
+    assert "Neither run supports the claim." in paper.unsettled_text("inconclusive", "not supported", "avx2")
+    assert "not settled" not in "\n".join(paper.claims_section(table1, ReportConfig()))
     (results / "float_path.csv").unlink()
     (results / "float_paths" / "avx2" / "table1.csv").unlink()
     assert "Not produced in this run" in "\n".join(paper.float_path_section(results, table1, ReportConfig(), "avx2"))
