@@ -226,7 +226,7 @@ class PretrainConfig(Section):
     threads: int | None = Field(None, ge=1)
     # True: training seed s starts from the base student pre-trained with seed `seed + s` (seed 0 from the
     # profile's own), so that a table's seed level carries the pre-training draw as well as the training
-    # draw (docs/claims.md, "Statistics"); False: every run starts from the one base student
+    # draw (docs/claims.md, "Seeds carry the pre-training draw"); False: every run starts from the one base student
     per_seed: bool = False
 
 

@@ -67,7 +67,10 @@ def setup_section(profile, table1: pd.DataFrame) -> list[str]:
              f"sequences, {train.warmup_steps} warm-up steps; learning rate per method in Table 1's `lr` column "
              f"(the profile's default is {train.lr:g}; see Tuning).",
              f"- Seeds: {', '.join(map(str, profile.seeds))} (ablations: "
-             f"{', '.join(map(str, profile.ablation_seeds or profile.seeds))}).",
+             f"{', '.join(map(str, profile.ablation_seeds or profile.seeds))})" + (
+                 f"; seed s starts from the base student pre-trained with seed {profile.pretrain.seed} + s, so a "
+                 "seed is a (pre-training, training) pair and every interval carries both draws."
+                 if profile.pretrain.per_seed and not student.path else "."),
              f"- Evaluation: greedy pass@1 on {', '.join(ev.splits)}; stability from {ev.stability_samples} "
              f"samples per problem on up to {ev.stability_problems} problems."]
     if profile.world:
@@ -253,7 +256,7 @@ def claims_section(table1: pd.DataFrame, report: ReportConfig, robust: Claim | N
         return lines + [f"Not evaluated: Table 1 needs both `{report.subject}` and `{report.baseline}` rows.", ""]
     claims = [*claims[:1], *([robust] if robust is not None else []), *claims[1:]]
     label, other = float_path if float_path is not None else ("", {})
-    flipped = {c.title: other[c.title] for c in claims if c.title in other and other[c.title] != c.verdict}
+    flipped = flipped_verdicts(claims, other)
     summary = pd.DataFrame([{"claim": c.title, "verdict": f"**{c.verdict}**" + (
                                  f" (`{label}` kernels: {flipped[c.title]}; not settled)" if c.title in flipped else ""),
                              "numbers behind it": "; ".join(c.numbers[:3]) + (" …" if len(c.numbers) > 3 else "")}
@@ -265,6 +268,11 @@ def claims_section(table1: pd.DataFrame, report: ReportConfig, robust: Claim | N
             lines += [unsettled_text(claim.verdict, flipped[claim.title], label), ""]
         lines += [f"- {number_line}" for number_line in claim.numbers] + ([""] if claim.numbers else [])
     return lines
+
+
+def flipped_verdicts(claims: list[Claim], other: dict[str, str]) -> dict[str, str]:
+    """Claim title → the other run's verdict, for the claims both runs judge with different verdicts."""
+    return {c.title: other[c.title] for c in claims if c.title in other and other[c.title] != c.verdict}
 
 
 def unsettled_text(verdict: str, other: str, label: str) -> str:
@@ -375,7 +383,7 @@ def float_path_section(results_dir: Path, table1: pd.DataFrame, report: ReportCo
         agree = sum(r["agrees"] == "yes" for r in rows)
         lines += [f"Claim verdicts: {agree} of {len(rows)} agree between the two float paths.", "",
                   markdown_table(pd.DataFrame(rows)), ""]
-        if agree < len(rows):
+        if flipped_verdicts(ours, verdicts):
             lines += ["A verdict that differs between the two paths is one the float kernels alone change: that "
                       "claim is not settled by this evidence (section Claims says so beside its verdict).", ""]
     else:
