@@ -165,6 +165,20 @@ def test_report_sections_for_robustness_and_float_paths(tmp_path):
     assert "largest +0.4 points (dcod, id), mean absolute 0.30 points over 2" in text
     assert "Claim verdicts: 3 of 4 agree between the two float paths." in text
     assert "| (a) DCOD reaches higher accuracy than every offline baseline | supported | inconclusive | **no** |" in text
+    assert "claim is not settled by this evidence" in text
+    # the claims section marks the flipped verdict beside it, and only that one
+    other = ("avx2", paper.float_path_verdicts(paper.float_path_table(results, "avx2"), ReportConfig()))
+    text = "\n".join(paper.claims_section(table1, ReportConfig(), float_path=other))
+    assert "| **supported** (`avx2` kernels: inconclusive; not settled) |" in text
+    assert text.count("not settled") == 1 and text.count("**Not settled by this evidence.**") == 1
+    assert "reads *inconclusive* where this run reads *supported*" in text
+    assert "Neither run supports" not in text  # one of the two does
+    assert "Neither run supports the claim." in paper.unsettled_text("inconclusive", "not supported", "avx2")
+    assert "not settled" not in "\n".join(paper.claims_section(table1, ReportConfig()))
+    # a float-path Table 1 without the subject judges nothing: verdicts "absent", no flipped claim to mark
+    table1.query("method != 'dcod'").to_csv(results / "float_paths" / "avx2" / "table1.csv", index=False)
+    text = "\n".join(paper.float_path_section(results, table1, ReportConfig(), "avx2"))
+    assert "| absent | **no** |" in text and "not settled" not in text
     (results / "float_path.csv").unlink()
     (results / "float_paths" / "avx2" / "table1.csv").unlink()
     assert "Not produced in this run" in "\n".join(paper.float_path_section(results, table1, ReportConfig(), "avx2"))
@@ -215,3 +229,15 @@ def test_the_oracle_note_is_said_once():
     assert describe("oracle_sft", said, oracle=True) == said["experiment"]["description"]
     assert describe("sft", plain, oracle=False) == "SFT on student-style traces"
     assert describe("teacher", {}, oracle=False) == "teacher (reference, evaluated once)"
+
+
+def test_setup_says_what_a_seed_is_under_per_seed_pretraining():
+    from dcod.config import load_profile
+
+    profile = load_profile("config/profiles/ci.yaml")
+    rows = pd.DataFrame([{"method": "sft", "description": "SFT"}])
+    for per_seed in (True, False):
+        profile.pretrain.per_seed = per_seed
+        seeds = next(line for line in paper.setup_section(profile, rows) if line.startswith("- Seeds:"))
+        assert ("a seed is a (pre-training, training) pair" in seeds) is per_seed
+        assert seeds.endswith(".") and f"pre-trained with seed {profile.pretrain.seed} + s" in seeds or not per_seed

@@ -9,6 +9,7 @@ a CI far from 0, and kd − sft is +1.25 points with a CI that contains 0.
 import argparse
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -283,6 +284,19 @@ def test_base_student_row_follows_the_profiles_seed_pairing(built, tmp_path):
     assert single["agreement_mean"] == pytest.approx(0.5) and "evaluated once" in single["description"]
     # the seeds' base students answer alike here, so only the stability columns tell the two apart
     assert single["id_mean"] == pytest.approx(paired["id_mean"])
+    # seed 1's base student answering 60% instead of 40%: the paired row's accuracy follows the per-seed
+    # folders (mean 50%), the unpaired one the root's own base student (40%)
+    shutil.copytree(work, tmp_path / "work_b")
+    seed1 = tmp_path / "work_b" / "eval" / "base_student" / "seed1"
+    shutil.rmtree(seed1)
+    write_eval(seed1, "base_student", lambda i, n: i < 0.6 * n, 0.6)
+    for name, profile_path, expected in (("paired_b.csv", ROOT / "config" / "profiles" / "ci.yaml", 50.0),
+                                         ("single_b.csv", profile, 40.0)):
+        args = args_for(tmp_path, tmp_path / "work_b", "table1", tmp_path / name)
+        args.profile = str(profile_path)
+        tables.write_table1(args)
+        row = pd.read_csv(tmp_path / name).set_index("method").loc["base_student"]
+        assert row["id_mean"] == pytest.approx(expected)
 
 
 def test_tables_are_bit_reproducible(built, tmp_path):

@@ -226,7 +226,8 @@ class PretrainConfig(Section):
     threads: int | None = Field(None, ge=1)
     # True: training seed s starts from the base student pre-trained with seed `seed + s` (seed 0 from the
     # profile's own), so that a table's seed level carries the pre-training draw as well as the training
-    # draw (docs/architecture.md, "The DAG: rules per root"); False: every run starts from the one base student
+    # draw (why: docs/claims.md, "Seeds carry the pre-training draw"; the DAG: docs/architecture.md);
+    # False: every run starts from the one base student
     per_seed: bool = False
 
 

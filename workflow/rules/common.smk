@@ -235,6 +235,15 @@ def root_overrides(root):
     return []
 
 
+# a pre-training root that is also a calibration root is built once for both: it must be the same model
+for _root, _owner in PRETRAIN_ROOTS.items():
+    if _root in CALIBRATION_ROOTS:
+        _pretrain = [*root_overrides(_owner), f"pretrain.seed={_root.rsplit('pretrain_seed', 1)[1]}"]
+        if CALIBRATION_ROOTS[_root] != _pretrain:
+            raise ValueError(f"{_root}: the calibration overrides {CALIBRATION_ROOTS[_root]} differ from the per-seed "
+                             f"pre-training's {_pretrain}; the two cannot share one base student")
+
+
 def root_sets(wildcards):
     """--set arguments of a root's commands."""
     return " ".join(f"--set {o}" for o in root_overrides(wildcards.root))

@@ -8,6 +8,7 @@ silently skipped run would be wrong in a way nobody sees.
 Layout read here (written by ``dcod.pipeline``):
   W/eval/<experiment>/seed<s>/{metrics.csv, samples.jsonl, stability.csv}
   W/eval/<reference>/{metrics.csv, samples.jsonl, stability.csv}   (teacher*, base_student: no seed)
+  W/eval/base_student/seed<s>/{...}   (under ``pretrain.per_seed``: the base student seed s starts from)
   W/runs/<experiment>/seed<s>/{run.json, train_log.jsonl}
   W/traces/train.json
 """
@@ -22,7 +23,8 @@ import pandas as pd
 
 from dcod.io import read_jsonl
 
-# Models evaluated once, without a training seed (their eval folder has no seed<s> level).
+# Models evaluated once, without a training seed (their eval folder has no seed<s> level); under
+# ``pretrain.per_seed`` the base student is also evaluated per seed (``paired_base``, ``eval_dirs``).
 REFERENCES = ("teacher", "base_student", "teacher_direct", "teacher_decomposed")
 VALIDATION_SPLIT = "validation"  # the tuning split: shown, never used to judge a claim
 STEP_FIELDS = ("steps_direct", "errors_direct", "steps_decomposed", "errors_decomposed", "steps_malformed")

@@ -18,8 +18,8 @@ from dcod.config import ReportConfig
 from dcod.reporting import REFERENCES, held_out_splits, markdown_table, need
 from dcod.reporting.calibration import check_targets
 from dcod.reporting.claims import (HARD_SPLITS, IN_DISTRIBUTION_SPLITS, RETENTION_SPLITS, Claim,  # noqa: F401
-                                   accuracy_claim, cost_claim, judge_claims, offline_baselines, retention_claim,
-                                   robust_claim, robustness_verdicts, stability_claim)
+                                   SUPPORTED, accuracy_claim, cost_claim, judge_claims, offline_baselines,
+                                   retention_claim, robust_claim, robustness_verdicts, stability_claim)
 from dcod.reporting.figures import FIGURE_NAMES, figure_names
 from dcod.reporting.tables import MIN_ORACLE_GAP, table2_knobs, table_splits
 
@@ -67,7 +67,10 @@ def setup_section(profile, table1: pd.DataFrame) -> list[str]:
              f"sequences, {train.warmup_steps} warm-up steps; learning rate per method in Table 1's `lr` column "
              f"(the profile's default is {train.lr:g}; see Tuning).",
              f"- Seeds: {', '.join(map(str, profile.seeds))} (ablations: "
-             f"{', '.join(map(str, profile.ablation_seeds or profile.seeds))}).",
+             f"{', '.join(map(str, profile.ablation_seeds or profile.seeds))})" + (
+                 f"; seed s starts from the base student pre-trained with seed {profile.pretrain.seed} + s, so a "
+                 "seed is a (pre-training, training) pair and every interval carries both draws."
+                 if profile.pretrain.per_seed and not student.path else "."),
              f"- Evaluation: greedy pass@1 on {', '.join(ev.splits)}; stability from {ev.stability_samples} "
              f"samples per problem on up to {ev.stability_problems} problems."]
     if profile.world:
@@ -241,7 +244,10 @@ def figures_section(figures_dir: Path, out: Path, source: str = "toy") -> list[s
 
 
 # ----------------------------------------------------------------------------- claims
-def claims_section(table1: pd.DataFrame, report: ReportConfig, robust: Claim | None = None) -> list[str]:
+def claims_section(table1: pd.DataFrame, report: ReportConfig, robust: Claim | None = None,
+                   float_path: tuple[str, dict[str, str]] | None = None) -> list[str]:
+    """The verdict on each claim; ``float_path`` = (kernel label, claim title → verdict of the float-path
+    rerun's Table 1): a claim whose verdict the float kernels alone change is marked as not settled."""
     lines = ["## Claims", "", "Judged exactly by the pre-registered rules of `docs/claims.md`. Every interval is a 95% "
              "hierarchical bootstrap (training seeds resampled per model, then problems resampled with the same "
              "draws for both models; 2,000 replicates, fixed seed), so it includes seed variance.", ""]
@@ -249,14 +255,35 @@ def claims_section(table1: pd.DataFrame, report: ReportConfig, robust: Claim | N
     if claims is None:
         return lines + [f"Not evaluated: Table 1 needs both `{report.subject}` and `{report.baseline}` rows.", ""]
     claims = [*claims[:1], *([robust] if robust is not None else []), *claims[1:]]
-    summary = pd.DataFrame([{"claim": c.title, "verdict": f"**{c.verdict}**",
+    label, other = float_path if float_path is not None else ("", {})
+    flipped = flipped_verdicts(claims, other)
+    summary = pd.DataFrame([{"claim": c.title, "verdict": f"**{c.verdict}**" + (
+                                 f" (`{label}` kernels: {flipped[c.title]}; not settled)" if c.title in flipped else ""),
                              "numbers behind it": "; ".join(c.numbers[:3]) + (" …" if len(c.numbers) > 3 else "")}
                             for c in claims])
     lines += [markdown_table(summary), ""]
     for claim in claims:
         lines += [f"### {claim.title}: {claim.verdict}", "", claim.sentence, ""]
+        if claim.title in flipped:
+            lines += [unsettled_text(claim.verdict, flipped[claim.title], label), ""]
         lines += [f"- {number_line}" for number_line in claim.numbers] + ([""] if claim.numbers else [])
     return lines
+
+
+def flipped_verdicts(claims: list[Claim], other: dict[str, str]) -> dict[str, str]:
+    """Claim title → the other run's verdict, for the claims both runs judge with different verdicts."""
+    return {c.title: other[c.title] for c in claims if c.title in other and other[c.title] != c.verdict}
+
+
+def unsettled_text(verdict: str, other: str, label: str) -> str:
+    """What a verdict that differs between the two float paths means (section "Float-path spread")."""
+    text = (f"**Not settled by this evidence.** The same Table 1 under the `{label}` float kernels reads "
+            f"*{other}* where this run reads *{verdict}*: the float kernels alone change this verdict, so the "
+            "intervals are not yet tight enough to decide it on this machine; more seeds, more evaluation problems "
+            "or a sturdier world would settle it, a looser rule would not.")
+    if SUPPORTED not in (verdict, other):
+        text += " Neither run supports the claim."
+    return text
 
 
 # ----------------------------------------------------------------------------- robustness
@@ -324,9 +351,7 @@ def float_path_section(results_dir: Path, table1: pd.DataFrame, report: ReportCo
     whether every claim's verdict is the same on both."""
     lines = ["## Float-path spread", ""]
     differences_path = results_dir / "float_path.csv"
-    candidates = ([results_dir / "float_paths" / name / "table1.csv"] if name else
-                  sorted((results_dir / "float_paths").glob("*/table1.csv")))
-    other_path = next((p for p in candidates if p.is_file()), None)
+    other_path = float_path_table(results_dir, name)
     if not differences_path.is_file() and other_path is None:
         return lines + ["Not produced in this run (no `results/float_path.csv`, no second float-path Table 1).", ""]
     label = other_path.parent.name if other_path is not None else (name or "second")
@@ -352,18 +377,32 @@ def float_path_section(results_dir: Path, table1: pd.DataFrame, report: ReportCo
     else:
         lines += ["`results/float_path.csv` (the per-method differences) was not produced in this run.", ""]
     if other_path is not None:
-        from dcod.reporting.tables import read_table
-
-        ours, theirs = judge_claims(table1, report) or [], judge_claims(read_table(other_path), report) or []
-        verdicts = {c.title: c.verdict for c in theirs}
+        ours, verdicts = judge_claims(table1, report) or [], float_path_verdicts(other_path, report)
         rows = [{"claim": c.title, "main run": c.verdict, f"{label} run": verdicts.get(c.title, "absent"),
                  "agrees": "yes" if verdicts.get(c.title) == c.verdict else "**no**"} for c in ours]
         agree = sum(r["agrees"] == "yes" for r in rows)
         lines += [f"Claim verdicts: {agree} of {len(rows)} agree between the two float paths.", "",
                   markdown_table(pd.DataFrame(rows)), ""]
+        if flipped_verdicts(ours, verdicts):
+            lines += ["A verdict that differs between the two paths is one the float kernels alone change: that "
+                      "claim is not settled by this evidence (section Claims says so beside its verdict).", ""]
     else:
         lines += ["The second float path's Table 1 is absent: its claim verdicts are not compared.", ""]
     return lines
+
+
+def float_path_table(results_dir: Path, name: str | None) -> Path | None:
+    """The float-path rerun's Table 1 (``results/float_paths/<name>/table1.csv``; any name when None), or None."""
+    candidates = ([results_dir / "float_paths" / name / "table1.csv"] if name else
+                  sorted((results_dir / "float_paths").glob("*/table1.csv")))
+    return next((p for p in candidates if p.is_file()), None)
+
+
+def float_path_verdicts(path: Path, report: ReportConfig) -> dict[str, str]:
+    """Claim title → verdict, judged on the float-path rerun's Table 1 by the same rules."""
+    from dcod.reporting.tables import read_table
+
+    return {c.title: c.verdict for c in judge_claims(read_table(path), report) or []}
 
 
 def read_optional(path: Path) -> pd.DataFrame | None:
@@ -399,8 +438,11 @@ def write_report(args) -> None:
                                "(`results/calibration.csv` absent).", ""])
     lines += calibration_lines + robustness
     check = profile.float_path_check
-    lines += float_path_section(results_dir, table1, profile.report, check.name if check else None)
+    check_name = check.name if check else None
+    lines += float_path_section(results_dir, table1, profile.report, check_name)
     lines += figures_section(Path(args.figures_dir), out, profile.data.source)
-    lines += claims_section(table1, profile.report, robust)
+    other = float_path_table(results_dir, check_name)
+    lines += claims_section(table1, profile.report, robust, (other.parent.name, float_path_verdicts(
+        other, profile.report)) if other is not None else None)
     write_text(out, "\n".join(lines))
     print(f"paper: -> {out}")

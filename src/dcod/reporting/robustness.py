@@ -2,7 +2,9 @@
 
 Each world (world seed x direct-style probability of the teacher) has its own world, traces and
 calibration line, and the base student of its world seed (shared by the worlds of that seed: it does not
-depend on the teacher's style mix); the same offline experiments are trained on it with the profile's
+depend on the teacher's style mix; under ``pretrain.per_seed`` seed s > 0 of every run starts from that
+world seed's base student of pre-training seed ``pretrain.seed + s``, while the base column and the
+calibration line read the world seed's own one); the same offline experiments are trained on it with the profile's
 ``robustness.seeds`` and evaluated on ``robustness.splits``. Per world this module reports:
 
 - accuracy (%) per split of the base student and of every experiment (mean over seeds);
