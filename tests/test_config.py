@@ -225,3 +225,17 @@ def test_a_missing_base_is_refused_naming_the_file(tmp_path):
     path = _write(tmp_path, "x", "base: nowhere\nmethod: sft\n")
     with pytest.raises(ConfigError, match=rf"{re.escape(str(path))}: base: no experiment 'nowhere'"):
         load_experiment(path)
+
+
+def test_knife_edge_pretrain_seeds_cover_every_base_student_of_a_world_seed():
+    """The toy profile: the main world's knife edge compares the base students of Table 1's five seeds
+    (pre-training seeds 1234-1238, the calibration's 1235 and 1236 among them); another world seed's, the
+    calibration's seeds and its robustness seeds' (0, 1: 1235). Without per_seed, the calibration's only."""
+    profile = load_profile(REPO / "config" / "profiles" / "toy.yaml")
+    assert profile.pretrain.seed == 1234 and profile.seeds == [0, 1, 2, 3, 4]
+    assert profile.knife_edge_pretrain_seeds(main_world=True) == [1235, 1236, 1237, 1238]
+    assert profile.knife_edge_pretrain_seeds(main_world=False) == [1235, 1236]
+    profile.pretrain.per_seed = False
+    assert profile.knife_edge_pretrain_seeds(main_world=True) == [1235, 1236]
+    profile.calibration.pretrain_seeds = []
+    assert profile.knife_edge_pretrain_seeds(main_world=False) == []

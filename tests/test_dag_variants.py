@@ -44,8 +44,17 @@ def test_robustness_worlds_get_their_world_seed_and_style_mix(planned):
 
     bases = _commands(planned, r"dcod base-student .*--out work/toy/robustness/")
     owner = "work/toy/robustness/w1_p0.25"
-    expected = {f"{owner}/base_student"} | {base(owner, f"/seed{s}/run.json") for s in profile.robustness.seeds}
+    # ... and the knife-edge base students of that world seed (ProfileConfig.knife_edge_pretrain_seeds)
+    knife = profile.knife_edge_pretrain_seeds(main_world=False)
+    assert len(knife) >= 2, knife
+    expected = ({f"{owner}/base_student"} | {base(owner, f"/seed{s}/run.json") for s in profile.robustness.seeds}
+                | {f"{owner}/calibration/pretrain_seed{p}/base_student" for p in knife})
     assert sorted(re.search(r"--out (\S+)", b).group(1) for b in bases) == sorted(expected)
+    for p in knife:  # each evaluated on the owner's world, as the calibration base students are
+        knife_evals = _commands(planned, rf"dcod evaluate .*--out {owner}/calibration/pretrain_seed{p}/eval/")
+        assert len(knife_evals) == 1 and "--set world.seed=1 " in knife_evals[0], knife_evals
+        assert "--splits validation,id,long --no-stability" in knife_evals[0]
+        assert f"--base {owner}/calibration/pretrain_seed{p}/base_student" in knife_evals[0]
     w1 = _commands(planned, r"dcod train .*--out work/toy/robustness/w1_p0\.75/")
     assert w1 and all(f"--base {base(owner, c)} " in c for c in w1)
     # world seed 0 is the main world's seed: its other style mixes reuse the main base student(s)

@@ -143,10 +143,51 @@ def test_calibration_line_per_world(built):
     # main: sft 50% vs base 40% on id, oracle 100%: both help; no calibration base students in the profile
     assert main["calib_sft_helps"] == "PASS" and main["calib_oracle_helps"] == "PASS"
     assert main["calib_no_knife_edge"] == "not measured" and main["calib_plateau"] == "not measured"
-    # elsewhere the knife-edge targets are not judged (blank); oracle 50% = base 40% + 10 < + 15
-    assert isinstance(other["calib_no_knife_edge"], float) and math.isnan(other["calib_no_knife_edge"])
+    # elsewhere the knife edge is judged from the world seed's own base students (none written here: not
+    # measured, never PASS) and the plateau is not judged (blank); oracle 50% = base 40% + 10 < + 15
+    assert other["calib_no_knife_edge"] == "not measured"
+    assert isinstance(other["calib_plateau"], float) and math.isnan(other["calib_plateau"])
     assert other["calib_oracle_helps"] == "FAIL" and other["calib_teacher_reliable"] == "PASS"
     assert main["calib_sft_gain_id"] == pytest.approx(10.0)
+
+
+def test_knife_edge_is_judged_per_world_seed_from_its_owner(tmp_path, monkeypatch):
+    """World seed 1 has two worlds; its base students (pre-training seeds 1234, 1235, 1236) lie in the
+    smallest root of the seed, w1_p0.25, where the DAG pre-trains them. Seed 1236's base student answers 2 of
+    20 id problems against 8 for the others: 10% against a mean of 30%, 20 points off -> FAIL on both
+    worlds of seed 1. The main world's three (its own and W/calibration/pretrain_seed1235, 1236) agree -> PASS,
+    and a second world of the main seed (w0_p0.25) reads the main world's."""
+    for name, facts in (("w1_p0.5", (1, 0.5)), ("w0_p0.25", (0, 0.25))):
+        monkeypatch.setitem(FACTS, name, facts)
+        monkeypatch.setitem(CORRECT, name, CORRECT["w1_p0.25"])
+    work = tmp_path / "work"
+    roots = {"w0_p0.5": work, "w0_p0.25": work / "robustness" / "w0_p0.25",
+             "w1_p0.25": work / "robustness" / "w1_p0.25", "w1_p0.5": work / "robustness" / "w1_p0.5"}
+    for name, root in roots.items():
+        make_world(root, name)
+    for seed, id_correct in ((1235, 8), (1236, 8)):
+        write_samples(work / "calibration" / f"pretrain_seed{seed}" / "eval" / "base_student", (6, id_correct, 2))
+    for seed, id_correct in ((1235, 8), (1236, 2)):
+        write_samples(roots["w1_p0.25"] / "calibration" / f"pretrain_seed{seed}" / "eval" / "base_student",
+                      (6, id_correct, 2))
+    profile = yaml.safe_load(write_profile(tmp_path).read_text())
+    profile["calibration"] = {"pretrain_seeds": [1235, 1236]}
+    profile["pretrain"] = {**profile.get("pretrain", {}), "per_seed": False}
+    (tmp_path / "knife_edge.yaml").write_text(yaml.safe_dump(profile))
+    worlds = ",".join(f"{name}={root}/world/world.json" for name, root in roots.items())
+    out = tmp_path / "results" / "robustness.csv"
+    args = args_for(tmp_path, worlds, out)
+    args.profile = str(tmp_path / "knife_edge.yaml")
+    robustness.write_robustness(args)
+    table = pd.read_csv(out).set_index("world")
+    assert table.loc["w1_p0.25", "calib_no_knife_edge"] == "FAIL"
+    assert table.loc["w1_p0.5", "calib_no_knife_edge"] == "FAIL"
+    assert table.loc["w1_p0.5", "calib_pretrain_seed_max_deviation"] == pytest.approx(20.0)  # 10% vs mean 30%
+    assert table.loc["w0_p0.25", "calib_no_knife_edge"] == "PASS"
+    # the main world also judges its plateau (no longer-pre-trained base student written: not measured)
+    assert table.loc["w0_p0.5", "calib_no_knife_edge"] == "PASS"
+    assert table.loc["w0_p0.5", "calib_plateau"] == "not measured"
+    assert math.isnan(table.loc["w1_p0.5", "calib_plateau"]) and math.isnan(table.loc["w0_p0.25", "calib_plateau"])
 
 
 def test_markdown_summary(built):

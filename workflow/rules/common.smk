@@ -224,6 +224,21 @@ if PAIRED:
             if int(_seed) != 0:
                 PRETRAIN_ROOTS[pretrain_root(_owner, pretrain_seed_of(_seed))] = _owner
 
+# The knife-edge calibration target compares every base student pre-trained for a world seed
+# (ProfileConfig.knife_edge_pretrain_seeds): on the main world the calibration's and the seeds' own; on every
+# other world seed the same calibration.pretrain_seeds, pre-trained in that world seed's owner root (the
+# robustness report finds it there as _shared_base_root does, in the smallest root of the seed).
+KNIFE_EDGE_SEEDS = {}  # owner root -> pre-training seeds besides pretrain.seed
+if TOY:
+    KNIFE_EDGE_SEEDS[W] = P.knife_edge_pretrain_seeds(main_world=True)
+    for _root in ROBUST_OVERRIDES:
+        _owner = base_owner(_root)
+        if _owner != W:
+            KNIFE_EDGE_SEEDS[_owner] = P.knife_edge_pretrain_seeds(main_world=False)
+    for _owner, _seeds in KNIFE_EDGE_SEEDS.items():
+        for _p in _seeds:
+            PRETRAIN_ROOTS.setdefault(pretrain_root(_owner, _p), _owner)
+
 
 def root_overrides(root):
     if root in ROBUST_OVERRIDES:
@@ -297,10 +312,17 @@ def root_eval_options(wildcards):
     (calibration: validation, id, long), without the stability samples."""
     if wildcards.root in ROBUST_OVERRIDES:
         return f"--splits {','.join(ROBUST.splits)} --no-stability"
-    if wildcards.root in CALIBRATION_ROOTS:
+    if wildcards.root in CALIBRATION_ROOTS or wildcards.root in PRETRAIN_ROOTS:
         splits = [s for s in P.eval.splits if s in ("validation", "id", "long")]
         return f"--splits {','.join(splits)} --no-stability"
     return ""
+
+
+def knife_edge_evals(owners):
+    """The evaluations of the knife-edge base students of these owner roots that CALIBRATION_EVALS lacks."""
+    evals = [f"{pretrain_root(o, p)}/eval/base_student/{f}" for o in owners for p in KNIFE_EDGE_SEEDS.get(o, [])
+             for f in EVAL_FILES]
+    return [e for e in evals if e not in CALIBRATION_EVALS]
 
 
 _ROOTS = [W, *ROBUST_OVERRIDES, *CALIBRATION_ROOTS, *PRETRAIN_ROOTS, *([FLOAT_ROOT] if FLOAT_ROOT else [])]
@@ -319,6 +341,7 @@ ROBUSTNESS = f"{R}/robustness.csv"
 ROBUSTNESS_TARGETS = [ROBUSTNESS, f"{F}/robustness.png"] if ROBUST is not None else []
 FLOAT_PATH_TARGETS = [f"{R}/float_path.md", f"{R}/float_path.csv"] if FLOAT is not None else []
 CALIBRATION_EVALS = [f"{root}/eval/base_student/{f}" for root in CALIBRATION_ROOTS for f in EVAL_FILES]
+
 
 
 def base_evals(root, seeds):

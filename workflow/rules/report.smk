@@ -11,6 +11,7 @@ rule calibration:
         evals([BASELINE] if BASELINE in MAIN else [], SEEDS),
         evals(ORACLE, SEEDS),
         CALIBRATION_EVALS,
+        knife_edge_evals([W]),
         profile=PROFILE_FILE,
         world=f"{W}/world/world.json",
     output:
@@ -175,6 +176,7 @@ rule robustness:
         [f"{root}/world/world.json" for root in ROBUST_WORLDS.values()],
         [f"{root}/traces/train.json" for root in ROBUST_WORLDS.values()],
         CALIBRATION_EVALS,  # the main world's knife-edge and plateau lines
+        knife_edge_evals(KNIFE_EDGE_SEEDS),  # every world seed's knife-edge base students
         profile=PROFILE_FILE,
     output:
         table=ROBUSTNESS,

@@ -9,8 +9,11 @@ shows up as FAIL:
   on ``long``), and SFT on student-style traces (the oracle reference) beats it by a wide margin;
 - capacity gap: after SFT, the student's direct steps fail far more often than its decomposed ones;
 - errors compound: ``long`` < ``id`` for the base student and for SFT;
-- no knife edge (main world only): base students pre-trained with other seeds land close to each other
-  on ``id``, and pre-training longer barely moves ``id`` (a plateau).
+- no knife edge: every base student pre-trained for the world seed (``pretrain.seed`` and
+  ``ProfileConfig.knife_edge_pretrain_seeds``: the calibration's extra seeds and, under
+  ``pretrain.per_seed``, each training seed's own) lands close to the others on ``id``; judged on the main
+  world and, in the robustness report, on every other world seed;
+- plateau (main world only): pre-training longer barely moves ``id``.
 
 A target whose inputs are missing is reported as ``not measured`` (never PASS), naming what is missing.
 Step error rates are pooled counts (errors / steps over all samples and seeds), not means of per-problem
@@ -145,14 +148,18 @@ class Measured:
 
 
 def calibration_models(work: Path, seeds: list[int], baseline: str, oracle: str | None = None,
-                       pretrain_seeds=(), steps_factor: float | None = None) -> list[tuple[str, str, list[Path]]]:
-    """(model, role, evaluation folders) of every row of the calibration table."""
+                       pretrain_seeds=(), steps_factor: float | None = None,
+                       knife_work: Path | None = None) -> list[tuple[str, str, list[Path]]]:
+    """(model, role, evaluation folders) of every row of the calibration table. The other pre-training seeds'
+    base students lie under ``knife_work`` (default ``work``): the root that owns the world seed's base
+    students, which a robustness world shares with the other worlds of its seed."""
     work = Path(work)
+    knife_work = Path(knife_work) if knife_work is not None else work
     models = [(name, REFERENCE, eval_dirs(work, name, seeds)) for name in REFERENCE_MODELS]
     models.append((baseline, BASELINE, eval_dirs(work, baseline, seeds)))
     if oracle:
         models.append((oracle, ORACLE, eval_dirs(work, oracle, seeds)))
-    models += [(pretrain_seed_model(seed), PRETRAIN_SEED, [calibration_eval_dir(pretrain_seed_dir(work, seed))])
+    models += [(pretrain_seed_model(seed), PRETRAIN_SEED, [calibration_eval_dir(pretrain_seed_dir(knife_work, seed))])
                for seed in pretrain_seeds]
     if steps_factor is not None:
         models.append((steps_factor_model(steps_factor), STEPS_FACTOR,
@@ -161,12 +168,13 @@ def calibration_models(work: Path, seeds: list[int], baseline: str, oracle: str 
 
 
 def build_calibration(work: Path, seeds: list[int], baseline: str, oracle: str | None = None,
-                      pretrain_seeds=(), steps_factor: float | None = None) -> Measured:
+                      pretrain_seeds=(), steps_factor: float | None = None, knife_work: Path | None = None) -> Measured:
     """The references, the ``baseline`` experiment (plain distillation), the ``oracle`` experiment and the
     calibration base students, per split. A model with a missing samples file (any of its seeds) is left
     out and listed in ``missing``: its targets are then not measured. A malformed file is an error."""
     rows, missing = [], {}
-    for name, role, folders in calibration_models(work, seeds, baseline, oracle, pretrain_seeds, steps_factor):
+    for name, role, folders in calibration_models(work, seeds, baseline, oracle, pretrain_seeds, steps_factor,
+                                                  knife_work):
         absent = [str(folder / "samples.jsonl") for folder in folders if not (folder / "samples.jsonl").is_file()]
         if absent:
             missing[name] = (role, absent)
@@ -320,8 +328,9 @@ def compounding_target(frame: pd.DataFrame, missing: Missing | None = None) -> T
 
 
 def knife_edge_target(frame: pd.DataFrame, missing: Missing | None = None) -> Target:
-    question = (f"no knife edge: the base students of the pre-training seeds (the main one and "
-                f"calibration.pretrain_seeds, {KNIFE_EDGE_MIN_STUDENTS} or more) all have id within "
+    question = (f"no knife edge: the base students of every pre-training seed of this world seed (the main "
+                f"one, calibration.pretrain_seeds and, under pretrain.per_seed, each training seed's own; "
+                f"{KNIFE_EDGE_MIN_STUDENTS} or more) all have id within "
                 f"+/-{KNIFE_EDGE_MAX_DEVIATION:g} points of their mean")
     values = {model: _accuracy(frame, model, "id") for model in ["base_student", *models_of_role(frame, PRETRAIN_SEED)]}
     values = {model: value for model, value in values.items() if not math.isnan(value)}
@@ -358,25 +367,31 @@ def plateau_target(frame: pd.DataFrame, missing: Missing | None = None) -> Targe
 
 
 def check_targets(frame: pd.DataFrame, missing: Missing | None = None,
-                  knife_edge: bool = True) -> list[Target]:
-    """Every target, in TARGET_NAMES order; ``knife_edge=False`` leaves out the main-world-only ones."""
+                  knife_edge: bool = True, plateau: bool | None = None) -> list[Target]:
+    """Every target, in TARGET_NAMES order; ``knife_edge=False`` leaves out the knife-edge target and
+    ``plateau=False`` the plateau target (default: judged with the knife edge)."""
     checks = [teacher_target, sft_target, oracle_target, student_target, compounding_target]
     if knife_edge:
-        checks += [knife_edge_target, plateau_target]
+        checks.append(knife_edge_target)
+    if knife_edge if plateau is None else plateau:
+        checks.append(plateau_target)
     return [check(frame, missing) for check in checks]
 
 
 def calibration_line(work: Path, seeds, baseline: str = "sft", oracle: str | None = DEFAULT_ORACLE, *,
-                     pretrain_seeds=None, steps_factor: float | None = None) -> dict:
+                     pretrain_seeds=None, steps_factor: float | None = None, knife_work: Path | None = None,
+                     plateau: bool = True) -> dict:
     """One world's targets: ``{target: status}`` plus their key numbers (``base_id``, ``sft_gain_id``, ...).
 
-    The knife-edge targets are judged only when ``pretrain_seeds`` is given (the main world: the profile's
-    ``calibration.pretrain_seeds``, possibly empty, which leaves them not measured)."""
+    The knife-edge target is judged only when ``pretrain_seeds`` is given (``knife_edge_knobs``: possibly
+    empty, which leaves it not measured), from base students under ``knife_work``; the plateau target with
+    it unless ``plateau`` is False (a world seed other than the main one)."""
     knife_edge = pretrain_seeds is not None
+    plateau = knife_edge and plateau
     measured = build_calibration(work, list(seeds), baseline, oracle, pretrain_seeds or (),
-                                 steps_factor if knife_edge else None)
+                                 steps_factor if plateau else None, knife_work)
     line: dict = {}
-    for target in check_targets(measured.frame, measured.missing, knife_edge=knife_edge):
+    for target in check_targets(measured.frame, measured.missing, knife_edge=knife_edge, plateau=plateau):
         line[target.name] = target.status
         line.update(target.numbers)
     for split in ARITHMETIC_SPLITS:
@@ -483,11 +498,17 @@ def targets_frame(targets: list[Target]) -> pd.DataFrame:
                          for t in targets], columns=TARGET_COLUMNS)
 
 
-def knife_edge_knobs(profile) -> dict:
-    """calibration_line's knife-edge keywords for the main world: the profile's extra pre-training seeds, and
-    the steps factor only when there are some (the DAG builds the longer base student only then)."""
-    seeds = list(profile.calibration.pretrain_seeds)
-    return {"pretrain_seeds": seeds, "steps_factor": profile.calibration.steps_factor if seeds else None}
+def knife_edge_knobs(profile, knife_work: Path | None = None) -> dict:
+    """calibration_line's knife-edge keywords. Main world (``knife_work`` None): every other pre-training
+    seed of the world (``ProfileConfig.knife_edge_pretrain_seeds``) and the steps factor, the latter only when
+    the profile lists calibration.pretrain_seeds (the DAG builds the longer base student only then). Another
+    world seed: its pre-training seeds, found under ``knife_work`` (the root that owns its base students),
+    and no plateau."""
+    if knife_work is not None:
+        return {"pretrain_seeds": profile.knife_edge_pretrain_seeds(main_world=False), "knife_work": knife_work,
+                "plateau": False}
+    factor = profile.calibration.steps_factor if profile.calibration.pretrain_seeds else None
+    return {"pretrain_seeds": profile.knife_edge_pretrain_seeds(main_world=True), "steps_factor": factor}
 
 
 def write_calibration(args) -> None:

@@ -14,7 +14,9 @@ calibration line read the world seed's own one); the same offline experiments ar
 - the share of the SFT -> oracle gap that DCOD closes, (dcod - sft) / (oracle - sft), left blank when the
   gap is under ``ORACLE_GAP_MIN`` points (a ratio of two near-equal numbers means nothing);
 - the world's calibration line (``dcod.reporting.calibration.calibration_line``): PASS / FAIL / not
-  measured per target; the knife-edge targets are judged on the main world only.
+  measured per target. The knife-edge target is judged on every world, from the base students of its world
+  seed (``knife_edge_owner``: the main world's for the main world seed, else those pre-trained in the
+  smallest root of the seed, where the DAG builds them); the plateau target on the main world only.
 
 The subject (DCOD) and the baseline (SFT) are the profile's ``report`` roles. Offline baselines are the
 robustness experiments other than the subject and the student-style oracle reference. The robustness
@@ -63,6 +65,7 @@ class World:
     world_seed: int
     p_direct: float
     main: bool = False
+    knife_edge: dict | None = None  # calibration_line's knife-edge keywords (None: not judged)
 
 
 def parse_worlds(text: str | None) -> list[tuple[str, Path]]:
@@ -170,8 +173,8 @@ def load_model(work: Path, name: str, seeds: list[int]) -> list[tuple[int, pd.Da
 
 def world_row(world: World, experiments: list[str], seeds: list[int], splits: list[str], subject: str,
               baseline: str, oracle: str | None, knife_edge: dict | None = None) -> dict:
-    """One world's row (see the module docstring); ``knife_edge`` (the main world): the profile's
-    ``calibration`` knobs as calibration_line's keywords."""
+    """One world's row (see the module docstring); ``knife_edge``: calibration_line's knife-edge keywords
+    (``world_knife_edge``; None: neither knife-edge target judged)."""
     if SELECTION_SPLIT not in splits:
         raise ValueError(f"robustness.splits {splits} lack {SELECTION_SPLIT!r}: the best other baseline is "
                          "chosen there")
@@ -212,6 +215,31 @@ def world_row(world: World, experiments: list[str], seeds: list[int], splits: li
     return row
 
 
+def knife_edge_owner(world: World, worlds: list[World], main_seed: int) -> Path | None:
+    """The work folder holding the base students of ``world``'s world seed: the main world's for the main
+    world seed (None when the main world is not listed), else the smallest folder of that seed (the DAG's
+    ``_shared_base_root`` in workflow/rules/common.smk: the root where it pre-trains them)."""
+    if world.world_seed == main_seed:
+        return next((w.work for w in worlds if w.main), None)
+    return Path(min(str(w.work) for w in worlds if w.world_seed == world.world_seed))
+
+
+def world_knife_edge(profile, world: World, worlds: list[World]) -> dict | None:
+    """calibration_line's knife-edge keywords for one world (``knife_edge_knobs``): the main world's own;
+    another world of the main world seed judges the main world's base students, another world seed its own;
+    neither judges the plateau."""
+    if world.main:
+        return knife_edge_knobs(profile)
+    main_seed = int(profile.world.get("seed", 0))
+    owner = knife_edge_owner(world, worlds, main_seed)
+    if owner is None:
+        return None
+    knobs = knife_edge_knobs(profile, owner)
+    if world.world_seed == main_seed:
+        knobs["pretrain_seeds"] = profile.knife_edge_pretrain_seeds(main_world=True)
+    return knobs
+
+
 def build_robustness(worlds: list[World], experiments: list[str], seeds: list[int], splits: list[str],
                      subject: str, baseline: str, oracle: str | None, knife_edge: dict | None = None) -> pd.DataFrame:
     for role, name in (("report.subject", subject), ("report.baseline", baseline)):
@@ -220,7 +248,8 @@ def build_robustness(worlds: list[World], experiments: list[str], seeds: list[in
     if not [name for name in experiments if name not in (subject, oracle)]:
         raise ValueError(f"no offline baseline among the robustness experiments {experiments}")
     rows = [world_row(world, experiments, seeds, splits, subject, baseline, oracle,
-                      knife_edge if world.main else None) for world in worlds]
+                      world.knife_edge if world.knife_edge is not None else knife_edge if world.main else None)
+            for world in worlds]
     return pd.DataFrame(rows)
 
 
@@ -283,8 +312,9 @@ def render_markdown(frame: pd.DataFrame, experiments: list[str]) -> str:
                                                          for name in ["base_student", *experiments]}}
                              for _, row in frame.iterrows()])
     lines += [markdown_table(accuracy), "", "## Calibration line per world", "",
-              f"PASS / FAIL / {NOT_MEASURED} per target of `calibration.md`; the knife-edge targets "
-              "(no_knife_edge, plateau) are judged on the main world only (blank elsewhere).", ""]
+              f"PASS / FAIL / {NOT_MEASURED} per target of `calibration.md`; no_knife_edge is judged per world "
+              "seed, from the base students pre-trained for it (the same for every world of the seed); "
+              "plateau on the main world only (blank elsewhere).", ""]
     calibration = pd.DataFrame([{"world": row["world"], **{t: row[f"{CALIBRATION_PREFIX}{t}"] for t in TARGET_NAMES}}
                                 for _, row in frame.iterrows()])
     lines += [markdown_table(calibration), ""]
@@ -312,6 +342,8 @@ def write_robustness(args) -> None:
     for name, work in entries:
         seed, p_direct = world_facts(name, work)
         worlds.append(World(name, work, seed, p_direct, main=seed == main_seed and math.isclose(p_direct, main_p)))
+    for world in worlds:
+        world.knife_edge = world_knife_edge(profile, world, worlds)
     knife_edge = knife_edge_knobs(profile)
     frame = build_robustness(worlds, experiments, list(profile.robustness.seeds), list(profile.robustness.splits),
                              profile.report.subject, profile.report.baseline, oracle, knife_edge)
