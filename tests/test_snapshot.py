@@ -14,7 +14,7 @@ from test_reporting import RULES, build_all, make_work
 from conftest import REPO
 from dcod.provenance import machine_info, machine_label
 from dcod.reporting import cli
-from dcod.reporting.snapshot import check_publishable, publish
+from dcod.reporting.snapshot import check_publishable, publish, table_machines
 
 
 def compare(tmp_path, fresh, published):
@@ -70,6 +70,21 @@ def test_publish_refuses_uncommitted_code(two_runs, tmp_path):
     table["code_version"] = "992e093"
     table.to_csv(results / "table1.csv", index=False)
     assert check_publishable(results) == "992e093"
+    # the float-path rerun's Table 1 is published too: it must come from the same commit
+    (results / "float_paths" / "avx2").mkdir(parents=True)
+    table["code_version"] = "abc123"
+    table.to_csv(results / "float_paths" / "avx2" / "table1.csv", index=False)
+    with pytest.raises(ValueError, match="mix code versions 992e093, abc123"):
+        check_publishable(results)
+
+
+def test_provenance_machines_include_the_float_path_rerun(tmp_path):
+    table = pd.DataFrame({"method": ["sft"], "code_version": ["abc123"], "machine": ["cpu AVX512 x1"]})
+    table.to_csv(tmp_path / "table1.csv", index=False)
+    (tmp_path / "float_paths" / "avx2").mkdir(parents=True)
+    table.assign(machine="cpu AVX2 x1").to_csv(tmp_path / "float_paths" / "avx2" / "table1.csv", index=False)
+    assert table_machines(tmp_path) == ["cpu AVX2 x1", "cpu AVX512 x1"]
+    assert check_publishable(tmp_path) == "abc123"
 
 
 def test_publish_copies_results_and_regenerates_the_report_with_its_own_links(two_runs, tmp_path):

@@ -280,7 +280,7 @@ def unsettled_text(verdict: str, other: str, label: str) -> str:
     text = (f"**Not settled by this evidence.** The same Table 1 under the `{label}` float kernels reads "
             f"*{other}* where this run reads *{verdict}*: the float kernels alone change this verdict, so the "
             "intervals are not yet tight enough to decide it on this machine; more seeds, more evaluation problems "
-            "or a sturdier world would settle it, a looser rule would not.")
+            "or a sturdier world could settle it; a looser rule would not.")
     if SUPPORTED not in (verdict, other):
         text += " Neither run supports the claim."
     return text

@@ -37,10 +37,13 @@ COMPARED_COLUMNS = ("direct_step_fraction", "agreement_mean", "malformed_rate_me
 
 # ----------------------------------------------------------------------------- publish
 def _column_values(results_dir: Path, column: str) -> set[str]:
-    """The distinct ``;``-separated values of ``column`` over Table 1 and Table 2 (where present)."""
+    """The distinct ``;``-separated values of ``column`` over Table 1, Table 2 and the float-path reruns'
+    Table 1 (``float_paths/<name>/table1.csv``), where present: all are published, so all must come from the
+    one commit, and each names the machine (and float path) it ran on."""
     values: set[str] = set()
-    for name in ("table1.csv", "table2.csv"):
-        path = results_dir / name
+    paths = [results_dir / "table1.csv", results_dir / "table2.csv",
+             *sorted((results_dir / "float_paths").glob("*/table1.csv"))]
+    for path in paths:
         if path.is_file():
             table = pd.read_csv(path, dtype={column: str})  # a commit like 992e093 would parse as a float
             if column in table:
