@@ -202,3 +202,16 @@ def test_report_opens_with_the_failed_targets(tmp_path, changes, warned):
     assert ("student-style traces help much more" in text) == warned
     assert ("every target" in text) == (not warned)
     assert regime_warning(None) == []
+
+
+def test_a_base_student_without_an_id_result_is_not_measured_never_dropped(tmp_path):
+    """Four base students, one evaluated without `id` (e.g. a split list that lacks it): the other three
+    agree, but the target must not be judged on them alone."""
+    work = make_work(tmp_path)
+    folder = calibration.calibration_eval_dir(calibration.pretrain_seed_dir(work, 1237))
+    write_samples(folder, acc(40, 50, 30))
+    samples = folder / "samples.jsonl"
+    samples.write_text("".join(l + "\n" for l in samples.read_text().splitlines() if '"split": "id"' not in l))
+    result = line(work, pretrain_seeds=[*PRETRAIN_SEEDS, 1237])
+    assert result["no_knife_edge"] == "not measured"
+    assert statuses(line(work))["no_knife_edge"] == "PASS"  # the same world without it

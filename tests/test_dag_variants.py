@@ -145,3 +145,19 @@ def test_toy_runs_start_from_the_base_student_its_profile_names(planned):
             base = f"{root}/calibration/pretrain_seed{profile.pretrain.seed + s}" if paired else root
             assert f"--base {base}/base_student " in command, command
         assert bool(_commands(planned, rf"--out {root}/eval/base_student/seed")) == profile.pretrain.per_seed
+
+
+def test_calibration_report_needs_every_knife_edge_base_student_of_the_main_world(tmp_path):
+    """`results/calibration.csv` alone plans the pre-training and evaluation of each main-world knife-edge
+    base student (toy: 1235-1238, Table 1's five seeds), and nothing of world seed 1."""
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n", "-p",
+                             "--directory", str(tmp_path), "--cores", "2", "results/calibration.csv"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    planned = [line.removeprefix("Shell command: ") for line in result.stdout.splitlines() if " -m dcod " in line]
+    seeds = load_profile(REPO / "config" / "profiles" / "toy.yaml").knife_edge_pretrain_seeds(main_world=True)
+    assert seeds == [1235, 1236, 1237, 1238]
+    for p in seeds:
+        assert len(_commands(planned, rf"dcod base-student .*--out work/toy/calibration/pretrain_seed{p}/base_student")) == 1
+        assert len(_commands(planned, rf"dcod evaluate .*--out work/toy/calibration/pretrain_seed{p}/eval/")) == 1
+    assert not _commands(planned, r"robustness/w1_")

@@ -140,7 +140,8 @@ def test_oracle_gap_closed_and_blank_under_a_point(built):
 def test_calibration_line_per_world(built):
     _, _, table = built
     main, other = table.loc["w0_p0.5"], table.loc["w1_p0.25"]
-    # main: sft 50% vs base 40% on id, oracle 100%: both help; no calibration base students in the profile
+    # main: sft 50% vs base 40% on id, oracle 100%: both help; the profile's knife-edge base student (ci's
+    # per_seed: 1235) and longer-pre-trained one are not written here: not measured
     assert main["calib_sft_helps"] == "PASS" and main["calib_oracle_helps"] == "PASS"
     assert main["calib_no_knife_edge"] == "not measured" and main["calib_plateau"] == "not measured"
     # elsewhere the knife edge is judged from the world seed's own base students (none written here: not
@@ -152,11 +153,13 @@ def test_calibration_line_per_world(built):
 
 
 def test_knife_edge_is_judged_per_world_seed_from_its_owner(tmp_path, monkeypatch):
-    """World seed 1 has two worlds; its base students (pre-training seeds 1234, 1235, 1236) lie in the
-    smallest root of the seed, w1_p0.25, where the DAG pre-trains them. Seed 1236's base student answers 2 of
-    20 id problems against 8 for the others: 10% against a mean of 30%, 20 points off -> FAIL on both
-    worlds of seed 1. The main world's three (its own and W/calibration/pretrain_seed1235, 1236) agree -> PASS,
-    and a second world of the main seed (w0_p0.25) reads the main world's."""
+    """Under pretrain.per_seed with seeds 0-3 and calibration seeds 1235, 1236, the main world seed compares
+    pre-training seeds 1234-1237 (Table 1's seeds), any other world seed 1234-1236 (its robustness seeds 0, 1
+    and the calibration's). The main world's 1237 (only under W, where the DAG builds it) answers 2 of 20 id
+    problems against 8 for the others: 10% against a mean of 32.5% -> FAIL on the main world and on the other
+    world of its seed (w0_p0.25), which must read the main world's four, not the calibration's three. World
+    seed 1's three agree (40%) -> PASS on both its worlds, read from the smallest root of the seed, w1_p0.25.
+    Without the main world in the list, w0_p0.25 finds no base students: not measured, never blank."""
     for name, facts in (("w1_p0.5", (1, 0.5)), ("w0_p0.25", (0, 0.25))):
         monkeypatch.setitem(FACTS, name, facts)
         monkeypatch.setitem(CORRECT, name, CORRECT["w1_p0.25"])
@@ -165,29 +168,35 @@ def test_knife_edge_is_judged_per_world_seed_from_its_owner(tmp_path, monkeypatc
              "w1_p0.25": work / "robustness" / "w1_p0.25", "w1_p0.5": work / "robustness" / "w1_p0.5"}
     for name, root in roots.items():
         make_world(root, name)
-    for seed, id_correct in ((1235, 8), (1236, 8)):
+    for seed, id_correct in ((1235, 8), (1236, 8), (1237, 2)):
         write_samples(work / "calibration" / f"pretrain_seed{seed}" / "eval" / "base_student", (6, id_correct, 2))
-    for seed, id_correct in ((1235, 8), (1236, 2)):
-        write_samples(roots["w1_p0.25"] / "calibration" / f"pretrain_seed{seed}" / "eval" / "base_student",
-                      (6, id_correct, 2))
+    for seed in (1235, 1236):
+        write_samples(roots["w1_p0.25"] / "calibration" / f"pretrain_seed{seed}" / "eval" / "base_student", (6, 8, 2))
     profile = yaml.safe_load(write_profile(tmp_path).read_text())
-    profile["calibration"] = {"pretrain_seeds": [1235, 1236]}
-    profile["pretrain"] = {**profile.get("pretrain", {}), "per_seed": False}
+    profile.update(seeds=[0, 1, 2, 3], ablation_seeds=[0], calibration={"pretrain_seeds": [1235, 1236]})
+    profile["pretrain"] = {**profile.get("pretrain", {}), "per_seed": True, "seed": 1234}
     (tmp_path / "knife_edge.yaml").write_text(yaml.safe_dump(profile))
-    worlds = ",".join(f"{name}={root}/world/world.json" for name, root in roots.items())
-    out = tmp_path / "results" / "robustness.csv"
-    args = args_for(tmp_path, worlds, out)
-    args.profile = str(tmp_path / "knife_edge.yaml")
-    robustness.write_robustness(args)
-    table = pd.read_csv(out).set_index("world")
-    assert table.loc["w1_p0.25", "calib_no_knife_edge"] == "FAIL"
-    assert table.loc["w1_p0.5", "calib_no_knife_edge"] == "FAIL"
-    assert table.loc["w1_p0.5", "calib_pretrain_seed_max_deviation"] == pytest.approx(20.0)  # 10% vs mean 30%
-    assert table.loc["w0_p0.25", "calib_no_knife_edge"] == "PASS"
-    # the main world also judges its plateau (no longer-pre-trained base student written: not measured)
-    assert table.loc["w0_p0.5", "calib_no_knife_edge"] == "PASS"
+
+    def judged(names):
+        worlds = ",".join(f"{name}={roots[name]}/world/world.json" for name in names)
+        out = tmp_path / "results" / f"robustness_{len(names)}.csv"
+        args = args_for(tmp_path, worlds, out)
+        args.profile = str(tmp_path / "knife_edge.yaml")
+        robustness.write_robustness(args)
+        return pd.read_csv(out).set_index("world")
+
+    table = judged(list(roots))
+    assert table.loc["w0_p0.5", "calib_no_knife_edge"] == "FAIL"
+    assert table.loc["w0_p0.25", "calib_no_knife_edge"] == "FAIL"
+    assert table.loc["w0_p0.25", "calib_pretrain_seed_max_deviation"] == pytest.approx(22.5)  # 10% vs 32.5%
+    assert table.loc["w1_p0.25", "calib_no_knife_edge"] == "PASS"
+    assert table.loc["w1_p0.5", "calib_no_knife_edge"] == "PASS"
+    # the plateau: the main world only (no longer-pre-trained base student written: not measured)
     assert table.loc["w0_p0.5", "calib_plateau"] == "not measured"
     assert math.isnan(table.loc["w1_p0.5", "calib_plateau"]) and math.isnan(table.loc["w0_p0.25", "calib_plateau"])
+    without_main = judged(["w0_p0.25", "w1_p0.25", "w1_p0.5"])
+    assert without_main.loc["w0_p0.25", "calib_no_knife_edge"] == "not measured"
+    assert without_main.loc["w1_p0.5", "calib_no_knife_edge"] == "PASS"
 
 
 def test_markdown_summary(built):

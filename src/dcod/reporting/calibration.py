@@ -333,13 +333,15 @@ def knife_edge_target(frame: pd.DataFrame, missing: Missing | None = None) -> Ta
                 f"{KNIFE_EDGE_MIN_STUDENTS} or more) all have id within "
                 f"+/-{KNIFE_EDGE_MAX_DEVIATION:g} points of their mean")
     values = {model: _accuracy(frame, model, "id") for model in ["base_student", *models_of_role(frame, PRETRAIN_SEED)]}
+    unmeasured = [model for model, value in values.items() if math.isnan(value)]  # evaluated, but not on id
     values = {model: value for model, value in values.items() if not math.isnan(value)}
-    incomplete = any(role in ("base_student", PRETRAIN_SEED) or model == "base_student"
-                     for model, (role, _) in (missing or {}).items())
+    incomplete = unmeasured or any(role in ("base_student", PRETRAIN_SEED) or model == "base_student"
+                                   for model, (role, _) in (missing or {}).items())
     if incomplete or len(values) < KNIFE_EDGE_MIN_STUDENTS:
+        without_id = f"; without an id result: {', '.join(unmeasured)}" if unmeasured else ""
         return _not_measured("no_knife_edge", question, missing, ("base_student", PRETRAIN_SEED),
                              f"{len(values)} base student(s) measured on id, {KNIFE_EDGE_MIN_STUDENTS} needed "
-                             "(calibration.pretrain_seeds in the profile)")
+                             f"(calibration.pretrain_seeds, or pretrain.per_seed with seeds){without_id}")
     mean = float(np.mean(list(values.values())))
     deviation = max(abs(v - mean) for v in values.values())
     evidence = (", ".join(f"{model} {value:.1f}%" for model, value in values.items())

@@ -28,6 +28,9 @@ Inputs per world folder ``R`` (``--worlds name=R/world/world.json,...``):
   R/world/world.json                       world seed (``world.seed``) and p_direct (``profile.teacher``)
   R/traces/train.json (when present)       p_direct again (``profile.teacher.p_direct``): must agree
   R/eval/<model>/[seed<s>/]samples.jsonl   base_student, teacher_direct, teacher_decomposed, experiments
+  O/calibration/pretrain_seed<S>/eval/base_student/samples.jsonl
+                                           the knife-edge base students of the world seed, in its owner
+                                           folder O (``knife_edge_owner``)
 The main world is the one whose world seed and p_direct are the profile's own (the DAG reuses the main
 run for it).
 """
@@ -217,7 +220,8 @@ def world_row(world: World, experiments: list[str], seeds: list[int], splits: li
 
 def knife_edge_owner(world: World, worlds: list[World], main_seed: int) -> Path | None:
     """The work folder holding the base students of ``world``'s world seed: the main world's for the main
-    world seed (None when the main world is not listed), else the smallest folder of that seed (the DAG's
+    world seed (None when the main world is not listed; ``world_knife_edge`` then finds none and the target
+    reads not measured), else the smallest folder of that seed (the DAG's
     ``_shared_base_root`` in workflow/rules/common.smk: the root where it pre-trains them)."""
     if world.world_seed == main_seed:
         return next((w.work for w in worlds if w.main), None)
@@ -231,9 +235,8 @@ def world_knife_edge(profile, world: World, worlds: list[World]) -> dict | None:
     if world.main:
         return knife_edge_knobs(profile)
     main_seed = int(profile.world.get("seed", 0))
-    owner = knife_edge_owner(world, worlds, main_seed)
-    if owner is None:
-        return None
+    # the main world not listed: its base students are not found, so the target reads not measured
+    owner = knife_edge_owner(world, worlds, main_seed) or world.work
     knobs = knife_edge_knobs(profile, owner)
     if world.world_seed == main_seed:
         knobs["pretrain_seeds"] = profile.knife_edge_pretrain_seeds(main_world=True)
