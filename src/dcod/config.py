@@ -401,10 +401,11 @@ class ProfileConfig(Section):
 
     def knife_edge_pretrain_seeds(self, main_world: bool = True) -> list[int]:
         """The pre-training seeds, besides ``pretrain.seed``, whose base students the knife-edge calibration
-        target compares for one world seed (docs/claims.md, "Five seeds for Table 1"; docs/toy_world.md): ``calibration.pretrain_seeds``
-        and, under ``pretrain.per_seed``, the base student of every training seed run on that world seed
-        (the main world: Table 1, Table 2 and the robustness seeds; another world seed: the robustness seeds).
-        The DAG pre-trains and evaluates exactly these; the calibration and robustness reports read them."""
+        target compares for one world seed (docs/claims.md, "Five seeds for Table 1"; docs/toy_world.md):
+        ``calibration.pretrain_seeds`` and, under ``pretrain.per_seed``, the base student of every training
+        seed run on that world seed (the main world: Table 1, Table 2 and the robustness seeds; another world
+        seed: the robustness seeds). The DAG pre-trains and evaluates exactly these; the calibration and
+        robustness reports read them."""
         seeds = set(self.calibration.pretrain_seeds)
         if self.pretrain.per_seed:
             robust = list(self.robustness.seeds) if self.robustness is not None else []
