@@ -27,7 +27,8 @@ def _profile(path):
 BAD_EXPERIMENTS = [
     ({"method": "sftt"}, "method", "allowed values"),
     ({"method": "sft", "learning_rate": 1}, "learning_rate", "allowed keys"),
-    ({"method": "sft", "train": {"lr": -1.0}}, "lr", "must be > 0"),
+    ({"method": "sft", "train": {"lr": 1e-3}}, "train.lr", "learning_rates.values.x"),  # a profile's fact
+    ({"method": "sft", "train": {"max_grad_norm": -1.0}}, "max_grad_norm", "must be > 0"),
     ({"method": "sft", "train": {"lrr": 1.0}}, "lrr", "allowed keys"),
     ({"method": "sft", "train": {"steps": "many"}}, "steps", "expected int"),
     ({"method": "dcod", "params": {"beta": -1.0}}, "beta", "must be >= 0"),
@@ -101,8 +102,8 @@ def test_missing_config_file_is_a_clear_error(tmp_path):
 # --- range checks pinned for issue 11 (list 6): each refusal names the key and what is allowed ---------
 
 NON_FINITE_EXPERIMENTS = [
-    ({"method": "sft", "train": {"lr": float("inf")}}, "train.lr"),
-    ({"method": "sft", "train": {"lr": "nan"}}, "train.lr"),  # YAML 1.1 strings are read as numbers
+    ({"method": "sft", "train": {"min_lr_ratio": float("inf")}}, "train.min_lr_ratio"),
+    ({"method": "sft", "train": {"max_grad_norm": "nan"}}, "train.max_grad_norm"),  # YAML 1.1 strings are numbers
     ({"method": "sft", "train": {"max_grad_norm": float("nan")}}, "train.max_grad_norm"),
     ({"method": "dcod", "params": {"clip": float("inf")}}, "params.clip"),
     ({"method": "dcod", "params": {"beta": float("nan")}}, "params.beta"),
@@ -191,15 +192,16 @@ def _write(root, name, text):
 
 def test_an_experiment_inherits_its_base_and_overrides_one_knob(tmp_path):
     _write(tmp_path, "parent", "method: dcod\ndescription: parent\nparams: {beta: null, clip: 5.0, ess_target: 0.5}\n"
-                               "train: {lr: 0.0005, steps: 7}\n")
+                               "train: {max_grad_norm: 0.5, steps: 7}\n")
     child = _write(tmp_path, "child", "base: parent\ndescription: child\ntable: ablation\nparams: {clip: null}\n"
                                       "train: {steps: 9}\n")
     experiment = load_experiment(child)
     assert (experiment.name, experiment.method, experiment.description, experiment.table) == (
         "child", "dcod", "child", "ablation")
     assert experiment.params == {"beta": None, "clip": None, "ess_target": 0.5}  # merged key by key
-    assert experiment.train == {"lr": 0.0005, "steps": 9}
+    assert experiment.train == {"max_grad_norm": 0.5, "steps": 9}
     assert experiment_chain(child) == [child, tmp_path / "parent" / "config.yaml"]
+    assert experiment.bases == ("parent",)
 
 
 def test_the_shipped_ablations_resolve_to_the_default_dcod_but_their_knob():

@@ -1,37 +1,148 @@
-"""The learning rates in the experiment configs are the ones the validation-split tuning chose."""
+"""Learning rates belong to a profile: where each one comes from, and that no value crosses profiles."""
+
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
+import yaml
 
-from dcod.config import load_experiment, load_profile, train_config_for
+from dcod.config import (ConfigError, discover_experiments, learning_rate_for, load_experiment, load_profile,
+                         train_config_for)
 
 from conftest import REPO
 
+PROFILES = sorted((REPO / "config" / "profiles").glob("*.yaml"))
+EXPERIMENTS = REPO / "experiments"
 
-def test_configs_use_the_tuned_learning_rates():
-    # the published grid decides (results/ holds only what a local run wrote, and is not committed)
-    path = REPO / "paper" / "published" / "results" / "tuning.csv"
-    tuning = pd.read_csv(path)
+
+def _experiments(profile):
+    return {name: load_experiment(EXPERIMENTS / name / "config.yaml")
+            for name in discover_experiments(EXPERIMENTS, profile)}
+
+
+def test_no_experiment_config_carries_a_learning_rate():
+    for path in sorted(EXPERIMENTS.glob("*/config.yaml")):
+        assert "lr" not in (yaml.safe_load(path.read_text()).get("train") or {}), path
+
+
+def test_an_experiment_learning_rate_is_refused_naming_file_and_profile_key(tmp_path):
+    path = tmp_path / "mine" / "config.yaml"
+    path.parent.mkdir()
+    path.write_text("method: sft\ntrain: {lr: 1.0e-3}\n")
+    with pytest.raises(ConfigError, match=r"mine/config.yaml: train.lr: .*learning_rates.values.mine"):
+        load_experiment(path)
+
+
+def test_the_toy_table_is_the_published_grid_choice():
+    """The toy profile's table was copied from its tuning results: every method in both agrees, and every
+    chosen value is a point of the profile's own grid (the guard against a value tuned elsewhere)."""
     profile = load_profile(REPO / "config/profiles/toy.yaml")
+    rates = profile.learning_rates
+    assert rates.source == "table"
+    tuning = pd.read_csv(REPO / rates.tuned_from)
     chosen = tuning[tuning["chosen"]].set_index("experiment")["lr"]
-    main = [path.parent.name for path in sorted((REPO / "experiments").glob("*/config.yaml"))
-            if load_experiment(path).table == "main"]
-    assert set(chosen.index) == set(main), "every Table 1 method is tuned on the same grid"
-    for experiment, lr in chosen.items():
-        configured = train_config_for(profile, load_experiment(REPO / "experiments" / experiment / "config.yaml")).lr
-        assert configured == pytest.approx(lr), f"{experiment}: config lr {configured} but tuning chose {lr}"
-    # the grid is the same for every method (equal tuning budget)
-    grids = tuning.groupby("experiment")["lr"].apply(lambda s: tuple(sorted(s)))
-    assert grids.nunique() == 1
+    shared = sorted(set(chosen.index) & set(rates.values))
+    assert shared, "the table and the tuning results share no experiment"
+    for name in shared:
+        assert rates.values[name] == pytest.approx(chosen[name]), name
+    assert set(tuning["lr"]) == set(profile.tuning.lrs), "the table came from this profile's grid"
 
 
-def test_ablations_train_at_the_default_dcod_learning_rate():
-    """Table 2 varies one DCOD knob at a time: every ablation uses the default dcod's (tuned) lr."""
+@pytest.mark.parametrize("path", PROFILES, ids=lambda p: p.stem)
+def test_every_experiment_of_every_profile_resolves_its_learning_rate(path, tmp_path):
+    profile = load_profile(path)
+    experiments = _experiments(profile)
+    table = None
+    if profile.learning_rates is not None and profile.learning_rates.source == "tuning":
+        with pytest.raises(ConfigError, match="needs the tuning results"):
+            learning_rate_for(profile, next(iter(experiments.values())))
+        # a tuning file of this profile's grid: a distinct grid point per experiment, so a mix-up shows
+        grid = profile.tuning.lrs
+        main = [n for n, e in experiments.items() if e.table == "main"]
+        rows = [{"experiment": n, "lr": lr, "chosen": lr == grid[i % len(grid)]}
+                for i, n in enumerate(main) for lr in grid]
+        table = tmp_path / "tuning.csv"
+        pd.DataFrame(rows).to_csv(table, index=False)
+    for name, experiment in experiments.items():
+        rate = learning_rate_for(profile, experiment, table)
+        assert rate.value in ([profile.train.lr] if profile.learning_rates is None else profile.tuning.lrs), name
+        assert train_config_for(profile, experiment, lr=rate.value).lr == rate.value
+        if table is not None:
+            owner = name if experiment.table == "main" else experiment.bases[0]
+            assert owner in rate.origin and str(table) in rate.origin
+
+
+def test_the_paper_profile_resolves_none_of_the_toy_values(tmp_path):
+    """Under the paper profile every rate is the paper grid's choice: none of the toy table's values."""
+    toy = load_profile(REPO / "config/profiles/toy.yaml")
+    paper = load_profile(REPO / "config/profiles/paper.yaml")
+    assert paper.learning_rates.source == "tuning" and "lr" not in paper.train.model_fields_set
+    assert not set(paper.tuning.lrs) & set(toy.learning_rates.values.values())
+    experiments = _experiments(paper)
+    rows = [{"experiment": n, "lr": lr, "chosen": lr == 1e-5} for n, e in experiments.items() if e.table == "main"
+            for lr in paper.tuning.lrs]
+    table = tmp_path / "tuning.csv"
+    pd.DataFrame(rows).to_csv(table, index=False)
+    for name, experiment in experiments.items():
+        assert learning_rate_for(paper, experiment, table).value == 1e-5, name
+
+
+def test_ablations_train_at_the_learning_rate_of_the_experiment_they_vary():
+    """Table 2 varies one DCOD knob at a time: every ablation inherits its base's rate (toy table)."""
     profile = load_profile(REPO / "config/profiles/toy.yaml")
-    experiments = REPO / "experiments"
-    dcod_lr = train_config_for(profile, load_experiment(experiments / "dcod" / "config.yaml")).lr
-    ablations = [path for path in sorted(experiments.glob("*/config.yaml"))
-                 if load_experiment(path).table == "ablation"]
-    assert len(ablations) >= 13
-    for path in ablations:
-        assert train_config_for(profile, load_experiment(path)).lr == dcod_lr, path.parent.name
+    ablations = {n: e for n, e in _experiments(profile).items() if e.table == "ablation"}
+    assert ablations
+    for name, experiment in ablations.items():
+        base = load_experiment(EXPERIMENTS / experiment.bases[-1] / "config.yaml")
+        assert learning_rate_for(profile, experiment).value == learning_rate_for(profile, base).value, name
+
+
+def test_a_value_off_the_profile_grid_or_beside_train_lr_is_refused(tmp_path):
+    text = (REPO / "config/profiles/toy.yaml").read_text()
+    off_grid = tmp_path / "off_grid.yaml"
+    off_grid.write_text(text.replace("    sft: 1.0e-3\n", "    sft: 3.0e-3\n"))
+    with pytest.raises(ConfigError, match=r"off_grid.yaml: learning_rates: \{'sft': 0.003\} are not points"):
+        load_profile(off_grid)
+    both = tmp_path / "both.yaml"
+    both.write_text(text.replace("  batch_size: 32\n  warmup_steps", "  batch_size: 32\n  lr: 1.0e-3\n  warmup_steps"))
+    with pytest.raises(ConfigError, match="both.yaml: train: sets lr, which learning_rates"):
+        load_profile(both)
+    missing = tmp_path / "missing.yaml"
+    missing.write_text(text.replace("    sft: 1.0e-3\n", ""))
+    with pytest.raises(ConfigError, match="no learning rate for 'sft'"):
+        learning_rate_for(load_profile(missing), load_experiment(EXPERIMENTS / "sft/config.yaml"))
+
+
+def test_a_tuning_file_without_the_experiment_is_refused(tmp_path):
+    paper = load_profile(REPO / "config/profiles/paper.yaml")
+    table = tmp_path / "tuning.csv"
+    pd.DataFrame([{"experiment": "kd", "lr": 1e-5, "chosen": True}]).to_csv(table, index=False)
+    with pytest.raises(ConfigError, match="no chosen learning rate for 'sft'"):
+        learning_rate_for(paper, load_experiment(EXPERIMENTS / "sft/config.yaml"), table)
+
+
+@pytest.mark.parametrize("profile,experiment,expected", [
+    ("toy", "dcod_beta5", "learning_rates.values.dcod (inherited through base: dcod)"),
+    ("paper", "sft", "learning_rates.source tuning"),
+    ("smol", "sft", "train.lr (one untuned value"),
+])
+def test_config_show_prints_the_learning_rate_and_its_origin(profile, experiment, expected):
+    result = subprocess.run([sys.executable, "-m", "dcod", "config", "show", "--profile",
+                             f"config/profiles/{profile}.yaml", "--experiment", experiment],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    shown = yaml.safe_load(result.stdout)
+    assert expected in shown["learning_rate"]["origin"]
+    assert shown["train"]["lr"] == shown["learning_rate"]["value"]
+
+
+def test_the_dag_feeds_the_tuning_choice_to_training_under_source_tuning():
+    """paper (source tuning): every Table 1 training job waits for the grid and reads its choice."""
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n", "-p",
+               "results/paper/table1.csv", "--config", "profile=paper"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    train_lines = [line for line in result.stdout.splitlines() if " -m dcod train " in line and "--lr " not in line]
+    assert train_lines and all("--lr-table results/paper/tuning.csv" in line for line in train_lines)
+    assert "rule tuning:" in result.stdout

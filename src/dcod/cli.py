@@ -67,7 +67,33 @@ def cmd_train(args):
     from dcod.pipeline import stage_train
 
     stage_train(_profile(args), Path(args.experiment), args.seed, _folder(args.world), Path(args.base),
-                Path(args.traces), _folder(args.out), lr=args.lr)
+                Path(args.traces), _folder(args.out), lr=args.lr, lr_table=args.lr_table)
+
+
+def cmd_config(args):
+    """``config show``: the resolved training budget of one experiment on one profile, and where its
+    learning rate comes from (the profile's table, its tuning results, or its one train.lr)."""
+    import yaml
+
+    from dcod.config import learning_rate_for, load_experiment, train_config_for
+
+    profile = _profile(args)
+    path = Path(args.experiment)
+    if not path.is_file() and (Path("experiments") / args.experiment / "config.yaml").is_file():
+        path = Path("experiments") / args.experiment / "config.yaml"  # a bare experiment name
+    experiment = load_experiment(path)
+    if profile.learning_rates is not None and profile.learning_rates.source == "tuning" and not args.lr_table:
+        rate = {"value": None, "origin": f"{profile.source}: learning_rates.source tuning: the grid "
+                f"{profile.tuning.lrs} chooses on {profile.tuning.split} (pass --lr-table "
+                "results/<profile>/tuning.csv once it is built)"}
+        train = train_config_for(profile, experiment).model_dump(mode="json")
+        train["lr"] = None
+    else:
+        resolved = learning_rate_for(profile, experiment, args.lr_table)
+        rate = resolved.model_dump()
+        train = train_config_for(profile, experiment, lr=resolved.value).model_dump(mode="json")
+    print(yaml.safe_dump({"profile": profile.source, "experiment": str(path), "learning_rate": rate,
+                          "train": train}, sort_keys=False, width=1000), end="")
 
 
 TEACHERS = {"teacher": "teacher", "teacher_direct": "teacher:direct", "teacher_decomposed": "teacher:decomposed"}
@@ -141,8 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("world", "base", "traces", "out"):
         p.add_argument(f"--{name}", required=True)
     p.add_argument("--lr", type=_positive_number, default=None,
-                   help="override the learning rate (tuning grid)")
+                   help="override the learning rate (a point of the tuning grid)")
+    p.add_argument("--lr-table", default=None,
+                   help="the profile's tuning results (results/<profile>/tuning.csv), for learning_rates.source tuning")
     p.add_argument("--seed", type=_seed, required=True)
+    p = add("config", cmd_config, "show an experiment's resolved training config on a profile")
+    p.add_argument("what", choices=["show"])
+    p.add_argument("--experiment", required=True, help="experiments/<name>/config.yaml, or <name>")
+    p.add_argument("--lr-table", default=None, help="the profile's tuning results, for learning_rates.source tuning")
     p = add("evaluate", cmd_evaluate, "greedy pass@1 on every split of the profile")
     p.add_argument("--world", required=True)
     p.add_argument("--model", required=True, help="a model directory, a run.json, or one of base_student, "

@@ -336,6 +336,35 @@ class TuningConfig(Section):
         return self
 
 
+class LearningRates(Section):
+    """Where each experiment's learning rate comes from on this profile (docs/tuning.md). A learning rate is
+    a fact about one profile: it was chosen on that profile's ``validation`` split, so it lives here, never
+    in an experiment's config (which every profile shares).
+
+    ``table``: ``values`` maps experiments to the rate the profile's tuning grid chose, copied from the
+    tuning results named in ``tuned_from`` (a test checks the copy); ``tuning``: the DAG runs the grid first
+    and every training job reads its choice from ``results/<profile>/tuning.csv``. Without this section
+    every experiment trains at the profile's ``train.lr`` (one untuned value: the smoke profiles). An
+    ablation (``base: <experiment>``) trains at the rate of the experiment it is based on unless listed."""
+
+    source: Literal["table", "tuning"]
+    values: dict[str, Float] = Field(default_factory=dict)
+    tuned_from: str | None = None  # the tuning results the table was copied from (repository path)
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.source == "table" and not self.values:
+            raise ValueError("values: source 'table' needs the chosen learning rate of every experiment")
+        if self.source == "table" and not self.tuned_from:
+            raise ValueError("tuned_from: source 'table' must name the tuning results its values come from")
+        if self.source == "tuning" and self.values:
+            raise ValueError("values: source 'tuning' reads the tuning results; a table would be ignored")
+        for name, lr in self.values.items():
+            if not lr > 0:
+                raise ValueError(f"values: {name}: must be > 0, got {lr}")
+        return self
+
+
 class ReportConfig(Section):
     """Which experiments the report's claims compare: the one under test and the reference baseline
     (experiment names, as in ``experiments/<name>``). The defaults are those of the shipped profiles."""
@@ -385,6 +414,7 @@ class ProfileConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     tuning: TuningConfig = Field(default_factory=TuningConfig)
+    learning_rates: LearningRates | None = None  # None: every experiment at train.lr (untuned)
     report: ReportConfig = Field(default_factory=ReportConfig)
     seeds: list[Seed] = Field(default_factory=lambda: [0, 1, 2])
     threads: int = Field(1, ge=1)
@@ -423,6 +453,16 @@ class ProfileConfig(Section):
             raise ValueError("ablation_seeds: must be distinct")
         if self.tuning.split not in self.eval.splits:
             raise ValueError(f"tuning.split: must be one of {self.eval.splits}")
+        if self.learning_rates is not None:
+            if "lr" in self.train.model_fields_set:
+                raise ValueError(f"train: sets lr, which learning_rates (source {self.learning_rates.source}) "
+                                 "replaces for every experiment; remove train.lr")
+            grid = set(self.tuning.lrs)
+            off_grid = {name: lr for name, lr in self.learning_rates.values.items() if lr not in grid}
+            if off_grid:
+                raise ValueError(f"learning_rates: {off_grid} are not points of this profile's tuning grid "
+                                 f"tuning.lrs {self.tuning.lrs}: a value chosen on another grid (another "
+                                 "profile's) does not belong here")
         if self.robustness is not None:
             if self.data.source != "toy":
                 raise ValueError("robustness: the robustness worlds exist for data.source toy only")
@@ -451,17 +491,80 @@ class ExperimentConfig(Section):
     # student's native style -- the oracle reference row, knowledge no real method has
     traces: Literal["teacher", "student_style"] = "teacher"
     params: dict[str, Any] = Field(default_factory=dict)  # the method's Params, checked by resolve
-    train: dict[str, Any] = Field(default_factory=dict)  # overrides of the profile's TrainConfig
+    train: dict[str, Any] = Field(default_factory=dict)  # overrides of the profile's TrainConfig (never lr)
     _source: str = PrivateAttr("experiment")
+    _bases: tuple[str, ...] = PrivateAttr(())  # the experiments of its base: chain, nearest first
 
     @property
     def source(self) -> str:
         return self._source
 
+    @property
+    def bases(self) -> tuple[str, ...]:
+        return self._bases
 
-def train_config_for(profile: ProfileConfig, experiment: ExperimentConfig) -> TrainConfig:
-    """The profile's training budget with the experiment's overrides, checked as a whole."""
+
+class LearningRate(BaseModel):
+    """The learning rate one training job uses and where it came from (printed by ``dcod config show``,
+    recorded in run.json)."""
+
+    value: float
+    origin: str
+
+
+def learning_rate_for(profile: ProfileConfig, experiment: ExperimentConfig,
+                      tuning_results: str | Path | None = None) -> LearningRate:
+    """The learning rate of ``experiment`` on ``profile`` (``LearningRates``): the profile's table, the
+    profile's tuning results (``tuning_results``, the CSV ``report tuning`` writes), or the profile's one
+    ``train.lr``. The experiment's own name is looked up first, then its base: chain (an ablation trains at
+    the rate of the experiment it varies). Anything that cannot be resolved is a ConfigError naming it."""
+    rates = profile.learning_rates
+    names = (experiment.name, *experiment.bases)
+    if rates is None:
+        return LearningRate(value=profile.train.lr, origin=f"{profile.source}: train.lr (one untuned value for "
+                                                           "every experiment of this profile)")
+    if rates.source == "table":
+        for name in names:
+            if name in rates.values:
+                via = "" if name == experiment.name else f" (inherited through base: {name})"
+                return LearningRate(value=rates.values[name],
+                                    origin=f"{profile.source}: learning_rates.values.{name}{via}, chosen on "
+                                           f"validation by the grid {rates.tuned_from}")
+        raise ConfigError(f"{profile.source}: learning_rates.values: no learning rate for {experiment.name!r} "
+                          f"(nor its bases {list(experiment.bases)}); add the value its tuning chose")
+    if tuning_results is None:
+        raise ConfigError(f"{profile.source}: learning_rates.source is 'tuning': training {experiment.name!r} needs "
+                          "the tuning results (--lr-table results/<profile>/tuning.csv; the DAG builds it first)")
+    chosen = _chosen_learning_rates(Path(tuning_results))
+    for name in names:
+        if name in chosen:
+            via = "" if name == experiment.name else f" (inherited through base: {name})"
+            return LearningRate(value=chosen[name], origin=f"{tuning_results}: the grid's choice for {name} on "
+                                                           f"{profile.tuning.split}{via}")
+    raise ConfigError(f"{tuning_results}: no chosen learning rate for {experiment.name!r} (nor its bases "
+                      f"{list(experiment.bases)}): was it tuned with this profile?")
+
+
+def _chosen_learning_rates(path: Path) -> dict[str, float]:
+    """{experiment: chosen lr} of a tuning CSV (columns experiment, lr, chosen)."""
+    import csv
+
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such tuning results file")
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if rows and not {"experiment", "lr", "chosen"} <= set(rows[0]):
+        raise ConfigError(f"{path}: not a tuning results file (needs columns experiment, lr, chosen)")
+    return {row["experiment"]: float(row["lr"]) for row in rows if row["chosen"] == "True"}
+
+
+def train_config_for(profile: ProfileConfig, experiment: ExperimentConfig, lr: float | None = None) -> TrainConfig:
+    """The profile's training budget with the experiment's overrides and the learning rate ``lr`` (from
+    ``learning_rate_for``), checked as a whole. Without ``lr`` the budget keeps the profile's ``train.lr``:
+    only for callers that read the other knobs (the DAG's launcher choice), never for training."""
     merged = {**profile.train.model_dump(), **experiment.train}
+    if lr is not None:
+        merged["lr"] = lr
     return parse_section(TrainConfig, merged, experiment.source, "train")
 
 
@@ -517,6 +620,10 @@ def parse_experiment(name: str, data: dict[str, Any], source: str) -> Experiment
     data = {**data, "params": data.get("params") or {}, "train": data.get("train") or {}}
     experiment = parse_section(ExperimentConfig, {"name": name, **data}, source)
     experiment._source = source
+    if "lr" in experiment.train:
+        raise ConfigError(f"{source}: train.lr: a learning rate is a fact about a profile (it is chosen on that "
+                          f"profile's validation split), not about the method; put it in the profile, "
+                          f"config/profiles/<profile>.yaml learning_rates.values.{name} (docs/tuning.md)")
     parse_section(TrainConfig, experiment.train, source, "train")
     return experiment
 
@@ -563,7 +670,9 @@ def experiment_chain(path: str | Path) -> list[Path]:
 
 def load_experiment(path: str | Path) -> ExperimentConfig:
     path = Path(path)
-    return parse_experiment(path.parent.name, read_experiment(path), str(path))
+    experiment = parse_experiment(path.parent.name, read_experiment(path), str(path))
+    experiment._bases = tuple(base.parent.name for base in experiment_chain(path)[1:])
+    return experiment
 
 
 def discover_experiments(root: str | Path, profile: ProfileConfig | None = None) -> list[str]:

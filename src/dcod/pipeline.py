@@ -16,7 +16,8 @@ import pandas as pd
 import torch
 
 from dcod.backends import frozen_on_device, generation_backend, load_teacher, rollout_backend, teacher_scorer
-from dcod.config import ProfileConfig, TrainConfig, load_experiment, train_config_for
+from dcod.config import (LearningRate, ProfileConfig, TrainConfig, learning_rate_for, load_experiment,
+                         train_config_for)
 from dcod.data import check_vocab, load_traces, use_student_prompts
 from dcod.generation import SamplingParams
 from dcod.io import atomic_path, code_version, content_digest, read_jsonl, write_json, write_parquet
@@ -168,15 +169,21 @@ def step_context(profile: ProfileConfig, cfg: TrainConfig, needs: Needs, *, mode
 
 
 def stage_train(profile: ProfileConfig, experiment_config: Path, seed: int, world_dir: Path, base_dir: Path,
-                traces_path: Path, out_dir: Path, *, lr: float | None = None, stop_after: int | None = None) -> None:
-    """Train one experiment with one seed; ``lr`` overrides the learning rate (the tuning grid)."""
+                traces_path: Path, out_dir: Path, *, lr: float | None = None, lr_table: Path | None = None,
+                stop_after: int | None = None) -> None:
+    """Train one experiment with one seed. The learning rate is the profile's for this experiment
+    (``learning_rate_for``; ``lr_table``: the profile's tuning results when it takes them from there), or
+    ``lr``, a point of the tuning grid."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     set_threads(profile.threads)
     exp = load_experiment(experiment_config)
     if lr is not None:
-        exp.train = {**exp.train, "lr": lr}
-    cfg = train_config_for(profile, exp)
+        rate = LearningRate(value=lr, origin=f"--lr {lr:g}: a point of the tuning grid (tuning.lrs)")
+    else:
+        rate = learning_rate_for(profile, exp, lr_table)
+    print(f"learning rate {rate.value:g} from {rate.origin}", flush=True)
+    cfg = train_config_for(profile, exp, lr=rate.value)
     method_class, params = resolve(exp)
     needs = method_class.needs(params)
     experiment = {**exp.model_dump(mode="json"), "params": params.model_dump(mode="json")}  # resolved
@@ -193,9 +200,11 @@ def stage_train(profile: ProfileConfig, experiment_config: Path, seed: int, worl
                        world_dir=world_dir, base_dir=base_dir)
     cost = Cost()
     method = method_class(params, ctx, cost)
-    # what the checkpoint was computed from besides the code (docs/architecture.md, "Checkpoints"); exp
-    # already holds an --lr override, and an upstream retrain changes the base student's digest
-    fingerprint = {"config": {"profile": profile.model_dump(mode="json"), "experiment": experiment},
+    # what the checkpoint was computed from besides the code (docs/architecture.md, "Checkpoints"): the
+    # configs and the learning rate (which may come from a tuning file), and an upstream retrain changes the base
+    # student's digest
+    fingerprint = {"config": {"profile": profile.model_dump(mode="json"), "experiment": experiment,
+                              "lr": rate.value},
                    "inputs": {"world": content_digest(world_dir), "base": content_digest(base_dir),
                               "traces": content_digest(traces_path)}}
     trainer = Trainer(model, tokenizer, method, cfg, out_dir, cost=cost, seed=seed, stop_after=stop_after,
@@ -216,6 +225,7 @@ def stage_train(profile: ProfileConfig, experiment_config: Path, seed: int, worl
                 "weight_diagnostics": list(method_class.weight_diagnostics)}
     write_json(out_dir / "run.json", {**_provenance(profile), "experiment": experiment,
                                       "train": cfg.model_dump(mode="json"), "seed": seed,
+                                      "learning_rate": rate.model_dump(),
                                       "trace_prompts_reencoded": prompts_reencoded, **declared, **summary, **extra})
     trainer.discard_checkpoint()  # it only rescues an interrupted job: never a later run's starting point
 

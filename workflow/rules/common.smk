@@ -2,7 +2,8 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from dcod.config import discover_experiments, experiment_chain, load_experiment, load_profile, train_config_for
+from dcod.config import (discover_experiments, experiment_chain, learning_rate_for, load_experiment, load_profile,
+                         train_config_for)
 from dcod.methods import needs_of
 from dcod.splits import check_profile
 
@@ -77,6 +78,22 @@ TUNING_TARGETS = [TUNING] if len(P.tuning.lrs) > 1 else []
 TUNING_SEED = P.tuning.seed
 TUNING_SPLIT = P.tuning.split
 TUNING_LRS = [f"{lr:g}" for lr in P.tuning.lrs]
+# Where the learning rates come from (ProfileConfig.learning_rates): the profile's table is checked for
+# every experiment now, so a missing value fails the dry run; `source: tuning` makes every training job
+# wait for the profile's tuning grid and read its choice from TUNING
+LR_FROM_TUNING = P.learning_rates is not None and P.learning_rates.source == "tuning"
+if not LR_FROM_TUNING:
+    for _name in EXPERIMENTS:
+        learning_rate_for(P, EXPERIMENT_OF[_name])
+
+
+def lr_table(wildcards):
+    """The tuning results a training job reads its learning rate from (learning_rates.source tuning)."""
+    return [TUNING] if LR_FROM_TUNING else []
+
+
+def lr_option(wildcards):
+    return f"--lr-table {TUNING}" if LR_FROM_TUNING else ""
 
 
 def settings_without_lr(name):

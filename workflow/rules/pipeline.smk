@@ -87,6 +87,7 @@ rule train:
         traces=root_traces,
         config=EXPERIMENTS_DIR / "{experiment}" / "config.yaml",
         bases=experiment_bases,  # the configs it inherits from (base:)
+        lr_table=lr_table,  # the profile's tuning results when its learning rates come from them
     output:
         marker="{root}/runs/{experiment}/seed{seed}/run.json",
         train_log="{root}/runs/{experiment}/seed{seed}/train_log.jsonl",
@@ -94,6 +95,7 @@ rule train:
         launcher=train_launcher,  # python, or accelerate launch with the profile's accelerate config
         sets=root_sets,
         env=root_env,
+        lr_option=lr_option,
     resources:
         gpu=train_gpus,  # read by cluster executors (Slurm: --gpus); unconstrained in local runs
     log:
@@ -103,7 +105,7 @@ rule train:
     shell:
         "{params.env}{params.launcher} -m dcod train --profile {input.profile} {params.sets} "
         "--experiment {input.config} --seed {wildcards.seed} --world {input.world} "
-        "--base {input.base} --traces {input.traces} --out {output.marker} > {log} 2>&1"
+        "--base {input.base} --traces {input.traces} {params.lr_option} --out {output.marker} > {log} 2>&1"
 
 
 rule evaluate:

@@ -54,6 +54,17 @@ def delta_text(row, split: str) -> str:
 
 
 # ----------------------------------------------------------------------------- sections
+def _learning_rate_source(profile) -> str:
+    """Where the profile's learning rates come from (ProfileConfig.learning_rates), in words."""
+    rates = profile.learning_rates
+    if rates is None:
+        return f"one untuned value for every method ({profile.train.lr:g}, the profile's `train.lr`)"
+    chosen = f"each method's choice of the tuning grid on `{profile.tuning.split}`"
+    if rates.source == "table":
+        return f"{chosen}, as stored in the profile (copied from `{rates.tuned_from}`; see Tuning)"
+    return f"{chosen} in this run (see Tuning)"
+
+
 def setup_section(profile, table1: pd.DataFrame) -> list[str]:
     student, teacher, train, ev = profile.student, profile.teacher, profile.train, profile.eval
     student_text = student.path or (f"a tiny Llama built from config (hidden size {student.hidden_size}, "
@@ -64,8 +75,8 @@ def setup_section(profile, table1: pd.DataFrame) -> list[str]:
     lines = ["## Setup", "", f"- Profile: `{profile.name}`.", f"- Student: {student_text}.",
              f"- Teacher: {teacher_text}.",
              f"- Shared training budget for every method: {train.steps} optimiser steps of {train.batch_size} "
-             f"sequences, {train.warmup_steps} warm-up steps; learning rate per method in Table 1's `lr` column "
-             f"(the profile's default is {train.lr:g}; see Tuning).",
+             f"sequences, {train.warmup_steps} warm-up steps; learning rate per method in Table 1's `lr` column: "
+             f"{_learning_rate_source(profile)}.",
              f"- Seeds: {', '.join(map(str, profile.seeds))} (ablations: "
              f"{', '.join(map(str, profile.ablation_seeds or profile.seeds))})" + (
                  f"; seed s starts from the base student pre-trained with seed {profile.pretrain.seed} + s, so a "

@@ -2,8 +2,10 @@
 
 Every method gets the same budget (the profile's ``tuning.lrs``, one seed, validation only; test
 splits are never read). The chosen value is the grid point with the best validation accuracy (ties:
-the smaller learning rate); it is then written into the experiment's config by a person, and
-``tests/test_tuning.py`` checks that the configs still match this file.
+the smaller learning rate). A profile with ``learning_rates.source: tuning`` trains Table 1 at these
+choices (the DAG passes this file to every training job); one with ``source: table`` stores them in the
+profile, copied by a person, and ``tests/test_tuning.py`` checks the copy against the file it names
+(docs/tuning.md).
 """
 
 from __future__ import annotations
