@@ -268,7 +268,8 @@ def test_the_train_command_runs_under_accelerate_launch(tmp_path):
           "--main_process_port", str(_free_port()), "-m", "dcod", "train", "--profile", str(profile_path),
           "--experiment", str(REPO / "experiments" / "dcod" / "config.yaml"), "--seed", "0",
           "--world", str(tmp_path / "world" / "world.json"), "--base", str(tmp_path / "base"),
-          "--traces", str(tmp_path / "traces" / "train.parquet"), "--out", str(tmp_path / "run" / "run.json")],
+          "--traces", str(tmp_path / "traces" / "train.parquet"), "--out", str(tmp_path / "run" / "run.json"),
+          "--lr", "1e-3"],  # a point of the ci grid (its Table 1 reads the grid's choice)
          tmp_path / "launch.log", timeout=420)
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]

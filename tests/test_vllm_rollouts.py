@@ -75,7 +75,7 @@ def test_onpolicy_kd_trains_with_vllm_rollouts(tmp_path, monkeypatch):
     stage_traces(profile, tmp_path / "world", tmp_path / "traces" / "train.parquet")
     train_toy_model(tmp_path / "base", steps=20)  # a base student with the world's tokenizer
     stage_train(profile, REPO / "experiments" / "onpolicy_kd" / "config.yaml", 0, tmp_path / "world",
-                tmp_path / "base", tmp_path / "traces" / "train.parquet", tmp_path / "run")
+                tmp_path / "base", tmp_path / "traces" / "train.parquet", tmp_path / "run", lr=1e-3)
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["rollout_weight_syncs"] == 3  # one push per optimiser step, each before sampling
     assert run["tokens_sampled"] > 0 and run["train"]["rollout_backend"] == "vllm"
