@@ -75,6 +75,8 @@ def _step(trainer, step=0):
 @pytest.mark.parametrize("method,params", [
     ("dcod", DCODParams(beta=2.0, clip=None)),  # fixed beta, no truncation: exact from the first step
     ("dcod", DCODParams(granularity="prefix", discount=0.9, beta=3.0, clip=None)),
+    ("dcod", DCODParams(granularity="token", beta=1.0, reference="none", clip=None)),  # DFT-like weighting
+    ("dcod", DCODParams(granularity="step", beta=0.5, clip=None)),  # step units gathered across micro-batches
     ("iw_sft", IwSFTParams(reference="teacher", normalize=True)),  # a global normaliser: exact
     ("iw_sft", IwSFTParams(reference="teacher")),  # each row's own weight: exact
 ])
@@ -91,7 +93,10 @@ def test_one_pass_is_exact_where_no_lag_is_needed(toy_tokenizer, traces, method,
         assert record_four["lag_log_weight_bound"] == 0.0
 
 
-@pytest.mark.parametrize("params", [DCODParams(), DCODParams(granularity="prefix", discount=0.9)])
+@pytest.mark.parametrize("params", [DCODParams(), DCODParams(granularity="prefix", discount=0.9),
+                                    DCODParams(granularity="token"), DCODParams(granularity="step"),
+                                    DCODParams(beta="ess_floor")],
+                         ids=["sequence", "prefix", "token", "step", "ess_floor"])
 def test_one_pass_with_the_exact_lag_equals_the_two_pass_step(toy_tokenizer, traces, params):
     """Adaptive beta and truncation (the defaults): the first step has no lag and runs the two-pass
     path; given the (beta, L) this very batch yields (a lag equal to the exact values) the one-pass step

@@ -271,7 +271,7 @@ def test_no_gradient_flows_through_the_weights():
 def test_bad_inputs_are_clear_errors():
     mask = torch.ones(2, 3, dtype=torch.bool)
     with pytest.raises(ValueError, match="granularity"):
-        dcod_scores(torch.zeros(2, 3), mask, "token")
+        dcod_scores(torch.zeros(2, 3), mask, "word")
     with pytest.raises(ValueError, match="non-finite"):
         dcod_weights(torch.tensor([[0.0, math.nan, 1.0], [0.0, 0.0, 0.0]]), mask, "prefix", beta=1.0)
     weights, diagnostics = dcod_weights(torch.zeros(2, 3), torch.zeros(2, 3, dtype=torch.bool), "sequence")

@@ -345,7 +345,8 @@ class LearningRates(Section):
     tuning results named in ``tuned_from`` (a test checks the copy); ``tuning``: the DAG runs the grid first
     and every training job reads its choice from ``results/<profile>/tuning.csv``. Without this section
     every experiment trains at the profile's ``train.lr`` (one untuned value: the smoke profiles). An
-    ablation (``base: <experiment>``) trains at the rate of the experiment it is based on unless listed."""
+    ablation (``table: ablation``, ``base: <experiment>``) trains at the rate of the experiment it is based
+    on unless listed; a Table 1 experiment always needs its own value."""
 
     source: Literal["table", "tuning"]
     values: dict[str, Float] = Field(default_factory=dict)
@@ -516,10 +517,11 @@ def learning_rate_for(profile: ProfileConfig, experiment: ExperimentConfig,
                       tuning_results: str | Path | None = None) -> LearningRate:
     """The learning rate of ``experiment`` on ``profile`` (``LearningRates``): the profile's table, the
     profile's tuning results (``tuning_results``, the CSV ``report tuning`` writes), or the profile's one
-    ``train.lr``. The experiment's own name is looked up first, then its base: chain (an ablation trains at
-    the rate of the experiment it varies). Anything that cannot be resolved is a ConfigError naming it."""
+    ``train.lr``. The experiment's own name is looked up first, then, for an ablation (``table: ablation``),
+    its base: chain (an ablation trains at the rate of the experiment it varies; a Table 1 row is always
+    tuned itself). Anything that cannot be resolved is a ConfigError naming it."""
     rates = profile.learning_rates
-    names = (experiment.name, *experiment.bases)
+    names = (experiment.name, *(experiment.bases if experiment.table == "ablation" else ()))
     if rates is None:
         return LearningRate(value=profile.train.lr, origin=f"{profile.source}: train.lr (one untuned value for "
                                                            "every experiment of this profile)")

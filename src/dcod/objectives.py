@@ -14,7 +14,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-GRANULARITIES = ("prefix", "sequence")
+GRANULARITIES = ("prefix", "sequence", "token", "step")
+TOKEN_UNITS = ("prefix", "token")  # granularities whose every supervised token carries its own weight
 REFERENCES = ("teacher", "initial_student", "none")
 SKEW_DIRECTIONS = ("forward", "reverse")
 
@@ -313,10 +314,26 @@ def dcod_log_ratios(
     return torch.where(mask, ratios, torch.zeros_like(ratios))
 
 
+def dcod_step_ids(targets: torch.Tensor, mask: torch.Tensor, separator_ids: torch.Tensor) -> torch.Tensor:
+    """The reasoning step of every supervised token [B,T] (long; −1 where masked): steps are numbered from 0
+    in each row, and a step ends with, and includes, a token in ``separator_ids`` (docs/method.md, step 2:
+    the toy world's ``;``, a line break in text). What follows the last separator is one more step."""
+    mask = mask.bool()
+    is_separator = torch.isin(targets, separator_ids.to(targets.device)) & mask
+    before = is_separator.long().cumsum(-1) - is_separator.long()  # separators strictly before t
+    return torch.where(mask, before, torch.full_like(before, -1))
+
+
 def dcod_scores(
-    log_ratios: torch.Tensor, mask: torch.Tensor, granularity: str, discount: float = 1.0
+    log_ratios: torch.Tensor, mask: torch.Tensor, granularity: str, discount: float = 1.0,
+    step_ids: torch.Tensor | None = None, sequence_reduction: str = "mean",
 ) -> torch.Tensor:
     """docs/method.md step 2: the score of every supervised token. log_ratios, mask [B,T] → [B,T], 0 where masked.
+
+    ``token``: s_t = r_t, the token's own log-ratio (with ``reference: none`` and β = 1 the weights are the
+    student's token probabilities normalised to mean 1: DFT's weighting, docs/method.md).
+    ``step``: s_t = Σ r over the reasoning step holding t (``step_ids`` from ``dcod_step_ids``): every
+    token of a step carries the step's summed log-ratio.
 
     ``prefix``: with j indexing the supervised tokens of a row (padding and prompt skipped),
 
@@ -329,15 +346,29 @@ def dcod_scores(
     continuous reading that makes it true (it rescales the j−1−i score by λ, which only moves the
     useful range of β; docs/method.md, Objective step 2).
     ``sequence``: s = mean of r over the row's supervised tokens, the same at each of them
-    (length-normalised log of the geometric-mean ratio). ``discount`` is ignored.
+    (length-normalised log of the geometric-mean ratio; ``sequence_reduction: sum``: the sum, the log of
+    the whole sequence's ratio, which the ``ess_floor`` tempering rule reads). ``discount`` is ignored
+    except by ``prefix``.
     """
     if granularity not in GRANULARITIES:
         raise ValueError(f"dcod_scores: unknown granularity {granularity!r}, expected {GRANULARITIES}")
     ratios = torch.where(mask, log_ratios.float(), torch.zeros_like(log_ratios, dtype=torch.float32))
+    if granularity == "token":
+        return ratios
+    if granularity == "step":
+        if step_ids is None:
+            raise ValueError("dcod_scores: granularity 'step' needs step_ids (dcod_step_ids)")
+        index = step_ids.clamp_min(0)  # masked tokens hold ratio 0: they add nothing to step 0
+        sums = torch.zeros(ratios.shape[0], ratios.shape[1] + 1, dtype=ratios.dtype, device=ratios.device)
+        sums.scatter_add_(1, index, ratios)
+        return torch.where(mask, sums.gather(1, index), torch.zeros_like(ratios))
     if granularity == "sequence":
-        counts = mask.sum(-1, keepdim=True).clamp_min(1)
-        row_mean = ratios.sum(-1, keepdim=True) / counts
-        return torch.where(mask, row_mean.expand_as(ratios), torch.zeros_like(ratios))
+        if sequence_reduction not in ("mean", "sum"):
+            raise ValueError(f"dcod_scores: sequence_reduction must be mean or sum, got {sequence_reduction!r}")
+        row = ratios.sum(-1, keepdim=True)
+        if sequence_reduction == "mean":
+            row = row / mask.sum(-1, keepdim=True).clamp_min(1)
+        return torch.where(mask, row.expand_as(ratios), torch.zeros_like(ratios))
     if not 0.0 <= discount <= 1.0:
         raise ValueError(f"dcod_scores: discount must be in [0, 1], got {discount}")
     if discount == 0.0:
@@ -396,12 +427,23 @@ def choose_beta(unit_scores: torch.Tensor, ess_target: float, beta_max: float, s
     return lo
 
 
-def _dcod_units(scores: torch.Tensor, mask: torch.Tensor, granularity: str):
-    """The units carrying one weight each: (unit scores [U] float64, supervised tokens per unit [U],
-    rows with a supervised token [B] or None) — tokens for ``prefix``, rows for ``sequence``."""
-    if granularity == "prefix":
+def _dcod_units(scores: torch.Tensor, mask: torch.Tensor, granularity: str, units: torch.Tensor | None = None):
+    """The units carrying one weight each: (unit scores [U] float64, supervised tokens per unit [U], the
+    map back to tokens) — supervised tokens for ``prefix`` and ``token`` (map None), rows for ``sequence``
+    (map: rows with a supervised token [B]), steps for ``step`` (map: each supervised token's unit [M];
+    ``units`` [B,T] holds every token's step in its row, −1 where masked)."""
+    if granularity in TOKEN_UNITS:
         unit_scores = scores[mask].double()
         return unit_scores, torch.ones_like(unit_scores), None
+    if granularity == "step":
+        if units is None:
+            raise ValueError("granularity 'step' needs the step of every token (Scores.units)")
+        keys = torch.arange(mask.shape[0], device=mask.device).unsqueeze(-1) * (mask.shape[1] + 1) + units
+        _, token_unit = torch.unique(keys[mask], return_inverse=True)
+        count = int(token_unit.max()) + 1 if token_unit.numel() else 0
+        unit_scores = torch.zeros(count, dtype=torch.float64, device=scores.device)
+        unit_scores.scatter_(0, token_unit, scores[mask].double())  # a step's tokens share its score
+        return unit_scores, torch.bincount(token_unit, minlength=count).double(), token_unit
     rows = mask.any(-1)
     first = mask.float().argmax(-1)  # every supervised token of a row holds the same score
     unit_scores = scores.gather(-1, first.unsqueeze(-1)).squeeze(-1)[rows].double()
@@ -417,11 +459,13 @@ def dcod_weights(
     ess_target: float = 0.5,
     beta_max: float = 50.0,
     clip: float | None = None,
+    units: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """docs/method.md steps 3–4: detached per-token weights [B,T] (0 where masked) and their diagnostics.
 
-    Units carry one weight each: supervised tokens (``prefix``) or rows (``sequence``, every token
-    of a row carries the row's weight); N = number of units. Then
+    Units carry one weight each: supervised tokens (``prefix``, ``token``), rows (``sequence``, every
+    token of a row carries the row's weight) or steps (``step``, ``units`` [B,T] the step of every token);
+    N = number of units. Then
         w_u = exp(β (s_u − max s)),  β given or ``choose_beta`` (``beta=None``),
         w ← w / mean_tokens(w)   (mean over all *supervised tokens* = 1, so the loss scale is SFT's),
         w ← min(w, C), then w ← w / mean_tokens(w) once more (``clip=None``: no truncation).
@@ -435,9 +479,10 @@ def dcod_weights(
     if clip is not None and clip <= 0:
         raise ValueError(f"dcod_weights: clip must be > 0 or None, got {clip}")
     mask = mask.bool()
-    unit_scores, tokens_per_unit, rows = _dcod_units(scores, mask, granularity)
+    unit_scores, tokens_per_unit, rows = _dcod_units(scores, mask, granularity, units)
     if unit_scores.numel() == 0:
-        empty = dict(beta=0.0, ess_fraction=1.0, clip_fraction=0.0, weight_entropy=1.0, max_weight=0.0)
+        empty = dict(beta=0.0, ess_fraction=1.0, ess_fraction_before_clip=1.0, clip_fraction=0.0,
+                     weight_entropy=1.0, max_weight=0.0)
         return torch.zeros_like(scores, dtype=torch.float32), {**empty, "mean_score": 0.0}
     if not bool(torch.isfinite(unit_scores).all()):
         raise ValueError("dcod_weights: non-finite DCOD score on a supervised token (NaN or inf log-prob?)")
@@ -447,14 +492,17 @@ def dcod_weights(
     n_tokens = tokens_per_unit.sum()
     unit_weights = torch.exp(beta * (unit_scores - unit_scores.max()))  # β = 0 → exactly 1
     unit_weights = unit_weights * n_tokens / (unit_weights * tokens_per_unit).sum()
+    ess_before_clip = ess_fraction(unit_weights)  # what the β rule targets: truncation comes after it
     clipped = unit_weights > clip if clip is not None else torch.zeros_like(unit_weights, dtype=torch.bool)
     if clip is not None:
         unit_weights = unit_weights.clamp(max=clip)
         unit_weights = unit_weights * n_tokens / (unit_weights * tokens_per_unit).sum()
 
     weights = torch.zeros_like(scores, dtype=torch.float64)
-    if granularity == "prefix":
+    if granularity in TOKEN_UNITS:
         weights[mask] = unit_weights
+    elif granularity == "step":
+        weights[mask] = unit_weights[rows]  # rows: each supervised token's step unit
     else:
         row_weights = torch.zeros(mask.shape[0], dtype=torch.float64, device=mask.device)
         row_weights[rows] = unit_weights
@@ -466,6 +514,7 @@ def dcod_weights(
     diagnostics = {
         "beta": float(beta),
         "ess_fraction": ess_fraction(unit_weights),
+        "ess_fraction_before_clip": ess_before_clip,
         "clip_fraction": float(clipped.double().mean()),
         "weight_entropy": entropy / math.log(n_units) if n_units > 1 else 1.0,
         "max_weight": float(unit_weights.max()),
@@ -480,14 +529,14 @@ def dcod_weights(
 @torch.no_grad()
 def dcod_exact_tempering(
     scores: torch.Tensor, mask: torch.Tensor, granularity: str, beta: float | None = None,
-    ess_target: float = 0.5, beta_max: float = 50.0, clip: float | None = None,
+    ess_target: float = 0.5, beta_max: float = 50.0, clip: float | None = None, units: torch.Tensor | None = None,
 ) -> tuple[float, float | None]:
     """(β, L) of ``dcod_weights`` on this batch in log space: its weights are exactly the token-mean-1
     normalisation of exp(min(β s, L)) with L = log C + log mean_tokens exp(β s) (``clip=None``: L = None,
     no truncation). Dividing by Z₁ = mean exp(β s), truncating at C and renormalising is min(e^{βs}, C Z₁)
     renormalised: Z₁ cancels. Empty batch: (0, None)."""
     mask = mask.bool()
-    unit_scores, tokens, _ = _dcod_units(scores, mask, granularity)
+    unit_scores, tokens, _ = _dcod_units(scores, mask, granularity, units)
     if unit_scores.numel() == 0:
         return 0.0, None
     if beta is None:
@@ -513,7 +562,7 @@ def dcod_stream_log_weights(scores: torch.Tensor, mask: torch.Tensor, beta: floa
 @torch.no_grad()
 def dcod_stream_diagnostics(
     scores: torch.Tensor, mask: torch.Tensor, granularity: str, used: tuple[float, float | None],
-    exact: tuple[float, float | None],
+    exact: tuple[float, float | None], units: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """``dcod_weights``' diagnostics of the weights one-pass accumulation used (β̃, L̃ = ``used``) on the
     whole batch's scores, and ``lag_log_weight_bound`` = 2Δ: every unit's log-weight is within 2Δ of the
@@ -524,9 +573,10 @@ def dcod_stream_diagnostics(
     because min(·,·) is 1-Lipschitz in each argument and the log-normaliser moves by at most Δ as well.
     With ℓ ≥ 0 the optimiser batch's loss is then within a factor e^{±2Δ} of the exact one."""
     mask = mask.bool()
-    unit_scores, tokens, _ = _dcod_units(scores, mask, granularity)
+    unit_scores, tokens, _ = _dcod_units(scores, mask, granularity, units)
     if unit_scores.numel() == 0:
-        empty = dict(beta=0.0, ess_fraction=1.0, clip_fraction=0.0, weight_entropy=1.0, max_weight=0.0)
+        empty = dict(beta=0.0, ess_fraction=1.0, ess_fraction_before_clip=1.0, clip_fraction=0.0,
+                     weight_entropy=1.0, max_weight=0.0)
         return {**empty, "mean_score": 0.0, "lag_log_weight_bound": 0.0}
     (beta, log_clip), (beta_exact, log_clip_exact) = used, exact
     log_weights = beta * unit_scores
@@ -535,6 +585,7 @@ def dcod_stream_diagnostics(
         log_weights = log_weights.clamp(max=log_clip)
     unit_weights = torch.exp(log_weights - log_weights.max())
     unit_weights = unit_weights * tokens.sum() / (unit_weights * tokens).sum()
+    ess_before_clip = ess_fraction(torch.exp(beta * (unit_scores - unit_scores.max())))
     centre = 0.5 * float(unit_scores.max() + unit_scores.min())
     delta = abs(beta - beta_exact) * float((unit_scores - centre).abs().max())
     if log_clip is not None and log_clip_exact is not None:
@@ -543,7 +594,7 @@ def dcod_stream_diagnostics(
     probs = unit_weights / unit_weights.sum()
     entropy = float(-(probs * probs.clamp_min(1e-300).log()).sum())
     return {"beta": float(beta), "ess_fraction": ess_fraction(unit_weights),
-            "clip_fraction": float(clipped.double().mean()),
+            "ess_fraction_before_clip": ess_before_clip, "clip_fraction": float(clipped.double().mean()),
             "weight_entropy": entropy / math.log(n_units) if n_units > 1 else 1.0,
             "max_weight": float(unit_weights.max()), "mean_score": float(unit_scores.mean()),
             "lag_log_weight_bound": 2.0 * delta}

@@ -345,13 +345,17 @@ class Trainer:
                      for name in scores[0].token_stats}
         means = {f"mean_{name}": float(values[all_mask].mean()) if all_mask.any() else 0.0
                  for name, values in all_stats.items()}
-        return all_scores, all_mask, means
+        units = {}  # units neither tokens nor rows (DCOD's steps): gathered beside the scores, -1 as padding
+        if scores[0].units is not None:
+            local_units = _pad_cat([s.units for s in scores], value=-1)
+            units["units"] = self.accelerator.gather(pad(local_units, dim=1, pad_index=-1))
+        return all_scores, all_mask, means, units
 
     def _global_weights(self, scores: list[Scores], batches: list[dict]):
         """A weighted method's weights normalised over every micro-batch of every rank (gathered, then
         sliced back), and its diagnostics plus the mean of each per-token statistic of its Scores."""
-        all_scores, all_mask, means = self._gather_scores(scores, batches)
-        weights, diagnostics = self.method.weights(all_scores, all_mask)
+        all_scores, all_mask, means, units = self._gather_scores(scores, batches)
+        weights, diagnostics = self.method.weights(all_scores, all_mask, **units)
         diagnostics.update(means)
         local_scores = _pad_cat([s.values for s in scores])
         rows = local_scores.shape[0]
@@ -480,8 +484,8 @@ class Trainer:
                 loss = (per_token * mask).sum() * scale
                 acc.backward(loss)
                 total += loss.item() / acc.num_processes
-        all_scores, all_mask, means = self._gather_scores(scores, batches)
-        return total, {**self.method.stream_diagnostics(all_scores, all_mask), **means}
+        all_scores, all_mask, means, units = self._gather_scores(scores, batches)
+        return total, {**self.method.stream_diagnostics(all_scores, all_mask, **units), **means}
 
     # ------------------------------------------------------------------ training curves
     def _start_trackers(self) -> None:

@@ -13,7 +13,7 @@ A method is one class in its own module of ``dcod.methods``, decorated with ``@r
 
 and is built as ``cls(params, ctx, cost)``. Each optimiser step the trainer (``dcod.training``) calls,
 with B sequences, T target positions (the collated width minus one), V the vocabulary and U score
-units (one per sequence at sequence granularity, T at prefix granularity):
+units (one per sequence at sequence granularity, T at prefix and token granularity):
 
     examples(step, model) -> list[dict]           the step's global batch: prompt_ids, completion_ids
                                                   (+ stored teacher_logprobs, topk_ids, topk_logprobs)
@@ -27,7 +27,9 @@ units (one per sequence at sequence granularity, T at prefix granularity):
     unit_scores(logits [B, T, V], batch) -> Scores    from detached logits: the scores [B, U] and
                                                   per-token statistics [B, T] logged as mean_<name>
     weights(scores [N, U], mask [N, T]) -> (weights [N, T], diagnostics: dict[str, float])
-                                                  over every micro-batch of every rank (N rows)
+                                                  over every micro-batch of every rank (N rows); a
+                                                  method whose Scores carry ``units`` also gets
+                                                  ``units=`` [N, T] (and so does stream_diagnostics)
   weighted methods, accumulation in one pass (``train.weighted_accumulation: single_pass``, docs/method.md):
     stream_ready() -> bool                        whether this step's micro-batches can be weighted one at
                                                   a time (else the trainer scores them all first)
@@ -118,10 +120,14 @@ class StepContext:
 @dataclass
 class Scores:
     """``unit_scores``' result: ``values`` [B, U] for ``weights``, and per-token statistics [B, T] (e.g.
-    DCOD's log-ratios) that the trainer gathers and logs as ``mean_<name>`` over supervised tokens."""
+    DCOD's log-ratios) that the trainer gathers and logs as ``mean_<name>`` over supervised tokens.
+    ``units`` [B, T] (long, −1 where masked): which unit of its row each token belongs to, where the
+    units are neither tokens nor rows (DCOD's reasoning steps); the trainer gathers it with the scores
+    and passes it on as ``units=``."""
 
     values: torch.Tensor
     token_stats: dict[str, torch.Tensor] = field(default_factory=dict)
+    units: torch.Tensor | None = None
 
 
 class NoParams(Section):
