@@ -107,7 +107,8 @@ def test_local_loading_errors_name_the_path_record_and_field(tmp_path, monkeypat
 def test_hub_loading_concatenates_configs(monkeypatch):
     calls = []
 
-    def fake_load_dataset(hub_id, config, split):
+    def fake_load_dataset(hub_id, config, split, revision):
+        assert revision is None  # math.yaml: revision null, the hub's latest
         calls.append((hub_id, config, split))
         return [{"problem": f"{config} problem", "solution": f"so \\boxed{{{len(calls)}}}"}] * 2
 

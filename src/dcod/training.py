@@ -32,6 +32,11 @@ under ``<run>/tensorboard/`` by default), at the same 1-based step. A resumed ru
 step after its checkpoint; its TensorBoard writer marks a restart there (``purge_step``), so
 TensorBoard hides the interrupted run's later events and shows each step once, with the resumed run's
 value (the one train_log.jsonl keeps).
+Each tracker run is named ``<profile>/<experiment>/seed<seed>/lr<lr>`` where the tracker takes a name
+(W&B, MLflow) and records the resolved config, flattened, as its hyperparameters.
+
+Saved model: ``train.save_dtype`` (float32, or bf16 for the paper profile) and a short model card,
+``README.md``: base model, teacher, method, data, commit (docs/paper_setting.md, "What a training run records").
 
 Non-finite guard: the step's global loss and the gradient norm (which ``clip_grad_norm_`` already
 reduces over every gradient) are checked every step as two Python floats the step computes anyway, and
@@ -495,7 +500,29 @@ class Trainer:
         if not self.cfg.trackers:
             return
         kwargs = {"tensorboard": {"purge_step": self.start_step + 1}} if self.start_step else {}
-        self.accelerator.init_trackers("dcod", init_kwargs=kwargs)
+        # the run's name where a tracker takes one (W&B, MLflow; TensorBoard's run is its folder,
+        # <run>/tensorboard/dcod), and the resolved config as the run's hyperparameters (TensorBoard: its
+        # hparams tab and hparams.yml; W&B: the run config)
+        for tracker, key in RUN_NAME_KEYS.items():
+            kwargs.setdefault(tracker, {})[key] = self.run_name
+        self.accelerator.init_trackers("dcod", config=flat_config(self.tracked_config()), init_kwargs=kwargs)
+
+    @property
+    def run_name(self) -> str:
+        """``<profile>/<experiment>/seed<seed>/lr<lr>`` (the method's name without an experiment, as in the
+        base student's pre-training; the lr tells the tuning grid's runs apart)."""
+        config = self.fingerprint["config"]
+        profile = (config.get("profile") or {}).get("name", "run")
+        experiment = (config.get("experiment") or {}).get("name", config["method"])
+        return f"{profile}/{experiment}/seed{self.seed}/lr{self.cfg.lr:g}"
+
+    def tracked_config(self) -> dict:
+        """What the trackers record of the run: its name, the commit, the resolved config (profile,
+        experiment, training budget, seed, method) and the digests of its inputs."""
+        from dcod.io import code_version
+
+        return {"run_name": self.run_name, "code_version": code_version(), **self.fingerprint["config"],
+                "inputs": self.fingerprint["inputs"]}
 
     def _log_curves(self, record: dict) -> None:
         """The record's numbers, at its 1-based step (as in train_log.jsonl); a skipped step's None loss and
@@ -553,9 +580,92 @@ class Trainer:
         if self.accelerator.is_main_process:
             model = self.accelerator.unwrap_model(self.model)
             with _naming(path, "the model"), atomic_path(path, directory=True) as tmp:
-                model.save_pretrained(tmp, state_dict=state_dict)
+                model.save_pretrained(tmp, state_dict=_in_save_dtype(state_dict, self.cfg.save_dtype))
+                _record_save_dtype(tmp, self.cfg.save_dtype)
                 self.tokenizer.save_pretrained(tmp)
+                write_text(tmp / "README.md", model_card(self.tracked_config(), self.cfg.save_dtype))
         self.accelerator.wait_for_everyone()
+
+
+# ----------------------------------------------------------------------------- trackers and saved models
+# the init_kwargs key that names a run, for the trackers whose accelerate class passes it on (accelerate
+# 1.15, tracking.py: WandBTracker -> wandb.init(name=...), MLflowTracker(run_name=...)); the others are
+# named by the project, "dcod", and carry the run name in their config
+RUN_NAME_KEYS = {"wandb": "name", "mlflow": "run_name"}
+
+
+def flat_config(config: dict, prefix: str = "") -> dict:
+    """A nested config as ``{"section.key": value}`` with values TensorBoard's hparams accept (bool, str,
+    int, float, None): lists and other values as their JSON text."""
+    flat = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flat_config(value, f"{name}."))
+        elif value is None or isinstance(value, (bool, str, int, float)):
+            flat[name] = value
+        else:
+            flat[name] = json.dumps(value, default=str)
+    return flat
+
+
+def _in_save_dtype(state_dict: dict, save_dtype: str) -> dict:
+    """The state dict in ``train.save_dtype``: float32 as trained, or its floating tensors cast to bf16."""
+    if save_dtype == "float32":
+        return state_dict
+    dtype = getattr(torch, save_dtype)
+    return {key: value.to(dtype) if value.is_floating_point() else value for key, value in state_dict.items()}
+
+
+def _record_save_dtype(folder: Path, save_dtype: str) -> None:
+    """config.json's ``dtype`` names the weights' dtype (``save_pretrained`` writes the live model's, float32),
+    so that a loader with ``dtype="auto"`` (vLLM) loads the bf16 weights as bf16."""
+    if save_dtype == "float32":
+        return
+    path = Path(folder) / "config.json"
+    config = json.loads(path.read_text())
+    config["dtype"] = save_dtype
+    write_text(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def model_card(tracked: dict, save_dtype: str) -> str:
+    """A short README.md for a saved student: what it was trained from, how, on what, by which commit."""
+    profile = tracked.get("profile") or {}
+    student, teacher, data = profile.get("student", {}), profile.get("teacher", {}), profile.get("data", {})
+    experiment = tracked.get("experiment") or {}
+    train = tracked.get("train", {})
+
+    def model(section: dict, built: str) -> str:
+        if not section.get("path"):
+            return built
+        revision = section.get("revision")
+        return f"{section['path']}" + (f" (revision {revision})" if revision else " (revision not pinned)")
+
+    if data.get("source") == "benchmarks":
+        sources = data.get("train")
+        sources = ", ".join(sources) if isinstance(sources, list) else sources
+        prompts = f"{sources} (dcod/benchmarks/*.yaml)"
+    else:
+        prompts = "the synthetic toy world (docs/toy_world.md)"
+    inputs = tracked.get("inputs", {})
+    lines = [
+        f"# {tracked['run_name']}",
+        "",
+        "A student trained by the dcod pipeline (docs/method.md, docs/architecture.md).",
+        "",
+        f"- base model: {model(student, 'a tiny Llama built from the profile (student section)')}",
+        f"- teacher: {model(teacher, 'the programmatic toy teacher (docs/toy_world.md)')}",
+        f"- method: {tracked.get('method')} (experiment {experiment.get('name', 'none')}; parameters "
+        f"{json.dumps(experiment.get('params', {}), sort_keys=True)})",
+        f"- data: teacher traces on the training prompts of {prompts}; traces sha256 "
+        f"{inputs.get('traces', 'none')}",
+        f"- training: {train.get('steps')} steps of {train.get('batch_size')} sequences, lr {train.get('lr')}, "
+        f"seed {tracked.get('seed')}, mixed precision {train.get('mixed_precision')}; weights saved in {save_dtype}",
+        f"- profile: {profile.get('name')}",
+        f"- code: commit {tracked.get('code_version')}",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 class _nullcontext:
