@@ -26,6 +26,12 @@ EXPERIMENTS = discover_experiments(EXPERIMENTS_DIR, P)
 # every experiment resolved through the method registry now: a bad config fails the dry run, naming its file
 EXPERIMENT_OF = {name: load_experiment(EXPERIMENTS_DIR / name / "config.yaml") for name in EXPERIMENTS}
 NEEDS_OF = {name: needs_of(experiment) for name, experiment in EXPERIMENT_OF.items()}
+# a method that reads the toy world's step styles (oracle_knowledge) exists on toy profiles only
+_TOY_ONLY = [name for name in EXPERIMENTS if NEEDS_OF[name].oracle_knowledge and P.data.source != "toy"]
+if _TOY_ONLY and P.experiments is not None:
+    raise ValueError(f"profile {PROFILE}: experiments {_TOY_ONLY} read the toy world's step styles "
+                     "(oracle_knowledge), which exist for data.source toy only")
+EXPERIMENTS = [name for name in EXPERIMENTS if name not in _TOY_ONLY]
 MAIN = [e for e in EXPERIMENTS if EXPERIMENT_OF[e].table == "main"]
 ABLATIONS = [e for e in EXPERIMENTS if EXPERIMENT_OF[e].table == "ablation"]
 # table 2 compares every ablation with the profile's report.baseline and report.subject, on the ablation seeds

@@ -82,6 +82,9 @@ class Needs:
     student_rollouts: bool = False  # samples the student while it trains (a rollout backend)
     reference_model: bool = False  # a frozen copy of the initial student
     training_prompts: bool = False  # the training prompts with golds and a grader
+    # uses knowledge no real method has (the toy world's step styles): a reference row, never a baseline,
+    # and only where that knowledge exists (data.source toy)
+    oracle_knowledge: bool = False
 
     def as_dict(self) -> dict[str, bool]:
         return asdict(self)

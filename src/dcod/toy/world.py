@@ -410,6 +410,25 @@ def _analyze_step(index: int, text: str, problem_ops, terminated: bool) -> StepR
     return StepRecord(index, text, style, bool(well_formed), correct, terminated)
 
 
+def direct_at_branch(step_text: str) -> bool:
+    """A step written in the direct style (one ``=``) where the decomposed rendering of the same
+    ``a<op>b`` differs, i.e. where the writer had a style choice (a branch point). ``85+4=89`` is no
+    choice (both styles write it so); ``85*6=510`` is."""
+    parts = step_text.split("=")
+    head = _HEAD.fullmatch(parts[0]) if len(parts) == 2 else None
+    if head is None:
+        return False
+    value, op, operand = int(head.group(1)), head.group(2), int(head.group(3))
+    return render_step(value, op, operand, "direct") != render_step(value, op, operand, "decomposed")
+
+
+def writes_direct_at_branch(completion_text: str) -> bool:
+    """Whether a completion writes any step in the direct style at a branch point (its ``;``-separated
+    segments before the ``\\boxed{`` answer)."""
+    return any(direct_at_branch(segment) for segment in completion_text.split(";")
+               if not segment.startswith("\\boxed"))
+
+
 def analyze_completion(record: dict, completion_text: str) -> list[StepRecord]:
     """Parse a generated completion into steps (no grading of the final answer here).
 
