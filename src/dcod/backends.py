@@ -20,12 +20,17 @@ def on_device(model):
     return model.to(PartialState().device)
 
 
+def frozen_dtype(cfg: TrainConfig):
+    """The dtype of a model that only scores: bf16 when training in bf16, else fp32."""
+    return torch.bfloat16 if cfg.mixed_precision == "bf16" else torch.float32
+
+
 def frozen_on_device(model, cfg: TrainConfig):
     """A model that only scores (a teacher in memory, a frozen reference) on this process's training
     device (accelerate's choice: its GPU under a launcher, else the CPU), in bf16 when training in bf16
-    (a 7B teacher: 15 GB instead of 30), in eval mode."""
-    dtype = torch.bfloat16 if cfg.mixed_precision == "bf16" else None
-    return on_device(model).to(dtype=dtype).eval()
+    (a 7B teacher: 15 GB instead of 30), in eval mode. Cast BEFORE the move: moving first would put the
+    fp32 copy on the device (30 GB for a 7B teacher) before the cast halves it."""
+    return on_device(model.to(dtype=frozen_dtype(cfg))).eval()
 
 
 def generation_backend(name: str, model_dir, *, batch_size: int, max_logprobs: int = 20):
@@ -65,8 +70,11 @@ def load_teacher(profile: ProfileConfig, world_dir: Path, style_override: str | 
 def teacher_scorer(profile: ProfileConfig, world_dir: Path, cfg: TrainConfig):
     """The teacher that scores training examples in memory (toy: the exact teacher; HF: its model, frozen
     on the training device) and its tokenizer."""
-    teacher, tokenizer = load_teacher(profile, world_dir)
-    return (frozen_on_device(teacher.model, cfg) if isinstance(teacher, HFBackend) else teacher), tokenizer
+    if profile.teacher.kind == "programmatic":
+        return load_teacher(profile, world_dir)
+    # loaded in the dtype it scores in (a 7B teacher: 15 GB of host memory in bf16, not 30), then moved
+    model, tokenizer = load_model(profile.teacher.path, gguf_file=profile.teacher.gguf_file, dtype=frozen_dtype(cfg))
+    return frozen_on_device(model, cfg), tokenizer
 
 
 def rollout_backend(cfg: TrainConfig, model, tokenizer, base_dir: Path, batch_size: int):

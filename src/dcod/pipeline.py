@@ -21,6 +21,7 @@ from dcod.config import (LearningRate, ProfileConfig, TrainConfig, learning_rate
 from dcod.data import check_vocab, load_traces, use_student_prompts
 from dcod.generation import SamplingParams
 from dcod.io import atomic_path, code_version, content_digest, read_jsonl, write_json, write_parquet
+from dcod.launch import check_launch
 from dcod.methods import Cost, Method, Needs, StepContext, resolve
 from dcod.models import build_tiny_llama, check_same_tokenizer, encode_prompt, load_model, set_threads
 from dcod.provenance import machine_info, machine_label
@@ -169,6 +170,59 @@ def step_context(profile: ProfileConfig, cfg: TrainConfig, needs: Needs, *, mode
     return ctx
 
 
+def check_train_memory(profile: ProfileConfig, cfg: TrainConfig, needs: Needs, base_dir: Path, name: str) -> None:
+    """Print the memory estimate of this training process (dcod.memory) and, on a GPU, refuse a job whose
+    estimate exceeds the device's free memory, before any model is loaded."""
+    import os
+
+    from dcod import memory
+
+    student = memory.read_shape(base_dir)
+    if student is None:
+        print(f"memory estimate: skipped ({base_dir} has no config.json)")
+        return
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    sharding = "none"
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+        sharding = "full"
+    elif os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        sharding = "full" if os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3" else "grads_and_optimizer"
+    micro = cfg.micro_batch_size or cfg.batch_size // processes
+    teacher = None
+    if needs.teacher_model and profile.teacher.kind == "hf" and profile.teacher.gguf_file is None \
+            and not str(profile.teacher.path).startswith("pkg://"):
+        teacher = memory.read_shape(profile.teacher.path) or _hub_shape(profile.teacher.path)
+    free = total = None
+    if torch.cuda.is_available():
+        free, total = torch.cuda.mem_get_info()
+    engine = 0.0
+    if needs.student_rollouts and cfg.rollout_backend == "vllm" and total is not None:
+        engine = (cfg.rollout_gpu_memory_utilization or 0.9) * total  # VLLMBackend's GPU default: 0.9
+    estimate = memory.train_estimate(
+        student, micro_batch=micro, seq_len=profile.traces.max_new_tokens + memory.PROMPT_ALLOWANCE,
+        accumulation=cfg.batch_size // (micro * processes), processes=processes, sharding=sharding,
+        checkpointing=cfg.gradient_checkpointing, bf16=cfg.mixed_precision == "bf16",
+        logits_chunk_tokens=cfg.logits_chunk_tokens if student.vocab >= cfg.logits_chunk_min_vocab else 0,
+        teacher=teacher, reference=needs.reference_model, engine_bytes=engine)
+    if needs.teacher_model and teacher is None and profile.teacher.kind == "hf":
+        estimate.notes.append(f"teacher {profile.teacher.path}: size not read (no config.json), not counted")
+    print(f"memory estimate of {name}, one of {processes} process(es):\n{estimate.table()}", flush=True)
+    if free is not None:
+        memory.check_fits(estimate, free, f"train {name}")
+
+
+def _hub_shape(path):
+    """A hub model's Shape from its config (the hub cache, or the hub), or None."""
+    from dcod import memory
+
+    try:
+        from transformers import AutoConfig
+
+        return memory.shape_from_config(AutoConfig.from_pretrained(str(path)).get_text_config().to_dict())
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def stage_train(profile: ProfileConfig, experiment_config: Path, seed: int, world_dir: Path, base_dir: Path,
                 traces_path: Path, out_dir: Path, *, lr: float | None = None, lr_table: Path | None = None,
                 stop_after: int | None = None) -> None:
@@ -190,6 +244,9 @@ def stage_train(profile: ProfileConfig, experiment_config: Path, seed: int, worl
     experiment = {**exp.model_dump(mode="json"), "params": params.model_dump(mode="json")}  # resolved
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # before anything loads: a launch that gives wrong numbers, a job that cannot fit its device
+    check_launch(cfg, method_class.weighted, cfg.accelerate_config, where=f"{experiment_config} (train)")
+    check_train_memory(profile, cfg, needs, base_dir, name=exp.name)
     torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)

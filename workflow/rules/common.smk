@@ -4,7 +4,8 @@ from snakemake.utils import validate
 
 from dcod.config import (discover_experiments, experiment_chain, learning_rate_for, load_experiment, load_profile,
                          train_config_for)
-from dcod.methods import needs_of
+from dcod.launch import check_launch
+from dcod.methods import needs_of, resolve
 from dcod.splits import check_profile
 
 validate(config, "../schemas/config.schema.yaml")
@@ -122,6 +123,9 @@ def _train_launch(experiment_name):
     config_file = BASE / cfg.accelerate_config
     if not config_file.is_file():
         raise ValueError(f"train.accelerate_config: {config_file} does not exist")
+    # DeepSpeed + accumulation + a weighted loss: refused here too, so the dry run fails (dcod/launch.py)
+    check_launch(cfg, resolve(EXPERIMENT_OF[experiment_name])[0].weighted, config_file,
+                 where=f"experiments/{experiment_name}/config.yaml with {PROFILE_FILE.name}")
     return config_file, cfg
 
 
