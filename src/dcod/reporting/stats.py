@@ -133,3 +133,87 @@ def excludes_zero(low: float, high: float) -> str | None:
     if math.isnan(low) or math.isnan(high):
         return None
     return "above" if low > 0 else "below" if high < 0 else None
+
+
+# ----------------------------------------------------------------------------- seed-paired intervals
+MIN_SEEDS_FOR_INTERVAL = 3  # below it an interval is a range of the per-seed differences, never a CI
+
+
+def t_quantile(probability: float, df: int) -> float:
+    """The ``probability`` quantile of Student's t with ``df`` degrees of freedom (Simpson integration of
+    its density, then bisection: about 1e-9 accurate, no scipy)."""
+    if not 0.5 <= probability < 1 or df < 1:
+        raise ValueError(f"t_quantile: needs probability in [0.5, 1) and df >= 1, got {probability}, {df}")
+    log_norm = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+
+    def cdf(x: float, steps: int = 4000) -> float:  # 0.5 + ∫_0^x density (x >= 0), composite Simpson
+        h = x / steps
+        weights = np.ones(steps + 1)
+        weights[1:-1:2], weights[2:-1:2] = 4, 2
+        grid = np.linspace(0.0, x, steps + 1)
+        density = np.exp(log_norm - (df + 1) / 2 * np.log1p(grid**2 / df))
+        return 0.5 + h / 3 * float(weights @ density)
+
+    low, high = 0.0, 1.0
+    while cdf(high) < probability:
+        high *= 2
+    for _ in range(60):
+        mid = 0.5 * (low + high)
+        low, high = (mid, high) if cdf(mid) < probability else (low, mid)
+    return 0.5 * (low + high)
+
+
+def seed_paired_diff(a: pd.DataFrame, b: pd.DataFrame, *, level: float = LEVEL,
+                     names: tuple[str, str] = ("a", "b")) -> dict:
+    """Mean(a) − mean(b) paired by seed (docs/claims.md, "Intervals"): both models of a seed share its base
+    student, so d_s = mean_problems(a_s) − mean_problems(b_s). The interval is t over seeds (n − 1 degrees
+    of freedom) with the problem level added, SE² = s²(d_s) / n + var_p(D_p) / P, D_p the per-problem
+    difference averaged over seeds: exact for normal seed effects, widened (conservatively) by the problems
+    the seeds share. A model evaluated once (a reference) is the same on every seed of the other. With
+    fewer than ``MIN_SEEDS_FOR_INTERVAL`` seeds the result is the range of d_s (``kind: range``), never a CI.
+
+    Returns {point, low, high, kind ("t" or "range"), n_seeds, per_seed: {seed: d_s}}."""
+    matrix_a, problems_a = value_matrix(a, names[0])
+    matrix_b, problems_b = value_matrix(b, names[1])
+    if problems_a != problems_b:
+        raise ValueError(f"{names[0]} and {names[1]} were evaluated on different problems")
+    seeds_a = sorted(a["seed"].unique()) if "seed" in a.columns else [0]
+    seeds_b = sorted(b["seed"].unique()) if "seed" in b.columns else [0]
+    if len(seeds_a) > 1 and len(seeds_b) > 1 and seeds_a != seeds_b:
+        raise ValueError(f"{names[0]} (seeds {seeds_a}) and {names[1]} (seeds {seeds_b}) are not paired by seed")
+    seeds = seeds_a if len(seeds_a) >= len(seeds_b) else seeds_b
+    n = len(seeds)
+    matrix_a = np.broadcast_to(matrix_a, (n, matrix_a.shape[1])) if matrix_a.shape[0] == 1 else matrix_a
+    matrix_b = np.broadcast_to(matrix_b, (n, matrix_b.shape[1])) if matrix_b.shape[0] == 1 else matrix_b
+    differences = matrix_a - matrix_b  # seeds × problems
+    per_seed = differences.mean(axis=1)
+    point = float(per_seed.mean())
+    result = {"point": point, "n_seeds": n, "per_seed": dict(zip([int(s) for s in seeds], per_seed.tolist()))}
+    if n < MIN_SEEDS_FOR_INTERVAL:
+        return {**result, "low": float(per_seed.min()), "high": float(per_seed.max()), "kind": "range"}
+    per_problem = differences.mean(axis=0)
+    problems = per_problem.size
+    variance = per_seed.var(ddof=1) / n + (per_problem.var(ddof=1) / problems if problems > 1 else 0.0)
+    half = t_quantile((1 + level) / 2, n - 1) * math.sqrt(variance)
+    return {**result, "low": point - half, "high": point + half, "kind": "t"}
+
+
+def seed_paired_ratio(a: pd.DataFrame, b: pd.DataFrame, *, level: float = LEVEL,
+                      names: tuple[str, str] = ("a", "b")) -> dict:
+    """Mean over seeds of mean(a_s) / mean(b_s) (claim (c): retention kept relative to the seed's base
+    student), with the t interval over seeds (range below ``MIN_SEEDS_FOR_INTERVAL``). A seed whose b mean
+    is 0 has no ratio: an error naming it."""
+    matrix_a, _ = value_matrix(a, names[0])
+    matrix_b, _ = value_matrix(b, names[1])
+    n = max(matrix_a.shape[0], matrix_b.shape[0])
+    means_a = np.broadcast_to(matrix_a.mean(axis=1), (n,))
+    means_b = np.broadcast_to(matrix_b.mean(axis=1), (n,))
+    if (means_b == 0).any():
+        raise ValueError(f"{names[1]}: a seed with mean 0 leaves the ratio {names[0]}/{names[1]} undefined")
+    ratios = means_a / means_b
+    point = float(ratios.mean())
+    if n < MIN_SEEDS_FOR_INTERVAL:
+        return {"point": point, "low": float(ratios.min()), "high": float(ratios.max()), "kind": "range",
+                "n_seeds": n}
+    half = t_quantile((1 + level) / 2, n - 1) * float(ratios.std(ddof=1)) / math.sqrt(n)
+    return {"point": point, "low": point - half, "high": point + half, "kind": "t", "n_seeds": n}
