@@ -49,11 +49,13 @@ def test_unpaired_seeds_are_refused():
         seed_paired_diff(long_frame([[1], [0], [1]], seeds=[0, 1, 2]), long_frame([[1], [0], [1]], seeds=[0, 1, 3]))
 
 
-def test_the_interval_covers_the_true_difference_about_95_percent_of_the_time():
-    """Normal seed effects shared by both models of a seed, Bernoulli problems: the t interval's coverage of
-    the true mean difference over 400 simulated five-seed tables lies near 95% (binomial 3 sigma)."""
+def test_the_interval_covers_the_true_difference_at_least_95_percent_of_the_time():
+    """Normal seed effects shared by both models of a seed, Bernoulli problems, a true gap of 5 points: over
+    400 simulated five-seed tables the interval covers the gap at least ~95% of the time (binomial 3 sigma).
+    The rule is conservative by design (docs/claims.md: the problem term counts outcome noise the seed
+    term already holds; 100% here), so the test also bounds the mean width."""
     rng = np.random.default_rng(0)
-    problems, seeds, true_gap, hits, sims = 60, 5, 0.05, 0, 400
+    problems, seeds, true_gap, hits, widths, sims = 60, 5, 0.05, 0, [], 400
     difficulty = rng.uniform(0.2, 0.8, problems)
     for _ in range(sims):
         shared = rng.normal(0, 0.08, seeds)[:, None]  # the base student of each seed moves both models
@@ -62,10 +64,11 @@ def test_the_interval_covers_the_true_difference_about_95_percent_of_the_time():
         p_b = np.clip(difficulty + shared + own[1], 0, 1)
         a, b = rng.random(p_a.shape) < p_a, rng.random(p_b.shape) < p_b
         result = seed_paired_diff(long_frame(a.astype(float)), long_frame(b.astype(float)))
-        truth = float((p_a - p_b).mean())
-        hits += result["low"] <= truth <= result["high"]
+        hits += result["low"] <= true_gap <= result["high"]
+        widths.append(result["high"] - result["low"])
     coverage = hits / sims
-    assert 0.95 - 3 * math.sqrt(0.95 * 0.05 / sims) <= coverage <= 1.0, coverage
+    assert coverage >= 0.95 - 3 * math.sqrt(0.95 * 0.05 / sims), coverage
+    assert np.mean(widths) < 0.4  # 2 x t(4) x ~0.06: wider would mean a wrong variance term
 
 
 def test_retention_ratio_per_seed():
