@@ -428,3 +428,32 @@ def test_iw_sft_padding_does_not_contribute():
     student_nan[0, 0] = math.nan
     with pytest.raises(ValueError, match="NaN"):
         iw_sft_weights(iw_sft_sequence_log_weights(student_nan, reference, mask), mask)
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["logits", "chunked_head"])
+def test_kd_topk_student_tail_below_float32_eps_is_exact(chunked):
+    """The student's tail mass here is ~e^-30 ≈ 1e-13, far below float32 eps: 1 − Σ p_k cannot see it, the
+    masked logsumexp does. The teacher keeps 1% outside its top-3, so the tail term is 0.01 (log 0.01 + 30)."""
+    from dcod.objectives import ChunkedLMHead
+
+    hidden = torch.eye(6, dtype=torch.float32)[None, :1, :].clone().requires_grad_(True)  # one position
+    weight = torch.tensor([30.0, 30.0, 30.0, 0.0, 0.0, 0.0])[:, None] * torch.eye(6)[:1, :].expand(6, 6)
+    weight = weight.clone().requires_grad_(True)  # logits = [30, 30, 30, 0, 0, 0]
+    topk_ids = torch.tensor([[[0, 1, 2]]])
+    topk_logprobs = torch.log(torch.tensor([[[0.33, 0.33, 0.33]]]))
+    logits = hidden @ weight.t()
+    head = ChunkedLMHead(hidden, weight, chunk_tokens=1) if chunked else logits
+    loss = kd_topk_loss(head, topk_ids, topk_logprobs)
+    exact = logits.detach().double().log_softmax(-1)
+    p_tail = torch.logsumexp(exact[..., 3:], -1)  # log of the student's true tail, ≈ -30 + log 3 - log 3
+    q = torch.tensor([0.33, 0.33, 0.33], dtype=torch.float64)
+    expected = (q * (q.log() - exact[0, 0, :3])).sum() + 0.01 * (math.log(0.01) - p_tail[0, 0])
+    assert float(p_tail) < math.log(1e-7)
+    assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-5)
+    grad = torch.autograd.grad(loss.sum(), weight)[0]
+    reference_weight = weight.detach().double().requires_grad_(True)
+    reference_logits = hidden.detach().double() @ reference_weight.t()
+    log_p = reference_logits.log_softmax(-1)
+    reference = (q * (q.log() - log_p[0, 0, :3])).sum() + 0.01 * (math.log(0.01) - torch.logsumexp(log_p[0, 0, 3:], -1))
+    (reference_grad,) = torch.autograd.grad(reference, reference_weight)
+    torch.testing.assert_close(grad.double(), reference_grad, rtol=1e-4, atol=1e-6)

@@ -67,6 +67,62 @@ class _ChunkedGatherLogprobs(torch.autograd.Function):
         return grad_h, grad_w.to(weight.dtype) if need_w else None, None, None
 
 
+class _ChunkedTailLogprob(torch.autograd.Function):
+    """log Σ_{v ∉ ids} softmax(h Wᵀ)_v for h [N,H], W [V,H], ids [N,M] (distinct per row) → [N], the
+    log-mass outside ``ids``, as logsumexp of the masked logits minus the full logsumexp: exact however
+    small the tail (no 1 − Σ p cancellation), ``chunk`` rows at a time like ``_ChunkedGatherLogprobs``.
+    With p = softmax(z) and r = softmax of z restricted to the tail: ∂/∂z_v = r_v − p_v (r_v = 0 on ids)."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, ids, chunk):
+        dtype = torch.promote_types(hidden.dtype, torch.float32)
+        out = torch.empty(hidden.shape[0], dtype=dtype, device=hidden.device)
+        for start in range(0, hidden.shape[0], chunk):
+            rows = slice(start, start + chunk)
+            logits = (hidden[rows] @ weight.t()).to(dtype)
+            out[rows] = _tail_logprob(logits, ids[rows])
+        ctx.save_for_backward(hidden, weight, ids)
+        ctx.chunk = chunk
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        hidden, weight, ids = ctx.saved_tensors
+        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        dtype = grad_out.dtype
+        grad_h = torch.empty_like(hidden) if need_h else None
+        grad_w = torch.zeros_like(weight, dtype=dtype) if need_w else None
+        for start in range(0, hidden.shape[0], ctx.chunk):
+            rows = slice(start, start + ctx.chunk)
+            logits = (hidden[rows] @ weight.t()).to(dtype)
+            masked = logits.scatter(-1, ids[rows], -math.inf)
+            live = (out_rows := _tail_logprob(logits, ids[rows])) > TAIL_LOG_FLOOR  # the floor passes no gradient
+            tail_softmax = torch.softmax(masked, -1) if ids.shape[-1] < logits.shape[-1] else torch.zeros_like(logits)
+            grad = torch.where(live, grad_out[rows], torch.zeros_like(out_rows)).unsqueeze(-1)
+            grad_logits = (tail_softmax - torch.softmax(logits, -1)) * grad
+            grad_logits = grad_logits.to(hidden.dtype)
+            if need_h:
+                grad_h[rows] = grad_logits @ weight
+            if need_w:
+                grad_w += grad_logits.t() @ hidden[rows]
+        return grad_h, grad_w.to(weight.dtype) if need_w else None, None, None
+
+
+# The student tail's log-mass never goes below this (e^-200 ~ 1e-87, far below anything float32 logits
+# resolve, far above float64's range): a teacher tail of rounding size (top-k summing to 1 - 1e-8) then
+# costs q·(log q + 200), not infinity, and K = V (no tail at all) stays finite.
+TAIL_LOG_FLOOR = -200.0
+
+
+def _tail_logprob(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """log of the softmax mass outside ``ids`` [..., M] of logits [..., V] → [...]: masked logsumexp,
+    floored at ``TAIL_LOG_FLOOR``; with M = V (no token outside) the floor itself, without a graph."""
+    if ids.shape[-1] >= logits.shape[-1]:
+        return torch.full(logits.shape[:-1], TAIL_LOG_FLOOR, dtype=logits.dtype, device=logits.device)
+    tail = torch.logsumexp(logits.scatter(-1, ids, -math.inf), -1) - torch.logsumexp(logits, -1)
+    return tail.clamp_min(TAIL_LOG_FLOOR)
+
+
 class ChunkedLMHead:
     """The student's output at every target position as final hidden states [B,T,H] and the LM head
     weight [V,H], standing in for the logits [B,T,V] that are never materialised (docs/benchmarks.md, "Memory: chunked LM head, packing").
@@ -101,6 +157,14 @@ class ChunkedLMHead:
             result = _ChunkedGatherLogprobs.apply(hidden, self.weight, flat_ids, self.chunk_tokens)
             hit = self._cache[key] = (ids, result.reshape(ids.shape), graph)  # ids kept: data_ptr not reused
         return hit[1].detach() if self._detached else hit[1]
+
+    def tail_logprob(self, ids: torch.Tensor) -> torch.Tensor:
+        """log of p_θ's mass outside ``ids`` [B,T,M] (distinct per position) → [B,T], chunk by chunk."""
+        hidden = self.hidden.detach() if self._detached else self.hidden
+        weight = self.weight.detach() if self._detached else self.weight
+        out = _ChunkedTailLogprob.apply(hidden.reshape(-1, hidden.shape[-1]), weight,
+                                        ids.reshape(-1, ids.shape[-1]), self.chunk_tokens)
+        return out.reshape(ids.shape[:-1])
 
     def logits(self) -> torch.Tensor:
         logits = self.hidden @ self.weight.t()
@@ -152,9 +216,10 @@ def kd_topk_loss(
 
     logits [B,T,V], topk_ids [B,T,K] (distinct ids), topk_logprobs [B,T,K] (teacher) → [B,T].
     Terms with q = 0 contribute exactly 0 (0·log 0 = 0), so a one-hot teacher gives the NLL and
-    K = V gives the exact forward KL. The tails are computed in float64 as log(1 − exp(logsumexp))
-    on the K-sized tensors only, so no second [B,T,V] buffer is needed (V is 151k for Qwen); the
-    student tail is floored at float32 eps, below which the float32 log-softmax cannot resolve it.
+    K = V gives the exact forward KL. The teacher tail is log(1 − exp(logsumexp)) of its stored top-k
+    (float64); the student tail is the logsumexp of its logits outside the top-k minus the full one,
+    exact however small the tail (the form 1 − Σ p_k loses it below float32 eps); with a
+    ``ChunkedLMHead`` it is computed chunk by chunk, so no [B,T,V] buffer exists (V is 151k for Qwen).
     """
     teacher_log, student_log = _topk_bucket_logprobs(logits, topk_ids, topk_logprobs)
     return _kl_of_logprobs(teacher_log, student_log).float()
@@ -166,20 +231,26 @@ def _topk_bucket_logprobs(
     """Teacher (detached) and student log-probs of the K top-k tokens plus one tail bucket.
 
     logits [B,T,V], topk_ids [B,T,K], topk_logprobs [B,T,K] → two float64 tensors [B,T,K+1]; the last
-    entry is the tail, log(1 − Σ_k prob_k): −inf for a teacher whose top-k holds all its mass, floored
-    at float32 eps for the student (see ``kd_topk_loss``).
+    entry is the tail: log(1 − Σ_k prob_k) for the teacher (−inf when its top-k holds all its mass up to
+    the float32 rounding of K stored log-probs, K·eps), the masked logsumexp for the student, floored at
+    ``TAIL_LOG_FLOOR`` (see ``kd_topk_loss``).
     """
     if isinstance(logits, ChunkedLMHead):
         student_topk = logits.gather_logprobs(topk_ids)
+        student_tail_log = logits.tail_logprob(topk_ids)
     else:
         logits = logits.float()
         student_topk = logits.gather(-1, topk_ids) - torch.logsumexp(logits, dim=-1, keepdim=True)
+        student_tail_log = _tail_logprob(logits, topk_ids)
     teacher_topk = topk_logprobs.detach().double()
     student_topk = student_topk.double()
+    student_tail_log = student_tail_log.double()
 
     teacher_tail_log = _log1mexp(torch.logsumexp(teacher_topk, -1).clamp(max=0.0))  # -inf if no tail
-    eps = torch.finfo(torch.float32).eps
-    student_tail_log = _log1mexp(torch.logsumexp(student_topk, -1).clamp(max=math.log1p(-eps)))
+    # a teacher tail within the float32 rounding of its K stored log-probs is rounding, not mass
+    rounding = math.log(topk_logprobs.shape[-1] * torch.finfo(torch.float32).eps)
+    teacher_tail_log = torch.where(teacher_tail_log > rounding, teacher_tail_log,
+                                   torch.full_like(teacher_tail_log, -math.inf))
 
     teacher_log = torch.cat([teacher_topk, teacher_tail_log.unsqueeze(-1)], dim=-1)  # [B,T,K+1]
     student_log = torch.cat([student_topk, student_tail_log.unsqueeze(-1)], dim=-1)
