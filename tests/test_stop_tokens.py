@@ -176,3 +176,20 @@ def test_vllm_stops_on_every_end_token(base_student):
     assert [g.token_ids for g in got] == [g.token_ids for g in expected]
     assert {g.finish_reason for g in got} == {"stop"} and all(g.token_ids[-1] == 258 for g in got)
     assert {(g.finish_reason, len(g.token_ids)) for g in before} == {("length", CAP)}
+
+
+def test_snapshot_comparison_tolerates_a_table_without_cap_share():
+    """A snapshot published before the column existed is compared on the columns it has; where both tables
+    have cap_share, it is compared like the other generation columns."""
+    import pandas as pd
+
+    from dcod.reporting.snapshot import compare_tables
+
+    fresh = pd.DataFrame({"method": ["sft", "dcod"], "id_mean": [50.0, 60.0], "id_std": [1.0, 1.0],
+                          "cap_share": [0.0, 0.25]})
+    published = fresh.drop(columns="cap_share")
+    differences = compare_tables(published, fresh)
+    assert set(differences["column"]) == {"id_mean"} and (differences["difference"] == 0).all()
+    both = compare_tables(fresh.assign(cap_share=[0.0, 0.5]), fresh)
+    row = both[(both["method"] == "dcod") & (both["column"] == "cap_share")].iloc[0]
+    assert row["difference"] == pytest.approx(-0.25)
