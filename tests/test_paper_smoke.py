@@ -109,7 +109,7 @@ def test_paper_smoke_cpu_twin(tmp_path):
     smoke = yaml.safe_load(PROFILE.read_text())
     main = [e for e in smoke["experiments"] if load_experiment(root / "experiments" / e / "config.yaml").table == "main"]
     table = read_table(root / "results" / "paper_smoke_cpu" / "table1.csv")
-    assert list(table["method"]) == ["teacher", "base_student", *main]
+    assert list(table["method"][:2]) == ["teacher", "base_student"] and sorted(table["method"][2:]) == sorted(main)
     table2 = read_table(root / "results" / "paper_smoke_cpu" / "table2.csv")
     assert "dcod_prefix_l09" in set(table2["method"])
     assert (root / "paper" / "paper_smoke_cpu" / "report.md").is_file()

@@ -21,8 +21,8 @@ from dcod.data import check_vocab, load_traces, use_student_prompts
 from dcod.generation import SamplingParams
 from dcod.io import atomic_path, code_version, content_digest, read_jsonl, write_json, write_parquet
 from dcod.methods import Cost, Method, Needs, StepContext, resolve
-from dcod.models import (build_tiny_llama, check_same_tokenizer, encode_prompt, load_model, pretrained_student_end_tokens,
-                         set_end_tokens, set_threads)
+from dcod.models import (build_tiny_llama, check_same_tokenizer, encode_prompt, load_model,
+                         pretrained_student_end_tokens, set_end_tokens, set_threads)
 from dcod.provenance import machine_info, machine_label
 from dcod.shards import run_sharded, shard_seed
 from dcod.shards import finish as finish_shards
