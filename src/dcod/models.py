@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from dcod.config import StudentConfig
+from dcod.config import StudentConfig, TeacherConfig
 
 
 def set_threads(threads: int) -> None:
@@ -198,6 +198,61 @@ def load_model(path: str | Path, gguf_file: str | None = None, *, dtype=torch.fl
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+
+# ----------------------------------------------------------------------------- end tokens of a saved student
+def generation_config_of(path: str | Path, gguf_file: str | None = None):
+    """A model's ``GenerationConfig`` (its ``generation_config.json``), or None: a GGUF file or a model without
+    one (``GenerationConfig.from_pretrained`` raises OSError for a missing file)."""
+    from transformers import GenerationConfig
+
+    path, gguf_file = resolve_model_path(path, gguf_file)
+    if gguf_file is not None:
+        return None
+    try:
+        return GenerationConfig.from_pretrained(path)
+    except OSError:
+        return None
+
+
+def student_end_tokens(model, tokenizer, teacher_tokenizer=None, teacher_generation_config=None) -> list[int]:
+    """The end tokens the saved student stops on: its own (``dcod.generation.end_token_ids`` of its tokenizer
+    and generation config) plus the teacher's, which end the traces it learns from (Qwen2.5-1.5B's
+    ``<|endoftext|>`` plus Qwen2.5-Math-7B-Instruct's ``<|im_end|>``). A teacher end token must be the same
+    token at the same id in the student's tokenizer (the traces are token ids): otherwise an error."""
+    from dcod.generation import check_end_tokens, end_token_ids
+
+    ids = set(end_token_ids(tokenizer, model.generation_config))
+    if teacher_tokenizer is not None:
+        for token_id in end_token_ids(teacher_tokenizer, teacher_generation_config):
+            token = teacher_tokenizer.convert_ids_to_tokens(token_id)
+            if token_id >= len(tokenizer) or tokenizer.convert_ids_to_tokens(token_id) != token:
+                raise ValueError(f"the teacher's end token {token!r} (id {token_id}) is not that id in the student's "
+                                 f"tokenizer {tokenizer.name_or_path!r}: the traces' token ids would mean other "
+                                 "tokens to the student (pick a teacher/student pair sharing one tokenizer)")
+            ids.add(token_id)
+    return check_end_tokens(ids, tokenizer)
+
+
+def pretrained_student_end_tokens(model, tokenizer, student: StudentConfig, teacher: TeacherConfig) -> list[int]:
+    """``student_end_tokens`` of a pretrained student (``student.path``) with the profile's teacher: an HF
+    teacher's tokenizer and generation config are read (the tokenizer files only, not its weights); the
+    teacher is skipped when it is the student's own model (the smol profile) or the programmatic toy teacher."""
+    if teacher.kind != "hf" or (teacher.path, teacher.gguf_file) == (student.path, student.gguf_file):
+        return student_end_tokens(model, tokenizer)
+    path, gguf_file = resolve_model_path(teacher.path, teacher.gguf_file)
+    teacher_tokenizer = (AutoTokenizer.from_pretrained(path, gguf_file=gguf_file) if gguf_file
+                         else AutoTokenizer.from_pretrained(path))
+    return student_end_tokens(model, tokenizer, teacher_tokenizer, generation_config_of(path, gguf_file))
+
+
+def set_end_tokens(model, ids: list[int]) -> None:
+    """Write the end tokens into the model's generation config, which ``save_pretrained`` writes to
+    ``generation_config.json`` (``eos_token_id`` a list when there are several), so that the HF and vLLM
+    backends here, and ``model.generate`` or any server reading that file elsewhere, stop on every one.
+    One end token (the toy world) stays a plain int: the saved files are unchanged."""
+    ids = sorted({int(t) for t in ids})
+    model.generation_config.eos_token_id = ids if len(ids) > 1 else ids[0]
 
 
 def encode_prompt(tokenizer, question: str) -> list[int]:

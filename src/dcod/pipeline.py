@@ -23,7 +23,8 @@ from dcod.generation import SamplingParams
 from dcod.io import atomic_path, code_version, content_digest, read_jsonl, write_json, write_parquet
 from dcod.launch import check_launch
 from dcod.methods import Cost, Method, Needs, StepContext, resolve
-from dcod.models import build_tiny_llama, check_same_tokenizer, encode_prompt, load_model, set_threads
+from dcod.models import (build_tiny_llama, check_same_tokenizer, encode_prompt, load_model,
+                         pretrained_student_end_tokens, set_end_tokens, set_threads)
 from dcod.provenance import machine_info, machine_label
 from dcod.shards import run_sharded, shard_seed
 from dcod.shards import finish as finish_shards
@@ -66,6 +67,8 @@ def stage_base_student(profile: ProfileConfig, world_dir: Path, out_dir: Path, t
     if profile.student.path is not None:
         model, tokenizer = load_model(profile.student.path, gguf_file=profile.student.gguf_file,
                                       revision=profile.student.revision)
+        # its generation_config.json lists every end token it must stop on, the teacher's included
+        set_end_tokens(model, pretrained_student_end_tokens(model, tokenizer, profile.student, profile.teacher))
         with atomic_path(Path(out_dir), directory=True) as tmp:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)

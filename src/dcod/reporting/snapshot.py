@@ -31,8 +31,10 @@ RESULT_FILES = ("table1.csv", "table1_timing.csv", "table2.csv", "table2_timing.
                 "float_path.csv", "float_path.md")
 # the second float path's Table 1 (results/float_paths/<name>/), published beside the main one
 FLOAT_PATH_FILES = ("table1.csv", "table1_timing.csv")
-COMPARED_COLUMNS = ("direct_step_fraction", "agreement_mean", "malformed_rate_mean", "student_tokens_trained",
-                    "tokens_sampled", "teacher_forward_tokens", "training_flops")
+# Compared where both tables have the column: a snapshot published before a column existed (cap_share) is
+# compared on the columns it has, never refused for the one it lacks.
+COMPARED_COLUMNS = ("direct_step_fraction", "agreement_mean", "malformed_rate_mean", "cap_share",
+                    "student_tokens_trained", "tokens_sampled", "teacher_forward_tokens", "training_flops")
 
 
 # ----------------------------------------------------------------------------- publish

@@ -21,6 +21,11 @@ declared needs are offline traces only (no rollouts, no teacher in memory): the 
 claim (a). ``oracle_gap_closed_<split>`` = (row − SFT) / (oracle − SFT) on ``id`` and ``long``, blank
 when the oracle is less than 1 point above SFT (a ratio over a gap inside the noise means nothing).
 
+``cap_share``: the share of a model's greedy evaluation samples (every split; prompts too long to generate
+left out) that ran to the token cap (``finish_reason`` ``length`` in samples.jsonl) instead of ending on
+one of its end tokens, mean over seeds. A share that rises from the base student to the trained
+students is the symptom of a model that does not stop (docs/paper_setting.md, "Stop tokens").
+
 Cost in machine-independent units (docs/claims.md (d)), means over seeds: tokens trained, sampled and
 run through the teacher, the student's and teacher's parameter counts, and
 ``training_flops = 6·N·trained + 2·N·sampled + 2·N_teacher·teacher forward`` (the programmatic toy teacher
@@ -125,6 +130,15 @@ def direct_step_fraction(metrics: pd.DataFrame) -> float:
     return float(direct / total) if total else math.nan
 
 
+def cap_share(samples: pd.DataFrame) -> float:
+    """Share of the generated samples of one evaluation that hit the token cap; NaN when none was generated
+    or when samples.jsonl predates ``finish_reason``."""
+    if "finish_reason" not in samples:
+        return math.nan
+    generated = samples["finish_reason"][samples["finish_reason"] != "skipped"]  # skipped: prompt_too_long
+    return float((generated == "length").mean()) if len(generated) else math.nan
+
+
 def problem_values(evaluated: Evaluated, split: str) -> pd.DataFrame:
     """Correctness (0/1) per seed and problem on ``split``: the long frame the bootstrap resamples."""
     frames = []
@@ -196,6 +210,7 @@ def accuracy_row(evaluated: Evaluated, splits: list[str], baseline: Evaluated | 
     samples = [int(frame["samples"].max()) for frame in evaluated.stability or []
                if "samples" in frame and frame["samples"].notna().any()]
     row["stability_samples"] = max(samples) if samples else math.nan
+    row["cap_share"] = mean_std(cap_share(frame) for frame in evaluated.samples)[0]
     for split in held_out_splits(splits):
         delta = difference(evaluated, baseline, split, 100.0) if baseline is not None else (math.nan,) * 3
         row[f"delta_{split}_vs_sft"], row[f"delta_{split}_ci_low"], row[f"delta_{split}_ci_high"] = delta
@@ -404,7 +419,8 @@ def table_splits(table: pd.DataFrame) -> list[str]:
 
 def order_columns(frame: pd.DataFrame, splits: list[str], extra: list[str]) -> pd.DataFrame:
     accuracy = [f"{split}_{stat}" for split in splits for stat in ("mean", "std")]
-    stability = ["agreement_mean", "agreement_std", "malformed_rate_mean", "malformed_rate_std", "stability_samples"]
+    stability = ["agreement_mean", "agreement_std", "malformed_rate_mean", "malformed_rate_std", "stability_samples",
+                 "cap_share"]
     deltas = [f"delta_{split}_{kind}" for split in held_out_splits(splits)
               for kind in ("vs_sft", "ci_low", "ci_high")]
     versus = [f"dcod_minus_row_{key}{kind}" for key in [*held_out_splits(splits), *STABILITY_METRICS]
