@@ -1,7 +1,7 @@
 # Data, models and runs. Every rule: one `python -m dcod` subcommand, a log, and as params the fingerprints
 # of what it reads besides its input files: the code of its stage and the profile sections it reads
 # (common.smk, STAGE_PARAMS), so a source or profile edit reruns the jobs it can change and no other.
-# The profile file itself is not an input (a train-only edit must not redo the world). The conda directive
+# The profile file itself is a param, not an input (a train-only edit must not redo the world). The conda directive
 # names the one pinned environment.
 # Rules are written for a {root} (workflow/rules/common.smk): the main work folder or one of its variants
 # (robustness worlds, calibration base students, the float-path check), whose commands get the variant's
@@ -21,7 +21,7 @@ rule world:
     conda:
         ENV
     shell:
-        "{params.env}python -m dcod world --profile {PROFILE_FILE} {params.sets} --out {output} > {log} 2>&1"
+        "{params.env}python -m dcod world --profile {params.profile} {params.sets} --out {output} > {log} 2>&1"
 
 
 rule base_student:
@@ -39,7 +39,7 @@ rule base_student:
     conda:
         ENV
     shell:
-        "{params.env}python -m dcod base-student --profile {PROFILE_FILE} {params.sets} --world {input.world} "
+        "{params.env}python -m dcod base-student --profile {params.profile} {params.sets} --world {input.world} "
         "--out {output} > {log} 2>&1"
 
 
@@ -58,7 +58,7 @@ rule traces:
     conda:
         ENV
     shell:
-        "{params.env}python -m dcod traces --profile {PROFILE_FILE} {params.sets} --world {input.world} "
+        "{params.env}python -m dcod traces --profile {params.profile} {params.sets} --world {input.world} "
         "--out {output.marker} > {log} 2>&1"
 
 
@@ -78,7 +78,7 @@ rule traces_student_style:
     conda:
         ENV
     shell:
-        "{params.env}python -m dcod traces --profile {PROFILE_FILE} {params.sets} --set teacher.p_direct=0 "
+        "{params.env}python -m dcod traces --profile {params.profile} {params.sets} --set teacher.p_direct=0 "
         "--world {input.world} --out {output.marker} > {log} 2>&1"
 
 
@@ -104,7 +104,7 @@ rule train:
     conda:
         ENV
     shell:
-        "{params.env}{params.launcher} -m dcod train --profile {PROFILE_FILE} {params.sets} "
+        "{params.env}{params.launcher} -m dcod train --profile {params.profile} {params.sets} "
         "--experiment {input.config} --seed {wildcards.seed} --world {input.world} "
         "--base {input.base} --traces {input.traces} --out {output.marker} > {log} 2>&1"
 
@@ -127,7 +127,7 @@ rule evaluate:
     conda:
         ENV
     shell:
-        "{params.env}python -m dcod evaluate --profile {PROFILE_FILE} {params.sets} {params.options} "
+        "{params.env}python -m dcod evaluate --profile {params.profile} {params.sets} {params.options} "
         "--world {input.world} --seed {wildcards.seed} --model {input.run} --out {output.marker} > {log} 2>&1"
 
 
@@ -152,7 +152,7 @@ rule evaluate_reference:
     conda:
         ENV
     shell:
-        "{params.env}python -m dcod evaluate --profile {PROFILE_FILE} {params.sets} {params.options} "
+        "{params.env}python -m dcod evaluate --profile {params.profile} {params.sets} {params.options} "
         "--world {input.world} --model {wildcards.reference} --base {input.base} --out {output.marker} > {log} 2>&1"
 
 
@@ -176,7 +176,7 @@ rule evaluate_base_seed:
     conda:
         ENV
     shell:
-        "{params.env}python -m dcod evaluate --profile {PROFILE_FILE} {params.sets} {params.options} "
+        "{params.env}python -m dcod evaluate --profile {params.profile} {params.sets} {params.options} "
         "--world {input.world} --seed {wildcards.seed} --model base_student --base {input.base} "
         "--out {output.marker} > {log} 2>&1"
 
@@ -213,7 +213,7 @@ rule tune_train:
     conda:
         ENV
     shell:
-        "{params.launcher} -m dcod train --profile {PROFILE_FILE} --experiment {params.config} --lr {wildcards.lr} "
+        "{params.launcher} -m dcod train --profile {params.profile} --experiment {params.config} --lr {wildcards.lr} "
         "--seed {params.seed} --world {input.world} --base {input.base} --traces {input.traces} "
         "--out {output.marker} > {log} 2>&1"
 
@@ -235,5 +235,5 @@ rule tune_evaluate:
     conda:
         ENV
     shell:
-        "python -m dcod evaluate --profile {PROFILE_FILE} --world {input.world} --seed {params.seed} "
+        "python -m dcod evaluate --profile {params.profile} --world {input.world} --seed {params.seed} "
         "--model {input.run} --splits {params.split} --out {output.marker} > {log} 2>&1"

@@ -24,7 +24,7 @@ rule calibration:
     conda:
         ENV
     shell:
-        "python -m dcod report calibration --profile {PROFILE_FILE} --work {input.world} "
+        "python -m dcod report calibration --profile {params.profile} --work {input.world} "
         "--seeds {params.seeds} --out {output.marker} > {log} 2>&1"
 
 
@@ -49,7 +49,7 @@ rule table1:
     conda:
         ENV
     shell:
-        "python -m dcod report table1 --profile {PROFILE_FILE} --work {input.world} "
+        "python -m dcod report table1 --profile {params.profile} --work {input.world} "
         "--experiment-list {params.experiments} --seeds {params.seeds} --experiments {params.experiments_dir} "
         "--out {output.table} > {log} 2>&1"
 
@@ -73,7 +73,7 @@ rule table2:
     conda:
         ENV
     shell:
-        "python -m dcod report table2 --profile {PROFILE_FILE} --work {input.world} "
+        "python -m dcod report table2 --profile {params.profile} --work {input.world} "
         "--experiment-list {params.experiments} --seeds {params.seeds} --experiments {params.experiments_dir} "
         "--out {output.table} > {log} 2>&1"
 
@@ -101,7 +101,7 @@ rule figure:
     conda:
         ENV
     shell:
-        "python -m dcod report figure:{wildcards.name} --profile {PROFILE_FILE} --work {input.world} "
+        "python -m dcod report figure:{wildcards.name} --profile {params.profile} --work {input.world} "
         "--experiment-list {params.experiments} --seeds {params.seeds} --results-dir {input.table1} "
         "--out {output.marker} > {log} 2>&1"
 
@@ -127,7 +127,7 @@ rule report:
     conda:
         ENV
     shell:
-        "python -m dcod report paper --profile {PROFILE_FILE} --results-dir {input.table1} "
+        "python -m dcod report paper --profile {params.profile} --results-dir {input.table1} "
         "--figures-dir {input.figure} --out {output} > {log} 2>&1"
 
 
@@ -145,7 +145,7 @@ rule tuning:
     conda:
         ENV
     shell:
-        "python -m dcod report tuning --profile {PROFILE_FILE} --work {input.world} "
+        "python -m dcod report tuning --profile {params.profile} --work {input.world} "
         "--experiment-list {params.experiments} --out {output} > {log} 2>&1"
 
 
@@ -191,7 +191,7 @@ rule robustness:
     conda:
         ENV
     shell:
-        "python -m dcod report robustness --profile {PROFILE_FILE} --worlds {params.worlds} "
+        "python -m dcod report robustness --profile {params.profile} --worlds {params.worlds} "
         "--out {output.table} > {log} 2>&1"
 
 
@@ -208,7 +208,7 @@ rule figure_robustness:
     conda:
         ENV
     shell:
-        "python -m dcod report figure:robustness --profile {PROFILE_FILE} --results-dir {input.table} "
+        "python -m dcod report figure:robustness --profile {params.profile} --results-dir {input.table} "
         "--out {output.marker} > {log} 2>&1"
 
 
@@ -236,7 +236,7 @@ rule table1_float_path:
     conda:
         ENV
     shell:
-        "python -m dcod report table1 --profile {PROFILE_FILE} --work {input.world} "
+        "python -m dcod report table1 --profile {params.profile} --work {input.world} "
         "--experiment-list {params.experiments} --seeds {params.seeds} --experiments {params.experiments_dir} "
         "--out {output.table} > {log} 2>&1"
 
