@@ -133,12 +133,14 @@ def load_yaml(path: str | Path) -> Any:
 
 def code_version() -> str:
     """The git commit of the code that produced an artifact (``+dirty`` if the code or the configs have
-    uncommitted changes; regenerated results, figures and docs do not count)."""
+    uncommitted changes, a new file not yet committed included: a new method module runs too; regenerated
+    results, figures and docs do not count). Each stage records it when it runs, so a table carries the
+    versions that trained and evaluated its rows, never the checkout's at report time."""
     root = Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
                                 capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--",
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=all", "--",
                                 "src", "workflow", "Snakefile", "config", "experiments", "pyproject.toml"],
                                capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
