@@ -171,3 +171,47 @@ def test_bench_scripts_start(command):
     result = subprocess.run([sys.executable, shlex.split(command)[1], "--help"], cwd=REPO, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, (command, result.stderr[-1000:])
+
+
+# ----------------------------------------------------------------------------- recovery after a kill
+def _resume_commands(target: str) -> list[list[str]]:
+    """What `make resume TARGET=<target> PROFILE=ci` runs, as argument lists after `snakemake`."""
+    out = subprocess.run(["make", "-n", "resume", f"TARGET={target}", "PROFILE=ci", "CORES=2"], cwd=REPO,
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    commands = [shlex.split(line.split("snakemake", 1)[1]) for line in out.splitlines() if "bin/snakemake " in line]
+    return commands
+
+
+def test_make_resume_unlocks_then_reruns_the_incomplete_jobs_of_the_same_target():
+    unlock, rerun = _resume_commands("results/ci/table1.csv")
+    assert unlock[0] == "--unlock"
+    assert "--rerun-incomplete" in rerun and rerun.index("results/ci/table1.csv") < rerun.index("--config")
+    assert rerun[-2:] == ["--config", "profile=ci"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_after_a_sigkill_make_resume_finishes_in_one_step(tmp_path):
+    """A killed snakemake leaves a lock and an incomplete job: the plain rerun refuses, the commands of
+    `make resume` finish the target."""
+    import os
+    import signal
+    import time
+
+    target = "work/ci/base_student"
+    base = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path)]
+    job = subprocess.Popen([*base, "--cores", "1", target, "--config", "profile=ci"], cwd=REPO,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 600
+    while not (tmp_path / "work/ci/logs/base_student.log").exists():  # the world is done, pre-training runs
+        assert time.time() < deadline and job.poll() is None, "the base student job never started"
+        time.sleep(0.2)
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+    plain = subprocess.run([*base, "--cores", "1", target, "--config", "profile=ci"], cwd=REPO,
+                           capture_output=True, text=True, timeout=600)
+    assert plain.returncode != 0 and "lock" in (plain.stdout + plain.stderr).lower()
+    for args in _resume_commands(target):
+        result = subprocess.run([*base, *args], cwd=REPO, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert (tmp_path / target / "model.safetensors").is_file() or any((tmp_path / target).iterdir())
