@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 CORES ?= all
 PROFILE ?= toy
 
-.PHONY: setup reproduce all publish test test-avx2 test-slow test-vllm lint clean-work
+.PHONY: setup reproduce all resume publish test test-avx2 test-slow test-vllm lint clean-work
 
 setup: $(VENV)/.installed
 
@@ -29,6 +29,14 @@ reproduce: setup
 # Everything: both tables, tuning, calibration, figures, the report and the comparison.
 all: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --cores $(CORES) --config profile=$(PROFILE)
+
+# After a kill (SIGKILL, a lost node, Ctrl-C twice): release Snakemake's lock, then redo the jobs the kill
+# left incomplete and everything after them (docs/reproducibility.md, "After a kill"). TARGET: what the
+# killed command was building (empty: everything); training resumes from its last checkpoint.
+TARGET ?=
+resume: setup
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --unlock $(TARGET) --config profile=$(PROFILE)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --cores $(CORES) --rerun-incomplete $(TARGET) --config profile=$(PROFILE)
 
 # Copy a finished run of a clean commit into the published snapshot (refuses uncommitted code).
 publish: setup

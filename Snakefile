@@ -1,6 +1,7 @@
 # dcod: the whole paper pipeline as one DAG.
 #   snakemake --cores all results/table1.csv                 # Table 1 of the default (toy) profile
-#   snakemake --cores all --config profile=ci results/ci/table1.csv
+#   snakemake --cores all results/ci/table1.csv --config profile=ci   # a target goes before --config
+#   make resume                                     # after a kill: unlock, redo the incomplete jobs
 # Rules are thin: each calls one `python -m dcod` subcommand. Experiments are discovered from
 # experiments/*/config.yaml; seeds come from the profile.
 

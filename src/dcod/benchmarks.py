@@ -43,6 +43,8 @@ from pathlib import Path
 
 import yaml
 
+from dcod.io import parse_yaml
+
 PLAIN_NUMBER = re.compile(r"-?\d+(\.\d+)?")
 DEFAULT_PROMPT_TEMPLATE = "{question}\nPlease reason step by step, and put your final answer within \\boxed{}."
 PROMPT_PLACEHOLDER = "{question}"
@@ -203,7 +205,7 @@ def get_benchmark(name: str) -> Benchmark:
     if name not in files:
         raise ValueError(f"unknown benchmark '{name}'; known: {', '.join(sorted(files))}")
     try:
-        mapping = yaml.safe_load(files[name].read_text(encoding="utf-8"))
+        mapping = parse_yaml(files[name].read_text(encoding="utf-8"), f"{name}.yaml")
     except yaml.YAMLError as error:
         raise ValueError(f"{name}.yaml is not valid YAML: {error}") from None
     benchmark = parse_declaration(mapping, f"{name}.yaml")

@@ -580,11 +580,12 @@ def train_config_for(profile: ProfileConfig, experiment: ExperimentConfig, lr: f
 
 # ----------------------------------------------------------------------------- loading
 def _read_yaml(path: Path) -> dict[str, Any]:
+    from dcod.io import load_yaml  # the project's one YAML reader: a duplicate key names file and line
+
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
     try:
-        with open(path) as handle:
-            data = yaml.safe_load(handle)
+        data = load_yaml(path)
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML ({error})") from None
     if not isinstance(data, dict):
@@ -614,8 +615,10 @@ def _override(assignment: str, source: str) -> dict[str, Any]:
     parts = key.split(".")
     if not sep or not all(part.strip() for part in parts):
         raise ConfigError(f"{source}: override {assignment!r} is not of the form section.key=value")
+    from dcod.io import parse_yaml
+
     try:
-        value = yaml.safe_load(text)
+        value = parse_yaml(text, f"override {assignment!r}")
     except yaml.YAMLError:
         raise ConfigError(f"{source}: override {assignment!r}: the value is not a YAML scalar") from None
     nested: Any = value

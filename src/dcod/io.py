@@ -2,7 +2,8 @@
 
 A crashed or killed job therefore never leaves a file that looks finished, and Snakemake never sees a
 partial output. ``os.replace`` is atomic on POSIX within one filesystem; temporary siblings live in
-the same directory for that reason.
+the same directory for that reason. Also the one YAML reader of the project (``load_yaml``: duplicate
+keys refused) and the code fingerprints.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
+
+import yaml
 
 
 @contextlib.contextmanager
@@ -86,14 +89,58 @@ def write_parquet(path: str | Path, frame) -> None:
         frame.to_parquet(tmp, index=False)
 
 
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A mapping names one key twice. Plain YAML loaders keep the last value silently (``clip: 5.0`` then
+    ``clip: 2.0`` reads 2.0); every YAML the project reads goes through ``load_yaml``, which refuses it."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` may repeat what it merges
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    seen = first.setdefault(key, key_node.start_mark)
+                except TypeError:  # an unhashable key: SafeLoader refuses it with its own message
+                    continue
+                if seen is not key_node.start_mark:
+                    raise DuplicateKeyError(
+                        f"while reading a mapping (line {node.start_mark.line + 1})", node.start_mark,
+                        f"duplicate key {key!r} (first at line {seen.line + 1}, again at line "
+                        f"{key_node.start_mark.line + 1})", key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml(text: str, source: str = "<string>") -> Any:
+    """YAML text as plain data (safe types only), refusing duplicate keys; errors name ``source`` and the
+    line."""
+    loader = _UniqueKeyLoader(text)
+    loader.name = str(source)  # the marks of its errors: in "<source>", line N
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def load_yaml(path: str | Path) -> Any:
+    """A YAML file as plain data (``parse_yaml``); errors name the file and the line."""
+    path = Path(path)
+    return parse_yaml(path.read_text(encoding="utf-8"), str(path))
+
+
 def code_version() -> str:
     """The git commit of the code that produced an artifact (``+dirty`` if the code or the configs have
-    uncommitted changes; regenerated results, figures and docs do not count)."""
+    uncommitted changes, a new file not yet committed included: a new method module runs too; regenerated
+    results, figures and docs do not count). Each stage records it when it runs, so a table carries the
+    versions that trained and evaluated its rows, never the checkout's at report time."""
     root = Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
                                 capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--",
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=all", "--",
                                 "src", "workflow", "Snakefile", "config", "experiments", "pyproject.toml"],
                                capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):

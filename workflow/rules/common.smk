@@ -4,8 +4,10 @@ from snakemake.utils import validate
 
 from dcod.config import (discover_experiments, experiment_chain, learning_rate_for, load_experiment, load_profile,
                          train_config_for)
+from dcod.io import load_yaml
 from dcod.launch import check_launch
 from dcod.methods import needs_of, resolve
+from dcod.provenance import PROFILE_IGNORED, STAGE_CODE, code_fingerprint, profile_fingerprint
 from dcod.splits import check_profile
 
 validate(config, "../schemas/config.schema.yaml")
@@ -16,6 +18,15 @@ PROFILE_FILE = BASE / "config" / "profiles" / f"{PROFILE}.yaml"
 EXPERIMENTS_DIR = BASE / "experiments"
 ENV = BASE / "environment.yml"
 P = check_profile(load_profile(PROFILE_FILE))  # strict: an unknown or mistyped key stops here with its name
+
+# What every rule depends on besides its input files, as Snakemake params (the params trigger reruns a job
+# when one changes): the code of its stage and the sections of the profile that stage reads
+# (dcod.provenance). The profile file is a param, never an input: an edit reruns a job only through these
+# fingerprints (docs/reproducibility.md, "Results follow the code and the profile"). It stays a Path:
+# Snakemake compares only plain-typed params, so moving the checkout reruns nothing.
+STAGE_PARAMS = {stage: {"code": code_fingerprint(STAGE_CODE[stage]), "profile_sections": profile_fingerprint(P, stage),
+                        "profile": PROFILE_FILE}
+                for stage in PROFILE_IGNORED}
 
 # The default profile writes to results/, figures/, paper/; others to a subfolder named after them.
 W = f"work/{PROFILE}"
@@ -143,12 +154,10 @@ def train_launcher(wildcards):
 def train_gpus(wildcards):
     """GPUs a train job asks a cluster executor for: the accelerate config's num_processes; 1 for a
     one-process job that trains in mixed precision (a GPU profile), else 0 (CPU)."""
-    import yaml
-
     config_file, cfg = _train_launch(wildcards.experiment)
     if config_file is None:
         return 1 if cfg.mixed_precision != "no" else 0
-    return int((yaml.safe_load(config_file.read_text()) or {}).get("num_processes", 1))
+    return int((load_yaml(config_file) or {}).get("num_processes", 1))
 
 
 def tuning_evals(experiments):

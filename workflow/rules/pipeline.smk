@@ -1,5 +1,8 @@
-# Data, models and runs. Every rule: inputs include the profile file (a change reruns it), one
-# `python -m dcod` subcommand, a log. The conda directive names the one pinned environment.
+# Data, models and runs. Every rule: one `python -m dcod` subcommand, a log, and as params the fingerprints
+# of what it reads besides its input files: the code of its stage and the profile sections it reads
+# (common.smk, STAGE_PARAMS), so a source or profile edit reruns the jobs it can change and no other.
+# The profile file itself is a param, not an input (a train-only edit must not redo the world). The conda directive
+# names the one pinned environment.
 # Rules are written for a {root} (workflow/rules/common.smk): the main work folder or one of its variants
 # (robustness worlds, calibration base students, the float-path check), whose commands get the variant's
 # profile overrides (--set) and environment.
@@ -7,10 +10,10 @@
 
 rule world:
     input:
-        profile=PROFILE_FILE,
     output:
         f"{{root}}/world/world.json",
     params:
+        **STAGE_PARAMS["prepare"],
         sets=root_sets,
         env=root_env,
     log:
@@ -18,16 +21,16 @@ rule world:
     conda:
         ENV
     shell:
-        "{params.env}python -m dcod world --profile {input.profile} {params.sets} --out {output} > {log} 2>&1"
+        "{params.env}python -m dcod world --profile {params.profile} {params.sets} --out {output} > {log} 2>&1"
 
 
 rule base_student:
     input:
-        profile=PROFILE_FILE,
         world=root_world,
     output:
         directory("{root}/base_student"),
     params:
+        **STAGE_PARAMS["prepare"],
         sets=root_sets,
         env=root_env,
     threads: P.pretrain.threads or P.threads
@@ -36,18 +39,18 @@ rule base_student:
     conda:
         ENV
     shell:
-        "{params.env}python -m dcod base-student --profile {input.profile} {params.sets} --world {input.world} "
+        "{params.env}python -m dcod base-student --profile {params.profile} {params.sets} --world {input.world} "
         "--out {output} > {log} 2>&1"
 
 
 rule traces:
     input:
-        profile=PROFILE_FILE,
         world=root_world,
     output:
         marker="{root}/traces/train.parquet",
         summary="{root}/traces/train.json",
     params:
+        **STAGE_PARAMS["prepare"],
         sets=root_sets,
         env=root_env,
     log:
@@ -55,19 +58,19 @@ rule traces:
     conda:
         ENV
     shell:
-        "{params.env}python -m dcod traces --profile {input.profile} {params.sets} --world {input.world} "
+        "{params.env}python -m dcod traces --profile {params.profile} {params.sets} --world {input.world} "
         "--out {output.marker} > {log} 2>&1"
 
 
 rule traces_student_style:
     # the teacher forced to the student's native (decomposed) style: the oracle reference's traces
     input:
-        profile=PROFILE_FILE,
         world=root_world,
     output:
         marker="{root}/traces_student_style/train.parquet",
         summary="{root}/traces_student_style/train.json",
     params:
+        **STAGE_PARAMS["prepare"],
         sets=root_sets,
         env=root_env,
     log:
@@ -75,13 +78,12 @@ rule traces_student_style:
     conda:
         ENV
     shell:
-        "{params.env}python -m dcod traces --profile {input.profile} {params.sets} --set teacher.p_direct=0 "
+        "{params.env}python -m dcod traces --profile {params.profile} {params.sets} --set teacher.p_direct=0 "
         "--world {input.world} --out {output.marker} > {log} 2>&1"
 
 
 rule train:
     input:
-        profile=PROFILE_FILE,
         world=root_world,
         base=seed_base,  # the root's base student, or under pretrain.per_seed the seed's own
         traces=root_traces,
@@ -92,6 +94,7 @@ rule train:
         marker="{root}/runs/{experiment}/seed{seed}/run.json",
         train_log="{root}/runs/{experiment}/seed{seed}/train_log.jsonl",
     params:
+        **STAGE_PARAMS["train"],
         launcher=train_launcher,  # python, or accelerate launch with the profile's accelerate config
         sets=root_sets,
         env=root_env,
@@ -103,14 +106,13 @@ rule train:
     conda:
         ENV
     shell:
-        "{params.env}{params.launcher} -m dcod train --profile {input.profile} {params.sets} "
+        "{params.env}{params.launcher} -m dcod train --profile {params.profile} {params.sets} "
         "--experiment {input.config} --seed {wildcards.seed} --world {input.world} "
         "--base {input.base} --traces {input.traces} {params.lr_option} --out {output.marker} > {log} 2>&1"
 
 
 rule evaluate:
     input:
-        profile=PROFILE_FILE,
         world=root_world,
         run="{root}/runs/{experiment}/seed{seed}/run.json",
     output:
@@ -118,6 +120,7 @@ rule evaluate:
         samples="{root}/eval/{experiment}/seed{seed}/samples.jsonl",
         stability="{root}/eval/{experiment}/seed{seed}/stability.csv",
     params:
+        **STAGE_PARAMS["evaluate"],
         sets=root_sets,
         env=root_env,
         options=root_eval_options,
@@ -126,14 +129,13 @@ rule evaluate:
     conda:
         ENV
     shell:
-        "{params.env}python -m dcod evaluate --profile {input.profile} {params.sets} {params.options} "
+        "{params.env}python -m dcod evaluate --profile {params.profile} {params.sets} {params.options} "
         "--world {input.world} --seed {wildcards.seed} --model {input.run} --out {output.marker} > {log} 2>&1"
 
 
 rule evaluate_reference:
     # the base student, the teacher, and the teacher forced to one style (calibration)
     input:
-        profile=PROFILE_FILE,
         world=root_world,
         base=root_base,
     output:
@@ -141,6 +143,7 @@ rule evaluate_reference:
         samples="{root}/eval/{reference}/samples.jsonl",
         stability="{root}/eval/{reference}/stability.csv",
     params:
+        **STAGE_PARAMS["evaluate"],
         sets=root_sets,
         env=root_env,
         options=root_eval_options,
@@ -151,7 +154,7 @@ rule evaluate_reference:
     conda:
         ENV
     shell:
-        "{params.env}python -m dcod evaluate --profile {input.profile} {params.sets} {params.options} "
+        "{params.env}python -m dcod evaluate --profile {params.profile} {params.sets} {params.options} "
         "--world {input.world} --model {wildcards.reference} --base {input.base} --out {output.marker} > {log} 2>&1"
 
 
@@ -159,7 +162,6 @@ rule evaluate_base_seed:
     # under pretrain.per_seed: the base student that seed's runs start from, evaluated like a run of that
     # seed (Table 1's base-student row then has one evaluation per seed)
     input:
-        profile=PROFILE_FILE,
         world=root_world,
         base=seed_base,
     output:
@@ -167,6 +169,7 @@ rule evaluate_base_seed:
         samples="{root}/eval/base_student/seed{seed}/samples.jsonl",
         stability="{root}/eval/base_student/seed{seed}/stability.csv",
     params:
+        **STAGE_PARAMS["evaluate"],
         sets=root_sets,
         env=root_env,
         options=root_eval_options,
@@ -175,7 +178,7 @@ rule evaluate_base_seed:
     conda:
         ENV
     shell:
-        "{params.env}python -m dcod evaluate --profile {input.profile} {params.sets} {params.options} "
+        "{params.env}python -m dcod evaluate --profile {params.profile} {params.sets} {params.options} "
         "--world {input.world} --seed {wildcards.seed} --model base_student --base {input.base} "
         "--out {output.marker} > {log} 2>&1"
 
@@ -193,7 +196,6 @@ ruleorder: evaluate_base_seed > evaluate
 # params trigger, so a change to any other knob of the method still reruns its grid.
 rule tune_train:
     input:
-        profile=PROFILE_FILE,
         world=f"{W}/world/world.json",
         base=f"{W}/base_student",
         traces=lambda wildcards: f"{W}/{traces_of(wildcards.experiment)}/train.parquet",
@@ -201,6 +203,7 @@ rule tune_train:
         marker=f"{W}/tuning/{{experiment}}/lr{{lr}}/run.json",
         train_log=f"{W}/tuning/{{experiment}}/lr{{lr}}/train_log.jsonl",
     params:
+        **STAGE_PARAMS["train"],
         config=lambda wildcards: EXPERIMENTS_DIR / wildcards.experiment / "config.yaml",
         tuned_settings=lambda wildcards: settings_without_lr(wildcards.experiment),
         seed=TUNING_SEED,
@@ -212,14 +215,13 @@ rule tune_train:
     conda:
         ENV
     shell:
-        "{params.launcher} -m dcod train --profile {input.profile} --experiment {params.config} --lr {wildcards.lr} "
+        "{params.launcher} -m dcod train --profile {params.profile} --experiment {params.config} --lr {wildcards.lr} "
         "--seed {params.seed} --world {input.world} --base {input.base} --traces {input.traces} "
         "--out {output.marker} > {log} 2>&1"
 
 
 rule tune_evaluate:
     input:
-        profile=PROFILE_FILE,
         world=f"{W}/world/world.json",
         run=f"{W}/tuning/{{experiment}}/lr{{lr}}/run.json",
     output:
@@ -227,6 +229,7 @@ rule tune_evaluate:
         samples=f"{W}/tuning/{{experiment}}/lr{{lr}}/eval/samples.jsonl",
         stability=f"{W}/tuning/{{experiment}}/lr{{lr}}/eval/stability.csv",
     params:
+        **STAGE_PARAMS["evaluate"],
         seed=TUNING_SEED,
         split=TUNING_SPLIT,
     log:
@@ -234,5 +237,5 @@ rule tune_evaluate:
     conda:
         ENV
     shell:
-        "python -m dcod evaluate --profile {input.profile} --world {input.world} --seed {params.seed} "
+        "python -m dcod evaluate --profile {params.profile} --world {input.world} --seed {params.seed} "
         "--model {input.run} --splits {params.split} --out {output.marker} > {log} 2>&1"

@@ -12,19 +12,19 @@ rule calibration:
         evals(ORACLE, SEEDS),
         CALIBRATION_EVALS,
         knife_edge_evals([W]),
-        profile=PROFILE_FILE,
         world=f"{W}/world/world.json",
     output:
         marker=f"{R}/calibration.csv",
         markdown=f"{R}/calibration.md",
     params:
+        **STAGE_PARAMS["report"],
         seeds=",".join(map(str, SEEDS)),
     log:
         f"{W}/logs/report/calibration.log",
     conda:
         ENV
     shell:
-        "python -m dcod report calibration --profile {input.profile} --work {input.world} "
+        "python -m dcod report calibration --profile {params.profile} --work {input.world} "
         "--seeds {params.seeds} --out {output.marker} > {log} 2>&1"
 
 
@@ -35,12 +35,12 @@ rule table1:
         evals(MAIN, SEEDS),
         runs(MAIN, SEEDS),
         f"{W}/traces/train.json",
-        profile=PROFILE_FILE,
         world=f"{W}/world/world.json",
     output:
         table=TABLE1,
         timing=TABLE1_TIMING,
     params:
+        **STAGE_PARAMS["report"],
         experiments=",".join(MAIN),
         seeds=",".join(map(str, SEEDS)),
         experiments_dir=EXPERIMENTS_DIR,
@@ -49,7 +49,7 @@ rule table1:
     conda:
         ENV
     shell:
-        "python -m dcod report table1 --profile {input.profile} --work {input.world} "
+        "python -m dcod report table1 --profile {params.profile} --work {input.world} "
         "--experiment-list {params.experiments} --seeds {params.seeds} --experiments {params.experiments_dir} "
         "--out {output.table} > {log} 2>&1"
 
@@ -59,12 +59,12 @@ rule table2:
         evals(TABLE2_EXPERIMENTS, ABLATION_SEEDS),
         runs(TABLE2_EXPERIMENTS, ABLATION_SEEDS),
         f"{W}/traces/train.json",
-        profile=PROFILE_FILE,
         world=f"{W}/world/world.json",
     output:
         table=TABLE2,
         timing=TABLE2_TIMING,
     params:
+        **STAGE_PARAMS["report"],
         experiments=",".join(TABLE2_EXPERIMENTS),
         seeds=",".join(map(str, ABLATION_SEEDS)),
         experiments_dir=EXPERIMENTS_DIR,
@@ -73,7 +73,7 @@ rule table2:
     conda:
         ENV
     shell:
-        "python -m dcod report table2 --profile {input.profile} --work {input.world} "
+        "python -m dcod report table2 --profile {params.profile} --work {input.world} "
         "--experiment-list {params.experiments} --seeds {params.seeds} --experiments {params.experiments_dir} "
         "--out {output.table} > {log} 2>&1"
 
@@ -85,13 +85,13 @@ rule figure:
         evals(MAIN, SEEDS),
         runs(MAIN, SEEDS),
         TABLE1_TIMING,
-        profile=PROFILE_FILE,
         world=f"{W}/world/world.json",
         table1=TABLE1,
     output:
         marker=f"{F}/{{name}}.png",
         data=f"{F}/{{name}}.csv",
     params:
+        **STAGE_PARAMS["report"],
         experiments=",".join(MAIN),
         seeds=",".join(map(str, SEEDS)),
     log:
@@ -101,7 +101,7 @@ rule figure:
     conda:
         ENV
     shell:
-        "python -m dcod report figure:{wildcards.name} --profile {input.profile} --work {input.world} "
+        "python -m dcod report figure:{wildcards.name} --profile {params.profile} --work {input.world} "
         "--experiment-list {params.experiments} --seeds {params.seeds} --results-dir {input.table1} "
         "--out {output.marker} > {log} 2>&1"
 
@@ -118,33 +118,34 @@ rule report:
         FLOAT_PATH_TARGETS,
         table1=TABLE1,
         figure=FIGURES[0],
-        profile=PROFILE_FILE,
     output:
         REPORT,
+    params:
+        **STAGE_PARAMS["report"],
     log:
         f"{W}/logs/report/report.log",
     conda:
         ENV
     shell:
-        "python -m dcod report paper --profile {input.profile} --results-dir {input.table1} "
+        "python -m dcod report paper --profile {params.profile} --results-dir {input.table1} "
         "--figures-dir {input.figure} --out {output} > {log} 2>&1"
 
 
 rule tuning:
     input:
         tuning_evals(MAIN),
-        profile=PROFILE_FILE,
         world=f"{W}/world/world.json",
     output:
         TUNING,
     params:
+        **STAGE_PARAMS["report"],
         experiments=",".join(MAIN),
     log:
         f"{W}/logs/report/tuning.log",
     conda:
         ENV
     shell:
-        "python -m dcod report tuning --profile {input.profile} --work {input.world} "
+        "python -m dcod report tuning --profile {params.profile} --work {input.world} "
         "--experiment-list {params.experiments} --out {output} > {log} 2>&1"
 
 
@@ -157,6 +158,8 @@ rule compare:
     output:
         markdown=f"{R}/comparison.md",
         data=f"{R}/comparison.csv",
+    params:
+        **STAGE_PARAMS["report"],
     log:
         f"{W}/logs/report/compare.log",
     conda:
@@ -177,34 +180,35 @@ rule robustness:
         [f"{root}/traces/train.json" for root in ROBUST_WORLDS.values()],
         CALIBRATION_EVALS,  # the main world's knife-edge and plateau lines
         knife_edge_evals(KNIFE_EDGE_SEEDS),  # every world seed's knife-edge base students
-        profile=PROFILE_FILE,
     output:
         table=ROBUSTNESS,
         markdown=f"{R}/robustness.md",
     params:
+        **STAGE_PARAMS["report"],
         worlds=",".join(f"{name}={root}/world/world.json" for name, root in ROBUST_WORLDS.items()),
     log:
         f"{W}/logs/report/robustness.log",
     conda:
         ENV
     shell:
-        "python -m dcod report robustness --profile {input.profile} --worlds {params.worlds} "
+        "python -m dcod report robustness --profile {params.profile} --worlds {params.worlds} "
         "--out {output.table} > {log} 2>&1"
 
 
 rule figure_robustness:
     input:
         table=ROBUSTNESS,
-        profile=PROFILE_FILE,
     output:
         marker=f"{F}/robustness.png",
         data=f"{F}/robustness.csv",
+    params:
+        **STAGE_PARAMS["report"],
     log:
         f"{W}/logs/report/figure_robustness.log",
     conda:
         ENV
     shell:
-        "python -m dcod report figure:robustness --profile {input.profile} --results-dir {input.table} "
+        "python -m dcod report figure:robustness --profile {params.profile} --results-dir {input.table} "
         "--out {output.marker} > {log} 2>&1"
 
 
@@ -218,12 +222,12 @@ rule table1_float_path:
         [f"{FLOAT_ROOT}/eval/{e}/seed{s}/{f}" for e in MAIN for s in SEEDS for f in EVAL_FILES],
         [f"{FLOAT_ROOT}/runs/{e}/seed{s}/{f}" for e in MAIN for s in SEEDS for f in RUN_FILES],
         f"{FLOAT_ROOT}/traces/train.json",
-        profile=PROFILE_FILE,
         world=f"{FLOAT_ROOT}/world/world.json",
     output:
         table=f"{FLOAT_RESULTS}/table1.csv",
         timing=f"{FLOAT_RESULTS}/table1_timing.csv",
     params:
+        **STAGE_PARAMS["report"],
         experiments=",".join(MAIN),
         seeds=",".join(map(str, SEEDS)),
         experiments_dir=EXPERIMENTS_DIR,
@@ -232,7 +236,7 @@ rule table1_float_path:
     conda:
         ENV
     shell:
-        "python -m dcod report table1 --profile {input.profile} --work {input.world} "
+        "python -m dcod report table1 --profile {params.profile} --work {input.world} "
         "--experiment-list {params.experiments} --seeds {params.seeds} --experiments {params.experiments_dir} "
         "--out {output.table} > {log} 2>&1"
 
@@ -245,6 +249,8 @@ rule float_path_compare:
     output:
         markdown=f"{R}/float_path.md",
         data=f"{R}/float_path.csv",
+    params:
+        **STAGE_PARAMS["report"],
     log:
         f"{W}/logs/report/float_path_compare.log",
     conda:
