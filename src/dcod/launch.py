@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import yaml
+from dcod.io import load_yaml
 
 
 def accelerate_settings(config_file: str | Path | None) -> dict:
@@ -20,7 +20,7 @@ def accelerate_settings(config_file: str | Path | None) -> dict:
         return {"distributed_type": "DEEPSPEED", "num_processes": int(os.environ.get("WORLD_SIZE", "1")),
                 "source": "accelerate launch environment (ACCELERATE_USE_DEEPSPEED)"}
     if config_file is not None and Path(config_file).is_file():
-        data = yaml.safe_load(Path(config_file).read_text()) or {}
+        data = load_yaml(config_file) or {}
         return {"distributed_type": str(data.get("distributed_type", "NO")),
                 "num_processes": int(data.get("num_processes", 1)), "source": str(config_file)}
     return {"distributed_type": "NO", "num_processes": int(os.environ.get("WORLD_SIZE", "1")), "source": None}
