@@ -15,8 +15,8 @@ rule calibration:
         profile=PROFILE_FILE,
         world=f"{W}/world/world.json",
     output:
-        marker=f"{R}/calibration.csv",
-        markdown=f"{R}/calibration.md",
+        marker=report(f"{R}/calibration.csv", caption="../report/calibration.rst", category="calibration", subcategory="table"),
+        markdown=report(f"{R}/calibration.md", caption="../report/calibration.rst", category="calibration", subcategory="report"),
     params:
         seeds=",".join(map(str, SEEDS)),
     log:
@@ -38,8 +38,8 @@ rule table1:
         profile=PROFILE_FILE,
         world=f"{W}/world/world.json",
     output:
-        table=TABLE1,
-        timing=TABLE1_TIMING,
+        table=report(TABLE1, caption="../report/table1.rst", category="Table 1", subcategory="table"),
+        timing=report(TABLE1_TIMING, caption="../report/timing.rst", category="Table 1", subcategory="wall time"),
     params:
         experiments=",".join(MAIN),
         seeds=",".join(map(str, SEEDS)),
@@ -62,8 +62,8 @@ rule table2:
         profile=PROFILE_FILE,
         world=f"{W}/world/world.json",
     output:
-        table=TABLE2,
-        timing=TABLE2_TIMING,
+        table=report(TABLE2, caption="../report/table2.rst", category="Table 2", subcategory="table"),
+        timing=report(TABLE2_TIMING, caption="../report/timing.rst", category="Table 2", subcategory="wall time"),
     params:
         experiments=",".join(TABLE2_EXPERIMENTS),
         seeds=",".join(map(str, ABLATION_SEEDS)),
@@ -89,8 +89,8 @@ rule figure:
         world=f"{W}/world/world.json",
         table1=TABLE1,
     output:
-        marker=f"{F}/{{name}}.png",
-        data=f"{F}/{{name}}.csv",
+        marker=report(f"{F}/{{name}}.png", caption="../report/figure.rst", category="figures", subcategory="{name}"),
+        data=report(f"{F}/{{name}}.csv", caption="../report/figure_data.rst", category="figures", subcategory="{name}"),
     params:
         experiments=",".join(MAIN),
         seeds=",".join(map(str, SEEDS)),
@@ -120,7 +120,7 @@ rule report:
         figure=FIGURES[0],
         profile=PROFILE_FILE,
     output:
-        REPORT,
+        report(REPORT, caption="../report/report.rst", category="traces", subcategory="generated report"),
     log:
         f"{W}/logs/report/report.log",
     conda:
@@ -136,7 +136,7 @@ rule tuning:
         profile=PROFILE_FILE,
         world=f"{W}/world/world.json",
     output:
-        TUNING,
+        report(TUNING, caption="../report/tuning.rst", category="Table 1", subcategory="tuning"),
     params:
         experiments=",".join(MAIN),
     log:
@@ -155,8 +155,8 @@ rule compare:
         timing=TABLE1_TIMING,
         published=PUBLISHED_TABLE1,
     output:
-        markdown=f"{R}/comparison.md",
-        data=f"{R}/comparison.csv",
+        markdown=report(f"{R}/comparison.md", caption="../report/comparison.rst", category="Table 1", subcategory="against the published snapshot"),
+        data=report(f"{R}/comparison.csv", caption="../report/comparison.rst", category="Table 1", subcategory="against the published snapshot"),
     log:
         f"{W}/logs/report/compare.log",
     conda:
@@ -179,8 +179,8 @@ rule robustness:
         knife_edge_evals(KNIFE_EDGE_SEEDS),  # every world seed's knife-edge base students
         profile=PROFILE_FILE,
     output:
-        table=ROBUSTNESS,
-        markdown=f"{R}/robustness.md",
+        table=report(ROBUSTNESS, caption="../report/robustness.rst", category="robustness", subcategory="table"),
+        markdown=report(f"{R}/robustness.md", caption="../report/robustness.rst", category="robustness", subcategory="report"),
     params:
         worlds=",".join(f"{name}={root}/world/world.json" for name, root in ROBUST_WORLDS.items()),
     log:
@@ -197,8 +197,8 @@ rule figure_robustness:
         table=ROBUSTNESS,
         profile=PROFILE_FILE,
     output:
-        marker=f"{F}/robustness.png",
-        data=f"{F}/robustness.csv",
+        marker=report(f"{F}/robustness.png", caption="../report/robustness_figure.rst", category="robustness", subcategory="figure"),
+        data=report(f"{F}/robustness.csv", caption="../report/figure_data.rst", category="robustness", subcategory="figure"),
     log:
         f"{W}/logs/report/figure_robustness.log",
     conda:
@@ -221,8 +221,8 @@ rule table1_float_path:
         profile=PROFILE_FILE,
         world=f"{FLOAT_ROOT}/world/world.json",
     output:
-        table=f"{FLOAT_RESULTS}/table1.csv",
-        timing=f"{FLOAT_RESULTS}/table1_timing.csv",
+        table=report(f"{FLOAT_RESULTS}/table1.csv", caption="../report/float_path_table1.rst", category="float path", subcategory="Table 1 under other kernels"),
+        timing=report(f"{FLOAT_RESULTS}/table1_timing.csv", caption="../report/timing.rst", category="float path", subcategory="Table 1 under other kernels"),
     params:
         experiments=",".join(MAIN),
         seeds=",".join(map(str, SEEDS)),
@@ -243,8 +243,8 @@ rule float_path_compare:
         timing=TABLE1_TIMING,
         other=f"{FLOAT_RESULTS}/table1.csv",
     output:
-        markdown=f"{R}/float_path.md",
-        data=f"{R}/float_path.csv",
+        markdown=report(f"{R}/float_path.md", caption="../report/float_path.rst", category="float path", subcategory="comparison"),
+        data=report(f"{R}/float_path.csv", caption="../report/float_path.rst", category="float path", subcategory="comparison"),
     log:
         f"{W}/logs/report/float_path_compare.log",
     conda:

@@ -105,18 +105,25 @@ def code(text: str) -> str:
     return f"{fence} {text} {fence}" if fence == "``" else f"`{text}`"
 
 
+def short(text: str) -> str:
+    """One line, cut at MAX_TRACE_CHARS (the file it came from keeps it whole)."""
+    text = str(text).replace("\n", " ↵ ")
+    if len(text) > MAX_TRACE_CHARS:
+        text = text[:MAX_TRACE_CHARS] + f" … ({len(text) - MAX_TRACE_CHARS} more characters)"
+    return text
+
+
 def marked_trace(row: dict, marks: list[dict] | None) -> str:
     """One completion as a table cell: each step in code with its style and ✓/✗ (the first wrong step in
     bold), then the rest of the text; a trace without step analysis is shown as text, cut for length."""
     prediction = str(row.get("prediction") or "")
     if marks is None:
-        shown = prediction if len(prediction) <= MAX_TRACE_CHARS else (
-            prediction[:MAX_TRACE_CHARS] + f" … ({len(prediction) - MAX_TRACE_CHARS} more characters)")
-        return cell(code(shown)) if shown else "(empty)"
+        return cell(code(short(prediction))) if prediction else "(empty)"
     parts = []
     for mark in marks:
         verdict = "✓" if mark["correct"] else "✗"
-        text = f"{code(mark['text'] + (';' if mark['terminated'] else ''))} {mark['style']} {verdict}"
+        cut = "" if mark["terminated"] else " (cut off)"
+        text = f"{code(mark['text'] + (';' if mark['terminated'] else ''))} {mark['style']}{cut} {verdict}"
         parts.append(f"**{text} ← first wrong**" if mark["first_wrong"] else text)
     consumed = sum(len(m["text"]) + m["terminated"] for m in marks)
     rest = prediction[consumed:]
@@ -194,22 +201,32 @@ def example_lines(split, problem_id, why, record, rows, models, subject, baselin
     question = str(record["question"]).strip() if record else None
     gold = rows[subject][(split, problem_id)].get("gold", record.get("gold") if record else "–")
     head = [f"#### `{problem_id}`: {summary}", ""]
-    head += [f"Question: {code(question)} · gold: {code(gold)}" + (f" · k = {record['k']}" if record and
+    head += [f"Question: {code(short(question))} · gold: {code(gold)}" + (f" · k = {record['k']}" if record and
              "k" in record else ""), ""] if question else [f"Gold: {code(gold)}", ""]
-    table = ["| model | answer | graded | trace, steps as graded | first wrong step |", "|---|---|---|---|---|"]
+    table = list(TABLE_HEAD)
     for model in models:
-        row = rows[model].get((split, problem_id))
-        label = model_label(model, seed, paired)
-        if row is None:
-            table.append(f"| {label} | – | not evaluated on this problem | – | – |")
-            continue
-        marks = step_marks(record, str(row.get("prediction") or ""))
-        graded = "correct" if row["correct"] else f"wrong ({row.get('status', '?')})"
-        if row.get("finish_reason") not in (None, "stop"):
-            graded += f", finish {row['finish_reason']}"
-        table.append(f"| {label} | {cell(code(answer_of(row)))} | {graded} | {marked_trace(row, marks)} | "
-                     f"{first_wrong_text(marks)} |")
+        table.append(model_row(model_label(model, seed, paired), rows[model].get((split, problem_id)), record))
     return head + table + [""]
+
+
+TABLE_HEAD = ("| model | answer | graded | trace, steps as graded | first wrong step |", "|---|---|---|---|---|")
+
+
+def graded_text(row: dict) -> str:
+    """The grader's verdict in words: correct, or wrong with its status; a finish other than a stop named."""
+    text = "correct" if row["correct"] else f"wrong ({row.get('status', '?')})"
+    if row.get("finish_reason") not in (None, "stop"):
+        text += f", finish {row['finish_reason']}"
+    return text
+
+
+def model_row(label: str, row: dict | None, record: dict | None) -> str:
+    """One markdown table row (TABLE_HEAD) for one model's completion of a problem."""
+    if row is None:
+        return f"| {cell(label)} | – | not evaluated on this problem | – | – |"
+    marks = step_marks(record, str(row.get("prediction") or ""))
+    return (f"| {cell(label)} | {cell(code(answer_of(row)))} | {cell(graded_text(row))} | {marked_trace(row, marks)} | "
+            f"{first_wrong_text(marks)} |")
 
 
 def uncertain_positions(logprobs, threshold: float = UNCERTAIN_P) -> list[int]:
