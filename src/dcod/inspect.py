@@ -20,8 +20,8 @@ import shutil
 import textwrap
 from pathlib import Path
 
-from dcod.reporting.traces import (TABLE_HEAD, answer_of, first_wrong_text, graded_text, id_key, model_row,
-                                   read_records, read_sample_rows, short, step_marks)
+from dcod.reporting.traces import (NO_BOX, TABLE_HEAD, answer_of, first_wrong_text, graded_text, id_key,
+                                   model_row, read_records, read_sample_rows, short, step_marks)
 
 NOTHING = "No problem matches."
 MIN_COLUMN = 30  # characters: narrower side-by-side columns wrap a step over too many lines
@@ -209,7 +209,7 @@ def _html_trace(model: dict) -> str:
 def _row(model: dict) -> dict:
     """A model entry back as a samples row (what the shared markdown helpers read)."""
     return {"correct": model["correct"], "status": model["status"], "finish_reason": model["finish_reason"],
-            "prediction": model["prediction"], "extracted": model["answer"] if model["answer"] != "–" else None}
+            "prediction": model["prediction"], "extracted": model["answer"] if model["answer"] != NO_BOX else None}
 
 
 # ----------------------------------------------------------------------------- the command

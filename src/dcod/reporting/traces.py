@@ -21,6 +21,7 @@ N_DISAGREE = 3  # problems on which the subject and the baseline disagree, per s
 N_BOTH_FAIL = 2  # problems on which both fail, per split
 N_TEACHER_TRACES = 3  # training traces shown with the teacher's uncertain tokens
 UNCERTAIN_P = 0.9  # a completion token is "uncertain" when the teacher gave it a probability below this
+NO_BOX = "no \\boxed{} (math-verify fallback)"
 MAX_TRACE_CHARS = 400  # a real model's trace is cut here in the report (samples.jsonl keeps it whole)
 
 
@@ -61,14 +62,15 @@ def samples_path(work: Path, model: str, seed: int, paired: bool) -> Path:
 # ----------------------------------------------------------------------------- grading marks
 def answer_of(row: dict) -> str:
     """The answer the grader read: its ``extracted`` field when the evaluation kept it, else the last
-    ``\\boxed{}`` of the prediction (grading.py rule 2); '–' when there is none."""
+    ``\\boxed{}`` of the prediction (grading.py rule 2). Without a box the grader falls back to
+    math-verify's own extraction (rule 5), which this does not rerun: it says so."""
     from dcod.grading import last_boxed
 
     extracted = row.get("extracted")
     if extracted not in (None, ""):
         return str(extracted)
     boxed = last_boxed(str(row.get("prediction") or ""))
-    return "–" if boxed is None else boxed
+    return NO_BOX if boxed is None else boxed
 
 
 def step_marks(record: dict | None, prediction: str) -> list[dict] | None:
