@@ -151,7 +151,8 @@ def render_text(problems: list[dict], width: int) -> str:
 def model_lines(model: dict, width: int) -> list[str]:
     """One model's column: name, verdict, answer, then each step (✓/✗ style) or the wrapped text."""
     verdict = ("✓ " if model["correct"] else "✗ ") + graded_text(model)
-    lines = [model["model"], verdict, f"answer: {model['answer']}"]
+    lines = [line for head in (model["model"], verdict, f"answer: {model['answer']}")
+             for line in textwrap.wrap(head, width, subsequent_indent="  ")]
     if model["steps"] is not None:
         for step in model["steps"]:
             mark = "✓" if step["correct"] else "✗"
