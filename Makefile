@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 CORES ?= all
 PROFILE ?= toy
 
-.PHONY: setup reproduce all resume publish test test-avx2 test-slow test-vllm lint clean-work
+.PHONY: setup reproduce all resume report publish test test-avx2 test-slow test-vllm lint clean-work
 
 setup: $(VENV)/.installed
 
@@ -37,6 +37,15 @@ TARGET ?=
 resume: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --unlock $(TARGET) --config profile=$(PROFILE)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --cores $(CORES) --rerun-incomplete $(TARGET) --config profile=$(PROFILE)
+
+# Snakemake's own report: one self-contained HTML with every table, figure, calibration, robustness and
+# float-path output and its caption (workflow/report/*.rst); the DAG is completed first (nothing to do
+# when `make all` has run). README, "Looking at results".
+REPORT_HTML ?= $(if $(filter toy,$(PROFILE)),paper,paper/$(PROFILE))/snakemake_report.html
+report: setup
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --cores $(CORES) --config profile=$(PROFILE)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --config profile=$(PROFILE) --report $(REPORT_HTML)
+	@echo "Snakemake report: $(REPORT_HTML)"
 
 # Copy a finished run of a clean commit into the published snapshot (refuses uncommitted code).
 publish: setup

@@ -4,6 +4,12 @@
 #   make resume                                     # after a kill: unlock, redo the incomplete jobs
 # Rules are thin: each calls one `python -m dcod` subcommand. Experiments are discovered from
 # experiments/*/config.yaml; seeds come from the profile.
+#   snakemake --config profile=ci --report paper/ci/snakemake_report.html   # Snakemake's HTML report (make report)
+
+from snakemake.utils import min_version
+
+# the version pinned in pyproject.toml, the one the DAG and its report are tested with
+min_version("9.27")
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/pipeline.smk"

@@ -107,3 +107,56 @@ def test_paper_profile_launches_training_through_accelerate(tmp_path):
     toy = subprocess.run(snakemake + ["results/table1.csv"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert toy.returncode == 0, toy.stderr[-2000:]
     assert "accelerate launch" not in toy.stdout and toy.stdout.count("python -m dcod train") >= 18
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3000)
+def test_report_trace_examples_are_the_rule_s(ci_run):
+    """paper/ci/report.md shows, per claim split, exactly the problems select_examples picks from the
+    subject's and the baseline's samples.jsonl of seed 0 (dcod/reporting/traces.py)."""
+    import re
+
+    from dcod.reporting.traces import read_sample_rows, select_examples
+
+    report = (ci_run / "paper/ci/report.md").read_text()
+    subject = read_sample_rows(ci_run / "work/ci/eval/dcod/seed0/samples.jsonl")
+    baseline = read_sample_rows(ci_run / "work/ci/eval/sft/seed0/samples.jsonl")
+    for split in ("id", "long"):
+        part = report.split(f"### Traces on `{split}`")[1].split("\n### ")[0].split("\n## ")[0]
+        chosen = [i for i, _ in select_examples(subject, baseline, split)]
+        assert re.findall(r"^#### `([^`]+)`", part, flags=re.M) == chosen
+        for problem in chosen:  # the subject's row says what its samples.jsonl says
+            row = next(line for line in part.split(f"#### `{problem}`")[1].splitlines()
+                       if line.startswith("| dcod (seed 0) |"))
+            assert ("| correct |" in row) == bool(subject[(split, problem)]["correct"])
+    assert "### Where the teacher was uncertain (training traces)" in report
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3000)
+def test_inspect_and_snakemake_html_report(ci_run, capsys):
+    """`dcod inspect` reads every model and seed of the finished run; `snakemake --report` writes one HTML
+    file that names every figure and table the DAG made."""
+    import json
+
+    from dcod.cli import main
+
+    main(["inspect", "--work", str(ci_run / "work/ci"), "--json", "id-00000"])
+    (problem,) = json.loads(capsys.readouterr().out)
+    models = {m["model"] for m in problem["models"]}
+    assert {f"{e}/seed{s}" for e in ("sft", "kd", "dft", "onpolicy_kd", "self_distill", "dcod") for s in (0, 1)} <= models
+    assert {"teacher", "teacher_direct", "teacher_decomposed", "base_student/seed0", "base_student/seed1"} <= models
+    html = ci_run / "snakemake_report.html"
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--config", "profile=ci",
+               "--report", str(html)]
+    result = subprocess.run(command, cwd=ci_run, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = html.read_text()
+    names = [f"{n}.png" for n in ("accuracy_per_split", "accuracy_vs_length", "dcod_diagnostics", "accuracy_vs_cost",
+                                  "trace_stability")]
+    names += ["table1.csv", "table1_timing.csv", "table2.csv", "table2_timing.csv", "calibration.csv",
+              "calibration.md", "tuning.csv", "report.md"]
+    missing = [name for name in names if name not in text]
+    assert not missing, f"{html} does not name {missing}"
+    for category in ("Table 1", "Table 2", "calibration", "figures", "traces"):
+        assert category in text

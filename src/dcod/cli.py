@@ -149,6 +149,12 @@ def cmd_report(args):
     reporting_cli.run(args)
 
 
+def cmd_inspect(args):
+    from dcod.inspect import run
+
+    run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dcod", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -224,6 +230,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--published", default=None, help="compare: the published snapshot's table1.csv")
     p.add_argument("--worlds", default="", help="robustness: comma-separated name=<work>/world/world.json pairs")
     p.add_argument("--out", required=True)
+    p = add("inspect", cmd_inspect, "one problem (or a filtered set) across every model and seed of a work folder",
+            profile=False)
+    p.add_argument("ids", nargs="*", help="problem ids, e.g. id-00003 (default: every problem the filters keep)")
+    p.add_argument("--work", required=True, help="the work folder, e.g. work/ci")
+    p.add_argument("--split", default=None)
+    p.add_argument("--correct", action="append", metavar="MODEL", help="keep problems MODEL (every seed) got right")
+    p.add_argument("--incorrect", action="append", metavar="MODEL", help="keep problems MODEL (every seed) got wrong")
+    p.add_argument("--disagree", default=None, metavar="A,B", help="keep problems where A and B (same seed) differ")
+    p.add_argument("--models", default=None, help="comma-separated models to show (default: all)")
+    p.add_argument("--seed", type=_seed, default=None, help="show the runs of this seed only (and references)")
+    p.add_argument("--limit", type=int, default=10, help="at most N problems (0: all; ignored with ids)")
+    p.add_argument("--format", choices=["text", "md", "html"], default="text")
+    p.add_argument("--json", action="store_true", help="machine-readable output (overrides --format)")
+    p.add_argument("--width", type=int, default=None, help="text width (default: the terminal's)")
+    p.add_argument("--out", default=None, help="write to this file instead of stdout")
     return parser
 
 

@@ -14,8 +14,8 @@ rule calibration:
         knife_edge_evals([W]),
         world=f"{W}/world/world.json",
     output:
-        marker=f"{R}/calibration.csv",
-        markdown=f"{R}/calibration.md",
+        marker=report(f"{R}/calibration.csv", caption="../report/calibration.rst", category="calibration", subcategory="table"),
+        markdown=report(f"{R}/calibration.md", caption="../report/calibration.rst", category="calibration", subcategory="report"),
     params:
         **STAGE_PARAMS["report"],
         seeds=",".join(map(str, SEEDS)),
@@ -37,8 +37,8 @@ rule table1:
         f"{W}/traces/train.json",
         world=f"{W}/world/world.json",
     output:
-        table=TABLE1,
-        timing=TABLE1_TIMING,
+        table=report(TABLE1, caption="../report/table1.rst", category="Table 1", subcategory="table"),
+        timing=report(TABLE1_TIMING, caption="../report/timing.rst", category="Table 1", subcategory="wall time"),
     params:
         **STAGE_PARAMS["report"],
         experiments=",".join(MAIN),
@@ -61,8 +61,8 @@ rule table2:
         f"{W}/traces/train.json",
         world=f"{W}/world/world.json",
     output:
-        table=TABLE2,
-        timing=TABLE2_TIMING,
+        table=report(TABLE2, caption="../report/table2.rst", category="Table 2", subcategory="table"),
+        timing=report(TABLE2_TIMING, caption="../report/timing.rst", category="Table 2", subcategory="wall time"),
     params:
         **STAGE_PARAMS["report"],
         experiments=",".join(TABLE2_EXPERIMENTS),
@@ -88,8 +88,8 @@ rule figure:
         world=f"{W}/world/world.json",
         table1=TABLE1,
     output:
-        marker=f"{F}/{{name}}.png",
-        data=f"{F}/{{name}}.csv",
+        marker=report(f"{F}/{{name}}.png", caption="../report/figure.rst", category="figures", subcategory="{name}"),
+        data=report(f"{F}/{{name}}.csv", caption="../report/figure_data.rst", category="figures", subcategory="{name}"),
     params:
         **STAGE_PARAMS["report"],
         experiments=",".join(MAIN),
@@ -119,7 +119,7 @@ rule report:
         table1=TABLE1,
         figure=FIGURES[0],
     output:
-        REPORT,
+        report(REPORT, caption="../report/report.rst", category="traces", subcategory="generated report"),
     params:
         **STAGE_PARAMS["report"],
     log:
@@ -136,7 +136,7 @@ rule tuning:
         tuning_evals(MAIN),
         world=f"{W}/world/world.json",
     output:
-        TUNING,
+        report(TUNING, caption="../report/tuning.rst", category="Table 1", subcategory="tuning"),
     params:
         **STAGE_PARAMS["report"],
         experiments=",".join(MAIN),
@@ -156,8 +156,8 @@ rule compare:
         timing=TABLE1_TIMING,
         published=PUBLISHED_TABLE1,
     output:
-        markdown=f"{R}/comparison.md",
-        data=f"{R}/comparison.csv",
+        markdown=report(f"{R}/comparison.md", caption="../report/comparison.rst", category="Table 1", subcategory="against the published snapshot"),
+        data=report(f"{R}/comparison.csv", caption="../report/comparison.rst", category="Table 1", subcategory="against the published snapshot"),
     params:
         **STAGE_PARAMS["report"],
     log:
@@ -181,8 +181,8 @@ rule robustness:
         CALIBRATION_EVALS,  # the main world's knife-edge and plateau lines
         knife_edge_evals(KNIFE_EDGE_SEEDS),  # every world seed's knife-edge base students
     output:
-        table=ROBUSTNESS,
-        markdown=f"{R}/robustness.md",
+        table=report(ROBUSTNESS, caption="../report/robustness.rst", category="robustness", subcategory="table"),
+        markdown=report(f"{R}/robustness.md", caption="../report/robustness.rst", category="robustness", subcategory="report"),
     params:
         **STAGE_PARAMS["report"],
         worlds=",".join(f"{name}={root}/world/world.json" for name, root in ROBUST_WORLDS.items()),
@@ -199,8 +199,8 @@ rule figure_robustness:
     input:
         table=ROBUSTNESS,
     output:
-        marker=f"{F}/robustness.png",
-        data=f"{F}/robustness.csv",
+        marker=report(f"{F}/robustness.png", caption="../report/robustness_figure.rst", category="robustness", subcategory="figure"),
+        data=report(f"{F}/robustness.csv", caption="../report/figure_data.rst", category="robustness", subcategory="figure"),
     params:
         **STAGE_PARAMS["report"],
     log:
@@ -224,8 +224,8 @@ rule table1_float_path:
         f"{FLOAT_ROOT}/traces/train.json",
         world=f"{FLOAT_ROOT}/world/world.json",
     output:
-        table=f"{FLOAT_RESULTS}/table1.csv",
-        timing=f"{FLOAT_RESULTS}/table1_timing.csv",
+        table=report(f"{FLOAT_RESULTS}/table1.csv", caption="../report/float_path_table1.rst", category="float path", subcategory="Table 1 under other kernels"),
+        timing=report(f"{FLOAT_RESULTS}/table1_timing.csv", caption="../report/timing.rst", category="float path", subcategory="Table 1 under other kernels"),
     params:
         **STAGE_PARAMS["report"],
         experiments=",".join(MAIN),
@@ -247,8 +247,8 @@ rule float_path_compare:
         timing=TABLE1_TIMING,
         other=f"{FLOAT_RESULTS}/table1.csv",
     output:
-        markdown=f"{R}/float_path.md",
-        data=f"{R}/float_path.csv",
+        markdown=report(f"{R}/float_path.md", caption="../report/float_path.rst", category="float path", subcategory="comparison"),
+        data=report(f"{R}/float_path.csv", caption="../report/float_path.rst", category="float path", subcategory="comparison"),
     params:
         **STAGE_PARAMS["report"],
     log:

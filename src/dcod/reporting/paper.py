@@ -22,6 +22,7 @@ from dcod.reporting.claims import (HARD_SPLITS, IN_DISTRIBUTION_SPLITS, RETENTIO
                                    retention_claim, robust_claim, robustness_verdicts, stability_claim)
 from dcod.reporting.figures import FIGURE_NAMES, figure_names
 from dcod.reporting.tables import MIN_ORACLE_GAP, table2_knobs, table_splits
+from dcod.reporting.traces import traces_section
 
 CAPTIONS = {
     "accuracy_per_split": "Accuracy per split and method (error bars: std over training seeds; none for a model "
@@ -452,6 +453,7 @@ def write_report(args) -> None:
     check_name = check.name if check else None
     lines += float_path_section(results_dir, table1, profile.report, check_name)
     lines += figures_section(Path(args.figures_dir), out, profile.data.source)
+    lines += traces_section(profile, getattr(args, "work", None))  # dcod/reporting/traces.py
     other = float_path_table(results_dir, check_name)
     lines += claims_section(table1, profile.report, robust, (other.parent.name, float_path_verdicts(
         other, profile.report)) if other is not None else None)
