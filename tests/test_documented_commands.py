@@ -122,7 +122,9 @@ def test_snakemake_commands_parse_with_every_target(command):
     args, _ = _snakemake_args(command)
     parsed = get_argument_parser().parse_args(args)
     parse_config(parsed.config or [])  # "Invalid config definition" when --config swallowed a target
-    targets = [a for a in args if "/" in a and not a.startswith("-") and "=" not in a and not a.startswith("config/")]
+    valued = {"--report", "--profile", "--workflow-profile", "--configfile", "--directory", "-d", "--snakefile", "-s"}
+    targets = [a for i, a in enumerate(args) if "/" in a and not a.startswith("-") and "=" not in a
+               and not a.startswith("config/") and (i == 0 or args[i - 1] not in valued)]
     assert sorted(parsed.targets) == sorted(targets), command
 
 

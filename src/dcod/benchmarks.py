@@ -227,7 +227,9 @@ def _read_local(benchmark: Benchmark, data_dir: Path) -> list[tuple[object, dict
                                 f"unset DCOD_DATA_DIR / data_dir to read {benchmark.hub_id} from the hub")
     path = Path(data_dir) / benchmark.local_path
     if not path.is_file():
-        raise FileNotFoundError(f"benchmark '{benchmark.name}': local file {path} does not exist")
+        raise FileNotFoundError(f"benchmark '{benchmark.name}': local file {path} does not exist (the local copy "
+                                f"comes from DCOD_DATA_DIR or data.data_dir; unset both to read {benchmark.hub_id} "
+                                "from the hub)")
     rows = []
     with open(path, encoding="utf-8") as handle:
         for line_number, line in enumerate(handle, start=1):
