@@ -230,3 +230,18 @@ def test_stage_evaluate_generates_each_split_with_its_budget(data_dir, tmp_path,
     assert set(pd.read_csv(tmp_path / "eval" / "stability.csv")["split"]) == {"gsm8k"}
     metrics = pd.read_csv(tmp_path / "eval" / "metrics.csv").set_index("split")
     assert metrics.loc["ifeval", "n"] == 3 and metrics.loc["gsm8k", "n"] == 3
+
+
+def test_samples_carry_what_an_audit_of_a_grade_needs(monkeypatch):
+    """Each math row names the question, the extracted answer, how it was found and the verdict's status."""
+    records = [{"id": i, "split": "gsm8k", "task": "math", "question": f"Q:{i}\nA:", "gold": gold}
+               for i, gold in (("boxed", "2"), ("fallback", "7"), ("none", "3"))]
+    monkeypatch.setattr(evaluation, "encode_prompt", lambda tokenizer, question: tokenizer(question)["input_ids"])
+    answers = {"Q:boxed\nA:": "so \\boxed{2}", "Q:fallback\nA:": "1+6=7", "Q:none\nA:": "no idea"}
+    rows = {r["id"]: r for r in evaluation.evaluate_records(FixedBackend(ByteTokenizer(), answers), ByteTokenizer(),
+                                                            records, max_new_tokens=16)}
+    assert rows["boxed"]["question"] == "Q:boxed\nA:" and rows["boxed"]["prediction"] == "so \\boxed{2}"
+    assert (rows["boxed"]["extracted"], rows["boxed"]["extraction"], rows["boxed"]["correct"]) == ("2", "boxed", True)
+    assert (rows["fallback"]["extraction"], rows["fallback"]["correct"]) == ("last_expression", True)
+    assert rows["none"]["extraction"] == "none" and rows["none"]["status"] == "no_answer"
+    assert {"finish_reason", "status", "gold"} <= set(rows["none"])

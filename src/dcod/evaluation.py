@@ -1,8 +1,10 @@
 """Evaluation: greedy pass@1 per split, graded by math-verify (IFEval: lm-eval's instruction checkers),
 plus trace analysis and stability.
 
-Per-sample generations go to ``samples.jsonl`` (so any number can be recomputed or audited) and
-per-split metrics to ``metrics.csv``. For the toy world each completion is also parsed into steps, so
+Per-sample generations go to ``samples.jsonl`` (so any number can be recomputed or audited: each row has
+the question, the full completion ``prediction``, the ``extracted`` answer the grader compared with the
+``gold``, how it was found (``extraction``: boxed, last_expression, none), the verdict ``correct`` and its
+``status`` (ok, timeout, no_answer, ...) and the ``finish_reason``) and per-split metrics to ``metrics.csv``. For the toy world each completion is also parsed into steps, so
 the calibration report can give per-step error rates by style and the figures the style shift.
 """
 
@@ -105,7 +107,7 @@ def evaluate_records(backend, tokenizer, records: list[dict], *, max_new_tokens:
                                 timeout=timeout, workers=workers, seed=seed) if kept else []
         by_index = dict(zip(kept, rows))
         return [by_index.get(i) or {"id": r["id"], "split": r["split"], "task": r.get("task"), "k": r.get("k"),
-                                    "gold": r["gold"], "prediction": "", "correct": False,
+                                    "question": r["question"], "gold": r["gold"], "prediction": "", "correct": False,
                                     "status": "prompt_too_long", **_unanswered(r), "finish_reason": "skipped",
                                     "num_tokens": 0}
                 for i, r in enumerate(records)]
@@ -115,7 +117,8 @@ def evaluate_records(backend, tokenizer, records: list[dict], *, max_new_tokens:
     rows = []
     for record, generation, score in zip(records, generations, scores):
         rows.append({"id": record["id"], "split": record["split"], "task": record.get("task"),
-                     "k": record.get("k"), "gold": record["gold"], "prediction": generation.text, **score,
+                     "k": record.get("k"), "question": record["question"], "gold": record["gold"],
+                     "prediction": generation.text, **score,
                      "finish_reason": generation.finish_reason, "num_tokens": len(generation.token_ids),
                      **_step_stats(record, generation.text)})
     return rows
@@ -156,7 +159,8 @@ def _score(records: list[dict], texts: list[str], *, timeout: float, workers: in
         graded = grading.grade([records[i]["gold"] for i in math_rows], [texts[i] for i in math_rows],
                                timeout=timeout, workers=workers)
         for i, result in zip(math_rows, graded):
-            scores[i] = {"correct": bool(result.correct), "status": result.status}
+            scores[i] = {"correct": bool(result.correct), "status": result.status, "extracted": result.extracted,
+                         "extraction": _extraction(texts[i], result)}
     if ifeval_rows:
         from dcod import ifeval
 
@@ -168,6 +172,15 @@ def _score(records: list[dict], texts: list[str], *, timeout: float, workers: in
                          "prompt_loose": verdict.prompt_loose, "instructions_strict": verdict.instructions_strict,
                          "instructions_loose": verdict.instructions_loose}
     return scores
+
+
+def _extraction(text: str, result) -> str:
+    """How the graded answer was found, for an audit of ``samples.jsonl``: ``boxed`` (a ``\\boxed{}``, which
+    math-verify reads first), ``last_expression`` (no box: math-verify's fallback match, e.g. the last number
+    of the text, which can come from inside a truncated step) or ``none`` (nothing extracted)."""
+    if result.extracted is None:
+        return "none"
+    return "boxed" if "\\boxed" in text else "last_expression"
 
 
 def stability_rows(backend, tokenizer, records: list[dict], *, samples: int, temperature: float,
