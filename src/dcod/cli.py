@@ -150,7 +150,7 @@ def cmd_report(args):
 
 
 def cmd_inspect(args):
-    from dcod.inspect import run
+    from dcod.reporting.inspect import run
 
     run(args)
 

@@ -4,7 +4,7 @@ problems, each step marked as the grader saw it (docs/toy_world.md: step styles 
 The report shows traces, not only means, and a reader must be able to trust that they were not picked by
 hand: the problems come from a fixed rule over the evaluation files (``select_examples``), the rule is
 printed above the examples, and the report is rebuilt from the same files each time. ``dcod inspect``
-(``dcod.inspect``) reuses the file readers and step marks here for any problem.
+(``dcod.reporting.inspect``) reuses the file readers and step marks here for any problem.
 """
 
 from __future__ import annotations
