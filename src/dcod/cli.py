@@ -79,6 +79,14 @@ def cmd_train(args):
                 Path(args.traces), _folder(args.out), lr=args.lr, lr_table=args.lr_table)
 
 
+def cmd_tuning(args):
+    from dcod.tuning import write_tuning
+
+    work = Path(args.work)
+    work = work.parent.parent if work.name == "world.json" else work  # the rule passes <work>/world/world.json
+    write_tuning(args.profile, work, args.experiment_list.split(","), args.out)
+
+
 def cmd_config(args):
     """``config show``: the resolved training budget of one experiment on one profile, and where its
     learning rate comes from (the profile's table, its tuning results, or its one train.lr)."""
@@ -199,6 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-table", default=None,
                    help="the profile's tuning results (results/<profile>/tuning.csv), for learning_rates.source tuning")
     p.add_argument("--seed", type=_seed, required=True)
+    p = add("tuning", cmd_tuning, "choose each method's learning rate from its grid runs on the validation split",
+            profile=False)
+    p.add_argument("--profile", required=True, help="profile YAML")
+    p.add_argument("--work", required=True, help="the profile's work folder, or its world/world.json")
+    p.add_argument("--experiment-list", required=True, help="comma-separated Table 1 experiments")
+    p.add_argument("--out", required=True)
     p = add("config", cmd_config, "show an experiment's resolved training config on a profile")
     p.add_argument("what", choices=["show"])
     p.add_argument("--experiment", required=True, help="experiments/<name>/config.yaml, or <name>")

@@ -524,7 +524,7 @@ class LearningRate(BaseModel):
 def learning_rate_for(profile: ProfileConfig, experiment: ExperimentConfig,
                       tuning_results: str | Path | None = None) -> LearningRate:
     """The learning rate of ``experiment`` on ``profile`` (``LearningRates``): the profile's table, the
-    profile's tuning results (``tuning_results``, the CSV ``report tuning`` writes), or the profile's one
+    profile's tuning results (``tuning_results``, the CSV ``python -m dcod tuning`` writes), or the profile's one
     ``train.lr``. The experiment's own name is looked up first, then, for an ablation (``table: ablation``),
     its base: chain (an ablation trains at the rate of the experiment it varies; a Table 1 row is always
     tuned itself). Anything that cannot be resolved is a ConfigError naming it."""

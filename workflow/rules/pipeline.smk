@@ -239,3 +239,22 @@ rule tune_evaluate:
     shell:
         "python -m dcod evaluate --profile {params.profile} --world {input.world} --seed {params.seed} "
         "--model {input.run} --splits {params.split} --out {output.marker} > {log} 2>&1"
+
+
+# The grid's choice: a stage, not a report (training reads it under learning_rates.source: tuning).
+rule tuning:
+    input:
+        tuning_evals(MAIN),
+        world=f"{W}/world/world.json",
+    output:
+        report(TUNING, caption="../report/tuning.rst", category="Table 1", subcategory="tuning"),
+    params:
+        **STAGE_PARAMS["train"],
+        experiments=",".join(MAIN),
+    log:
+        f"{W}/logs/report/tuning.log",
+    conda:
+        ENV
+    shell:
+        "python -m dcod tuning --profile {params.profile} --work {input.world} "
+        "--experiment-list {params.experiments} --out {output} > {log} 2>&1"

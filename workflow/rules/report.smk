@@ -131,24 +131,6 @@ rule report:
         "--figures-dir {input.figure} --out {output} > {log} 2>&1"
 
 
-rule tuning:
-    input:
-        tuning_evals(MAIN),
-        world=f"{W}/world/world.json",
-    output:
-        report(TUNING, caption="../report/tuning.rst", category="Table 1", subcategory="tuning"),
-    params:
-        **STAGE_PARAMS["report"],
-        experiments=",".join(MAIN),
-    log:
-        f"{W}/logs/report/tuning.log",
-    conda:
-        ENV
-    shell:
-        "python -m dcod report tuning --profile {params.profile} --work {input.world} "
-        "--experiment-list {params.experiments} --out {output} > {log} 2>&1"
-
-
 rule compare:
     # a fresh Table 1 against the published snapshot: per-method differences, claim verdicts
     input:

@@ -38,7 +38,6 @@ def run(args) -> None:
     commands = {"table1": ("dcod.reporting.tables", "write_table1"),
                 "table2": ("dcod.reporting.tables", "write_table2"),
                 "calibration": ("dcod.reporting.calibration", "write_calibration"),
-                "tuning": ("dcod.reporting.tuning", "write_tuning"),
                 "robustness": ("dcod.reporting.robustness", "write_robustness"),
                 "paper": ("dcod.reporting.paper", "write_report"),
                 "compare": ("dcod.reporting.snapshot", "write_comparison"),
