@@ -186,13 +186,14 @@ rule robustness:
     params:
         **STAGE_PARAMS["report"],
         worlds=",".join(f"{name}={root}/world/world.json" for name, root in ROBUST_WORLDS.items()),
+        experiments=",".join(ROBUST_EXPERIMENTS),
     log:
         f"{W}/logs/report/robustness.log",
     conda:
         ENV
     shell:
         "python -m dcod report robustness --profile {params.profile} --worlds {params.worlds} "
-        "--out {output.table} > {log} 2>&1"
+        "--experiment-list {params.experiments} --out {output.table} > {log} 2>&1"
 
 
 rule figure_robustness:

@@ -37,10 +37,11 @@ import numpy as np
 import pandas as pd
 
 from dcod.io import write_csv, write_text
+from dcod.layout import pretrain_root, steps_factor_root, steps_factor_tag
 from dcod.reporting import eval_dirs, markdown_table, need, parse_seeds, read_samples, read_train_log, split_order
 
 # the references measured besides the trained students
-REFERENCE_MODELS = ("teacher", "teacher_direct", "teacher_decomposed", "base_student")
+REFERENCE_MODELS = ("teacher", "teacher_direct", "teacher_decomposed", "base_student")  # dcod.layout.REFERENCES, in row order
 ARITHMETIC_SPLITS = ("id", "long")
 TEACHER_MIN_ACCURACY = 95.0  # % on every arithmetic split, in each forced style
 TEACHER_MAX_STEP_ERROR = 0.01  # per-step error rate of the teacher in its forced style
@@ -66,22 +67,17 @@ REFERENCE, BASELINE, ORACLE, PRETRAIN_SEED, STEPS_FACTOR = ("reference", "baseli
 
 
 # ----------------------------------------------------------------------------- where the DAG leaves things
-CALIBRATION_DIR = "calibration"
 DEFAULT_ORACLE = "oracle_sft"
 
 
 def pretrain_seed_dir(work: Path, seed: int) -> Path:
-    """The base student pre-trained with another seed: ``W/calibration/pretrain_seed<S>``."""
-    return Path(work) / CALIBRATION_DIR / f"pretrain_seed{seed}"
-
-
-def steps_factor_tag(factor: float) -> str:
-    return f"steps_x{factor:g}"
+    """The base student pre-trained with another seed (``dcod.layout.pretrain_root``)."""
+    return Path(pretrain_root(work, seed))
 
 
 def steps_factor_dir(work: Path, factor: float) -> Path:
-    """The base student pre-trained with ``factor`` x the steps: ``W/calibration/steps_x<factor>``."""
-    return Path(work) / CALIBRATION_DIR / steps_factor_tag(factor)
+    """The base student pre-trained with ``factor`` x the steps (``dcod.layout.steps_factor_root``)."""
+    return Path(steps_factor_root(work, factor))
 
 
 def calibration_eval_dir(folder: Path) -> Path:

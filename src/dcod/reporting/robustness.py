@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from dcod.io import write_csv, write_text
+from dcod.layout import seed_owner
 from dcod.reporting import eval_dirs, is_reference, markdown_table, need, parse_names, read_samples, require
 from dcod.reporting.calibration import (FAIL, NOT_MEASURED, PASS, TARGET_NAMES, calibration_line,
                                         knife_edge_knobs, oracle_experiment)
@@ -117,28 +118,6 @@ def world_facts(name: str, work: Path) -> tuple[int, float]:
         raise ValueError(f"world {name}: {marker} records no world.seed / profile.teacher.p_direct and the name is "
                          "not of the form w<seed>_p<p_direct>")
     return int(seed), float(p_direct)
-
-
-def is_offline(needs) -> bool:
-    """A method trained on the offline traces only: no teacher in memory, no student rollouts."""
-    return bool(needs.offline_traces and not needs.teacher_model and not needs.student_rollouts)
-
-
-def robustness_experiments(profile, experiments_dir: str | Path) -> list[str]:
-    """The profile's ``robustness.experiments``, or the Table 1 experiments that need only offline traces
-    plus the student-style reference."""
-    from dcod.config import discover_experiments, load_experiment
-    from dcod.methods import needs_of
-
-    if profile.robustness.experiments is not None:
-        return list(profile.robustness.experiments)
-    root = Path(experiments_dir)
-    names = []
-    for name in discover_experiments(root, profile):
-        experiment = load_experiment(root / name / "config.yaml")
-        if experiment.table == "main" and (experiment.traces == "student_style" or is_offline(needs_of(experiment))):
-            names.append(name)
-    return names
 
 
 # ----------------------------------------------------------------------------- one world
@@ -219,13 +198,13 @@ def world_row(world: World, experiments: list[str], seeds: list[int], splits: li
 
 
 def knife_edge_owner(world: World, worlds: list[World], main_seed: int) -> Path | None:
-    """The work folder holding the base students of ``world``'s world seed: the main world's for the main
-    world seed (None when the main world is not listed; ``world_knife_edge`` then finds none and the target
-    reads not measured), else the smallest folder of that seed (the DAG's
-    ``_shared_base_root`` in workflow/rules/common.smk: the root where it pre-trains them)."""
-    if world.world_seed == main_seed:
-        return next((w.work for w in worlds if w.main), None)
-    return Path(min(str(w.work) for w in worlds if w.world_seed == world.world_seed))
+    """The work folder holding the base students of ``world``'s world seed (``dcod.layout.seed_owner``, as
+    the DAG pre-trains them); None when that is the main world and it is not listed (``world_knife_edge``
+    then finds none and the target reads not measured)."""
+    main = next((w.work for w in worlds if w.main), None)
+    owner = seed_owner(world.world_seed, [w.work for w in worlds if w.world_seed == world.world_seed],
+                       main_seed, main)
+    return None if owner is None else Path(owner)
 
 
 def world_knife_edge(profile, world: World, worlds: list[World]) -> dict | None:
@@ -336,8 +315,9 @@ def write_robustness(args) -> None:
         raise ValueError(f"report robustness: profile {profile.source} has no robustness section")
     entries = parse_worlds(need(getattr(args, "worlds", None), "--worlds", "robustness"))
     experiments_dir = getattr(args, "experiments", None) or "experiments"
-    experiments = parse_names(getattr(args, "experiment_list", None)) or robustness_experiments(profile,
-                                                                                                 experiments_dir)
+    # the list is dcod.layout.robustness_experiments, worked out by the DAG (which knows each method's needs)
+    experiments = parse_names(getattr(args, "experiment_list", None)) or profile.robustness.experiments
+    experiments = list(need(experiments, "--experiment-list", "robustness"))
     oracle = oracle_experiment(profile, experiments_dir)
     oracle = oracle if oracle in experiments else None
     main_seed, main_p = int(profile.world.get("seed", 0)), float(profile.teacher.p_direct)
