@@ -19,11 +19,13 @@ import pandas as pd
 
 from dcod.config import ReportConfig
 from dcod.reporting import REFERENCES
+from dcod.splits import claim_splits
 
-# Which splits each claim is judged on: the toy's name first, then the paper profile's benchmarks.
-IN_DISTRIBUTION_SPLITS = ("id", "gsm8k", "math", "math500")
-HARD_SPLITS = ("long", "amc23", "aime24", "olympiadbench")
-RETENTION_SPLITS = ("retention", "ifeval")  # the toy's second skill; IFEval (prompt-level strict)
+# Which splits each claim is judged on: every split whose declaration states that role (claim_role in a
+# benchmark's YAML, dcod.splits.TOY_CLAIM_ROLES for the toy's), by precedence.
+IN_DISTRIBUTION_SPLITS = claim_splits("in_distribution")
+HARD_SPLITS = claim_splits("hard")
+RETENTION_SPLITS = claim_splits("retention")  # the toy's second skill; IFEval (prompt-level strict)
 PRESERVED_SHARE = 0.9  # (c): DCOD keeps at least this share of the base student's retention accuracy
 FLOPS_CLOSE, FLOPS_FAR = 1.05, 1.25  # (d): DCOD/SFT training FLOPs: <= close supported, > far not supported
 FLOOR_MARGIN = 0.05  # (b): a model's agreement within this of the floor 1/k is flagged
