@@ -106,9 +106,26 @@ rule figure:
         "--out {output.marker} > {log} 2>&1"
 
 
+rule claims:
+    # the verdicts of docs/claims.md on Table 1, judged once: the report and the comparisons read them
+    input:
+        table1=TABLE1,
+    output:
+        CLAIMS,
+    params:
+        **STAGE_PARAMS["report"],
+    log:
+        f"{W}/logs/report/claims.log",
+    conda:
+        ENV
+    shell:
+        "python -m dcod report claims --profile {params.profile} --results-dir {input.table1} --out {output} > {log} 2>&1"
+
+
 rule report:
     input:
         TABLE2,
+        CLAIMS,
         TABLE1_TIMING,
         TABLE2_TIMING,
         TUNING_TARGETS,
@@ -154,6 +171,7 @@ rule compare:
     input:
         table1=TABLE1,
         timing=TABLE1_TIMING,
+        claims=CLAIMS,
         published=PUBLISHED_TABLE1,
     output:
         markdown=f"{R}/comparison.md",
@@ -246,6 +264,7 @@ rule float_path_compare:
     input:
         table1=TABLE1,
         timing=TABLE1_TIMING,
+        claims=CLAIMS,
         other=f"{FLOAT_RESULTS}/table1.csv",
     output:
         markdown=f"{R}/float_path.md",

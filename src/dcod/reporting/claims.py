@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 
@@ -294,6 +295,50 @@ def judge_claims(table1: pd.DataFrame, report: ReportConfig | None = None) -> li
     base = rows.loc["base_student"] if "base_student" in rows.index else None
     return [accuracy_claim(table1, report), stability_claim(table1, report),
             retention_claim(rows.loc[report.subject], rows.loc[report.baseline], base), cost_claim(table1, report)]
+
+
+# ----------------------------------------------------------------------------- the verdict file
+# results/claims.csv: claims (a)-(d) judged once on a run's Table 1 (``dcod report claims``); the report and
+# the comparison with a snapshot read it. One row per claim; ``numbers`` one line per number behind it.
+CLAIMS_FILE = "claims.csv"
+CLAIMS_COLUMNS = ["claim", "title", "verdict", "sentence", "numbers"]
+
+
+def claims_frame(claims: list[Claim] | None) -> pd.DataFrame:
+    rows = [{"claim": c.key, "title": c.title, "verdict": c.verdict, "sentence": c.sentence,
+             "numbers": "\n".join(c.numbers)} for c in claims or []]
+    return pd.DataFrame(rows, columns=CLAIMS_COLUMNS)
+
+
+def read_claims(path: Path) -> list[Claim] | None:
+    """The claims of a verdict file; None when it holds none (Table 1 lacked the subject or the baseline)."""
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if list(frame.columns) != CLAIMS_COLUMNS:
+        raise ValueError(f"{path}: expected the columns {CLAIMS_COLUMNS} (written by `dcod report claims`), "
+                         f"got {list(frame.columns)}")
+    claims = [Claim(r["title"], r["verdict"], r["sentence"], r["claim"], r["numbers"].split("\n") if r["numbers"]
+                    else []) for _, r in frame.iterrows()]
+    return claims or None
+
+
+def claims_of(results_dir: Path, table1: pd.DataFrame, report: ReportConfig | None = None) -> list[Claim] | None:
+    """A run's claims: its verdict file where one was written (a fresh run), else judged by the same rules on
+    its Table 1 (a published snapshot or a float-path rerun, which have none)."""
+    path = Path(results_dir) / CLAIMS_FILE
+    return read_claims(path) if path.is_file() else judge_claims(table1, report)
+
+
+def write_claims(args) -> None:
+    from dcod.config import load_profile
+    from dcod.io import write_csv
+    from dcod.reporting import need
+    from dcod.reporting.tables import read_table
+
+    report = load_profile(need(args.profile, "--profile", "claims")).report
+    table1 = read_table(Path(need(args.results_dir, "--results-dir", "claims")) / "table1.csv")
+    claims = judge_claims(table1, report)
+    write_csv(args.out, claims_frame(claims))
+    print(f"claims: {len(claims or [])} judged -> {args.out}")
 
 
 # ----------------------------------------------------------------------------- across worlds

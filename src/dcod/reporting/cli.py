@@ -40,6 +40,7 @@ def run(args) -> None:
                 "calibration": ("dcod.reporting.calibration", "write_calibration"),
                 "tuning": ("dcod.reporting.tuning", "write_tuning"),
                 "robustness": ("dcod.reporting.robustness", "write_robustness"),
+                "claims": ("dcod.reporting.claims", "write_claims"),
                 "paper": ("dcod.reporting.paper", "write_report"),
                 "compare": ("dcod.reporting.snapshot", "write_comparison"),
                 "publish": ("dcod.reporting.snapshot", "write_publish")}

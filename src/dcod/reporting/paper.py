@@ -18,7 +18,7 @@ from dcod.config import ReportConfig
 from dcod.reporting import REFERENCES, held_out_splits, markdown_table, need
 from dcod.reporting.calibration import check_targets
 from dcod.reporting.claims import (HARD_SPLITS, IN_DISTRIBUTION_SPLITS, RETENTION_SPLITS, Claim,  # noqa: F401
-                                   SUPPORTED, accuracy_claim, cost_claim, judge_claims, offline_baselines,
+                                   SUPPORTED, accuracy_claim, claims_of, cost_claim, judge_claims, offline_baselines,
                                    retention_claim, robust_claim, robustness_verdicts, stability_claim)
 from dcod.reporting.figures import FIGURE_NAMES, figure_names
 from dcod.reporting.tables import MIN_ORACLE_GAP, table2_knobs, table_splits
@@ -255,14 +255,13 @@ def figures_section(figures_dir: Path, out: Path, source: str = "toy") -> list[s
 
 
 # ----------------------------------------------------------------------------- claims
-def claims_section(table1: pd.DataFrame, report: ReportConfig, robust: Claim | None = None,
+def claims_section(claims: list[Claim] | None, report: ReportConfig, robust: Claim | None = None,
                    float_path: tuple[str, dict[str, str]] | None = None) -> list[str]:
     """The verdict on each claim; ``float_path`` = (kernel label, claim title → verdict of the float-path
     rerun's Table 1): a claim whose verdict the float kernels alone change is marked as not settled."""
     lines = ["## Claims", "", "Judged exactly by the pre-registered rules of `docs/claims.md`. Every interval is a 95% "
              "hierarchical bootstrap (training seeds resampled per model, then problems resampled with the same "
              "draws for both models; 2,000 replicates, fixed seed), so it includes seed variance.", ""]
-    claims = judge_claims(table1, report)
     if claims is None:
         return lines + [f"Not evaluated: Table 1 needs both `{report.subject}` and `{report.baseline}` rows.", ""]
     claims = [*claims[:1], *([robust] if robust is not None else []), *claims[1:]]
@@ -299,7 +298,7 @@ def unsettled_text(verdict: str, other: str, label: str) -> str:
 
 # ----------------------------------------------------------------------------- robustness
 def robustness_section(robustness: pd.DataFrame | None, table1: pd.DataFrame, report: ReportConfig,
-                       figures_dir: Path, out: Path) -> tuple[list[str], Claim | None]:
+                       figures_dir: Path, out: Path, main: list[Claim] | None) -> tuple[list[str], Claim | None]:
     """The robustness worlds' table (from results/robustness.csv), claim (a) per world and across worlds."""
     lines = ["## Robustness worlds", ""]
     if robustness is None:
@@ -307,7 +306,6 @@ def robustness_section(robustness: pd.DataFrame | None, table1: pd.DataFrame, re
             Claim("", "", ""), None)
     baselines, _ = offline_baselines(table1, report.subject)
     worlds = robustness_verdicts(robustness, baselines)
-    main = judge_claims(table1, report)
     robust = robust_claim(main[0], worlds) if main else None
 
     def ci(row, prefix):
@@ -357,7 +355,8 @@ def robustness_section(robustness: pd.DataFrame | None, table1: pd.DataFrame, re
 
 
 # ----------------------------------------------------------------------------- float paths
-def float_path_section(results_dir: Path, table1: pd.DataFrame, report: ReportConfig, name: str | None) -> list[str]:
+def float_path_section(results_dir: Path, claims: list[Claim] | None, report: ReportConfig,
+                       name: str | None) -> list[str]:
     """The spread between Table 1 and its rerun under other float kernels (results/float_path.csv), and
     whether every claim's verdict is the same on both."""
     lines = ["## Float-path spread", ""]
@@ -388,7 +387,7 @@ def float_path_section(results_dir: Path, table1: pd.DataFrame, report: ReportCo
     else:
         lines += ["`results/float_path.csv` (the per-method differences) was not produced in this run.", ""]
     if other_path is not None:
-        ours, verdicts = judge_claims(table1, report) or [], float_path_verdicts(other_path, report)
+        ours, verdicts = claims or [], float_path_verdicts(other_path, report)
         rows = [{"claim": c.title, "main run": c.verdict, f"{label} run": verdicts.get(c.title, "absent"),
                  "agrees": "yes" if verdicts.get(c.title) == c.verdict else "**no**"} for c in ours]
         agree = sum(r["agrees"] == "yes" for r in rows)
@@ -442,18 +441,19 @@ def write_report(args) -> None:
     lines += regime_warning(calibration)
     lines += setup_section(profile, table1) + table1_section(table1) + table2_section(table2)
     lines += tuning_section(tuning, table1, table2, profile.report.subject)
+    claims = claims_of(results_dir, table1, profile.report)  # results/claims.csv, judged once by its rule
     robustness, robust = robustness_section(read_optional(results_dir / "robustness.csv"), table1, profile.report,
-                                            Path(args.figures_dir), out)
+                                            Path(args.figures_dir), out, claims)
     calibration_lines = (calibration_section(calibration) if calibration is not None or profile.data.source != "toy"
                          else ["## Calibration of the world", "", "Not produced in this run "
                                "(`results/calibration.csv` absent).", ""])
     lines += calibration_lines + robustness
     check = profile.float_path_check
     check_name = check.name if check else None
-    lines += float_path_section(results_dir, table1, profile.report, check_name)
+    lines += float_path_section(results_dir, claims, profile.report, check_name)
     lines += figures_section(Path(args.figures_dir), out, profile.data.source)
     other = float_path_table(results_dir, check_name)
-    lines += claims_section(table1, profile.report, robust, (other.parent.name, float_path_verdicts(
+    lines += claims_section(claims, profile.report, robust, (other.parent.name, float_path_verdicts(
         other, profile.report)) if other is not None else None)
     write_text(out, "\n".join(lines))
     print(f"paper: -> {out}")
