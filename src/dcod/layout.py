@@ -36,6 +36,19 @@ RUN_FILES = ["run.json", "train_log.jsonl"]
 CALIBRATION_DIR = "calibration"
 
 
+# The figures of a run, in the report's order: one module each under dcod/reporting/figures/ (its render()
+# and CAPTION). The toy-only ones show the toy world's structure (chain length k); the robustness figure is
+# drawn from results/robustness.csv by its own rule.
+FIGURES = ("accuracy_per_split", "accuracy_vs_length", "dcod_diagnostics", "accuracy_vs_cost", "trace_stability")
+TOY_ONLY_FIGURES = ("accuracy_vs_length",)
+ROBUSTNESS_FIGURES = ("robustness",)
+
+
+def figure_names(toy: bool) -> list[str]:
+    """The figures a profile builds (``toy``: its data.source is the toy world)."""
+    return [name for name in FIGURES if toy or name not in TOY_ONLY_FIGURES]
+
+
 def references(toy: bool) -> list[str]:
     """The reference models a profile evaluates (the toy world's forced-style teachers on toy only)."""
     return [name for name in REFERENCES if toy or name not in TOY_REFERENCES]

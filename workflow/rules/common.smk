@@ -5,8 +5,8 @@ from snakemake.utils import validate
 from dcod.config import (discover_experiments, experiment_chain, learning_rate_for, load_experiment, load_profile,
                          train_config_for)
 from dcod.io import load_yaml
-from dcod.layout import (EVAL_FILES, RUN_FILES, build_roots, folders, pretrain_root, references as reference_models,
-                         robustness_experiments)
+from dcod.layout import (EVAL_FILES, RUN_FILES, build_roots, figure_names, folders, pretrain_root,
+                         references as reference_models, robustness_experiments)
 from dcod.launch import check_launch
 from dcod.methods import needs_of, resolve
 from dcod.provenance import PROFILE_IGNORED, STAGE_CODE, code_fingerprint, profile_fingerprint
@@ -58,12 +58,10 @@ TABLE1_TIMING = f"{R}/table1_timing.csv"
 TABLE2_TIMING = f"{R}/table2_timing.csv"
 # The toy world's structure (step styles, chain length k) exists only there: the calibration report
 # (forced-style teachers), the forced-style references and the accuracy-vs-chain-length figure are
-# built for `data.source: toy` only. The list of toy-only figures is also dcod.reporting.figures.TOY_ONLY.
+# built for `data.source: toy` only (the figure list: dcod.layout.FIGURES).
 TOY = P.data.source == "toy"
 CALIBRATION = [f"{R}/calibration.csv"] if TOY else []
-TOY_FIGURES = ["accuracy_vs_length"]
-FIGURE_NAMES = [name for name in ["accuracy_per_split", "accuracy_vs_length", "dcod_diagnostics",
-                                  "accuracy_vs_cost", "trace_stability"] if TOY or name not in TOY_FIGURES]
+FIGURE_NAMES = figure_names(TOY)
 FIGURES = expand(f"{F}/{{name}}.png", name=FIGURE_NAMES)
 REPORT = f"{DOC}/report.md"
 # The published snapshot (committed; the DAG never writes it): a fresh Table 1 is compared with it

@@ -20,19 +20,8 @@ from dcod.reporting.calibration import check_targets
 from dcod.reporting.claims import (HARD_SPLITS, IN_DISTRIBUTION_SPLITS, RETENTION_SPLITS, Claim,  # noqa: F401
                                    SUPPORTED, accuracy_claim, claims_of, cost_claim, judge_claims, offline_baselines,
                                    retention_claim, robust_claim, robustness_verdicts, stability_claim)
-from dcod.reporting.figures import FIGURE_NAMES, figure_names
+from dcod.reporting.figures import FIGURE_NAMES, caption, figure_names
 from dcod.reporting.tables import MIN_ORACLE_GAP, table2_knobs, table_splits
-
-CAPTIONS = {
-    "accuracy_per_split": "Accuracy per split and method (error bars: std over training seeds; none for a model "
-                          "evaluated once; the oracle reference hatched).",
-    "accuracy_vs_length": "Accuracy against chain length on held-out problems: where compounding errors show.",
-    "dcod_diagnostics": "DCOD over training: adaptive β, ESS fraction and clip fraction, one line per seed.",
-    "accuracy_vs_cost": "Accuracy against training FLOPs and tokens sampled, one point per method (the oracle "
-                        "reference as a star).",
-    "trace_stability": "Answer agreement across sampled traces and malformed-output rate per method.",
-}
-
 
 def number(value, digits: int = 1) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -250,7 +239,7 @@ def figures_section(figures_dir: Path, out: Path, source: str = "toy") -> list[s
             raise FileNotFoundError(f"missing input {path} (run `dcod report figure:{name}` first)")
         relative = Path(os.path.relpath(path, start=out.parent)).as_posix()
         data = Path(relative).with_suffix(".csv").as_posix()
-        lines += [f"![{CAPTIONS[name]}]({relative})", "", f"*{CAPTIONS[name]}* Data: `{data}`.", ""]
+        lines += [f"![{caption(name)}]({relative})", "", f"*{caption(name)}* Data: `{data}`.", ""]
     return lines
 
 
@@ -347,8 +336,7 @@ def robustness_section(robustness: pd.DataFrame | None, table1: pd.DataFrame, re
     figure = figures_dir / "robustness.png"
     if figure.is_file():
         relative = Path(os.path.relpath(figure, start=out.parent)).as_posix()
-        lines += [f"![DCOD − SFT and DCOD − best other offline baseline against the direct-style probability.]"
-                  f"({relative})", ""]
+        lines += [f"![{caption('robustness')}]({relative})", ""]
     else:
         lines += ["The robustness figure (`figures/robustness.png`) was not produced in this run.", ""]
     return lines, robust
