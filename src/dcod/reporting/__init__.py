@@ -150,6 +150,14 @@ def primary_split(splits: list[str]) -> str:
     return held_out[0]
 
 
+def number_or_dash(value, spec: str = ".1f", dash: str = "–") -> str:
+    """The one formatter of a report cell: ``value`` formatted by ``spec`` (``",.0f"``, ``"+.1f"``,
+    ``".0%"``, ``".3g"``), or ``dash`` when it is missing (None or NaN)."""
+    if value is None or pd.isna(value):
+        return dash
+    return format(float(value), spec)
+
+
 def markdown_table(frame: pd.DataFrame) -> str:
     """A GitHub markdown table of already formatted cells (no tabulate dependency)."""
     header = "| " + " | ".join(str(column) for column in frame.columns) + " |"

@@ -38,7 +38,8 @@ import pandas as pd
 
 from dcod.io import write_csv, write_text
 from dcod.layout import pretrain_root, steps_factor_root, steps_factor_tag
-from dcod.reporting import eval_dirs, markdown_table, need, parse_seeds, read_samples, read_train_log, split_order
+from dcod.reporting import (eval_dirs, markdown_table, need, number_or_dash, parse_seeds, read_samples, read_train_log,
+                            split_order)
 
 # the references measured besides the trained students
 REFERENCE_MODELS = ("teacher", "teacher_direct", "teacher_decomposed", "base_student")  # dcod.layout.REFERENCES, in row order
@@ -455,10 +456,6 @@ def _formatted(frame: pd.DataFrame) -> pd.DataFrame:
     return shown
 
 
-def _number(value, digits: int = 4) -> str:
-    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
-
-
 def render_markdown(frame: pd.DataFrame, targets: list[Target], missing: Missing | None = None,
                     pretraining: pd.DataFrame | None = None) -> str:
     lines = ["# Toy-world calibration", "",
@@ -469,8 +466,8 @@ def render_markdown(frame: pd.DataFrame, targets: list[Target], missing: Missing
               for model, meaning in row_meanings(trained_model(frame), model_of_role(frame, ORACLE))]
     lines += ["", "## Measurements", "", markdown_table(_formatted(frame)), ""]
     if pretraining is not None and not pretraining.empty:
-        shown = pretraining.assign(loss_q3=pretraining["loss_q3"].map(_number),
-                                   loss_q4=pretraining["loss_q4"].map(_number))
+        shown = pretraining.assign(**{q: pretraining[q].map(lambda v: number_or_dash(v, ".4f", ""))
+                                      for q in ("loss_q3", "loss_q4")})
         lines += ["## Pre-training of the base students", "",
                   "Mean training loss over the 3rd and the 4th quarter of the pre-training steps (shown, not judged).",
                   "", markdown_table(shown), ""]

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from dcod.config import ReportConfig
-from dcod.reporting import REFERENCES
+from dcod.reporting import REFERENCES, number_or_dash
 from dcod.splits import claim_splits
 
 # Which splits each claim is judged on: every split whose declaration states that role (claim_role in a
@@ -50,15 +50,12 @@ def _value(row, column: str) -> float:
         return math.nan
 
 
-def signed(value: float, digits: int = 1) -> str:
-    return "–" if math.isnan(value) else f"{value:+.{digits}f}"
-
-
 def interval_text(ci, digits: int = 1) -> str:
     if ci is None:
         return "no interval"
     point, low, high = ci
-    return f"{signed(point, digits)} [{signed(low, digits)}, {signed(high, digits)}]"
+    return " ".join([number_or_dash(point, f"+.{digits}f"),
+                     f"[{number_or_dash(low, f'+.{digits}f')}, {number_or_dash(high, f'+.{digits}f')}]"])
 
 
 def side(ci) -> str | None:

@@ -15,7 +15,7 @@ import pandas as pd
 
 from dcod.io import write_text
 from dcod.config import ReportConfig
-from dcod.reporting import REFERENCES, held_out_splits, markdown_table, need
+from dcod.reporting import REFERENCES, held_out_splits, markdown_table, need, number_or_dash
 from dcod.reporting.calibration import check_targets
 from dcod.reporting.claims import (HARD_SPLITS, IN_DISTRIBUTION_SPLITS, RETENTION_SPLITS, Claim,  # noqa: F401
                                    SUPPORTED, accuracy_claim, claims_of, cost_claim, judge_claims, offline_baselines,
@@ -23,16 +23,10 @@ from dcod.reporting.claims import (HARD_SPLITS, IN_DISTRIBUTION_SPLITS, RETENTIO
 from dcod.reporting.figures import FIGURE_NAMES, caption, figure_names
 from dcod.reporting.tables import MIN_ORACLE_GAP, table2_knobs, table_splits
 
-def number(value, digits: int = 1) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return f"{value:,.{digits}f}"
-
-
 def mean_std(row, column: str, digits: int = 1) -> str:
     mean, std = row.get(f"{column}_mean"), row.get(f"{column}_std")
-    text = number(mean, digits)
-    return text if std is None or math.isnan(std) else f"{text} ± {number(std, digits)}"
+    text = number_or_dash(mean, f",.{digits}f")
+    return text if std is None or math.isnan(std) else f"{text} ± {number_or_dash(std, f',.{digits}f')}"
 
 
 def delta_text(row, split: str) -> str:
@@ -91,16 +85,16 @@ def table1_section(table1: pd.DataFrame) -> list[str]:
 
     accuracy = pd.DataFrame([{"method": name(r), "seeds": r["n_seeds"],
                               **{s: mean_std(r, s) for s in splits},
-                              "direct steps": number(r["direct_step_fraction"], 2),
+                              "direct steps": number_or_dash(r["direct_step_fraction"], ",.2f"),
                               "agreement": mean_std(r, "agreement", 3),
                               "malformed": mean_std(r, "malformed_rate", 3)} for r in rows])
     cost = pd.DataFrame([{"method": name(r),
-                          "student tokens trained": number(r["student_tokens_trained"], 0),
-                          "tokens sampled": number(r["tokens_sampled"], 0),
-                          "teacher forward tokens": number(r["teacher_forward_tokens"], 0),
-                          "training FLOPs": scientific(r.get("training_flops")),
-                          "offline trace tokens": number(r["offline_trace_tokens"], 0),
-                          "wall time (s)": number(r.get("wall_time_s"))} for r in rows])
+                          "student tokens trained": number_or_dash(r["student_tokens_trained"], ",.0f"),
+                          "tokens sampled": number_or_dash(r["tokens_sampled"], ",.0f"),
+                          "teacher forward tokens": number_or_dash(r["teacher_forward_tokens"], ",.0f"),
+                          "training FLOPs": number_or_dash(r.get("training_flops"), ".3g"),
+                          "offline trace tokens": number_or_dash(r["offline_trace_tokens"], ",.0f"),
+                          "wall time (s)": number_or_dash(r.get("wall_time_s"), ",.1f")} for r in rows])
     deltas = pd.DataFrame([{"method": name(r), **{f"Δ {s}": delta_text(r, s) for s in held_out_splits(splits)}}
                            for r in rows])
     lines = ["## Table 1: main comparison", "",
@@ -139,21 +133,13 @@ def oracle_gap_lines(table1: pd.DataFrame, oracle: list[str]) -> list[str]:
     splits = [c[len("oracle_gap_closed_"):] for c in columns]
     methods = table1[table1["role"] == "method"]
     blank = [s for s in splits if methods[f"oracle_gap_closed_{s}"].isna().all()]
-    rows = [{"method": r["method"], **{s: percent(r[f"oracle_gap_closed_{s}"]) for s in splits}}
+    rows = [{"method": r["method"], **{s: number_or_dash(r[f"oracle_gap_closed_{s}"], ".0%") for s in splits}}
             for _, r in methods.iterrows()]
     lines += [markdown_table(pd.DataFrame(rows)), ""]
     if blank:
         lines += [f"Left blank on {', '.join(blank)}: the oracle is less than {MIN_ORACLE_GAP:g} accuracy point above "
                   "SFT there, so the ratio would divide by noise.", ""]
     return lines
-
-
-def percent(value) -> str:
-    return "–" if value is None or pd.isna(value) else f"{100 * float(value):.0f}%"
-
-
-def scientific(value) -> str:
-    return "–" if value is None or pd.isna(value) else f"{float(value):.3g}"
 
 
 # how Table 2 shows the diagnostics a weighted method logs (label, digits); others: their own name
@@ -167,7 +153,7 @@ def table2_section(table2: pd.DataFrame) -> list[str]:
     labels = {key: DIAGNOSTIC_LABELS.get(key, (f"final {key}", 3)) for key in diagnostics}
     rows = [{"method": r["method"], "role": r["role"], **{k: r[k] for k in knobs},
              **{s: mean_std(r, s) for s in splits}, **{f"Δ {s}": delta_text(r, s) for s in splits},
-             **{label: number(r[f"final_{key}"], digits) for key, (label, digits) in labels.items()}}
+             **{label: number_or_dash(r[f"final_{key}"], f",.{digits}f") for key, (label, digits) in labels.items()}}
             for _, r in table2.iterrows()]
     note = [] if (table2["role"] == "ablation").any() else ["This profile has no ablation experiments.", ""]
     return ["## Table 2: DCOD ablations", "", *note,
@@ -184,7 +170,7 @@ def tuning_section(tuning: pd.DataFrame | None, table1: pd.DataFrame, table2: pd
     grid = tuning.pivot(index="experiment", columns="lr", values=f"{split}_accuracy")
     chosen = tuning[tuning["chosen"]].set_index("experiment")["lr"]
     used = table1.set_index("method")["lr"].astype(str)
-    rows = [{"method": name, **{f"lr {lr:g}": number(grid.loc[name, lr]) for lr in grid.columns},
+    rows = [{"method": name, **{f"lr {lr:g}": number_or_dash(grid.loc[name, lr], ",.1f") for lr in grid.columns},
              "chosen": f"{chosen[name]:g}", "used in Table 1": used.get(name, "–")} for name in grid.index]
     lines += [f"Every Table 1 method trained once (seed {int(tuning['seed'].iloc[0])}) at each learning rate of "
               f"the same grid and scored on `{split}` only (accuracy %); the best is chosen (ties: the smaller "
@@ -201,8 +187,9 @@ def tuning_section(tuning: pd.DataFrame | None, table1: pd.DataFrame, table2: pd
         margin = best[column] - default[column]
         verdict = ("the default is the validation-best variant" if margin <= 0 else
                    f"validation prefers `{best['method']}` by {margin:.1f} points (seeds {default['seeds']})")
-        lines += [f"DCOD variant on `{split}` (Table 2): default `{subject}` {number(default[column])}%, best "
-                  f"`{best['method']}` {number(best[column])}%: {verdict}.", ""]
+        lines += [f"DCOD variant on `{split}` (Table 2): default `{subject}` "
+                  f"{number_or_dash(default[column], ',.1f')}%, best "
+                  f"`{best['method']}` {number_or_dash(best[column], ',.1f')}%: {verdict}.", ""]
     return lines
 
 
@@ -317,7 +304,7 @@ def robustness_section(robustness: pd.DataFrame | None, table1: pd.DataFrame, re
         for split in ("id", "long"):
             record[f"DCOD − best other {split}"] = ci(row, f"delta_{split}_vs_best_other")
         for split in ("id", "long"):
-            record[f"oracle gap closed {split}"] = percent(row.get(f"oracle_gap_closed_{split}"))
+            record[f"oracle gap closed {split}"] = number_or_dash(row.get(f"oracle_gap_closed_{split}"), ".0%")
         record["claim (a)"] = verdict["verdict"]
         rows.append(record)
     lines += ["DCOD − baseline in accuracy points [95% hierarchical-bootstrap CI]; each world has its own world, "

@@ -48,7 +48,8 @@ import pandas as pd
 
 from dcod.io import write_csv, write_text
 from dcod.layout import seed_owner
-from dcod.reporting import eval_dirs, is_reference, markdown_table, need, parse_names, read_samples, require
+from dcod.reporting import (eval_dirs, is_reference, markdown_table, need, number_or_dash, parse_names, read_samples,
+                            require)
 from dcod.reporting.calibration import (FAIL, NOT_MEASURED, PASS, TARGET_NAMES, calibration_line,
                                         knife_edge_knobs, oracle_experiment)
 from dcod.reporting.stats import excludes_zero, hierarchical_bootstrap_diff
@@ -236,16 +237,10 @@ def build_robustness(worlds: list[World], experiments: list[str], seeds: list[in
 
 
 # ----------------------------------------------------------------------------- markdown
-def _fmt(value, digits: int = 1, signed: bool = False) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
-
-
 def _delta(row: pd.Series, split: str, versus: str) -> str:
     column = f"delta_{split}_vs_{versus}"
-    return (f"{_fmt(row[column], signed=True)} [{_fmt(row[column + '_ci_low'], signed=True)}, "
-            f"{_fmt(row[column + '_ci_high'], signed=True)}]")
+    low, point, high = (number_or_dash(row[c], "+.1f", "") for c in (column + "_ci_low", column, column + "_ci_high"))
+    return f"{point} [{low}, {high}]"
 
 
 def count_excluding_zero(frame: pd.DataFrame, column: str) -> tuple[int, int]:
@@ -276,20 +271,23 @@ def render_markdown(frame: pd.DataFrame, experiments: list[str]) -> str:
               f"{len(frame)}.", ""]
 
     lines += ["## Differences", ""]
+
+    def pair(row, pattern: str, spec: str) -> str:  # "id / long" cells
+        return " / ".join(number_or_dash(row[pattern.format(s)], spec, "") for s in COMPARED_SPLITS)
+
     table = pd.DataFrame([{"world": row["world"] + (" (main)" if row["main"] else ""),
                            "world seed": row["world_seed"], "p_direct": f"{row['p_direct']:g}",
-                           "base id / long": (f"{_fmt(row['base_student_id_mean'])} / "
-                                              f"{_fmt(row['base_student_long_mean'])}"),
+                           "base id / long": pair(row, "base_student_{}_mean", ".1f"),
                            f"{subject} - {baseline} id": _delta(row, "id", baseline),
                            f"{subject} - {baseline} long": _delta(row, "long", baseline),
                            "best other": row["best_other"],
                            f"{subject} - best other id": _delta(row, "id", "best_other"),
                            f"{subject} - best other long": _delta(row, "long", "best_other"),
-                           "oracle gap closed id / long": f"{_fmt(row['oracle_gap_closed_id'], 2)} / "
-                                                          f"{_fmt(row['oracle_gap_closed_long'], 2)}"}
+                           "oracle gap closed id / long": pair(row, "oracle_gap_closed_{}", ".2f")}
                           for _, row in frame.iterrows()])
     lines += [markdown_table(table), "", "## Accuracy per experiment (validation / id / long)", ""]
-    accuracy = pd.DataFrame([{"world": row["world"], **{name: " / ".join(_fmt(row[f"{name}_{s}_mean"])
+    accuracy = pd.DataFrame([{"world": row["world"], **{name: " / ".join(number_or_dash(row[f"{name}_{s}_mean"],
+                                                                                        ".1f", "")
                                                                          for s in (SELECTION_SPLIT, *COMPARED_SPLITS))
                                                          for name in ["base_student", *experiments]}}
                              for _, row in frame.iterrows()])
