@@ -42,7 +42,7 @@ HOURS = {
 ROLLOUT_KINDS = {"onpolicy_kd": "training, onpolicy_kd (vLLM rollouts, 1 GPU)",
                  "self_distill": "training, self_distill (vLLM rollouts, 1 GPU)"}
 CPU_RULES = {"world", "base_student", "table1", "table2", "tuning", "figure", "report", "all", "calibration",
-             "robustness", "compare"}
+             "robustness", "compare", "claims"}
 
 
 def dry_run(profile: str) -> str:

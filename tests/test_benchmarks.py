@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dcod.benchmarks import GOLD_NORMALISERS, get_benchmark, list_benchmarks, load_benchmark, parse_declaration
+from dcod.benchmarks import CLAIM_ROLES, GOLD_NORMALISERS, get_benchmark, list_benchmarks, load_benchmark, parse_declaration
 from dcod.grading import grade
 
 DATA_DIR = Path(os.environ.get("DCOD_DATA_DIR") or Path(__file__).parents[1] / "../shared/data").resolve()
@@ -27,13 +27,18 @@ SELF_VERIFY_ALLOW_LIST = {
 
 
 def test_the_declarations():
-    assert list_benchmarks() == ["aime24", "amc23", "gsm8k", "gsm8k_train", "ifeval", "math", "math500",
-                                 "math_train", "olympiadbench"]
+    # the paper's benchmarks are declared (a new declaration joins the loop below without editing this list)
+    assert {"aime24", "amc23", "gsm8k", "gsm8k_train", "ifeval", "math", "math500", "math_train",
+            "olympiadbench"} <= set(list_benchmarks())
     for name in list_benchmarks():
         benchmark = get_benchmark(name)
         assert benchmark.name == name and benchmark.version >= 1
         # math asks for a boxed answer; IFEval prompts go as they are (tests/test_ifeval.py)
         assert ("\\boxed{}" in benchmark.prompt_template) == (benchmark.task == "math")
+        # a training-prompt source serves no claim; an evaluated split's role is one the claims know
+        assert benchmark.claim_role in (None, *CLAIM_ROLES)
+        if benchmark.generation is None:
+            assert benchmark.claim_role is None, name
     assert get_benchmark("aime24").generation.sampled.k == 64
     assert get_benchmark("amc23").generation.sampled.temperature == 0.6
     assert get_benchmark("gsm8k_train").generation is None  # a training-prompt source
@@ -253,3 +258,20 @@ def test_holding_out_every_prompt_is_refused():
 
     with pytest.raises(ValueError, match="gsm8k_train has 7473 prompts; holding out 7473 would leave none"):
         validation_indices("gsm8k_train", len(load_benchmark("gsm8k_train", data_dir=DATA_DIR)), 7473, 0)
+
+
+def test_claim_roles_come_from_the_declarations(monkeypatch):
+    """The splits each claim is judged on are the declarations' (claim_role, claim_rank): the toy's split
+    first, then the benchmarks by rank; a declaration's role is checked."""
+    from dcod.splits import TOY_CLAIM_ROLES, claim_splits
+
+    for role in CLAIM_ROLES:
+        splits = claim_splits(role)
+        toy = [name for name, (r, _) in TOY_CLAIM_ROLES.items() if r == role]
+        assert list(splits[: len(toy)]) == toy
+        ranks = [get_benchmark(name).claim_rank for name in splits[len(toy):]]
+        assert ranks == sorted(ranks) and all(get_benchmark(n).claim_role == role for n in splits[len(toy):])
+    assert claim_splits("hard")[:3] == ("long", "amc23", "aime24")  # the precedence the claims have always used
+    with pytest.raises(ValueError, match="claim_role 'headline'"):
+        parse_declaration(_declaration(claim_role="headline"))
+

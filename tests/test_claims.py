@@ -150,7 +150,9 @@ def test_robustness_verdicts_and_the_robustly_rule():
 
 def test_report_sections_for_robustness_and_float_paths(tmp_path):
     table1 = table()
-    lines, robust = paper.robustness_section(robustness_frame(), table1, ReportConfig(), tmp_path, tmp_path / "r.md")
+    judged = claims.judge_claims(table1, ReportConfig())
+    lines, robust = paper.robustness_section(robustness_frame(), table1, ReportConfig(), tmp_path, tmp_path / "r.md",
+                                             judged)
     text = "\n".join(lines)
     assert "| w0_p0.5 (main) | 0 | 0.5 | 2 | +5.0 [+1.0, +9.0] |" in text
     assert "teacher reliable" in text and "sft gain id" not in text  # PASS/FAIL lines, not the numbers
@@ -162,27 +164,27 @@ def test_report_sections_for_robustness_and_float_paths(tmp_path):
     pd.DataFrame([{"method": "dcod", "column": "id_mean", "run_a": 50.0, "run_b": 50.4, "difference": 0.4},
                   {"method": "sft", "column": "id_mean", "run_a": 50.0, "run_b": 49.8, "difference": -0.2}]
                  ).to_csv(results / "float_path.csv", index=False)
-    text = "\n".join(paper.float_path_section(results, table1, ReportConfig(), "avx2"))
+    text = "\n".join(paper.float_path_section(results, judged, ReportConfig(), "avx2"))
     assert "largest +0.4 points (dcod, id), mean absolute 0.30 points over 2" in text
     assert "Claim verdicts: 3 of 4 agree between the two float paths." in text
     assert "| (a) DCOD reaches higher accuracy than every offline baseline | supported | inconclusive | **no** |" in text
     assert "claim is not settled by this evidence" in text
     # the claims section marks the flipped verdict beside it, and only that one
     other = ("avx2", paper.float_path_verdicts(paper.float_path_table(results, "avx2"), ReportConfig()))
-    text = "\n".join(paper.claims_section(table1, ReportConfig(), float_path=other))
+    text = "\n".join(paper.claims_section(judged, ReportConfig(), float_path=other))
     assert "| **supported** (`avx2` kernels: inconclusive; not settled) |" in text
     assert text.count("not settled") == 1 and text.count("**Not settled by this evidence.**") == 1
     assert "reads *inconclusive* where this run reads *supported*" in text
     assert "Neither run supports" not in text  # one of the two does
     assert "Neither run supports the claim." in paper.unsettled_text("inconclusive", "not supported", "avx2")
-    assert "not settled" not in "\n".join(paper.claims_section(table1, ReportConfig()))
+    assert "not settled" not in "\n".join(paper.claims_section(judged, ReportConfig()))
     # a float-path Table 1 without the subject judges nothing: verdicts "absent", no flipped claim to mark
     table1.query("method != 'dcod'").to_csv(results / "float_paths" / "avx2" / "table1.csv", index=False)
-    text = "\n".join(paper.float_path_section(results, table1, ReportConfig(), "avx2"))
+    text = "\n".join(paper.float_path_section(results, judged, ReportConfig(), "avx2"))
     assert "| absent | **no** |" in text and "not settled" not in text
     (results / "float_path.csv").unlink()
     (results / "float_paths" / "avx2" / "table1.csv").unlink()
-    assert "Not produced in this run" in "\n".join(paper.float_path_section(results, table1, ReportConfig(), "avx2"))
+    assert "Not produced in this run" in "\n".join(paper.float_path_section(results, judged, ReportConfig(), "avx2"))
 
 
 def test_oracle_gap_closed_and_its_blank_rule():
@@ -243,3 +245,38 @@ def test_setup_says_what_a_seed_is_under_per_seed_pretraining():
         assert seeds.endswith(".")
         assert ("a seed is a (pre-training, training) pair" in seeds) is per_seed
         assert (f"pre-trained with seed {profile.pretrain.seed} + s" in seeds) is per_seed
+
+
+def test_claims_file_round_trips_and_is_what_the_report_and_compare_read(tmp_path, monkeypatch):
+    """results/claims.csv: judged once by ``report claims``; read back to the same claims; the snapshot
+    compare reads a run's file instead of judging its table again."""
+    import argparse
+
+    from dcod.reporting import snapshot
+
+    results = tmp_path / "results"
+    results.mkdir()
+    table().to_csv(results / "table1.csv", index=False)
+    profile = Path(__file__).resolve().parents[1] / "config" / "profiles" / "ci.yaml"
+    claims.write_claims(argparse.Namespace(profile=str(profile), results_dir=str(results),
+                                           out=str(results / claims.CLAIMS_FILE)))
+    judged = claims.judge_claims(table(), ReportConfig())
+    read = claims.read_claims(results / claims.CLAIMS_FILE)
+    assert [(c.key, c.title, c.verdict, c.sentence, c.numbers) for c in read] == [
+        (c.key, c.title, c.verdict, c.sentence, c.numbers) for c in judged]
+    assert claims.claims_of(results, table()) == read
+    # the file, not the table, decides: a run's claims are judged once
+    frame = pd.read_csv(results / claims.CLAIMS_FILE, dtype=str, keep_default_na=False)
+    frame.loc[0, "verdict"] = "not supported"
+    frame.to_csv(results / claims.CLAIMS_FILE, index=False)
+    compared = snapshot.compare_claims(table(), table(), tmp_path / "published", results)
+    assert list(compared["run B"])[0] == "not supported" and list(compared["run A"])[0] == judged[0].verdict
+    # a table without the subject: a header-only file, read as no claims
+    table().query("method != 'dcod'").to_csv(results / "table1.csv", index=False)
+    claims.write_claims(argparse.Namespace(profile=str(profile), results_dir=str(results),
+                                           out=str(results / claims.CLAIMS_FILE)))
+    assert claims.read_claims(results / claims.CLAIMS_FILE) is None
+    (results / claims.CLAIMS_FILE).write_text("claim,verdict\n")
+    with pytest.raises(ValueError, match="claims.csv: expected the columns"):
+        claims.read_claims(results / claims.CLAIMS_FILE)
+

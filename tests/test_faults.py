@@ -19,7 +19,7 @@ import yaml
 import torch
 from safetensors.torch import load_file
 
-from dcod import methods, objectives, pipeline, training
+from dcod import checkpoint, methods, objectives, pipeline, training
 from dcod.methods import get_method
 from dcod.config import load_profile
 from dcod.data import load_traces
@@ -438,7 +438,7 @@ def test_disk_full_during_a_checkpoint_names_the_path_and_leaves_no_tmp(prepared
     elif where == "torch.save":  # optimizer.bin: after model.safetensors was written
         monkeypatch.setattr(torch, "save", _torch_save_full)
     else:
-        monkeypatch.setattr(training, "write_text", _disk_full)
+        monkeypatch.setattr(checkpoint, "write_text", _disk_full)  # the progress file (dcod/checkpoint.py)
     out = tmp_path / "run"
     with pytest.raises(CheckpointWriteError) as error:
         _train(prepared, out)

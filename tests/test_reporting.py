@@ -436,3 +436,19 @@ def test_retention_claim_reads_ifeval_on_the_paper_profile():
     assert retention_claim(row(36.0), row(38.0, (-2.0, -3.5, -0.5)), row(38.0)).verdict == "not supported"
     toy = pd.Series({"id_mean": 60.0, "retention_mean": 90.0, "retention_std": 1.0})
     assert retention_claim(toy, toy, toy).title.endswith("(retention of the base student's second skill)")
+
+
+def test_every_listed_figure_is_one_module_with_its_caption():
+    """A figure is its module under dcod/reporting/figures/ (render + CAPTION) plus its entry in
+    dcod.layout's list, which the DAG and the report both read: a new entry without a module or a caption
+    fails here, not in the report."""
+    import importlib
+
+    from dcod import layout
+    from dcod.reporting.figures import RENDERABLE, caption
+
+    assert set(layout.figure_names(toy=False)) <= set(layout.figure_names(toy=True)) == set(layout.FIGURES)
+    for name in RENDERABLE:
+        module = importlib.import_module(f"dcod.reporting.figures.{name}")
+        assert callable(module.render) and module.NAME == name
+        assert isinstance(caption(name), str) and caption(name).endswith("."), name

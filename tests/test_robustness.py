@@ -238,10 +238,28 @@ def test_p_direct_disagreement_is_an_error(tmp_path):
 
 
 def test_default_experiments_are_the_offline_ones_and_the_oracle():
+    """Derived from the registry's declared needs (a new method is classified, not listed here)."""
+    from dcod.config import discover_experiments, load_experiment
+    from dcod.layout import is_offline, robustness_experiments
+    from dcod.methods import needs_of
+
     profile = load_profile(ROOT / "config" / "profiles" / "toy.yaml")
     profile.robustness = RobustnessConfig()
-    names = robustness.robustness_experiments(profile, ROOT / "experiments")
-    assert set(names) == {"sft", "kd", "dft", "dcod", "iw_sft", "skew_kd", "oracle_sft"}
+    configs = {name: load_experiment(ROOT / "experiments" / name / "config.yaml")
+               for name in discover_experiments(ROOT / "experiments", profile)}
+    main = [name for name, c in configs.items() if c.table == "main"]
+    needs = {name: needs_of(configs[name]) for name in main}
+    names = robustness_experiments(profile, main, needs, {name: configs[name].traces for name in main})
+    # the subject, the baseline and the oracle are always in; nothing that samples the student or holds the
+    # teacher in memory is
+    assert {"sft", "dcod", "oracle_sft"} <= set(names)
+    for name in main:
+        offline = needs[name].offline_traces and not needs[name].student_rollouts and not needs[name].teacher_model
+        assert (name in names) == bool(offline or configs[name].traces == "student_style"), name
+    assert is_offline(needs["sft"]) and is_offline(needs["sft"].as_dict())  # a run.json's mapping reads the same
+    with pytest.raises(ValueError, match="not Table 1 experiments"):
+        profile.robustness = RobustnessConfig(experiments=["nope"])
+        robustness_experiments(profile, main, needs, {})
 
 
 def test_worlds_option_is_checked():

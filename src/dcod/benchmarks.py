@@ -106,6 +106,8 @@ GOLD_NORMALISERS = {
 }
 # metric -> the record's task, which picks the scorer in dcod.evaluation
 METRICS = {"math_verify_accuracy": "math", "ifeval_prompt_level_strict": "ifeval"}
+# the claim roles a split can declare (docs/claims.md): (a) in-distribution and hard accuracy, (c) retention
+CLAIM_ROLES = ("in_distribution", "hard", "retention")
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,10 @@ class Benchmark:
     # the hub dataset's commit sha or tag, passed to datasets.load_dataset; None: the hub's latest
     # (docs/paper_setting.md, "Pinned versions")
     revision: str | None = None
+    # the claim of docs/claims.md this split serves (CLAIM_ROLES; None: none) and, among the splits of one
+    # role in a table, its precedence (the lowest present one is judged)
+    claim_role: str | None = None
+    claim_rank: int = 0
 
     @property
     def task(self) -> str:
@@ -186,6 +192,8 @@ def parse_declaration(mapping: dict, where: str = "benchmark") -> Benchmark:
         raise ValueError(f"{where}: metric '{benchmark.metric}' is not one of {', '.join(METRICS)}")
     if isinstance(benchmark.gold_field, list) != (benchmark.gold_normaliser == "json_fields"):
         raise ValueError(f"{where}: a list of gold fields goes with gold_normaliser json_fields, and only with it")
+    if benchmark.claim_role is not None and benchmark.claim_role not in CLAIM_ROLES:
+        raise ValueError(f"{where}: claim_role '{benchmark.claim_role}' is not one of {', '.join(CLAIM_ROLES)}")
     if PROMPT_PLACEHOLDER not in benchmark.prompt_template:
         raise ValueError(f"{where}: prompt_template has no {PROMPT_PLACEHOLDER} placeholder")
     return benchmark

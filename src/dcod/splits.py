@@ -20,6 +20,19 @@ from dcod.io import write_jsonl
 from dcod.toy.world import WorldConfig
 
 TOY_EVAL_SPLITS = ("validation", "id", "long", "retention", "extrapolate")
+# the claim each toy split serves (docs/claims.md), as a benchmark declares it with claim_role/claim_rank:
+# a toy split comes before any benchmark of its role (rank 0)
+TOY_CLAIM_ROLES = {"id": ("in_distribution", 0), "long": ("hard", 0), "retention": ("retention", 0)}
+
+
+def claim_splits(role: str) -> tuple[str, ...]:
+    """Every split that declares ``role`` (toy splits and benchmark declarations), by precedence."""
+    declared = [(rank, name) for name, (r, rank) in TOY_CLAIM_ROLES.items() if r == role]
+    for name in benchmarks.list_benchmarks():
+        benchmark = benchmarks.get_benchmark(name)
+        if benchmark.claim_role == role:
+            declared.append((benchmark.claim_rank, name))
+    return tuple(name for _, name in sorted(declared))
 
 
 # ----------------------------------------------------------------------------- checks

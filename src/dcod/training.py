@@ -48,8 +48,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -58,37 +56,17 @@ from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration
 from tqdm import tqdm
 
+# PROGRESS and CheckpointWriteError are re-exported: callers and tests name them as dcod.training's
+from dcod.checkpoint import PROGRESS, CheckpointWriteError, Checkpointing, NonFiniteLossError, named_write  # noqa: F401
 from dcod.config import TrainConfig
 from dcod.io import atomic_path, plain_json, source_fingerprint, write_text
 from dcod.methods.base import Cost, Method, Scores, collate_for
 from dcod.objectives import ChunkedLMHead
 
-PROGRESS = "progress.json"  # step, cost, elapsed, method state, fingerprint: plain JSON, no pickle
 # Where each rank's ``param.grad`` holds its whole local gradient until the synchronising backward (plain
 # and DDP-style data parallelism): one-pass weighting rescales it and the chunked head reads the weight.
 # FSDP / DeepSpeed shard both: they keep the full logits and the two-pass weights.
 _SHARDED = {"FSDP", "DEEPSPEED", "MEGATRON_LM", "XLA"}
-
-
-class NonFiniteLossError(RuntimeError):
-    """A NaN or infinite loss, gradient norm or weight: training stops before anything is written from it."""
-
-
-class CheckpointWriteError(OSError):
-    """Writing a checkpoint, the log or the model failed (disk full, ...); the message names the path."""
-
-
-@contextlib.contextmanager
-def _naming(path: Path, what: str):
-    """Re-raise a failed write with the path in the message (torch.save's disk-full error is a bare
-    ``basic_ios::clear: iostream error``); interruptions pass through unchanged."""
-    try:
-        yield
-    except Exception as error:
-        if isinstance(error, (NonFiniteLossError, CheckpointWriteError)):
-            raise
-        message = f"writing {what} {path} failed: {type(error).__name__}: {error}"
-        raise CheckpointWriteError(getattr(error, "errno", None) or 0, message) from error
 
 
 def cosine_schedule(cfg: TrainConfig):
@@ -110,7 +88,7 @@ def _split(items: list, parts: int) -> list[list]:
     return [items[i * size:(i + 1) * size] for i in range(parts)]
 
 
-class Trainer:
+class Trainer(Checkpointing):
     check_finite = True  # the non-finite guard (bench/step_cost.py switches it off to measure its cost)
 
     def __init__(self, model, tokenizer, method: Method, cfg: TrainConfig, out_dir: Path, *,
@@ -161,127 +139,6 @@ class Trainer:
         self.fingerprint = plain_json({
             "config": {"train": cfg.model_dump(mode="json"), "seed": seed, "method": method.name, **given.get("config", {})},
             "inputs": given.get("inputs", {}), "code": source_fingerprint()})
-
-    # ------------------------------------------------------------------ checkpoints
-    def save_checkpoint(self, step: int, elapsed: float) -> None:
-        """Every rank writes into one temporary folder (``save_state`` is collective under FSDP and
-        DeepSpeed, and each rank saves its own RNG state); rank 0 adds the progress file and renames the
-        folder into place, so a checkpoint is either complete or absent. Only a finite state is written;
-        a failed write (disk full) names the path and leaves no temporary folder behind."""
-        acc = self.accelerator
-        if self.check_finite and not self._weights_finite():
-            raise NonFiniteLossError(f"{self.name}: non-finite weights after step {step - 1} (train_log step "
-                                     f"{step}); not checkpointed; {self._last_good()}")
-        tmp = self.checkpoint_dir.with_name(f".{self.checkpoint_dir.name}.tmp")
-        try:
-            with _naming(self.checkpoint_dir, "the checkpoint"):
-                if acc.is_main_process:
-                    shutil.rmtree(tmp, ignore_errors=True)
-                acc.wait_for_everyone()
-                acc.save_state(str(tmp))
-                acc.wait_for_everyone()
-                if acc.is_main_process:
-                    progress = {"step": step, "cost": self.cost.as_dict(), "elapsed": elapsed,
-                                "method": self.method.state(), "fingerprint": self.fingerprint}
-                    # strict JSON: a state that does not serialise is a bug to see, not to stringify
-                    write_text(tmp / PROGRESS, json.dumps(progress, allow_nan=False) + "\n")
-                    if self.log_path.exists():
-                        shutil.copy(self.log_path, tmp / "train_log.jsonl")
-                    if self.checkpoint_dir.exists():
-                        shutil.rmtree(self.checkpoint_dir)
-                    os.replace(tmp, self.checkpoint_dir)
-        except BaseException:
-            if acc.is_main_process:
-                shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        self.saved_step = step
-        acc.wait_for_everyone()
-
-    def _weights_finite(self) -> bool:
-        """Whether every weight is finite on every rank, checked before each checkpoint only: the per-step
-        guard sees the loss and the gradient norm, not an update that overflows a weight although both
-        were finite. FSDP2 parameters are DTensors: each rank checks its own shard (DeepSpeed ZeRO-3's
-        partitioned parameters are not looked at: their local placeholders are empty)."""
-        bad = torch.zeros((), device=self.accelerator.device)
-        for parameter in self.model.parameters():
-            local = parameter.to_local() if hasattr(parameter, "to_local") else parameter
-            bad += (~torch.isfinite(local.detach())).sum()
-        return float(self.accelerator.reduce(bad, reduction="sum")) == 0
-
-    def _last_good(self) -> str:
-        if self.saved_step is None:
-            return "last good checkpoint: none (no checkpoint written yet)"
-        return f"last good checkpoint: {self.checkpoint_dir} (step {self.saved_step})"
-
-    def _read_progress(self) -> tuple[dict | None, str]:
-        """The checkpoint's progress and, when it must not be resumed, why (``None`` and the reason)."""
-        path = self.checkpoint_dir / PROGRESS
-        if not path.is_file():
-            return None, f"has no {PROGRESS} (incomplete, or written by an older version)"
-        try:
-            progress = json.loads(path.read_text())
-        except (OSError, ValueError) as error:
-            return None, f"has an unreadable {PROGRESS} ({error})"
-        if not isinstance(progress, dict) or not {"step", "cost", "elapsed", "method"} <= set(progress):
-            return None, f"has a {PROGRESS} without step/cost/elapsed/method"
-        stored = progress.get("fingerprint")
-        if stored != self.fingerprint:
-            stored = stored if isinstance(stored, dict) else {}
-            differs = [key for key in self.fingerprint if stored.get(key) != self.fingerprint[key]]
-            return None, f"was computed from other inputs (differs in: {', '.join(differs)})"
-        return progress, ""
-
-    def maybe_resume(self) -> None:
-        """Resume from the checkpoint only if its fingerprint equals this run's; anything else (another
-        config, input or source; a folder without our progress file) is removed and training starts
-        fresh. accelerate's ``load_state`` is therefore only ever called on a folder we wrote."""
-        acc = self.accelerator
-        tmp = self.checkpoint_dir.with_name(f".{self.checkpoint_dir.name}.tmp")
-        if acc.is_main_process:  # a job killed while writing a checkpoint leaves its temporary folder
-            shutil.rmtree(tmp, ignore_errors=True)
-        progress, reason = None, ""
-        if self.checkpoint_dir.exists():
-            progress, reason = self._read_progress()  # every rank decides alike: same files and fingerprint
-        if progress is None:
-            if reason:
-                acc.print(f"checkpoint at {self.checkpoint_dir} {reason}; starting fresh")
-            acc.wait_for_everyone()
-            if acc.is_main_process:
-                shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
-                self.log_path.unlink(missing_ok=True)
-                shutil.rmtree(self.tracker_dir, ignore_errors=True)  # curves of another run, like the log
-            acc.wait_for_everyone()
-            return
-        try:
-            # accelerate loads its .bin/.pkl files with torch.load(weights_only=True) (FSDP's sharded
-            # states: a pickled .metadata); we only get here for a folder carrying our fingerprint
-            acc.load_state(str(self.checkpoint_dir))
-        except Exception as error:  # the model may be half-loaded already: starting fresh would be wrong
-            raise RuntimeError(f"checkpoint at {self.checkpoint_dir} matches this run's fingerprint but could "
-                               f"not be loaded ({type(error).__name__}: {error}); delete the folder to start "
-                               "fresh") from error
-        self.start_step = progress["step"]
-        self.elapsed_before = progress["elapsed"]
-        self.saved_step = progress["step"]
-        for key, value in progress["cost"].items():
-            setattr(self.cost, key, value)
-        self.method.load_state(progress["method"])
-        # the log is rewound to the checkpoint so steps after it are not logged twice
-        saved_log = self.checkpoint_dir / "train_log.jsonl"
-        if acc.is_main_process:
-            if saved_log.exists():
-                shutil.copy(saved_log, self.log_path)
-            else:
-                self.log_path.unlink(missing_ok=True)
-        acc.print(f"resumed from {self.checkpoint_dir} at step {self.start_step}")
-
-    def discard_checkpoint(self) -> None:
-        """Remove the checkpoint once the model and run.json are written: it only exists to rescue an
-        interrupted job, and a finished run's checkpoint must never stand in for a later one."""
-        self.accelerator.wait_for_everyone()
-        if self.accelerator.is_main_process:
-            shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
-        self.accelerator.wait_for_everyone()
 
     # ------------------------------------------------------------------ one optimiser step
     def _local_examples(self, step: int) -> list[dict]:
@@ -424,7 +281,7 @@ class Trainer:
         total = 0.0
         for index, batch in enumerate(batches):
             last = index == len(batches) - 1
-            sync = self.accelerator.no_sync(self.model) if not last else _nullcontext()
+            sync = self.accelerator.no_sync(self.model) if not last else contextlib.nullcontext()
             with sync:
                 logits = cached_logits if cached_logits is not None else self._forward(batch)
                 per_token = self.method.token_losses(logits, batch)
@@ -457,7 +314,7 @@ class Trainer:
         shift, mass, total, scores = -math.inf, 0.0, 0.0, []
         for index, batch in enumerate(batches):
             last = index == len(batches) - 1
-            sync = acc.no_sync(self.model) if not last else _nullcontext()
+            sync = acc.no_sync(self.model) if not last else contextlib.nullcontext()
             with sync:
                 out = self._forward(batch)
                 score = self.method.unit_scores(out, batch)
@@ -559,7 +416,7 @@ class Trainer:
             record = self.train_step(step)
             record["elapsed"] = elapsed = self.elapsed_before + time.time() - started
             if self.accelerator.is_main_process:
-                with _naming(self.log_path, "the training log"), open(self.log_path, "a") as handle:
+                with named_write(self.log_path, "the training log"), open(self.log_path, "a") as handle:
                     handle.write(json.dumps(record) + "\n")
             self._log_curves(record)
             if step % self.cfg.log_every == 0 and record["loss"] is not None:
@@ -579,7 +436,7 @@ class Trainer:
         state_dict = self.accelerator.get_state_dict(self.model)
         if self.accelerator.is_main_process:
             model = self.accelerator.unwrap_model(self.model)
-            with _naming(path, "the model"), atomic_path(path, directory=True) as tmp:
+            with named_write(path, "the model"), atomic_path(path, directory=True) as tmp:
                 model.save_pretrained(tmp, state_dict=_in_save_dtype(state_dict, self.cfg.save_dtype))
                 _record_save_dtype(tmp, self.cfg.save_dtype)
                 self.tokenizer.save_pretrained(tmp)
@@ -666,12 +523,3 @@ def model_card(tracked: dict, save_dtype: str) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-

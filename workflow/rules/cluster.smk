@@ -13,6 +13,7 @@ localrules:
     report,
     tuning,
     compare,
+    claims,
     robustness,
     figure_robustness,
     table1_float_path,

@@ -5,6 +5,8 @@ from snakemake.utils import validate
 from dcod.config import (discover_experiments, experiment_chain, learning_rate_for, load_experiment, load_profile,
                          train_config_for)
 from dcod.io import load_yaml
+from dcod.layout import (EVAL_FILES, RUN_FILES, build_roots, figure_names, folders, pretrain_root,
+                         references as reference_models, robustness_experiments)
 from dcod.launch import check_launch
 from dcod.methods import needs_of, resolve
 from dcod.provenance import PROFILE_IGNORED, STAGE_CODE, code_fingerprint, profile_fingerprint
@@ -28,11 +30,7 @@ STAGE_PARAMS = {stage: {"code": code_fingerprint(STAGE_CODE[stage]), "profile_se
                         "profile": PROFILE_FILE}
                 for stage in PROFILE_IGNORED}
 
-# The default profile writes to results/, figures/, paper/; others to a subfolder named after them.
-W = f"work/{PROFILE}"
-R = "results" if PROFILE == "toy" else f"results/{PROFILE}"
-F = "figures" if PROFILE == "toy" else f"figures/{PROFILE}"
-DOC = "paper" if PROFILE == "toy" else f"paper/{PROFILE}"
+W, R, F, DOC = folders(PROFILE)  # work, results, figures, paper (dcod.layout)
 
 EXPERIMENTS = discover_experiments(EXPERIMENTS_DIR, P)
 # every experiment resolved through the method registry now: a bad config fails the dry run, naming its file
@@ -54,29 +52,23 @@ ABLATION_SEEDS = P.ablation_seeds or P.seeds
 
 TABLE1 = f"{R}/table1.csv"
 TABLE2 = f"{R}/table2.csv"
+CLAIMS = f"{R}/claims.csv"  # claims (a)-(d) judged once on Table 1
 # measured wall times, apart so that the tables themselves are bit-for-bit reproducible
 TABLE1_TIMING = f"{R}/table1_timing.csv"
 TABLE2_TIMING = f"{R}/table2_timing.csv"
 # The toy world's structure (step styles, chain length k) exists only there: the calibration report
 # (forced-style teachers), the forced-style references and the accuracy-vs-chain-length figure are
-# built for `data.source: toy` only. The list of toy-only figures is also dcod.reporting.figures.TOY_ONLY.
+# built for `data.source: toy` only (the figure list: dcod.layout.FIGURES).
 TOY = P.data.source == "toy"
 CALIBRATION = [f"{R}/calibration.csv"] if TOY else []
-TOY_FIGURES = ["accuracy_vs_length"]
-FIGURE_NAMES = [name for name in ["accuracy_per_split", "accuracy_vs_length", "dcod_diagnostics",
-                                  "accuracy_vs_cost", "trace_stability"] if TOY or name not in TOY_FIGURES]
+FIGURE_NAMES = figure_names(TOY)
 FIGURES = expand(f"{F}/{{name}}.png", name=FIGURE_NAMES)
 REPORT = f"{DOC}/report.md"
 # The published snapshot (committed; the DAG never writes it): a fresh Table 1 is compared with it
 PUBLISHED = BASE / "paper" / "published" / ("" if PROFILE == "toy" else PROFILE)
 PUBLISHED_TABLE1 = PUBLISHED / "results" / "table1.csv"
 COMPARISON = [f"{R}/comparison.md"] if PUBLISHED_TABLE1.is_file() else []
-# models evaluated besides the runs: the base student, the teacher, (toy) the teacher forced to one style
-REFERENCES = ["base_student", "teacher"] + (["teacher_direct", "teacher_decomposed"] if TOY else [])
-
-
-EVAL_FILES = ["metrics.csv", "samples.jsonl", "stability.csv"]
-RUN_FILES = ["run.json", "train_log.jsonl"]
+REFERENCES = reference_models(TOY)  # models evaluated besides the runs (dcod.layout)
 
 
 def evals(experiments, seeds):
@@ -169,161 +161,43 @@ def references(names):
 
 
 # ------------------------------------------------------------------ roots: the main run and its variants
-# A root is a work folder with the main layout (world/, base_student/, traces/, runs/, eval/). Besides the
-# main one (W): the robustness worlds (world seed x direct-style probability), the calibration base
-# students (other pre-training seeds, more steps) and the second float path (Table 1 rerun under other CPU
-# kernels). Every command of a root gets that root's profile overrides (--set) and environment.
+# Every root, its overrides, world and base student: dcod.layout (the reports read the same module).
 import re as _re
 
-MAIN_WORLD_SEED = int(P.world.get("seed", 0)) if TOY else None
-
-
-def _p_name(p):
-    return f"{p:g}"
-
-
+ROOTS = build_roots(P, W, TOY, SEEDS, ABLATION_SEEDS)
 ROBUST = P.robustness if TOY else None
-ROBUST_WORLDS = {}  # world name -> root
-ROBUST_OVERRIDES = {}  # root -> overrides
-if ROBUST is not None:
-    for ws in ROBUST.world_seeds:
-        for pd_ in ROBUST.p_direct:
-            name = f"w{ws}_p{_p_name(pd_)}"
-            if ws == MAIN_WORLD_SEED and pd_ == P.teacher.p_direct:
-                ROBUST_WORLDS[name] = W  # the main world is one of them: its Table 1 runs are reused
-            else:
-                root = f"{W}/robustness/{name}"
-                ROBUST_WORLDS[name] = root
-                ROBUST_OVERRIDES[root] = [f"world.seed={ws}", f"teacher.p_direct={pd_:g}"]
+ROBUST_WORLDS = ROOTS.robust_worlds  # world name -> root
 ROBUST_SEEDS = ROBUST.seeds if ROBUST is not None else []
 ROBUST_EXPERIMENTS = []
 if ROBUST is not None:
-    ROBUST_EXPERIMENTS = ROBUST.experiments or [
-        e for e in MAIN
-        if (NEEDS_OF[e].offline_traces and not NEEDS_OF[e].student_rollouts and not NEEDS_OF[e].teacher_model) or EXPERIMENT_OF[e].traces == "student_style"]
-    missing = sorted(set(ROBUST_EXPERIMENTS) - set(MAIN))
-    if missing:
-        raise ValueError(f"robustness.experiments: {missing} are not Table 1 experiments of this profile")
-
-
-def _shared_base_root(ws):
-    """The root whose base student serves every robustness world of world seed ws (the base student does
-    not depend on the direct-style probability)."""
-    if ws == MAIN_WORLD_SEED:
-        return W
-    return min(root for root, sets in ROBUST_OVERRIDES.items() if sets[0] == f"world.seed={ws}")
-
-
-CALIBRATION_ROOTS = {}  # root -> overrides: the knife-edge and plateau base students
-if TOY:
-    for s in P.calibration.pretrain_seeds:
-        CALIBRATION_ROOTS[f"{W}/calibration/pretrain_seed{s}"] = [f"pretrain.seed={s}"]
-    if P.calibration.pretrain_seeds:
-        steps = round(P.pretrain.steps * P.calibration.steps_factor)
-        CALIBRATION_ROOTS[f"{W}/calibration/steps_x{P.calibration.steps_factor:g}"] = [f"pretrain.steps={steps}"]
-
+    ROBUST_EXPERIMENTS = robustness_experiments(P, MAIN, NEEDS_OF, {e: EXPERIMENT_OF[e].traces for e in MAIN})
 FLOAT = P.float_path_check
-FLOAT_ROOT = f"{W}/float_paths/{FLOAT.name}" if FLOAT is not None else None
+FLOAT_ROOT = ROOTS.float_root
 FLOAT_RESULTS = f"{R}/float_paths/{FLOAT.name}" if FLOAT is not None else None
-
-# pretrain.per_seed: training seed s starts from the base student pre-trained with seed pretrain.seed + s.
-# That base student lives in a pre-training root <owner>/calibration/pretrain_seed<p> of the root that owns
-# the base students (the main one, a robustness world seed's first world, the float-path check): for the
-# main root these are the calibration report's knife-edge base students, pre-trained once for both uses.
 PAIRED = P.pretrain.per_seed
-PRETRAIN_ROOTS = {}  # pre-training root -> the root that owns it (its world, overrides and environment)
-
-
-def pretrain_seed_of(seed):
-    return P.pretrain.seed + int(seed)
-
-
-def pretrain_root(owner, pretrain_seed):
-    return f"{owner}/calibration/pretrain_seed{pretrain_seed}"
-
-
-def base_owner(root):
-    """The root whose base student(s) a root's runs start from (robustness worlds share one per world seed)."""
-    if root in ROBUST_OVERRIDES:
-        return _shared_base_root(int(ROBUST_OVERRIDES[root][0].split("=")[1]))
-    return root
-
-
-if PAIRED:
-    _owners = {W: sorted({*SEEDS, *ABLATION_SEEDS, *ROBUST_SEEDS})}
-    if FLOAT_ROOT:
-        _owners[FLOAT_ROOT] = SEEDS
-    for _root in ROBUST_OVERRIDES:
-        _owners.setdefault(base_owner(_root), ROBUST_SEEDS)
-    for _owner, _seeds in _owners.items():
-        for _seed in _seeds:
-            if int(_seed) != 0:
-                PRETRAIN_ROOTS[pretrain_root(_owner, pretrain_seed_of(_seed))] = _owner
-
-# The knife-edge calibration target compares every base student pre-trained for a world seed
-# (ProfileConfig.knife_edge_pretrain_seeds): on the main world the calibration's and the seeds' own; on every
-# other world seed the same calibration.pretrain_seeds, pre-trained in that world seed's owner root (the
-# robustness report finds it there as _shared_base_root does, in the smallest root of the seed).
-KNIFE_EDGE_SEEDS = {}  # owner root -> pre-training seeds besides pretrain.seed
-if TOY:
-    KNIFE_EDGE_SEEDS[W] = P.knife_edge_pretrain_seeds(main_world=True)
-    for _root in ROBUST_OVERRIDES:
-        _owner = base_owner(_root)
-        if _owner != W:
-            KNIFE_EDGE_SEEDS[_owner] = P.knife_edge_pretrain_seeds(main_world=False)
-    for _owner, _seeds in KNIFE_EDGE_SEEDS.items():
-        for _p in _seeds:
-            PRETRAIN_ROOTS.setdefault(pretrain_root(_owner, _p), _owner)
-
-
-def root_overrides(root):
-    if root in ROBUST_OVERRIDES:
-        return ROBUST_OVERRIDES[root]
-    if root in CALIBRATION_ROOTS:
-        return CALIBRATION_ROOTS[root]
-    if root in PRETRAIN_ROOTS:
-        return [*root_overrides(PRETRAIN_ROOTS[root]), f"pretrain.seed={root.rsplit('pretrain_seed', 1)[1]}"]
-    return []
-
-
-# a pre-training root that is also a calibration root is built once for both: it must be the same model
-for _root, _owner in PRETRAIN_ROOTS.items():
-    if _root in CALIBRATION_ROOTS:
-        _pretrain = [*root_overrides(_owner), f"pretrain.seed={_root.rsplit('pretrain_seed', 1)[1]}"]
-        if CALIBRATION_ROOTS[_root] != _pretrain:
-            raise ValueError(f"{_root}: the calibration overrides {CALIBRATION_ROOTS[_root]} differ from the per-seed "
-                             f"pre-training's {_pretrain}; the two cannot share one base student")
+KNIFE_EDGE_SEEDS = ROOTS.knife_edge_seeds  # owner root -> pre-training seeds besides pretrain.seed
 
 
 def root_sets(wildcards):
     """--set arguments of a root's commands."""
-    return " ".join(f"--set {o}" for o in root_overrides(wildcards.root))
+    return " ".join(f"--set {o}" for o in ROOTS.overrides(wildcards.root))
 
 
 def root_env(wildcards):
     """The environment prefix of a root's commands (the float-path check's kernel selection, also for the
     pre-training roots it owns)."""
-    root = PRETRAIN_ROOTS.get(wildcards.root, wildcards.root)
+    root = ROOTS.pretrain.get(wildcards.root, wildcards.root)
     if FLOAT_ROOT is not None and root == FLOAT_ROOT:
         return "env " + " ".join(f"{k}={v}" for k, v in FLOAT.env.items()) + " "
     return ""
 
 
 def root_world(wildcards):
-    """Calibration base students share the main world, pre-training roots their owner's; robustness worlds
-    and the float-path check build their own (the float-path check reruns every stage under its kernels)."""
-    root = wildcards.root
-    if root in CALIBRATION_ROOTS:
-        return f"{W}/world/world.json"
-    return f"{PRETRAIN_ROOTS.get(root, root)}/world/world.json"
+    return ROOTS.world(wildcards.root)
 
 
 def root_base(wildcards):
-    """The base student of a root (its pre-training seed is the profile's, or the pre-training root's)."""
-    root = wildcards.root
-    if root in PRETRAIN_ROOTS or root in CALIBRATION_ROOTS:
-        return f"{root}/base_student"
-    return f"{base_owner(root)}/base_student"
+    return ROOTS.base(wildcards.root)
 
 
 def seed_base(wildcards):
@@ -331,7 +205,7 @@ def seed_base(wildcards):
     pretrain.per_seed the one pre-trained with seed pretrain.seed + seed."""
     if not PAIRED or int(wildcards.seed) == 0:
         return root_base(wildcards)
-    return f"{pretrain_root(base_owner(wildcards.root), pretrain_seed_of(wildcards.seed))}/base_student"
+    return f"{pretrain_root(ROOTS.base_owner(wildcards.root), P.pretrain.seed + int(wildcards.seed))}/base_student"
 
 
 def traces_of(experiment):
@@ -346,9 +220,9 @@ def root_traces(wildcards):
 def root_eval_options(wildcards):
     """Robustness worlds and calibration base students are evaluated on the robustness splits only
     (calibration: validation, id, long), without the stability samples."""
-    if wildcards.root in ROBUST_OVERRIDES:
+    if wildcards.root in ROOTS.robust:
         return f"--splits {','.join(ROBUST.splits)} --no-stability"
-    if wildcards.root in CALIBRATION_ROOTS or wildcards.root in PRETRAIN_ROOTS:
+    if wildcards.root in ROOTS.calibration or wildcards.root in ROOTS.pretrain:
         splits = [s for s in P.eval.splits if s in ("validation", "id", "long")]
         return f"--splits {','.join(splits)} --no-stability"
     return ""
@@ -361,12 +235,8 @@ def knife_edge_evals(owners):
     return [e for e in evals if e not in CALIBRATION_EVALS]
 
 
-_ROOTS = [W, *ROBUST_OVERRIDES, *CALIBRATION_ROOTS, *PRETRAIN_ROOTS, *([FLOAT_ROOT] if FLOAT_ROOT else [])]
-_ROOTS = sorted(set(_ROOTS), key=lambda r: (-len(r), r))  # longest first: a root is never cut at a prefix
-
-
 wildcard_constraints:
-    root="|".join(_re.escape(r) for r in _ROOTS),
+    root="|".join(_re.escape(r) for r in ROOTS.all()),
     seed=r"\d+",
     lr=r"[0-9.e\-]+",
     experiment=r"[A-Za-z0-9_\-]+",
@@ -376,7 +246,7 @@ ORACLE = [e for e in MAIN if EXPERIMENT_OF[e].traces == "student_style"]
 ROBUSTNESS = f"{R}/robustness.csv"
 ROBUSTNESS_TARGETS = [ROBUSTNESS, f"{F}/robustness.png"] if ROBUST is not None else []
 FLOAT_PATH_TARGETS = [f"{R}/float_path.md", f"{R}/float_path.csv"] if FLOAT is not None else []
-CALIBRATION_EVALS = [f"{root}/eval/base_student/{f}" for root in CALIBRATION_ROOTS for f in EVAL_FILES]
+CALIBRATION_EVALS = [f"{root}/eval/base_student/{f}" for root in ROOTS.calibration for f in EVAL_FILES]
 
 
 

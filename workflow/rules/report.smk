@@ -106,9 +106,26 @@ rule figure:
         "--out {output.marker} > {log} 2>&1"
 
 
+rule claims:
+    # the verdicts of docs/claims.md on Table 1, judged once: the report and the comparisons read them
+    input:
+        table1=TABLE1,
+    output:
+        CLAIMS,
+    params:
+        **STAGE_PARAMS["report"],
+    log:
+        f"{W}/logs/report/claims.log",
+    conda:
+        ENV
+    shell:
+        "python -m dcod report claims --profile {params.profile} --results-dir {input.table1} --out {output} > {log} 2>&1"
+
+
 rule report:
     input:
         TABLE2,
+        CLAIMS,
         TABLE1_TIMING,
         TABLE2_TIMING,
         TUNING_TARGETS,
@@ -136,6 +153,7 @@ rule compare:
     input:
         table1=TABLE1,
         timing=TABLE1_TIMING,
+        claims=CLAIMS,
         published=PUBLISHED_TABLE1,
     output:
         markdown=report(f"{R}/comparison.md", caption="../report/comparison.rst", category="Table 1", subcategory="against the published snapshot"),
@@ -168,13 +186,14 @@ rule robustness:
     params:
         **STAGE_PARAMS["report"],
         worlds=",".join(f"{name}={root}/world/world.json" for name, root in ROBUST_WORLDS.items()),
+        experiments=",".join(ROBUST_EXPERIMENTS),
     log:
         f"{W}/logs/report/robustness.log",
     conda:
         ENV
     shell:
         "python -m dcod report robustness --profile {params.profile} --worlds {params.worlds} "
-        "--out {output.table} > {log} 2>&1"
+        "--experiment-list {params.experiments} --out {output.table} > {log} 2>&1"
 
 
 rule figure_robustness:
@@ -227,6 +246,7 @@ rule float_path_compare:
     input:
         table1=TABLE1,
         timing=TABLE1_TIMING,
+        claims=CLAIMS,
         other=f"{FLOAT_RESULTS}/table1.csv",
     output:
         markdown=report(f"{R}/float_path.md", caption="../report/float_path.rst", category="float path", subcategory="comparison"),

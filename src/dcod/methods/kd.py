@@ -1,4 +1,5 @@
-"""Offline token KD: forward KL to the stored teacher top-k (plus one tail bucket) on the offline traces."""
+"""Offline token KD (Hinton et al. 2015): forward KL to the stored teacher top-k (plus one tail bucket) on the
+offline traces."""
 
 from dcod import objectives
 from dcod.methods.base import Method, register

@@ -1,5 +1,5 @@
-"""Rejection-sampling self-training (STaR / RFT): each round samples k completions per prompt from the
-current student, keeps the verified-correct ones and trains on them with NLL."""
+"""Rejection-sampling self-training (STaR, Zelikman et al. 2022 / RFT, Yuan et al. 2023): each round samples k
+completions per prompt from the current student, keeps the verified-correct ones and trains on them with NLL."""
 
 from __future__ import annotations
 

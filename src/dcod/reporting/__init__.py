@@ -1,16 +1,9 @@
 """Reporting: tables, calibration, figures and the generated report, computed only from pipeline outputs.
 
-This module is the one place that knows where the pipeline leaves its results under the work folder
-``W`` and how to read them, so tables and figures cannot disagree about a path or a missing-file
-message. Every reader fails with ``FileNotFoundError`` naming the missing file: a report built from a
-silently skipped run would be wrong in a way nobody sees.
-
-Layout read here (written by ``dcod.pipeline``):
-  W/eval/<experiment>/seed<s>/{metrics.csv, samples.jsonl, stability.csv}
-  W/eval/<reference>/{metrics.csv, samples.jsonl, stability.csv}   (teacher*, base_student: no seed)
-  W/eval/base_student/seed<s>/{...}   (under ``pretrain.per_seed``: the base student seed s starts from)
-  W/runs/<experiment>/seed<s>/{run.json, train_log.jsonl}
-  W/traces/train.json
+This module reads the pipeline's results under a work folder ``W`` (where they lie is ``dcod.layout``,
+which the DAG reads too), so tables and figures cannot disagree about a path or a missing-file message.
+Every reader fails with ``FileNotFoundError`` naming the missing file: a report built from a silently
+skipped run would be wrong in a way nobody sees.
 """
 
 from __future__ import annotations
@@ -22,10 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from dcod.io import read_jsonl
+from dcod.layout import REFERENCES, SEEDED_REFERENCE, eval_dir, run_dir
 
-# Models evaluated once, without a training seed (their eval folder has no seed<s> level); under
-# ``pretrain.per_seed`` the base student is also evaluated per seed (``paired_base``, ``eval_dirs``).
-REFERENCES = ("teacher", "base_student", "teacher_direct", "teacher_decomposed")
 VALIDATION_SPLIT = "validation"  # the tuning split: shown, never used to judge a claim
 STEP_FIELDS = ("steps_direct", "errors_direct", "steps_decomposed", "errors_decomposed", "steps_malformed")
 
@@ -67,10 +58,6 @@ def is_reference(name: str) -> bool:
     return name in REFERENCES
 
 
-# the one reference evaluated per seed when the profile pairs training seeds with pre-training seeds
-SEEDED_REFERENCE = "base_student"
-
-
 def paired_base(profile_path) -> bool:
     """Whether a profile starts each training seed from its own base student (``pretrain.per_seed``)."""
     if not profile_path:
@@ -89,12 +76,12 @@ def eval_dirs(work: Path, name: str, seeds: list[int], paired: bool = False) -> 
     """One evaluation folder per seed; references have a single folder and no seed, except the base
     student under ``pretrain.per_seed`` (``paired``): each seed's own base student, evaluated per seed."""
     if not is_seeded(name, paired):
-        return [Path(work) / "eval" / name]
-    return [Path(work) / "eval" / name / f"seed{seed}" for seed in seeds]
+        return [eval_dir(work, name)]
+    return [eval_dir(work, name, seed) for seed in seeds]
 
 
 def run_dirs(work: Path, name: str, seeds: list[int]) -> list[Path]:
-    return [Path(work) / "runs" / name / f"seed{seed}" for seed in seeds]
+    return [run_dir(work, name, seed) for seed in seeds]
 
 
 def read_metrics(folder: Path) -> pd.DataFrame:
@@ -161,6 +148,14 @@ def primary_split(splits: list[str]) -> str:
     if not held_out:
         raise ValueError(f"no held-out split among {splits}")
     return held_out[0]
+
+
+def number_or_dash(value, spec: str = ".1f", dash: str = "–") -> str:
+    """The one formatter of a report cell: ``value`` formatted by ``spec`` (``",.0f"``, ``"+.1f"``,
+    ``".0%"``, ``".3g"``), or ``dash`` when it is missing (None or NaN)."""
+    if value is None or pd.isna(value):
+        return dash
+    return format(float(value), spec)
 
 
 def markdown_table(frame: pd.DataFrame) -> str:

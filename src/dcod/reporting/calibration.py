@@ -37,10 +37,12 @@ import numpy as np
 import pandas as pd
 
 from dcod.io import write_csv, write_text
-from dcod.reporting import eval_dirs, markdown_table, need, parse_seeds, read_samples, read_train_log, split_order
+from dcod.layout import pretrain_root, steps_factor_root, steps_factor_tag
+from dcod.reporting import (eval_dirs, markdown_table, need, number_or_dash, parse_seeds, read_samples, read_train_log,
+                            split_order)
 
 # the references measured besides the trained students
-REFERENCE_MODELS = ("teacher", "teacher_direct", "teacher_decomposed", "base_student")
+REFERENCE_MODELS = ("teacher", "teacher_direct", "teacher_decomposed", "base_student")  # dcod.layout.REFERENCES, in row order
 ARITHMETIC_SPLITS = ("id", "long")
 TEACHER_MIN_ACCURACY = 95.0  # % on every arithmetic split, in each forced style
 TEACHER_MAX_STEP_ERROR = 0.01  # per-step error rate of the teacher in its forced style
@@ -66,22 +68,17 @@ REFERENCE, BASELINE, ORACLE, PRETRAIN_SEED, STEPS_FACTOR = ("reference", "baseli
 
 
 # ----------------------------------------------------------------------------- where the DAG leaves things
-CALIBRATION_DIR = "calibration"
 DEFAULT_ORACLE = "oracle_sft"
 
 
 def pretrain_seed_dir(work: Path, seed: int) -> Path:
-    """The base student pre-trained with another seed: ``W/calibration/pretrain_seed<S>``."""
-    return Path(work) / CALIBRATION_DIR / f"pretrain_seed{seed}"
-
-
-def steps_factor_tag(factor: float) -> str:
-    return f"steps_x{factor:g}"
+    """The base student pre-trained with another seed (``dcod.layout.pretrain_root``)."""
+    return Path(pretrain_root(work, seed))
 
 
 def steps_factor_dir(work: Path, factor: float) -> Path:
-    """The base student pre-trained with ``factor`` x the steps: ``W/calibration/steps_x<factor>``."""
-    return Path(work) / CALIBRATION_DIR / steps_factor_tag(factor)
+    """The base student pre-trained with ``factor`` x the steps (``dcod.layout.steps_factor_root``)."""
+    return Path(steps_factor_root(work, factor))
 
 
 def calibration_eval_dir(folder: Path) -> Path:
@@ -459,10 +456,6 @@ def _formatted(frame: pd.DataFrame) -> pd.DataFrame:
     return shown
 
 
-def _number(value, digits: int = 4) -> str:
-    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
-
-
 def render_markdown(frame: pd.DataFrame, targets: list[Target], missing: Missing | None = None,
                     pretraining: pd.DataFrame | None = None) -> str:
     lines = ["# Toy-world calibration", "",
@@ -473,8 +466,8 @@ def render_markdown(frame: pd.DataFrame, targets: list[Target], missing: Missing
               for model, meaning in row_meanings(trained_model(frame), model_of_role(frame, ORACLE))]
     lines += ["", "## Measurements", "", markdown_table(_formatted(frame)), ""]
     if pretraining is not None and not pretraining.empty:
-        shown = pretraining.assign(loss_q3=pretraining["loss_q3"].map(_number),
-                                   loss_q4=pretraining["loss_q4"].map(_number))
+        shown = pretraining.assign(**{q: pretraining[q].map(lambda v: number_or_dash(v, ".4f", ""))
+                                      for q in ("loss_q3", "loss_q4")})
         lines += ["## Pre-training of the base students", "",
                   "Mean training loss over the 3rd and the 4th quarter of the pre-training steps (shown, not judged).",
                   "", markdown_table(shown), ""]

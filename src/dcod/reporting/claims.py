@@ -14,16 +14,19 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 
 from dcod.config import ReportConfig
-from dcod.reporting import REFERENCES
+from dcod.reporting import REFERENCES, number_or_dash
+from dcod.splits import claim_splits
 
-# Which splits each claim is judged on: the toy's name first, then the paper profile's benchmarks.
-IN_DISTRIBUTION_SPLITS = ("id", "gsm8k", "math", "math500")
-HARD_SPLITS = ("long", "amc23", "aime24", "olympiadbench")
-RETENTION_SPLITS = ("retention", "ifeval")  # the toy's second skill; IFEval (prompt-level strict)
+# Which splits each claim is judged on: every split whose declaration states that role (claim_role in a
+# benchmark's YAML, dcod.splits.TOY_CLAIM_ROLES for the toy's), by precedence.
+IN_DISTRIBUTION_SPLITS = claim_splits("in_distribution")
+HARD_SPLITS = claim_splits("hard")
+RETENTION_SPLITS = claim_splits("retention")  # the toy's second skill; IFEval (prompt-level strict)
 PRESERVED_SHARE = 0.9  # (c): DCOD keeps at least this share of the base student's retention accuracy
 FLOPS_CLOSE, FLOPS_FAR = 1.05, 1.25  # (d): DCOD/SFT training FLOPs: <= close supported, > far not supported
 FLOOR_MARGIN = 0.05  # (b): a model's agreement within this of the floor 1/k is flagged
@@ -47,15 +50,12 @@ def _value(row, column: str) -> float:
         return math.nan
 
 
-def signed(value: float, digits: int = 1) -> str:
-    return "–" if math.isnan(value) else f"{value:+.{digits}f}"
-
-
 def interval_text(ci, digits: int = 1) -> str:
     if ci is None:
         return "no interval"
     point, low, high = ci
-    return f"{signed(point, digits)} [{signed(low, digits)}, {signed(high, digits)}]"
+    return " ".join([number_or_dash(point, f"+.{digits}f"),
+                     f"[{number_or_dash(low, f'+.{digits}f')}, {number_or_dash(high, f'+.{digits}f')}]"])
 
 
 def side(ci) -> str | None:
@@ -292,6 +292,50 @@ def judge_claims(table1: pd.DataFrame, report: ReportConfig | None = None) -> li
     base = rows.loc["base_student"] if "base_student" in rows.index else None
     return [accuracy_claim(table1, report), stability_claim(table1, report),
             retention_claim(rows.loc[report.subject], rows.loc[report.baseline], base), cost_claim(table1, report)]
+
+
+# ----------------------------------------------------------------------------- the verdict file
+# results/claims.csv: claims (a)-(d) judged once on a run's Table 1 (``dcod report claims``); the report and
+# the comparison with a snapshot read it. One row per claim; ``numbers`` one line per number behind it.
+CLAIMS_FILE = "claims.csv"
+CLAIMS_COLUMNS = ["claim", "title", "verdict", "sentence", "numbers"]
+
+
+def claims_frame(claims: list[Claim] | None) -> pd.DataFrame:
+    rows = [{"claim": c.key, "title": c.title, "verdict": c.verdict, "sentence": c.sentence,
+             "numbers": "\n".join(c.numbers)} for c in claims or []]
+    return pd.DataFrame(rows, columns=CLAIMS_COLUMNS)
+
+
+def read_claims(path: Path) -> list[Claim] | None:
+    """The claims of a verdict file; None when it holds none (Table 1 lacked the subject or the baseline)."""
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if list(frame.columns) != CLAIMS_COLUMNS:
+        raise ValueError(f"{path}: expected the columns {CLAIMS_COLUMNS} (written by `dcod report claims`), "
+                         f"got {list(frame.columns)}")
+    claims = [Claim(r["title"], r["verdict"], r["sentence"], r["claim"], r["numbers"].split("\n") if r["numbers"]
+                    else []) for _, r in frame.iterrows()]
+    return claims or None
+
+
+def claims_of(results_dir: Path, table1: pd.DataFrame, report: ReportConfig | None = None) -> list[Claim] | None:
+    """A run's claims: its verdict file where one was written (a fresh run), else judged by the same rules on
+    its Table 1 (a published snapshot or a float-path rerun, which have none)."""
+    path = Path(results_dir) / CLAIMS_FILE
+    return read_claims(path) if path.is_file() else judge_claims(table1, report)
+
+
+def write_claims(args) -> None:
+    from dcod.config import load_profile
+    from dcod.io import write_csv
+    from dcod.reporting import need
+    from dcod.reporting.tables import read_table
+
+    report = load_profile(need(args.profile, "--profile", "claims")).report
+    table1 = read_table(Path(need(args.results_dir, "--results-dir", "claims")) / "table1.csv")
+    claims = judge_claims(table1, report)
+    write_csv(args.out, claims_frame(claims))
+    print(f"claims: {len(claims or [])} judged -> {args.out}")
 
 
 # ----------------------------------------------------------------------------- across worlds

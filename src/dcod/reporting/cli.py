@@ -39,6 +39,7 @@ def run(args) -> None:
                 "table2": ("dcod.reporting.tables", "write_table2"),
                 "calibration": ("dcod.reporting.calibration", "write_calibration"),
                 "robustness": ("dcod.reporting.robustness", "write_robustness"),
+                "claims": ("dcod.reporting.claims", "write_claims"),
                 "paper": ("dcod.reporting.paper", "write_report"),
                 "compare": ("dcod.reporting.snapshot", "write_comparison"),
                 "publish": ("dcod.reporting.snapshot", "write_publish")}

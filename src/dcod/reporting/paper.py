@@ -15,36 +15,19 @@ import pandas as pd
 
 from dcod.io import write_text
 from dcod.config import ReportConfig
-from dcod.reporting import REFERENCES, held_out_splits, markdown_table, need
+from dcod.reporting import REFERENCES, held_out_splits, markdown_table, need, number_or_dash
 from dcod.reporting.calibration import check_targets
 from dcod.reporting.claims import (HARD_SPLITS, IN_DISTRIBUTION_SPLITS, RETENTION_SPLITS, Claim,  # noqa: F401
-                                   SUPPORTED, accuracy_claim, cost_claim, judge_claims, offline_baselines,
+                                   SUPPORTED, accuracy_claim, claims_of, cost_claim, judge_claims, offline_baselines,
                                    retention_claim, robust_claim, robustness_verdicts, stability_claim)
-from dcod.reporting.figures import FIGURE_NAMES, figure_names
+from dcod.reporting.figures import FIGURE_NAMES, caption, figure_names
 from dcod.reporting.tables import MIN_ORACLE_GAP, table2_knobs, table_splits
 from dcod.reporting.traces import traces_section
 
-CAPTIONS = {
-    "accuracy_per_split": "Accuracy per split and method (error bars: std over training seeds; none for a model "
-                          "evaluated once; the oracle reference hatched).",
-    "accuracy_vs_length": "Accuracy against chain length on held-out problems: where compounding errors show.",
-    "dcod_diagnostics": "DCOD over training: adaptive β, ESS fraction and clip fraction, one line per seed.",
-    "accuracy_vs_cost": "Accuracy against training FLOPs and tokens sampled, one point per method (the oracle "
-                        "reference as a star).",
-    "trace_stability": "Answer agreement across sampled traces and malformed-output rate per method.",
-}
-
-
-def number(value, digits: int = 1) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return f"{value:,.{digits}f}"
-
-
 def mean_std(row, column: str, digits: int = 1) -> str:
     mean, std = row.get(f"{column}_mean"), row.get(f"{column}_std")
-    text = number(mean, digits)
-    return text if std is None or math.isnan(std) else f"{text} ± {number(std, digits)}"
+    text = number_or_dash(mean, f",.{digits}f")
+    return text if std is None or math.isnan(std) else f"{text} ± {number_or_dash(std, f',.{digits}f')}"
 
 
 def delta_text(row, split: str) -> str:
@@ -103,16 +86,16 @@ def table1_section(table1: pd.DataFrame) -> list[str]:
 
     accuracy = pd.DataFrame([{"method": name(r), "seeds": r["n_seeds"],
                               **{s: mean_std(r, s) for s in splits},
-                              "direct steps": number(r["direct_step_fraction"], 2),
+                              "direct steps": number_or_dash(r["direct_step_fraction"], ",.2f"),
                               "agreement": mean_std(r, "agreement", 3),
                               "malformed": mean_std(r, "malformed_rate", 3)} for r in rows])
     cost = pd.DataFrame([{"method": name(r),
-                          "student tokens trained": number(r["student_tokens_trained"], 0),
-                          "tokens sampled": number(r["tokens_sampled"], 0),
-                          "teacher forward tokens": number(r["teacher_forward_tokens"], 0),
-                          "training FLOPs": scientific(r.get("training_flops")),
-                          "offline trace tokens": number(r["offline_trace_tokens"], 0),
-                          "wall time (s)": number(r.get("wall_time_s"))} for r in rows])
+                          "student tokens trained": number_or_dash(r["student_tokens_trained"], ",.0f"),
+                          "tokens sampled": number_or_dash(r["tokens_sampled"], ",.0f"),
+                          "teacher forward tokens": number_or_dash(r["teacher_forward_tokens"], ",.0f"),
+                          "training FLOPs": number_or_dash(r.get("training_flops"), ".3g"),
+                          "offline trace tokens": number_or_dash(r["offline_trace_tokens"], ",.0f"),
+                          "wall time (s)": number_or_dash(r.get("wall_time_s"), ",.1f")} for r in rows])
     deltas = pd.DataFrame([{"method": name(r), **{f"Δ {s}": delta_text(r, s) for s in held_out_splits(splits)}}
                            for r in rows])
     lines = ["## Table 1: main comparison", "",
@@ -151,21 +134,13 @@ def oracle_gap_lines(table1: pd.DataFrame, oracle: list[str]) -> list[str]:
     splits = [c[len("oracle_gap_closed_"):] for c in columns]
     methods = table1[table1["role"] == "method"]
     blank = [s for s in splits if methods[f"oracle_gap_closed_{s}"].isna().all()]
-    rows = [{"method": r["method"], **{s: percent(r[f"oracle_gap_closed_{s}"]) for s in splits}}
+    rows = [{"method": r["method"], **{s: number_or_dash(r[f"oracle_gap_closed_{s}"], ".0%") for s in splits}}
             for _, r in methods.iterrows()]
     lines += [markdown_table(pd.DataFrame(rows)), ""]
     if blank:
         lines += [f"Left blank on {', '.join(blank)}: the oracle is less than {MIN_ORACLE_GAP:g} accuracy point above "
                   "SFT there, so the ratio would divide by noise.", ""]
     return lines
-
-
-def percent(value) -> str:
-    return "–" if value is None or pd.isna(value) else f"{100 * float(value):.0f}%"
-
-
-def scientific(value) -> str:
-    return "–" if value is None or pd.isna(value) else f"{float(value):.3g}"
 
 
 # how Table 2 shows the diagnostics a weighted method logs (label, digits); others: their own name
@@ -179,7 +154,7 @@ def table2_section(table2: pd.DataFrame) -> list[str]:
     labels = {key: DIAGNOSTIC_LABELS.get(key, (f"final {key}", 3)) for key in diagnostics}
     rows = [{"method": r["method"], "role": r["role"], **{k: r[k] for k in knobs},
              **{s: mean_std(r, s) for s in splits}, **{f"Δ {s}": delta_text(r, s) for s in splits},
-             **{label: number(r[f"final_{key}"], digits) for key, (label, digits) in labels.items()}}
+             **{label: number_or_dash(r[f"final_{key}"], f",.{digits}f") for key, (label, digits) in labels.items()}}
             for _, r in table2.iterrows()]
     note = [] if (table2["role"] == "ablation").any() else ["This profile has no ablation experiments.", ""]
     return ["## Table 2: DCOD ablations", "", *note,
@@ -196,7 +171,7 @@ def tuning_section(tuning: pd.DataFrame | None, table1: pd.DataFrame, table2: pd
     grid = tuning.pivot(index="experiment", columns="lr", values=f"{split}_accuracy")
     chosen = tuning[tuning["chosen"]].set_index("experiment")["lr"]
     used = table1.set_index("method")["lr"].astype(str)
-    rows = [{"method": name, **{f"lr {lr:g}": number(grid.loc[name, lr]) for lr in grid.columns},
+    rows = [{"method": name, **{f"lr {lr:g}": number_or_dash(grid.loc[name, lr], ",.1f") for lr in grid.columns},
              "chosen": f"{chosen[name]:g}", "used in Table 1": used.get(name, "–")} for name in grid.index]
     lines += [f"Every Table 1 method trained once (seed {int(tuning['seed'].iloc[0])}) at each learning rate of "
               f"the same grid and scored on `{split}` only (accuracy %); the best is chosen (ties: the smaller "
@@ -213,8 +188,9 @@ def tuning_section(tuning: pd.DataFrame | None, table1: pd.DataFrame, table2: pd
         margin = best[column] - default[column]
         verdict = ("the default is the validation-best variant" if margin <= 0 else
                    f"validation prefers `{best['method']}` by {margin:.1f} points (seeds {default['seeds']})")
-        lines += [f"DCOD variant on `{split}` (Table 2): default `{subject}` {number(default[column])}%, best "
-                  f"`{best['method']}` {number(best[column])}%: {verdict}.", ""]
+        lines += [f"DCOD variant on `{split}` (Table 2): default `{subject}` "
+                  f"{number_or_dash(default[column], ',.1f')}%, best "
+                  f"`{best['method']}` {number_or_dash(best[column], ',.1f')}%: {verdict}.", ""]
     return lines
 
 
@@ -251,19 +227,18 @@ def figures_section(figures_dir: Path, out: Path, source: str = "toy") -> list[s
             raise FileNotFoundError(f"missing input {path} (run `dcod report figure:{name}` first)")
         relative = Path(os.path.relpath(path, start=out.parent)).as_posix()
         data = Path(relative).with_suffix(".csv").as_posix()
-        lines += [f"![{CAPTIONS[name]}]({relative})", "", f"*{CAPTIONS[name]}* Data: `{data}`.", ""]
+        lines += [f"![{caption(name)}]({relative})", "", f"*{caption(name)}* Data: `{data}`.", ""]
     return lines
 
 
 # ----------------------------------------------------------------------------- claims
-def claims_section(table1: pd.DataFrame, report: ReportConfig, robust: Claim | None = None,
+def claims_section(claims: list[Claim] | None, report: ReportConfig, robust: Claim | None = None,
                    float_path: tuple[str, dict[str, str]] | None = None) -> list[str]:
     """The verdict on each claim; ``float_path`` = (kernel label, claim title → verdict of the float-path
     rerun's Table 1): a claim whose verdict the float kernels alone change is marked as not settled."""
     lines = ["## Claims", "", "Judged exactly by the pre-registered rules of `docs/claims.md`. Every interval is a 95% "
              "hierarchical bootstrap (training seeds resampled per model, then problems resampled with the same "
              "draws for both models; 2,000 replicates, fixed seed), so it includes seed variance.", ""]
-    claims = judge_claims(table1, report)
     if claims is None:
         return lines + [f"Not evaluated: Table 1 needs both `{report.subject}` and `{report.baseline}` rows.", ""]
     claims = [*claims[:1], *([robust] if robust is not None else []), *claims[1:]]
@@ -300,7 +275,7 @@ def unsettled_text(verdict: str, other: str, label: str) -> str:
 
 # ----------------------------------------------------------------------------- robustness
 def robustness_section(robustness: pd.DataFrame | None, table1: pd.DataFrame, report: ReportConfig,
-                       figures_dir: Path, out: Path) -> tuple[list[str], Claim | None]:
+                       figures_dir: Path, out: Path, main: list[Claim] | None) -> tuple[list[str], Claim | None]:
     """The robustness worlds' table (from results/robustness.csv), claim (a) per world and across worlds."""
     lines = ["## Robustness worlds", ""]
     if robustness is None:
@@ -308,7 +283,6 @@ def robustness_section(robustness: pd.DataFrame | None, table1: pd.DataFrame, re
             Claim("", "", ""), None)
     baselines, _ = offline_baselines(table1, report.subject)
     worlds = robustness_verdicts(robustness, baselines)
-    main = judge_claims(table1, report)
     robust = robust_claim(main[0], worlds) if main else None
 
     def ci(row, prefix):
@@ -331,7 +305,7 @@ def robustness_section(robustness: pd.DataFrame | None, table1: pd.DataFrame, re
         for split in ("id", "long"):
             record[f"DCOD − best other {split}"] = ci(row, f"delta_{split}_vs_best_other")
         for split in ("id", "long"):
-            record[f"oracle gap closed {split}"] = percent(row.get(f"oracle_gap_closed_{split}"))
+            record[f"oracle gap closed {split}"] = number_or_dash(row.get(f"oracle_gap_closed_{split}"), ".0%")
         record["claim (a)"] = verdict["verdict"]
         rows.append(record)
     lines += ["DCOD − baseline in accuracy points [95% hierarchical-bootstrap CI]; each world has its own world, "
@@ -350,15 +324,15 @@ def robustness_section(robustness: pd.DataFrame | None, table1: pd.DataFrame, re
     figure = figures_dir / "robustness.png"
     if figure.is_file():
         relative = Path(os.path.relpath(figure, start=out.parent)).as_posix()
-        lines += [f"![DCOD − SFT and DCOD − best other offline baseline against the direct-style probability.]"
-                  f"({relative})", ""]
+        lines += [f"![{caption('robustness')}]({relative})", ""]
     else:
         lines += ["The robustness figure (`figures/robustness.png`) was not produced in this run.", ""]
     return lines, robust
 
 
 # ----------------------------------------------------------------------------- float paths
-def float_path_section(results_dir: Path, table1: pd.DataFrame, report: ReportConfig, name: str | None) -> list[str]:
+def float_path_section(results_dir: Path, claims: list[Claim] | None, report: ReportConfig,
+                       name: str | None) -> list[str]:
     """The spread between Table 1 and its rerun under other float kernels (results/float_path.csv), and
     whether every claim's verdict is the same on both."""
     lines = ["## Float-path spread", ""]
@@ -389,7 +363,7 @@ def float_path_section(results_dir: Path, table1: pd.DataFrame, report: ReportCo
     else:
         lines += ["`results/float_path.csv` (the per-method differences) was not produced in this run.", ""]
     if other_path is not None:
-        ours, verdicts = judge_claims(table1, report) or [], float_path_verdicts(other_path, report)
+        ours, verdicts = claims or [], float_path_verdicts(other_path, report)
         rows = [{"claim": c.title, "main run": c.verdict, f"{label} run": verdicts.get(c.title, "absent"),
                  "agrees": "yes" if verdicts.get(c.title) == c.verdict else "**no**"} for c in ours]
         agree = sum(r["agrees"] == "yes" for r in rows)
@@ -443,19 +417,20 @@ def write_report(args) -> None:
     lines += regime_warning(calibration)
     lines += setup_section(profile, table1) + table1_section(table1) + table2_section(table2)
     lines += tuning_section(tuning, table1, table2, profile.report.subject)
+    claims = claims_of(results_dir, table1, profile.report)  # results/claims.csv, judged once by its rule
     robustness, robust = robustness_section(read_optional(results_dir / "robustness.csv"), table1, profile.report,
-                                            Path(args.figures_dir), out)
+                                            Path(args.figures_dir), out, claims)
     calibration_lines = (calibration_section(calibration) if calibration is not None or profile.data.source != "toy"
                          else ["## Calibration of the world", "", "Not produced in this run "
                                "(`results/calibration.csv` absent).", ""])
     lines += calibration_lines + robustness
     check = profile.float_path_check
     check_name = check.name if check else None
-    lines += float_path_section(results_dir, table1, profile.report, check_name)
+    lines += float_path_section(results_dir, claims, profile.report, check_name)
     lines += figures_section(Path(args.figures_dir), out, profile.data.source)
     lines += traces_section(profile, getattr(args, "work", None))  # dcod/reporting/traces.py
     other = float_path_table(results_dir, check_name)
-    lines += claims_section(table1, profile.report, robust, (other.parent.name, float_path_verdicts(
+    lines += claims_section(claims, profile.report, robust, (other.parent.name, float_path_verdicts(
         other, profile.report)) if other is not None else None)
     write_text(out, "\n".join(lines))
     print(f"paper: -> {out}")

@@ -47,7 +47,9 @@ import numpy as np
 import pandas as pd
 
 from dcod.io import write_csv, write_text
-from dcod.reporting import eval_dirs, is_reference, markdown_table, need, parse_names, read_samples, require
+from dcod.layout import seed_owner
+from dcod.reporting import (eval_dirs, is_reference, markdown_table, need, number_or_dash, parse_names, read_samples,
+                            require)
 from dcod.reporting.calibration import (FAIL, NOT_MEASURED, PASS, TARGET_NAMES, calibration_line,
                                         knife_edge_knobs, oracle_experiment)
 from dcod.reporting.stats import excludes_zero, hierarchical_bootstrap_diff
@@ -117,28 +119,6 @@ def world_facts(name: str, work: Path) -> tuple[int, float]:
         raise ValueError(f"world {name}: {marker} records no world.seed / profile.teacher.p_direct and the name is "
                          "not of the form w<seed>_p<p_direct>")
     return int(seed), float(p_direct)
-
-
-def is_offline(needs) -> bool:
-    """A method trained on the offline traces only: no teacher in memory, no student rollouts."""
-    return bool(needs.offline_traces and not needs.teacher_model and not needs.student_rollouts)
-
-
-def robustness_experiments(profile, experiments_dir: str | Path) -> list[str]:
-    """The profile's ``robustness.experiments``, or the Table 1 experiments that need only offline traces
-    plus the student-style reference."""
-    from dcod.config import discover_experiments, load_experiment
-    from dcod.methods import needs_of
-
-    if profile.robustness.experiments is not None:
-        return list(profile.robustness.experiments)
-    root = Path(experiments_dir)
-    names = []
-    for name in discover_experiments(root, profile):
-        experiment = load_experiment(root / name / "config.yaml")
-        if experiment.table == "main" and (experiment.traces == "student_style" or is_offline(needs_of(experiment))):
-            names.append(name)
-    return names
 
 
 # ----------------------------------------------------------------------------- one world
@@ -219,13 +199,13 @@ def world_row(world: World, experiments: list[str], seeds: list[int], splits: li
 
 
 def knife_edge_owner(world: World, worlds: list[World], main_seed: int) -> Path | None:
-    """The work folder holding the base students of ``world``'s world seed: the main world's for the main
-    world seed (None when the main world is not listed; ``world_knife_edge`` then finds none and the target
-    reads not measured), else the smallest folder of that seed (the DAG's
-    ``_shared_base_root`` in workflow/rules/common.smk: the root where it pre-trains them)."""
-    if world.world_seed == main_seed:
-        return next((w.work for w in worlds if w.main), None)
-    return Path(min(str(w.work) for w in worlds if w.world_seed == world.world_seed))
+    """The work folder holding the base students of ``world``'s world seed (``dcod.layout.seed_owner``, as
+    the DAG pre-trains them); None when that is the main world and it is not listed (``world_knife_edge``
+    then finds none and the target reads not measured)."""
+    main = next((w.work for w in worlds if w.main), None)
+    owner = seed_owner(world.world_seed, [w.work for w in worlds if w.world_seed == world.world_seed],
+                       main_seed, main)
+    return None if owner is None else Path(owner)
 
 
 def world_knife_edge(profile, world: World, worlds: list[World]) -> dict | None:
@@ -257,16 +237,10 @@ def build_robustness(worlds: list[World], experiments: list[str], seeds: list[in
 
 
 # ----------------------------------------------------------------------------- markdown
-def _fmt(value, digits: int = 1, signed: bool = False) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
-
-
 def _delta(row: pd.Series, split: str, versus: str) -> str:
     column = f"delta_{split}_vs_{versus}"
-    return (f"{_fmt(row[column], signed=True)} [{_fmt(row[column + '_ci_low'], signed=True)}, "
-            f"{_fmt(row[column + '_ci_high'], signed=True)}]")
+    low, point, high = (number_or_dash(row[c], "+.1f", "") for c in (column + "_ci_low", column, column + "_ci_high"))
+    return f"{point} [{low}, {high}]"
 
 
 def count_excluding_zero(frame: pd.DataFrame, column: str) -> tuple[int, int]:
@@ -297,20 +271,23 @@ def render_markdown(frame: pd.DataFrame, experiments: list[str]) -> str:
               f"{len(frame)}.", ""]
 
     lines += ["## Differences", ""]
+
+    def pair(row, pattern: str, spec: str) -> str:  # "id / long" cells
+        return " / ".join(number_or_dash(row[pattern.format(s)], spec, "") for s in COMPARED_SPLITS)
+
     table = pd.DataFrame([{"world": row["world"] + (" (main)" if row["main"] else ""),
                            "world seed": row["world_seed"], "p_direct": f"{row['p_direct']:g}",
-                           "base id / long": (f"{_fmt(row['base_student_id_mean'])} / "
-                                              f"{_fmt(row['base_student_long_mean'])}"),
+                           "base id / long": pair(row, "base_student_{}_mean", ".1f"),
                            f"{subject} - {baseline} id": _delta(row, "id", baseline),
                            f"{subject} - {baseline} long": _delta(row, "long", baseline),
                            "best other": row["best_other"],
                            f"{subject} - best other id": _delta(row, "id", "best_other"),
                            f"{subject} - best other long": _delta(row, "long", "best_other"),
-                           "oracle gap closed id / long": f"{_fmt(row['oracle_gap_closed_id'], 2)} / "
-                                                          f"{_fmt(row['oracle_gap_closed_long'], 2)}"}
+                           "oracle gap closed id / long": pair(row, "oracle_gap_closed_{}", ".2f")}
                           for _, row in frame.iterrows()])
     lines += [markdown_table(table), "", "## Accuracy per experiment (validation / id / long)", ""]
-    accuracy = pd.DataFrame([{"world": row["world"], **{name: " / ".join(_fmt(row[f"{name}_{s}_mean"])
+    accuracy = pd.DataFrame([{"world": row["world"], **{name: " / ".join(number_or_dash(row[f"{name}_{s}_mean"],
+                                                                                        ".1f", "")
                                                                          for s in (SELECTION_SPLIT, *COMPARED_SPLITS))
                                                          for name in ["base_student", *experiments]}}
                              for _, row in frame.iterrows()])
@@ -336,8 +313,9 @@ def write_robustness(args) -> None:
         raise ValueError(f"report robustness: profile {profile.source} has no robustness section")
     entries = parse_worlds(need(getattr(args, "worlds", None), "--worlds", "robustness"))
     experiments_dir = getattr(args, "experiments", None) or "experiments"
-    experiments = parse_names(getattr(args, "experiment_list", None)) or robustness_experiments(profile,
-                                                                                                 experiments_dir)
+    # the list is dcod.layout.robustness_experiments, worked out by the DAG (which knows each method's needs)
+    experiments = parse_names(getattr(args, "experiment_list", None)) or profile.robustness.experiments
+    experiments = list(need(experiments, "--experiment-list", "robustness"))
     oracle = oracle_experiment(profile, experiments_dir)
     oracle = oracle if oracle in experiments else None
     main_seed, main_p = int(profile.world.get("seed", 0)), float(profile.teacher.p_direct)

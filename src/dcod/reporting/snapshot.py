@@ -131,10 +131,15 @@ def compare_tables(run_a: pd.DataFrame, run_b: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["method", "column", "run_a", "run_b", "difference"])
 
 
-def compare_claims(run_a: pd.DataFrame, run_b: pd.DataFrame) -> pd.DataFrame:
-    from dcod.reporting.claims import judge_claims
+def compare_claims(run_a: pd.DataFrame, run_b: pd.DataFrame, dir_a: Path | None = None,
+                   dir_b: Path | None = None) -> pd.DataFrame:
+    """Claim verdicts of both runs: each run's claims.csv where it has one, else judged on its Table 1."""
+    from dcod.reporting.claims import claims_of, judge_claims
 
-    old, new = judge_claims(run_a) or [], judge_claims(run_b) or []
+    def claims(run, folder):
+        return (claims_of(folder, run) if folder is not None else judge_claims(run)) or []
+
+    old, new = claims(run_a, dir_a), claims(run_b, dir_b)
     b_by_title = {claim.title: claim.verdict for claim in new}
     rows = [{"claim": c.title, "run A": c.verdict, "run B": b_by_title.get(c.title, "absent")} for c in old]
     frame = pd.DataFrame(rows, columns=["claim", "run A", "run B"])
@@ -186,7 +191,7 @@ def write_comparison(args) -> None:
         dir_a = dir_a.parent
     run_a, run_b = read_table(dir_a / "table1.csv"), read_table(dir_b / "table1.csv")
     differences = compare_tables(run_a, run_b)
-    claims = compare_claims(run_a, run_b)
+    claims = compare_claims(run_a, run_b, dir_a, dir_b)
     out = Path(args.out)
     write_csv(out.with_suffix(".csv"), differences)
     machines = (table_machines(dir_a), table_machines(dir_b))

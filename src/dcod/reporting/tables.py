@@ -51,6 +51,7 @@ import numpy as np
 import pandas as pd
 
 from dcod.io import write_csv
+from dcod.layout import is_offline
 from dcod.reporting import (SEEDED_REFERENCE, eval_dirs, held_out_splits, is_reference, is_seeded, need,
                             paired_base, parse_names, parse_seeds, read_metrics, read_run, read_samples,
                             read_stability, read_traces_info, read_train_log, report_roles, run_dirs, split_order)
@@ -240,8 +241,7 @@ def uses_offline_traces(run: dict) -> bool:
 def is_offline_only(run: dict) -> bool:
     """Offline traces only: trains on the stored traces, samples no rollout and keeps no teacher in memory
     (docs/claims.md, "Offline baselines"); a frozen copy of the initial student does not count as online."""
-    needs = _declared(run, "needs")
-    return bool(needs["offline_traces"]) and not needs.get("student_rollouts") and not needs.get("teacher_model")
+    return is_offline(_declared(run, "needs"))
 
 
 def is_oracle(run: dict) -> bool:

@@ -15,23 +15,25 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 import pandas as pd  # noqa: E402
 
+from dcod import layout  # noqa: E402
 from dcod.io import atomic_path, write_csv  # noqa: E402
 from dcod.reporting import need, parse_names, parse_seeds  # noqa: E402
 
-FIGURE_NAMES = ("accuracy_per_split", "accuracy_vs_length", "dcod_diagnostics", "accuracy_vs_cost",
-                "trace_stability")
-# figures of the toy world's structure (chain length k): not built for real benchmarks (the DAG's
-# TOY_FIGURES in workflow/rules/common.smk is the same list)
-TOY_ONLY = ("accuracy_vs_length",)
-# figures drawn from results/robustness.csv (a profile with a `robustness` section): rendered by their own
-# rule and shown by the report's robustness section, not by the per-run figure list
-ROBUSTNESS_FIGURES = ("robustness",)
+# the figure list is dcod.layout's (the DAG reads the same); a figure is its module here plus that entry
+FIGURE_NAMES, TOY_ONLY, ROBUSTNESS_FIGURES = layout.FIGURES, layout.TOY_ONLY_FIGURES, layout.ROBUSTNESS_FIGURES
 RENDERABLE = FIGURE_NAMES + ROBUSTNESS_FIGURES  # every name `dcod report figure:<name>` accepts
 
 
 def figure_names(source: str) -> tuple[str, ...]:
     """The figures a profile with this ``data.source`` builds."""
-    return tuple(name for name in FIGURE_NAMES if source == "toy" or name not in TOY_ONLY)
+    return tuple(layout.figure_names(source == "toy"))
+
+
+def caption(name: str) -> str:
+    """A figure's caption: the ``CAPTION`` of its module."""
+    import importlib
+
+    return importlib.import_module(f"dcod.reporting.figures.{name}").CAPTION
 REFERENCE_STYLE = {"teacher": dict(color="0.25", hatch="//"), "base_student": dict(color="0.7", hatch="..")}
 
 

@@ -17,6 +17,8 @@ from dcod.reporting.figures import label_of, listed_rows, oracle_names, read_tab
 from dcod.reporting.tables import table_splits
 
 NAME = "accuracy_vs_cost"
+CAPTION = ("Accuracy against training FLOPs and tokens sampled, one point per method (the oracle reference as "
+           "a star).")  # the report's caption
 
 
 def render(args) -> None:

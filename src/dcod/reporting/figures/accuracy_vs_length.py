@@ -18,6 +18,7 @@ from dcod.reporting.figures import inputs, save, style_of
 from dcod.reporting.tables import mean_std
 
 NAME = "accuracy_vs_length"
+CAPTION = "Accuracy against chain length on held-out problems: where compounding errors show."  # the report's caption
 
 
 def curve(work, name: str, seeds: list[int], paired: bool = False) -> pd.DataFrame:

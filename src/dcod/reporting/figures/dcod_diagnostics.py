@@ -15,6 +15,7 @@ from dcod.reporting import read_run, read_train_log, report_roles, run_dirs
 from dcod.reporting.figures import inputs, save
 
 NAME = "dcod_diagnostics"
+CAPTION = "DCOD over training: adaptive β, ESS fraction and clip fraction, one line per seed."  # the report's caption
 LABELS = {"beta": "β (temperature of the weights)", "ess_fraction": "ESS / N", "clip_fraction": "clip fraction"}
 
 

@@ -18,6 +18,7 @@ from dcod.reporting import need
 from dcod.reporting.figures import save
 
 NAME = "robustness"
+CAPTION = "DCOD − SFT and DCOD − best other offline baseline against the direct-style probability."  # the report's caption
 SPLITS = {"id": "in-distribution chains (id)", "long": "long chains (long)"}
 JITTER = 0.012  # x offset between world seeds, so that their error bars do not overlap
 

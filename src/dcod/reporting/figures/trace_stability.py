@@ -17,6 +17,7 @@ from dcod.reporting.figures import evaluated_once_note, inputs, label_of, save, 
 from dcod.reporting.tables import is_oracle, mean_std
 
 NAME = "trace_stability"
+CAPTION = "Answer agreement across sampled traces and malformed-output rate per method."  # the report's caption
 REFERENCES = ("teacher", "base_student")
 
 
