@@ -163,6 +163,12 @@ def copy(tmp_path_factory):
         shutil.copy(REPO / name, root / name)
     for name in ("workflow", "src", "config", "experiments"):
         shutil.copytree(REPO / name, root / name, ignore=ignore)
+    # one learning rate for every method here: under the ci profile's learning_rates.source tuning, sft seed 0
+    # would wait for the whole grid (and a train-only edit would rightly rerun it); the grid's own wiring is
+    # tested by tests/test_tuning.py and the ci DAG run (tests/test_pipeline_ci.py)
+    ci = root / "config/profiles/ci.yaml"
+    assert "learning_rates:\n  source: tuning\n" in ci.read_text()
+    ci.write_text(ci.read_text().replace("learning_rates:\n  source: tuning\n", ""))
     git = ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run([*git, "init", "-q"], check=True)
     subprocess.run([*git, "add", "-A"], check=True)
