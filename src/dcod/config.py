@@ -152,7 +152,7 @@ class DataConfig(Section):
     train_limit: int = Field(0, ge=0)  # per training source; 0: all
     eval: list[str] = Field(default_factory=lambda: ["gsm8k"])
     eval_limit: int = Field(0, ge=0)  # 0: all problems of each benchmark
-    data_dir: str | None = None  # local copies (e.g. ../shared/data); env DCOD_DATA_DIR also works
+    data_dir: str | None = None  # local copies (<benchmark>/<split>.jsonl); env DCOD_DATA_DIR also works
     # the `validation` split (tuning reads it, never a test benchmark): {training source: prompts held out},
     # a fixed random sample of each source (validation_seed), removed from the training prompts
     validation: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
