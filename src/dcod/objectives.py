@@ -59,12 +59,18 @@ class _ChunkedGatherLogprobs(torch.autograd.Function):
             logits = (hidden[rows] @ weight.t()).to(lse.dtype)
             grad_logits = torch.exp(logits - lse[rows].unsqueeze(-1)) * -grad_out[rows].sum(-1, keepdim=True)
             grad_logits.scatter_add_(-1, ids[rows], grad_out[rows])
-            grad_logits = grad_logits.to(hidden.dtype)
-            if need_h:
-                grad_h[rows] = grad_logits @ weight
-            if need_w:
-                grad_w += grad_logits.t() @ hidden[rows]
+            _backprop_head_chunk(grad_logits, hidden, weight, rows, grad_h, grad_w)
         return grad_h, grad_w.to(weight.dtype) if need_w else None, None, None
+
+
+def _backprop_head_chunk(grad_logits, hidden, weight, rows, grad_h, grad_w) -> None:
+    """One chunk's ∂h = (∂z) W and ∂W += (∂z)ᵀ h, in the inputs' dtype like the autograd of ``lm_head``
+    (``grad_h`` / ``grad_w`` None: that gradient is not needed)."""
+    grad_logits = grad_logits.to(hidden.dtype)
+    if grad_h is not None:
+        grad_h[rows] = grad_logits @ weight
+    if grad_w is not None:
+        grad_w += grad_logits.t() @ hidden[rows]
 
 
 class _ChunkedTailLogprob(torch.autograd.Function):
@@ -100,11 +106,7 @@ class _ChunkedTailLogprob(torch.autograd.Function):
             tail_softmax = torch.softmax(masked, -1) if ids.shape[-1] < logits.shape[-1] else torch.zeros_like(logits)
             grad = torch.where(live, grad_out[rows], torch.zeros_like(out_rows)).unsqueeze(-1)
             grad_logits = (tail_softmax - torch.softmax(logits, -1)) * grad
-            grad_logits = grad_logits.to(hidden.dtype)
-            if need_h:
-                grad_h[rows] = grad_logits @ weight
-            if need_w:
-                grad_w += grad_logits.t() @ hidden[rows]
+            _backprop_head_chunk(grad_logits, hidden, weight, rows, grad_h, grad_w)
         return grad_h, grad_w.to(weight.dtype) if need_w else None, None, None
 
 
