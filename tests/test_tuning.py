@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from dcod.config import (ConfigError, discover_experiments, learning_rate_for, load_experiment, load_profile,
-                         train_config_for)
+from dcod.config import (ConfigError, discover_experiments, learning_rate_for, learning_rate_needs_tuning,
+                         load_experiment, load_profile, train_config_for)
 
 from conftest import REPO
 
@@ -54,12 +54,13 @@ def test_every_experiment_of_every_profile_resolves_its_learning_rate(path, tmp_
     profile = load_profile(path)
     experiments = _experiments(profile)
     table = None
-    if profile.learning_rates is not None and profile.learning_rates.source == "tuning":
+    tuned = {n for n, e in experiments.items() if learning_rate_needs_tuning(profile, e)}
+    if tuned:
         with pytest.raises(ConfigError, match="needs the tuning results"):
-            learning_rate_for(profile, next(iter(experiments.values())))
+            learning_rate_for(profile, experiments[sorted(tuned)[0]])
         # a tuning file of this profile's grid: a distinct grid point per experiment, so a mix-up shows
         grid = profile.tuning.lrs
-        main = [n for n, e in experiments.items() if e.table == "main"]
+        main = [n for n, e in experiments.items() if e.table != "ablation"]
         rows = [{"experiment": n, "lr": lr, "chosen": lr == grid[i % len(grid)]}
                 for i, n in enumerate(main) for lr in grid]
         table = tmp_path / "tuning.csv"
@@ -68,8 +69,8 @@ def test_every_experiment_of_every_profile_resolves_its_learning_rate(path, tmp_
         rate = learning_rate_for(profile, experiment, table)
         assert rate.value in ([profile.train.lr] if profile.learning_rates is None else profile.tuning.lrs), name
         assert train_config_for(profile, experiment, lr=rate.value).lr == rate.value
-        if table is not None:
-            owner = name if experiment.table == "main" else experiment.bases[0]
+        if name in tuned:
+            owner = name if experiment.table != "ablation" else experiment.bases[0]
             assert owner in rate.origin and str(table) in rate.origin
 
 
@@ -110,8 +111,26 @@ def test_a_value_off_the_profile_grid_or_beside_train_lr_is_refused(tmp_path):
         load_profile(both)
     missing = tmp_path / "missing.yaml"
     missing.write_text(text.replace("    sft: 1.0e-3\n", ""))
-    with pytest.raises(ConfigError, match="no learning rate for 'sft'"):
+    with pytest.raises(ConfigError, match="values has no rate for it .* training 'sft' needs the tuning results"):
         learning_rate_for(load_profile(missing), load_experiment(EXPERIMENTS / "sft/config.yaml"))
+
+
+def test_a_method_newer_than_the_table_is_tuned_by_the_grid_never_given_another_rate(tmp_path):
+    """toy (source table) without sft in its table: sft now waits for the profile's grid and reads its own
+    choice there, its ablation-free neighbours keep the table; the origin names both facts."""
+    text = (REPO / "config/profiles/toy.yaml").read_text()
+    path = tmp_path / "toy_without_sft.yaml"
+    path.write_text(text.replace("    sft: 1.0e-3\n", ""))
+    profile = load_profile(path)
+    sft, kd = (load_experiment(EXPERIMENTS / f"{n}/config.yaml") for n in ("sft", "kd"))
+    assert learning_rate_needs_tuning(profile, sft) and not learning_rate_needs_tuning(profile, kd)
+    table = tmp_path / "tuning.csv"
+    pd.DataFrame([{"experiment": "sft", "lr": lr, "chosen": lr == 2e-4} for lr in profile.tuning.lrs]
+                 + [{"experiment": "kd", "lr": lr, "chosen": lr == 2e-3} for lr in profile.tuning.lrs]
+                 ).to_csv(table, index=False)
+    rate = learning_rate_for(profile, sft, table)
+    assert rate.value == 2e-4 and "not in learning_rates.values" in rate.origin
+    assert learning_rate_for(profile, kd, table).value == profile.learning_rates.values["kd"]
 
 
 def test_a_tuning_file_without_the_experiment_is_refused(tmp_path):
@@ -124,7 +143,7 @@ def test_a_tuning_file_without_the_experiment_is_refused(tmp_path):
 
 @pytest.mark.parametrize("profile,experiment,expected", [
     ("toy", "dcod_beta5", "learning_rates.values.dcod (inherited through base: dcod)"),
-    ("paper", "sft", "learning_rates.source tuning"),
+    ("paper", "sft", "tuned in the DAG"),
     ("smol", "sft", "train.lr (one untuned value"),
 ])
 def test_config_show_prints_the_learning_rate_and_its_origin(profile, experiment, expected):

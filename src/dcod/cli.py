@@ -92,15 +92,15 @@ def cmd_config(args):
     learning rate comes from (the profile's table, its tuning results, or its one train.lr)."""
     import yaml
 
-    from dcod.config import learning_rate_for, load_experiment, train_config_for
+    from dcod.config import learning_rate_for, learning_rate_needs_tuning, load_experiment, train_config_for
 
     profile = _profile(args)
     path = Path(args.experiment)
     if not path.is_file() and (Path("experiments") / args.experiment / "config.yaml").is_file():
         path = Path("experiments") / args.experiment / "config.yaml"  # a bare experiment name
     experiment = load_experiment(path)
-    if profile.learning_rates is not None and profile.learning_rates.source == "tuning" and not args.lr_table:
-        rate = {"value": None, "origin": f"{profile.source}: learning_rates.source tuning: the grid "
+    if learning_rate_needs_tuning(profile, experiment) and not args.lr_table:
+        rate = {"value": None, "origin": f"{profile.source}: tuned in the DAG: the grid "
                 f"{profile.tuning.lrs} chooses on {profile.tuning.split} (pass --lr-table "
                 "results/<profile>/tuning.csv once it is built)"}
         train = train_config_for(profile, experiment).model_dump(mode="json")

@@ -495,7 +495,8 @@ class ExperimentConfig(Section):
     name: str
     method: str  # a registered method (dcod.methods); checked with its params by dcod.methods.resolve
     description: str = ""
-    table: Literal["main", "ablation"] = "main"  # main: Table 1; ablation: Table 2
+    # main: Table 1; ablation: Table 2 (one knob of a main experiment); prior: Table 3, prior offline methods
+    table: Literal["main", "ablation", "prior"] = "main"
     # teacher: the offline teacher traces; student_style (toy only): traces of the teacher forced to the
     # student's native style -- the oracle reference row, knowledge no real method has
     traces: Literal["teacher", "student_style"] = "teacher"
@@ -521,15 +522,31 @@ class LearningRate(BaseModel):
     origin: str
 
 
+def _rate_names(experiment: ExperimentConfig) -> tuple[str, ...]:
+    """The names an experiment's rate is looked up under: its own, then, for an ablation, its base: chain."""
+    return (experiment.name, *(experiment.bases if experiment.table == "ablation" else ()))
+
+
+def learning_rate_needs_tuning(profile: ProfileConfig, experiment: ExperimentConfig) -> bool:
+    """Whether training ``experiment`` on ``profile`` waits for the profile's tuning results: always under
+    ``source: tuning``; under ``source: table`` when neither it nor (for an ablation) its bases are in the
+    table -- a method newer than the table is tuned by the DAG on validation, never given another's rate."""
+    rates = profile.learning_rates
+    if rates is None:
+        return False
+    return rates.source == "tuning" or not any(name in rates.values for name in _rate_names(experiment))
+
+
 def learning_rate_for(profile: ProfileConfig, experiment: ExperimentConfig,
                       tuning_results: str | Path | None = None) -> LearningRate:
     """The learning rate of ``experiment`` on ``profile`` (``LearningRates``): the profile's table, the
     profile's tuning results (``tuning_results``, the CSV ``python -m dcod tuning`` writes), or the profile's one
     ``train.lr``. The experiment's own name is looked up first, then, for an ablation (``table: ablation``),
-    its base: chain (an ablation trains at the rate of the experiment it varies; a Table 1 row is always
-    tuned itself). Anything that cannot be resolved is a ConfigError naming it."""
+    its base: chain (an ablation trains at the rate of the experiment it varies; a Table 1 or Table 3 row is
+    always tuned itself). Under ``source: table`` an experiment missing from the table reads the tuning
+    results (``learning_rate_needs_tuning``). Anything that cannot be resolved is a ConfigError naming it."""
     rates = profile.learning_rates
-    names = (experiment.name, *(experiment.bases if experiment.table == "ablation" else ()))
+    names = _rate_names(experiment)
     if rates is None:
         return LearningRate(value=profile.train.lr, origin=f"{profile.source}: train.lr (one untuned value for "
                                                            "every experiment of this profile)")
@@ -540,17 +557,19 @@ def learning_rate_for(profile: ProfileConfig, experiment: ExperimentConfig,
                 return LearningRate(value=rates.values[name],
                                     origin=f"{profile.source}: learning_rates.values.{name}{via}, chosen on "
                                            f"validation by the grid {rates.tuned_from}")
-        raise ConfigError(f"{profile.source}: learning_rates.values: no learning rate for {experiment.name!r} "
-                          f"(nor its bases {list(experiment.bases)}); add the value its tuning chose")
     if tuning_results is None:
-        raise ConfigError(f"{profile.source}: learning_rates.source is 'tuning': training {experiment.name!r} needs "
-                          "the tuning results (--lr-table results/<profile>/tuning.csv; the DAG builds it first)")
+        why = ("learning_rates.source is 'tuning'" if rates.source == "tuning" else
+               f"learning_rates.values has no rate for it (nor its bases {list(experiment.bases)}), so the "
+               "profile's grid tunes it")
+        raise ConfigError(f"{profile.source}: {why}: training {experiment.name!r} needs the tuning results "
+                          "(--lr-table results/<profile>/tuning.csv; the DAG builds it first)")
+    newer = "" if rates.source == "tuning" else f", not in learning_rates.values (newer than {rates.tuned_from})"
     chosen = _chosen_learning_rates(Path(tuning_results))
     for name in names:
         if name in chosen:
             via = "" if name == experiment.name else f" (inherited through base: {name})"
             return LearningRate(value=chosen[name], origin=f"{tuning_results}: the grid's choice for {name} on "
-                                                           f"{profile.tuning.split}{via}")
+                                                           f"{profile.tuning.split}{via}{newer}")
     raise ConfigError(f"{tuning_results}: no chosen learning rate for {experiment.name!r} (nor its bases "
                       f"{list(experiment.bases)}): was it tuned with this profile?")
 

@@ -2,8 +2,8 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from dcod.config import (discover_experiments, experiment_chain, learning_rate_for, load_experiment, load_profile,
-                         train_config_for)
+from dcod.config import (discover_experiments, experiment_chain, learning_rate_for, learning_rate_needs_tuning,
+                         load_experiment, load_profile, train_config_for)
 from dcod.io import load_yaml
 from dcod.layout import (EVAL_FILES, RUN_FILES, build_roots, figure_names, folders, pretrain_root,
                          references as reference_models, robustness_experiments)
@@ -44,6 +44,8 @@ if _TOY_ONLY and P.experiments is not None:
 EXPERIMENTS = [name for name in EXPERIMENTS if name not in _TOY_ONLY]
 MAIN = [e for e in EXPERIMENTS if EXPERIMENT_OF[e].table == "main"]
 ABLATIONS = [e for e in EXPERIMENTS if EXPERIMENT_OF[e].table == "ablation"]
+PRIOR = [e for e in EXPERIMENTS if EXPERIMENT_OF[e].table == "prior"]  # Table 3: prior offline methods
+TUNED = MAIN + PRIOR  # every experiment with a learning rate of its own (an ablation inherits its base's)
 # table 2 compares every ablation with the profile's report.baseline and report.subject, on the ablation seeds
 BASELINE = P.report.baseline
 TABLE2_EXPERIMENTS = [e for e in (BASELINE, P.report.subject) if e in MAIN] + ABLATIONS
@@ -88,22 +90,22 @@ TUNING_TARGETS = [TUNING] if len(P.tuning.lrs) > 1 else []
 TUNING_SEED = P.tuning.seed
 TUNING_SPLIT = P.tuning.split
 TUNING_LRS = [f"{lr:g}" for lr in P.tuning.lrs]
-# Where the learning rates come from (ProfileConfig.learning_rates): the profile's table is checked for
-# every experiment now, so a missing value fails the dry run; `source: tuning` makes every training job
-# wait for the profile's tuning grid and read its choice from TUNING
-LR_FROM_TUNING = P.learning_rates is not None and P.learning_rates.source == "tuning"
-if not LR_FROM_TUNING:
-    for _name in EXPERIMENTS:
+# Where the learning rates come from (ProfileConfig.learning_rates): an experiment in the profile's table is
+# checked now, so a bad value fails the dry run; one that the table lacks (a method newer than the table) or
+# any under `source: tuning` trains only after the profile's tuning grid, reading its choice from TUNING
+LR_FROM_TUNING = {name: learning_rate_needs_tuning(P, EXPERIMENT_OF[name]) for name in EXPERIMENTS}
+for _name in EXPERIMENTS:
+    if not LR_FROM_TUNING[_name]:
         learning_rate_for(P, EXPERIMENT_OF[_name])
 
 
 def lr_table(wildcards):
-    """The tuning results a training job reads its learning rate from (learning_rates.source tuning)."""
-    return [TUNING] if LR_FROM_TUNING else []
+    """The tuning results a training job reads its learning rate from, when it reads them."""
+    return [TUNING] if LR_FROM_TUNING[wildcards.experiment] else []
 
 
 def lr_option(wildcards):
-    return f"--lr-table {TUNING}" if LR_FROM_TUNING else ""
+    return f"--lr-table {TUNING}" if LR_FROM_TUNING[wildcards.experiment] else ""
 
 
 def settings_without_lr(name):

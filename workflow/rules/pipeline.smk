@@ -244,13 +244,13 @@ rule tune_evaluate:
 # The grid's choice: a stage, not a report (training reads it under learning_rates.source: tuning).
 rule tuning:
     input:
-        tuning_evals(MAIN),
+        tuning_evals(TUNED),
         world=f"{W}/world/world.json",
     output:
         report(TUNING, caption="../report/tuning.rst", category="Table 1", subcategory="tuning"),
     params:
         **STAGE_PARAMS["train"],
-        experiments=",".join(MAIN),
+        experiments=",".join(TUNED),
     log:
         f"{W}/logs/report/tuning.log",
     conda:
