@@ -15,7 +15,6 @@ from chat traces ending in ``<|im_end|>`` would otherwise run every sample to th
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -146,70 +145,12 @@ def process_logits(logits: torch.Tensor, temperature: float, top_p: float) -> to
     return logprobs
 
 
-@functools.cache
-def _preallocated_layer():
-    """``PreallocatedLayer``, a transformers ``DynamicLayer`` (defined on first use: importing this module
-    does not import transformers) whose keys and values live in buffers sized for the whole generation:
-    ``update`` writes the new positions in place and returns views of the filled part. ``DynamicLayer``
-    itself concatenates the whole cache with the new token every step, copying it (quadratic in the
-    length; ``aten::cat`` was a quarter of the toy evaluation's op time, docs/benchmarks.md, "Against the
-    ceiling"). The attention reads the same keys and values in the same order."""
-    from transformers.cache_utils import DynamicLayer
-
-    class PreallocatedLayer(DynamicLayer):
-        def __init__(self, capacity: int):
-            super().__init__()
-            self.capacity, self.length = capacity, 0
-
-        def lazy_initialization(self, key_states, value_states) -> None:
-            self.dtype, self.device = key_states.dtype, key_states.device
-            batch, heads = key_states.shape[:2]
-            self._keys = key_states.new_empty((batch, heads, self.capacity, key_states.shape[-1]))
-            self._values = value_states.new_empty((batch, heads, self.capacity, value_states.shape[-1]))
-            self.is_initialized = True
-
-        def update(self, key_states, value_states, *args, **kwargs):
-            if not self.is_initialized:
-                self.lazy_initialization(key_states, value_states)
-            end = self.length + key_states.shape[-2]
-            if end > self.capacity:
-                raise RuntimeError(f"KV cache full: {end} positions, capacity {self.capacity}")
-            self._keys[:, :, self.length:end] = key_states
-            self._values[:, :, self.length:end] = value_states
-            self.length = end
-            self.keys, self.values = self._keys[:, :, :end], self._values[:, :, :end]
-            return self.keys, self.values
-
-        def get_seq_length(self) -> int:
-            return self.length
-
-        def batch_select_indices(self, indices) -> None:
-            if self.is_initialized:
-                self._keys, self._values = self._keys[indices], self._values[indices]
-                self.keys, self.values = self._keys[:, :, :self.length], self._values[:, :, :self.length]
-
-    return PreallocatedLayer
-
-
-def preallocated_cache(model, capacity: int):
-    """A ``DynamicCache`` for ``model`` whose full-attention layers hold ``capacity`` positions in
-    preallocated buffers (``_preallocated_layer``); a model with other layer kinds (sliding windows,
-    linear attention) keeps transformers' own layers."""
-    from transformers import DynamicCache
-    from transformers.cache_utils import DynamicLayer
-
-    cache = DynamicCache(config=model.config)
-    if cache.layers and all(type(layer) is DynamicLayer for layer in cache.layers):
-        cache.layers = [_preallocated_layer()(capacity) for _ in cache.layers]
-    return cache
-
-
 class HFBackend:
     """Batched sampling with a KV cache on any ``transformers`` causal LM.
 
-    A lean loop over ``model.forward`` with left-padded prompts and a preallocated KV cache
-    (``preallocated_cache``) rather than ``model.generate``: for the toy models, per-step Python
-    overhead dominates, and owning the loop lets us return the log-probs of the *processed* distribution and seed sampling per call.
+    A lean loop over ``model.forward`` with left-padded prompts and a ``DynamicCache`` rather than
+    ``model.generate``: for the toy models, per-step Python overhead dominates, and owning the loop
+    lets us return the log-probs of the *processed* distribution and seed sampling per call.
 
     A sample ends on any of ``stop_token_ids`` (default: ``end_token_ids`` of the tokenizer and the
     model's generation config).
@@ -270,9 +211,9 @@ class HFBackend:
             attention[row, width - len(prompt):] = 1
         input_ids, attention = input_ids.to(device), attention.to(device)
         position_ids = (attention.cumsum(-1) - 1).clamp(min=0)
-        cache = preallocated_cache(model, width + max_new)
-        # the attention mask, preallocated like the cache: each step unmasks one column and passes a view
-        mask = torch.cat([attention, attention.new_zeros((batch, max_new))], dim=1)
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
         out = model(input_ids=input_ids, attention_mask=attention, position_ids=position_ids,
                     past_key_values=cache, use_cache=True)
         logits = out.logits[:, -1]
@@ -307,13 +248,13 @@ class HFBackend:
             if bool(done.any()):
                 keep = (~done).nonzero().squeeze(-1)
                 on_device = keep.to(device)
-                active, choice, mask = active[keep], choice[on_device], mask[on_device]
+                active, choice, attention = active[keep], choice[on_device], attention[on_device]
                 next_position = next_position[on_device]
                 cache.batch_select_indices(on_device)
-            mask[:, width + step] = 1
+            attention = torch.cat([attention, attention.new_ones((len(active), 1))], dim=1)
             next_position = next_position + 1
-            out = model(input_ids=choice[:, None], attention_mask=mask[:, : width + step + 1],
-                        position_ids=next_position[:, None], past_key_values=cache, use_cache=True)
+            out = model(input_ids=choice[:, None], attention_mask=attention, position_ids=next_position[:, None],
+                        past_key_values=cache, use_cache=True)
             logits = out.logits[:, -1]
         if was_training:
             model.train()
