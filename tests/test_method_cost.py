@@ -1,0 +1,53 @@
+"""bench/method_cost.py and bench/ceiling.py run end to end on the ci profile (a world, traces and a
+2-step base student built in a temporary folder) and print what docs/benchmarks.md reads from them."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CI = str(ROOT / "config" / "profiles" / "ci.yaml")
+
+
+def run(tmp_path, *argv) -> str:
+    env = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONPATH": str(ROOT / "src")}
+    done = subprocess.run([sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_method_cost_prints_every_method_per_float_path(tmp_path):
+    out = run(tmp_path, "bench/method_cost.py", "--profile", CI, "--pretrain-steps", "2", "--steps", "2",
+              "--start", "1", "--methods", "sft,dcod,kd", "--float-paths", "default,avx2", "--subnormals")
+    sections = re.split(r"^float path ", out, flags=re.M)[1:]
+    assert [s.split()[0] for s in sections] == ["'default'", "'avx2'"]
+    assert "cpu capability AVX2" in sections[1]  # the subprocess ran on the other kernels
+    for section in sections:
+        rows = {m.group(1): [float(v) for v in m.group(2).split()]
+                for m in re.finditer(r"^(sft|dcod|kd)\s+([\d.\s]+)$", section, flags=re.M)}
+        assert set(rows) == {"sft", "dcod", "kd"}
+        assert rows["sft"][1:] == [1.0, 1.0, 1.0, 1.0]  # SFT against itself, each round
+        assert all(v > 0 for values in rows.values() for v in values)
+        assert len(re.findall(r"subnormal gradients entering lm_head: \d", section)) == 3
+
+
+@pytest.mark.slow
+def test_ceiling_prints_shares_of_the_measured_ceiling(tmp_path):
+    out = run(tmp_path, "bench/ceiling.py", "--profile", CI, "--pretrain-steps", "2", "--steps", "2",
+              "--start", "1", "--eval-prompts", "8")
+    assert re.search(r"^ceiling, 1 thread\(s\): training shapes \(\d+ rows\) [\d.]+ GFLOP/s", out, flags=re.M)
+    shares = {m.group(1).strip(): m.groups()[1:] for m in re.finditer(
+        r"^(training step, sft|training step, dcod|pre-training step|greedy generation[^\d]*\d+ id prompts)"
+        r"\s+\d+\s+([\d.]+) \(\s*[\d.]+\)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)%", out, flags=re.M)}
+    assert len(shares) == 4, out
+    for best, gflop, rate, ceiling, share in (map(float, values) for values in shares.values()):
+        # the rate is the FLOPs over the best time and the share the rate over the ceiling, up to the
+        # printed roundings (4 decimals of seconds and GFLOP, 1 of GFLOP/s and of the share in %)
+        slack = 5e-5 / gflop + 5e-5 / best
+        assert abs(gflop / best - rate) <= rate * slack + 0.05
+        assert abs(100 * gflop / best / ceiling - share) <= 100 * gflop / best / ceiling * (slack + 0.05 / ceiling) + 0.05
