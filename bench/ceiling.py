@@ -1,15 +1,19 @@
 """The toy steps against this machine's fp32 matmul ceiling (docs/benchmarks.md, "Against the ceiling").
 
-    python bench/ceiling.py [--work work/toy] [--steps 8] [--eval-prompts 256]
+    python bench/ceiling.py [--work work/toy] [--steps 8] [--eval-prompts 256] [--eval-repeats 3]
 
 1. Ceiling: ``torch.mm`` GFLOP/s at the student's own GEMM shapes (a training micro-batch's rows through
    q/k/v/o, gate/up, down and the LM head, forward, input-gradient and weight-gradient products; a decode
-   step's 128 rows), best of 5, at 1 thread (training, evaluation) and at the pre-training's threads. The
-   ceiling of a step is the FLOP-weighted one: the shapes' total FLOPs over their total best time.
-2. Achieved: the best (and median) step time of an SFT and a DCOD training step (built as ``dcod train`` builds them,
+   step's 128 rows), FLOP-weighted (the shapes' total FLOPs over their total time), at 1 thread (training,
+   evaluation) and at the pre-training's threads: first best of 5 (printed as the machine's ceiling),
+   then read once more right before every timed step (the share's denominator).
+2. Achieved: the step time of an SFT and a DCOD training step (built as ``dcod train`` builds them,
    on the run's own batches: ``bench/method_cost.py``), a base-student pre-training step (the base
    contract, NLL on the pre-training traces) and greedy generation with ``HFBackend`` over the ``id``
    split's prompts at the profile's eval batch size, as GFLOP/s and a share of the ceiling.
+   The share is taken per round, each step against the ceiling read just before it, and its median
+   printed with its range: on a shared machine the load moves both alike (the best-of-5 ceiling and a
+   median step taken minutes apart do not).
 
 FLOPs are counted as the issue and the measurement behind it count them: 6 N per trained token (real
 tokens, prompt and completion, padding not counted) and 2 N per token through a forward in generation
@@ -55,6 +59,24 @@ def mm_seconds(m: int, k: int, n: int, reps: int = 0) -> float:
     return best
 
 
+class Probe:
+    """The GEMMs of ``shapes`` (per layer, times ``layers``) plus ``head``, operands allocated once:
+    ``rate()`` runs each product once and returns GFLOP/s, a reading of the ceiling taken right beside a
+    step (interleaved, so that the load of a shared machine hits both alike)."""
+
+    def __init__(self, shapes, layers: int, head: list):
+        self.products = [((torch.randn(m, k), torch.randn(k, n), torch.empty(m, n)), times)
+                         for (m, k, n), times in [(s, layers) for s in shapes] + [(s, 1) for s in head]]
+        self.flops = sum(2 * a.shape[0] * a.shape[1] * b.shape[1] * times for (a, b, _), times in self.products)
+
+    def rate(self) -> float:
+        began = time.perf_counter()
+        for (a, b, out), times in self.products:
+            for _ in range(times):
+                torch.mm(a, b, out=out)
+        return self.flops / (time.perf_counter() - began) / 1e9
+
+
 def ceiling(shapes, layers: int, head: list) -> float:
     """FLOP-weighted GFLOP/s of ``shapes`` (per layer, times ``layers``) plus ``head``."""
     flops = seconds = 0.0
@@ -64,19 +86,21 @@ def ceiling(shapes, layers: int, head: list) -> float:
     return flops / seconds / 1e9
 
 
-def step_times(trainer, start: int, steps: int) -> tuple[float, float]:
-    """(best, median) seconds of ``steps`` training steps after one warm-up."""
-    times = []
-    for i in range(steps + 1):
+def interleaved(run, probe: Probe, rounds: int) -> tuple[list[float], list[float]]:
+    """(seconds of ``run(i)``, ceiling GFLOP/s read right before it) for ``rounds`` rounds after one warm-up."""
+    seconds, ceilings = [], []
+    for i in range(rounds + 1):
+        reading = probe.rate()
         began = time.perf_counter()
-        trainer.train_step(start + i)
+        run(i)
         if i:
-            times.append(time.perf_counter() - began)
-    return min(times), statistics.median(times)
+            seconds.append(time.perf_counter() - began)
+            ceilings.append(reading)
+    return seconds, ceilings
 
 
 def real_tokens(trainer, start: int, steps: int) -> float:
-    """Mean real (non-pad) tokens per step of the batches ``step_times`` used."""
+    """Mean real (non-pad) tokens per step of the batches ``interleaved`` stepped through."""
     from dcod.methods.base import collate_for
 
     counts = []
@@ -110,9 +134,9 @@ def pretrain_trainer(profile, world: Path, base: Path, student):
                    seed=pre.seed, progress=False)
 
 
-def generation(profile, world: Path, base: Path, student, prompts: int, repeats: int = 3) -> tuple[tuple, int]:
-    """((best, median) seconds, forward tokens) of greedy generation over the first ``prompts`` prompts of
-    ``id``, ``repeats`` times."""
+def generation(profile, world: Path, base: Path, student, prompts: int, probe: Probe, repeats: int):
+    """(seconds, ceiling readings, forward tokens) of greedy generation over the first ``prompts`` prompts
+    of ``id``, ``repeats`` times, interleaved with the decode shapes' ceiling."""
     from dcod.generation import HFBackend, SamplingParams
     from dcod.io import read_jsonl
     from dcod.models import encode_prompt
@@ -122,13 +146,9 @@ def generation(profile, world: Path, base: Path, student, prompts: int, repeats:
     encoded = [encode_prompt(tokenizer, r["question"]) for r in records]
     backend = HFBackend(student, tokenizer, batch_size=profile.eval.batch_size)
     params = SamplingParams(max_new_tokens=profile.eval.max_new_tokens, temperature=0.0)
-    backend.generate(encoded[: profile.eval.batch_size], params)  # warm-up
-    times = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        out = backend.generate(encoded, params)
-        times.append(time.perf_counter() - began)
-    return (min(times), statistics.median(times)), sum(len(g.prompt_ids) + len(g.token_ids) for g in out)
+    outputs = []
+    seconds, ceilings = interleaved(lambda i: outputs.append(backend.generate(encoded, params)), probe, repeats)
+    return seconds, ceilings, sum(len(g.prompt_ids) + len(g.token_ids) for g in outputs[-1])
 
 
 def main() -> None:
@@ -139,6 +159,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8, help="timed steps per training kind (median)")
     parser.add_argument("--start", type=int, default=100)
     parser.add_argument("--eval-prompts", type=int, default=256)
+    parser.add_argument("--eval-repeats", type=int, default=3)
     args = parser.parse_args()
     from transformers import AutoModelForCausalLM
 
@@ -171,29 +192,35 @@ def main() -> None:
 
     traces = load_traces(traces_path)
     use_student_prompts(traces, method_cost._tokenizer(base))
+    train_probe = {threads: Probe(train_shapes, layers, train_head) for threads in {1, pre_threads}}
     rows_out = []
     torch.set_num_threads(1)
     for name in ("sft", "dcod"):
         trainer = method_cost.build_trainer(profile, name, 0, world, base, traces, copy.deepcopy(student))
-        seconds = step_times(trainer, args.start, args.steps)
+        seconds, readings = interleaved(lambda i: trainer.train_step(args.start + i), train_probe[1], args.steps)
         tokens = real_tokens(trainer, args.start, args.steps)
-        rows_out.append((f"training step, {name}", 1, seconds, 6 * n_params * tokens, ceilings[("train", 1)]))
+        rows_out.append((f"training step, {name}", 1, seconds, readings, 6 * n_params * tokens))
     torch.set_num_threads(pre_threads)
     trainer = pretrain_trainer(profile, world, base, copy.deepcopy(student))
-    seconds = step_times(trainer, args.start, args.steps)
+    seconds, readings = interleaved(lambda i: trainer.train_step(args.start + i), train_probe[pre_threads],
+                                    args.steps)
     tokens = real_tokens(trainer, args.start, args.steps)
-    rows_out.append(("pre-training step", pre_threads, seconds, 6 * n_params * tokens,
-                     ceilings[("train", pre_threads)]))
+    rows_out.append(("pre-training step", pre_threads, seconds, readings, 6 * n_params * tokens))
     torch.set_num_threads(1)
-    seconds, tokens = generation(profile, world, base, copy.deepcopy(student), args.eval_prompts)
-    rows_out.append((f"greedy generation, {args.eval_prompts} id prompts", 1, seconds, 2 * n_params * tokens,
-                     ceilings[("decode", 1)]))
-    print("best (median) seconds; GFLOP/s and share of the ceiling from the best time, as the ceiling is a best time")
-    print(f"{'what':40s} {'threads':>7s} {'seconds':>17s} {'GFLOP':>7s} {'GFLOP/s':>8s} {'ceiling':>8s} {'share':>6s}")
-    for what, threads, (best, median), flops, top in rows_out:
-        rate = flops / best / 1e9
-        print(f"{what:40s} {threads:7d} {best:8.4f} ({median:6.4f}) {flops / 1e9:7.4f} {rate:8.1f} {top:8.1f} "
-              f"{rate / top:6.1%}")
+    decode_probe = Probe(decode_shapes, layers, [(decode_rows, hidden, vocab)])
+    seconds, readings, tokens = generation(profile, world, base, copy.deepcopy(student), args.eval_prompts,
+                                           decode_probe, args.eval_repeats)
+    rows_out.append((f"greedy generation, {args.eval_prompts} id prompts", 1, seconds, readings,
+                     2 * n_params * tokens))
+    print("medians over the rounds; share: achieved GFLOP/s over the ceiling read right before, per round "
+          "(median, min-max)")
+    print(f"{'what':40s} {'threads':>7s} {'seconds':>8s} {'GFLOP':>7s} {'GFLOP/s':>8s} {'ceiling':>8s} "
+          f"{'share':>6s} {'min-max':>13s}")
+    for what, threads, seconds, readings, flops in rows_out:
+        shares = [flops / t / 1e9 / c for t, c in zip(seconds, readings)]
+        print(f"{what:40s} {threads:7d} {statistics.median(seconds):8.4f} {flops / 1e9:7.4f} "
+              f"{flops / statistics.median(seconds) / 1e9:8.2f} {statistics.median(readings):8.2f} "
+              f"{statistics.median(shares):6.1%} {min(shares):6.1%}-{max(shares):.1%}")
 
 
 if __name__ == "__main__":
