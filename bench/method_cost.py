@@ -193,7 +193,8 @@ def main() -> None:
         argv = ["--profile", args.profile, "--work", args.work, "--steps", str(args.steps), "--start",
                 str(args.start), "--seed", str(args.seed), "--threads", str(args.threads), "--methods",
                 args.methods, "--float-paths", path, "--path-name", path] + (["--subnormals"] * args.subnormals)
-        subprocess.run([sys.executable, __file__, *argv], check=True, env={**os.environ, **FLOAT_PATHS[path]})
+        env = {k: v for k, v in os.environ.items() if k not in FLOAT_PATHS["avx2"]}  # default: no ISA cap
+        subprocess.run([sys.executable, __file__, *argv], check=True, env={**env, **FLOAT_PATHS[path]})
 
 if __name__ == "__main__":
     main()

@@ -13,8 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CI = str(ROOT / "config" / "profiles" / "ci.yaml")
 
 
-def run(tmp_path, *argv) -> str:
-    env = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONPATH": str(ROOT / "src")}
+def run(tmp_path, *argv, **extra_env) -> str:
+    env = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONPATH": str(ROOT / "src"), **extra_env}
     done = subprocess.run([sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
@@ -23,10 +23,15 @@ def run(tmp_path, *argv) -> str:
 @pytest.mark.slow
 def test_method_cost_prints_every_method_per_float_path(tmp_path):
     out = run(tmp_path, "bench/method_cost.py", "--profile", CI, "--pretrain-steps", "2", "--steps", "2",
-              "--start", "1", "--methods", "sft,dcod,kd", "--float-paths", "default,avx2", "--subnormals")
+              "--start", "1", "--methods", "sft,dcod,kd", "--float-paths", "default,avx2", "--subnormals",
+              ATEN_CPU_CAPABILITY="avx2")  # set by the caller: the default path must drop it
     sections = re.split(r"^float path ", out, flags=re.M)[1:]
     assert [s.split()[0] for s in sections] == ["'default'", "'avx2'"]
-    assert "cpu capability AVX2" in sections[1]  # the subprocess ran on the other kernels
+    env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")}
+    native = subprocess.run([sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
+                            env=env, capture_output=True, text=True, check=True).stdout.strip()
+    assert f"cpu capability {native})" in sections[0]  # this machine's own kernels
+    assert "cpu capability AVX2)" in sections[1]  # the subprocess ran on the AVX2 kernels
     for section in sections:
         rows = {m.group(1): [float(v) for v in m.group(2).split()]
                 for m in re.finditer(r"^(sft|dcod|kd)\s+([\d.\s]+)$", section, flags=re.M)}
