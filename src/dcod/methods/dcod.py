@@ -116,9 +116,12 @@ class DCOD(Method):
             self._separators = torch.tensor(ids, dtype=torch.long)
         return self._separators
 
-    def _exact(self, scores, mask, units=None):
+    def _exact(self, scores, mask, units=None, beta=None):
+        """(β, L) of these scores' exact weights; ``beta``: the β ``dcod_weights`` already chose for them
+        (the same bisection on the same scores: running it once more was half the weights' cost)."""
         p = self.params
-        beta, beta_max = p.tempering
+        chosen, beta_max = p.tempering
+        beta = chosen if beta is None else beta
         return objectives.dcod_exact_tempering(scores, mask, p.granularity, beta=beta, ess_target=p.ess_target,
                                                beta_max=beta_max, clip=p.clip, units=units)
 
@@ -129,7 +132,7 @@ class DCOD(Method):
                                                        ess_target=p.ess_target, beta_max=beta_max, clip=p.clip,
                                                        units=units)
         if mask.any():
-            self.lag = self._exact(scores, mask, units)
+            self.lag = self._exact(scores, mask, units, beta=diagnostics["beta"])
         return weights, diagnostics
 
     def _fixed(self) -> bool:
