@@ -98,7 +98,7 @@ def test_the_tail_bucket_is_the_teacher_completed_like_the_student():
     completed[tail] = 0.2 * q[tail] / q[tail].sum()
     full = todi_divergence(completed.log(), torch.log_softmax(logits, -1)[0, 0])
     (grad_full,) = torch.autograd.grad(full, logits)
-    assert ours.item() == pytest.approx(full.item(), rel=1e-6)
+    assert ours.item() == pytest.approx(full.item(), rel=1e-5)  # the bucket helper reads float32 logits
     assert torch.allclose(grad_ours.double(), grad_full, atol=1e-6)
 
 
