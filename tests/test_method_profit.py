@@ -28,27 +28,28 @@ def test_hand_computed_tokens_and_the_boundary():
     """p = 0.3 is kept, p = 0.05 masked at τ = 0.1; p = 0.5 exactly is kept at τ = 0.5 (the code masks p < τ)."""
     logits = torch.log(torch.tensor([[[0.3, 0.7], [0.05, 0.95], [0.5, 0.5]]]))
     targets = torch.tensor([[0, 0, 1]])
-    assert profit_loss(logits, targets, 0.1)[0, :2].tolist() == pytest.approx([-math.log(0.3), 0.0], rel=1e-6)
-    assert profit_loss(logits, targets, 0.5)[0, 2].item() == pytest.approx(math.log(2), rel=1e-6)
-    assert profit_loss(logits, targets, 0.5)[0, 0].item() == 0.0
+    assert profit_loss(logits, targets, 0.1)[0][0, :2].tolist() == pytest.approx([-math.log(0.3), 0.0], rel=1e-6)
+    assert profit_loss(logits, targets, 0.5)[0][0, 2].item() == pytest.approx(math.log(2), rel=1e-6)
+    assert profit_loss(logits, targets, 0.5)[0][0, 0].item() == 0.0
 
 
 def test_threshold_0_is_sft():
     logits, targets = _case()
-    ours, nll = profit_loss(logits, targets, 0.0), objectives.nll_loss(logits, targets)
+    (ours, kept), nll = profit_loss(logits, targets, 0.0), objectives.nll_loss(logits, targets)
     (grad_ours,) = torch.autograd.grad(ours.sum(), logits)
     (grad_nll,) = torch.autograd.grad(nll.sum(), logits)
-    assert torch.equal(ours, nll) and torch.equal(grad_ours, grad_nll)
+    assert torch.equal(ours, nll) and torch.equal(grad_ours, grad_nll) and bool(kept.all())
 
 
 def test_the_gate_is_detached_masked_tokens_get_no_gradient():
     """∂ℓ/∂z_v = −1[p_y ≥ τ] (1[v = y] − q_v): the NLL gradient on kept tokens, nothing through the gate."""
     logits, targets = _case(1)
-    (grad,) = torch.autograd.grad(profit_loss(logits, targets, 0.2).sum(), logits)
+    loss, gate = profit_loss(logits, targets, 0.2)
+    (grad,) = torch.autograd.grad(loss.sum(), logits)
     q = torch.softmax(logits.detach().double(), -1)
     kept = q.gather(-1, targets.unsqueeze(-1)) >= 0.2
     expected = -kept.double() * (F.one_hot(targets, q.shape[-1]).double() - q)
-    assert 0 < int(kept.sum()) < kept.numel()  # the case has both kinds
+    assert 0 < int(kept.sum()) < kept.numel() and torch.equal(gate, kept.squeeze(-1))  # both kinds
     assert torch.allclose(grad.double(), expected, atol=1e-6)
 
 
@@ -68,7 +69,7 @@ def _released(logits, labels, num_items_in_batch, threshold):
 def test_against_the_released_code_formula():
     logits, targets = _case(2)
     mask = torch.rand(targets.shape, generator=torch.Generator().manual_seed(4)) > 0.25
-    ours = (profit_loss(logits, targets, 0.1) * mask).sum() / mask.sum()  # the trainer's reduction
+    ours = (profit_loss(logits, targets, 0.1)[0] * mask).sum() / mask.sum()  # the trainer's reduction
     labels = torch.where(mask, targets, torch.full_like(targets, -100))
     theirs = _released(logits, labels, mask.sum(), 0.1)
     (grad_ours,) = torch.autograd.grad(ours, logits)
@@ -93,9 +94,17 @@ def test_a_training_step_reads_the_threshold(toy_tokenizer, traces, tmp_path):  
     some tokens only."""
     _same_step(_trainer(tmp_path / "t0", toy_tokenizer, traces, "profit", ProFitParams(threshold=0.0)),
                _trainer(tmp_path / "sft", toy_tokenizer, traces, "sft"))
-    none = _trainer(tmp_path / "t1", toy_tokenizer, traces, "profit", ProFitParams(threshold=1.0)).train_step(0)
-    some = _trainer(tmp_path / "ts", toy_tokenizer, traces, "profit",
-                    ProFitParams(threshold=1.0 / len(toy_tokenizer))).train_step(0)
+    none_trainer = _trainer(tmp_path / "t1", toy_tokenizer, traces, "profit", ProFitParams(threshold=1.0))
+    none = none_trainer.train_step(0)
+    some_trainer = _trainer(tmp_path / "ts", toy_tokenizer, traces, "profit", ProFitParams(threshold=1.0 / len(toy_tokenizer)))
+    some = some_trainer.train_step(0)
     sft = _trainer(tmp_path / "sft2", toy_tokenizer, traces, "sft").train_step(0)
     assert none["loss"] == 0.0 and none["grad_norm"] == 0.0
     assert 0 < some["loss"] < sft["loss"]
+    # run.json says how much the gate kept: nothing at τ = 1 (a run that did not train), a part in between
+    assert none_trainer.method.run_summary() == {"profit_kept_fraction": 0.0}
+    assert 0 < some_trainer.method.run_summary()["profit_kept_fraction"] < 1
+    state = some_trainer.method.state()
+    resumed = _trainer(tmp_path / "tr", toy_tokenizer, traces, "profit", ProFitParams()).method
+    resumed.load_state(state)
+    assert resumed.run_summary() == some_trainer.method.run_summary()

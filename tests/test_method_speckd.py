@@ -42,9 +42,9 @@ def test_accepted_tokens_get_kd_and_rejected_ones_nothing():
     logits, ids, top = _case()
     gate = (ids == logits.detach().argmax(-1, keepdim=True)).any(-1)
     assert 0 < int(gate.sum()) < gate.numel()  # the case has both kinds
-    loss = speckd_loss(logits, ids, top)
+    loss, returned_gate = speckd_loss(logits, ids, top)
     kd = objectives.kd_topk_loss(logits, ids, top)
-    assert torch.equal(loss, torch.where(gate, kd, torch.zeros_like(kd)))
+    assert torch.equal(loss, torch.where(gate, kd, torch.zeros_like(kd))) and torch.equal(returned_gate, gate)
     (grad,) = torch.autograd.grad(loss.sum(), logits)
     (grad_kd,) = torch.autograd.grad(kd.sum(), logits)
     # the gate is detached: accepted positions get KD's gradient exactly, rejected ones none
@@ -53,10 +53,10 @@ def test_accepted_tokens_get_kd_and_rejected_ones_nothing():
 
 def test_a_gate_that_always_accepts_is_kd():
     logits, ids, top = _case(1)
-    loss = speckd_loss(logits, ids, top, rejected_weight=1.0)
+    loss, _ = speckd_loss(logits, ids, top, rejected_weight=1.0)
     kd = objectives.kd_topk_loss(logits, ids, top)
     assert torch.equal(loss, kd)
-    half = speckd_loss(logits, ids, top, rejected_weight=0.25)
+    half, _ = speckd_loss(logits, ids, top, rejected_weight=0.25)
     gate = (ids == logits.detach().argmax(-1, keepdim=True)).any(-1)
     assert torch.equal(half, torch.where(gate, kd, 0.25 * kd))
 
@@ -71,7 +71,8 @@ def test_the_chunked_head_gives_the_same_proposals_and_loss():
     head = objectives.ChunkedLMHead(hidden, weight, chunk_tokens=3)
     full_logits = hidden @ weight.t()
     assert torch.equal(student_greedy_tokens(head), full_logits.argmax(-1))
-    assert torch.allclose(speckd_loss(head, ids, top), speckd_loss(full_logits, ids, top), atol=1e-6)
+    (chunked, gate_chunked), (full, gate_full) = speckd_loss(head, ids, top), speckd_loss(full_logits, ids, top)
+    assert torch.allclose(chunked, full, atol=1e-6) and torch.equal(gate_chunked, gate_full)
 
 
 def test_the_experiment_resolves_to_the_hard_gate():
@@ -90,6 +91,9 @@ def test_a_training_step(toy_tokenizer, traces, tmp_path):  # noqa: F811
     """Always accepting is kd's step exactly; the hard gate trains on fewer tokens' KD, so a smaller loss."""
     _same_step(_trainer(tmp_path / "all", toy_tokenizer, traces, "speckd", SpecKDParams(rejected_weight=1.0)),
                _trainer(tmp_path / "kd", toy_tokenizer, traces, "kd"))
-    gated = _trainer(tmp_path / "gate", toy_tokenizer, traces, "speckd", SpecKDParams()).train_step(0)
+    gated_trainer = _trainer(tmp_path / "gate", toy_tokenizer, traces, "speckd", SpecKDParams())
+    gated = gated_trainer.train_step(0)
     kd = _trainer(tmp_path / "kd2", toy_tokenizer, traces, "kd").train_step(0)
     assert math.isfinite(gated["loss"]) and 0 <= gated["loss"] < kd["loss"]
+    rate = gated_trainer.method.run_summary()["speckd_acceptance_rate"]  # the paper's TAR, in run.json
+    assert 0 <= rate < 1 and (rate > 0) == (gated["loss"] > 0)

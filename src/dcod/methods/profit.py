@@ -18,6 +18,9 @@ higher``, as its ``run.sh`` runs it):
   code divides by the trainer's ``num_items_in_batch``, counted before masking) — the trainer's
   ``sum(w · ℓ · mask) / N``. So a batch where few tokens pass takes a small step.
 - The code's other directions (``lower``, ``middle``, ``random``) are its ablations, not ProFit.
+
+run.json records ``profit_kept_fraction`` (``run_summary``): 0 means the gate masked every token and the
+run did not train (a weak student whose probabilities all sit below τ).
 """
 
 from __future__ import annotations
@@ -30,15 +33,16 @@ from dcod.config import Float, Section
 from dcod.methods.base import Method, register
 
 
-def profit_loss(logits: torch.Tensor, targets: torch.Tensor, threshold: float = 0.1) -> torch.Tensor:
-    """ℓ_t = −log p_θ(y_t) where the detached p_θ(y_t) ≥ ``threshold``, else 0. logits [B, T, V] or a
-    ``ChunkedLMHead``, targets [B, T] → [B, T] float32."""
+def profit_loss(logits: torch.Tensor, targets: torch.Tensor,
+                threshold: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ℓ_t = −log p_θ(y_t) where the detached p_θ(y_t) ≥ ``threshold``, else 0; the gate). logits [B, T, V]
+    or a ``ChunkedLMHead``, targets [B, T] → ([B, T] float32, [B, T] bool)."""
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"profit_loss: threshold must be in [0, 1], got {threshold}")
     logprobs = objectives.target_logprobs(logits, targets)
     kept = logprobs.detach().exp() >= threshold
     # where(), not a product: a masked token passes no gradient, even a NaN one
-    return torch.where(kept, -logprobs, torch.zeros_like(logprobs))
+    return torch.where(kept, -logprobs, torch.zeros_like(logprobs)), kept
 
 
 class ProFitParams(Section):
@@ -52,5 +56,25 @@ class ProFit(Method):
     name = "profit"
     Params = ProFitParams
 
+    def __init__(self, params, ctx, cost):
+        super().__init__(params, ctx, cost)
+        self._counts = None  # [kept, supervised] tokens trained so far by this process
+
     def token_losses(self, logits, batch):
-        return profit_loss(logits, batch["targets"], threshold=self.params.threshold)
+        loss, kept = profit_loss(logits, batch["targets"], threshold=self.params.threshold)
+        mask = batch["loss_mask"]
+        counts = torch.stack([(kept & mask).sum(), mask.sum()]).double()
+        self._counts = counts if self._counts is None else self._counts + counts.to(self._counts.device)
+        return loss
+
+    def state(self):
+        return {"counts": None if self._counts is None else [float(v) for v in self._counts]}
+
+    def load_state(self, state):
+        self._counts = None if state.get("counts") is None else torch.tensor(state["counts"], dtype=torch.float64)
+
+    def run_summary(self):
+        """The fraction of supervised tokens the gate kept over the run (this process's share of each batch):
+        0 means the threshold masked everything and the run did not train."""
+        kept, total = (0.0, 0.0) if self._counts is None else (float(v) for v in self._counts)
+        return {"profit_kept_fraction": kept / total if total else 0.0}

@@ -25,6 +25,8 @@ and its masking of rejected tokens):
   reduction, as ``kd``), so a batch with few accepted tokens takes a small step.
 - The divergence is ``kd``'s forward KL, the KD loss this repository runs offline (the paper's gate is
   loss-agnostic).
+
+run.json records ``speckd_acceptance_rate`` (``run_summary``), the paper's token acceptance rate.
 """
 
 from __future__ import annotations
@@ -66,16 +68,16 @@ def speckd_gate(proposals: torch.Tensor, topk_ids: torch.Tensor, topk_logprobs: 
 
 
 def speckd_loss(logits: torch.Tensor, topk_ids: torch.Tensor, topk_logprobs: torch.Tensor,
-                accept_top_k: int | None = None, rejected_weight: float = 0.0) -> torch.Tensor:
-    """(g_t + β (1 − g_t)) · ``objectives.kd_topk_loss`` [B, T] float32, g_t the detached greedy Top-k gate.
-    logits [B, T, V] or a ``ChunkedLMHead``, topk_ids / topk_logprobs [B, T, K] (teacher)."""
+                accept_top_k: int | None = None, rejected_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """((g_t + β (1 − g_t)) · ``objectives.kd_topk_loss`` [B, T] float32, the gate g_t [B, T] bool), g_t the
+    detached greedy Top-k gate. logits [B, T, V] or a ``ChunkedLMHead``, topk_ids / topk_logprobs [B, T, K]."""
     if not 0.0 <= rejected_weight <= 1.0:
         raise ValueError(f"speckd_loss: rejected_weight must be in [0, 1], got {rejected_weight}")
     gate = speckd_gate(student_greedy_tokens(logits), topk_ids, topk_logprobs, accept_top_k)
     kd = objectives.kd_topk_loss(logits, topk_ids, topk_logprobs)
     weight = torch.where(gate, torch.ones_like(kd), torch.full_like(kd, rejected_weight))
     # where(), not only a product: a rejected token with β = 0 passes no gradient, even a NaN one
-    return torch.where(weight > 0, weight * kd, torch.zeros_like(kd))
+    return torch.where(weight > 0, weight * kd, torch.zeros_like(kd)), gate
 
 
 class SpecKDParams(Section):
@@ -90,6 +92,25 @@ class SpecKD(Method):
     name = "speckd"
     Params = SpecKDParams
 
+    def __init__(self, params, ctx, cost):
+        super().__init__(params, ctx, cost)
+        self._counts = None  # [accepted, supervised] tokens trained so far by this process
+
     def token_losses(self, logits, batch):
-        return speckd_loss(logits, batch["teacher_topk_ids"], batch["teacher_topk_logprobs"],
-                           accept_top_k=self.params.accept_top_k, rejected_weight=self.params.rejected_weight)
+        loss, gate = speckd_loss(logits, batch["teacher_topk_ids"], batch["teacher_topk_logprobs"],
+                                 accept_top_k=self.params.accept_top_k, rejected_weight=self.params.rejected_weight)
+        mask = batch["loss_mask"]
+        counts = torch.stack([(gate & mask).sum(), mask.sum()]).double()
+        self._counts = counts if self._counts is None else self._counts + counts.to(self._counts.device)
+        return loss
+
+    def state(self):
+        return {"counts": None if self._counts is None else [float(v) for v in self._counts]}
+
+    def load_state(self, state):
+        self._counts = None if state.get("counts") is None else torch.tensor(state["counts"], dtype=torch.float64)
+
+    def run_summary(self):
+        """The token acceptance rate over the run (the paper's TAR; this process's share of each batch)."""
+        accepted, total = (0.0, 0.0) if self._counts is None else (float(v) for v in self._counts)
+        return {"speckd_acceptance_rate": accepted / total if total else 0.0}
