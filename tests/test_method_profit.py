@@ -42,7 +42,7 @@ def test_threshold_0_is_sft():
 
 
 def test_the_gate_is_detached_masked_tokens_get_no_gradient():
-    """∂ℓ/∂z_v = −1[p_y ≥ τ] (1[v = y] − q_v): the NLL gradient on kept tokens, nothing through the gate."""
+    """∂ℓ/∂z_v = −1[p_y ≥ τ] (1[v = y] − q_v): the NLL gradient on kept tokens, none through the gate."""
     logits, targets = _case(1)
     loss, gate = profit_loss(logits, targets, 0.2)
     (grad,) = torch.autograd.grad(loss.sum(), logits)
@@ -96,7 +96,8 @@ def test_a_training_step_reads_the_threshold(toy_tokenizer, traces, tmp_path):  
                _trainer(tmp_path / "sft", toy_tokenizer, traces, "sft"))
     none_trainer = _trainer(tmp_path / "t1", toy_tokenizer, traces, "profit", ProFitParams(threshold=1.0))
     none = none_trainer.train_step(0)
-    some_trainer = _trainer(tmp_path / "ts", toy_tokenizer, traces, "profit", ProFitParams(threshold=1.0 / len(toy_tokenizer)))
+    some_trainer = _trainer(tmp_path / "ts", toy_tokenizer, traces, "profit",
+                            ProFitParams(threshold=1.0 / len(toy_tokenizer)))
     some = some_trainer.train_step(0)
     sft = _trainer(tmp_path / "sft2", toy_tokenizer, traces, "sft").train_step(0)
     assert none["loss"] == 0.0 and none["grad_norm"] == 0.0

@@ -1,4 +1,4 @@
-"""TAID (dcod.methods.taid, docs/method.md "taid"): KL(p_t ‖ q_θ) with p_t ∝ exp((1 − t) sg(log q_θ) + t log p_T)
+"""TAID (dcod.methods.taid, docs/method.md "taid"): KL(p_t ‖ q_θ), p_t ∝ exp((1 − t) sg(log q_θ) + t log p_T),
 over the stored teacher top-k plus a tail bucket, and the released code's schedule of t."""
 
 import json
@@ -51,8 +51,8 @@ def test_t_1_is_kd_and_t_0_is_no_loss():
 
 
 def test_the_target_is_detached():
-    """∂KL(p_t ‖ q_θ)/∂z_u over the buckets = q_θ(u) − p_t(b(u)) q_θ(u) / q_θ(b(u)): the target moves with the
-    student's value, not its gradient."""
+    """∂KL(p_t ‖ q_θ)/∂z_u over the buckets = q_θ(u) − p_t(b(u)) q_θ(u) / q_θ(b(u)): the target moves with
+    the student's value, not its gradient."""
     logits, ids, top = _topk_case(1, (1, 2, 6), 2)
     kl, _ = taid_topk_loss(logits, ids, top, 0.4)
     (grad,) = torch.autograd.grad(kl.sum(), logits)
@@ -114,8 +114,8 @@ def test_against_the_released_code_formula_over_a_full_vocabulary():
 
 
 def test_the_schedule_by_hand():
-    """The released TAID.update_t: the first step records the loss; then δ = (L_prev − L)/L_prev, m = β m + (1 − β) δ,
-    t = min(t_end, max(linear target, t + α σ(m)(1 − t)))."""
+    """The released TAID.update_t: the first step records the loss; then δ = (L_prev − L)/L_prev,
+    m = β m + (1 − β) δ, t = min(t_end, max(linear target, t + α σ(m)(1 − t)))."""
     t, prev, m = taid_next_t(0.4, None, 0.0, 2.0, 0, 10_000)
     assert (t, prev, m) == (0.4, 2.0, 0.0)
     t, prev, m = taid_next_t(t, prev, m, 1.0, 1, 10_000)  # δ = 0.5, m = 0.005
@@ -165,7 +165,8 @@ def test_the_experiment_resolves_to_the_released_defaults(toy_tokenizer):
     assert cls.name == "taid" and params == TAIDParams() and experiment.table == "prior"
     assert (params.t_start, params.t_end, params.alpha, params.beta, params.adaptive) == (0.4, 1.0, 5e-4, 0.99, True)
     assert cls.needs(params) == Needs()
-    bad = parse_experiment("x", {"method": "taid", "params": {"t_start": 0.9, "t_end": 0.5}}, "experiments/x/config.yaml")
+    bad = parse_experiment("x", {"method": "taid", "params": {"t_start": 0.9, "t_end": 0.5}},
+                           "experiments/x/config.yaml")
     with pytest.raises(ConfigError, match=r"experiments/x/config\.yaml: params\.t_start"):
         resolve(bad)
     with pytest.raises(ValueError, match="total_steps"):  # the linear target needs the run's length

@@ -42,7 +42,8 @@ def asft_loss(logits: torch.Tensor, targets: torch.Tensor, reference_logprobs: t
     """ASFT's per-token loss [B, T]: ``objectives.dft_loss`` + λ · KL between the frozen reference and the
     student over the full vocabulary. logits [B, T, V] (or a ``ChunkedLMHead``, materialised here),
     targets [B, T], reference_logprobs [B, T, V] (log-softmax of the reference, detached) → [B, T] float32.
-    ``reference_to_student``: KL(π_ref ‖ π_θ) (the released code); ``student_to_reference``: KL(π_θ ‖ π_ref)."""
+    ``reference_to_student``: KL(π_ref ‖ π_θ) (the released code); ``student_to_reference``:
+    KL(π_θ ‖ π_ref)."""
     if kl_direction not in KL_DIRECTIONS:
         raise ValueError(f"asft_loss: unknown kl_direction {kl_direction!r}, expected one of {KL_DIRECTIONS}")
     if kl_weight < 0:

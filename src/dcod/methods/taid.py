@@ -114,7 +114,8 @@ class TAID(Method):
     def __init__(self, params, ctx, cost):
         super().__init__(params, ctx, cost)
         if ctx.total_steps < 1:  # the linear target t_start + (t_end - t_start) k/N needs N
-            raise ValueError(f"taid: the schedule of t needs the run's optimiser steps, got total_steps={ctx.total_steps}")
+            raise ValueError(f"taid: the schedule of t needs the run's optimiser steps, "
+                             f"got total_steps={ctx.total_steps}")
         self.t, self.prev_loss, self.momentum = params.t_start, None, 0.0
         self._pending = None  # [Σ cross-entropy, supervised tokens] of the step being trained, this rank
         self._pending_global = False  # True: restored from a checkpoint, already one number for all ranks
