@@ -14,7 +14,7 @@ from dcod.methods import Needs, resolve
 from dcod.methods.neg_prob import NegProbParams, prob_power_loss
 
 from test_new_baselines import _trainer  # noqa: F401
-from test_training import traces  # noqa: F401  (the module's toy traces fixture)
+from test_training import _recording, traces  # noqa: F401  (traces: the module's toy traces fixture)
 
 EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "neg_prob" / "config.yaml"
 
@@ -96,3 +96,14 @@ def test_a_training_step_uses_alpha(toy_tokenizer, traces, tmp_path):  # noqa: F
     minus_p = _trainer(tmp_path / "a1", toy_tokenizer, traces, "neg_prob", NegProbParams()).train_step(0)
     assert nll["loss"] == sft["loss"]
     assert 0 < minus_p["loss"] < 1 and math.isfinite(minus_p["grad_norm"])
+
+
+def test_alpha_1_takes_dfts_optimiser_step(toy_tokenizer, traces, tmp_path):  # noqa: F811
+    """Same gradient as DFT (−p ∇log p), so the same update up to float rounding: docs/method.md says a
+    neg_prob run at α = 1 repeats dft's."""
+    minus_p = _trainer(tmp_path / "p", toy_tokenizer, traces, "neg_prob", NegProbParams())
+    dft = _trainer(tmp_path / "dft", toy_tokenizer, traces, "dft")
+    seen_p, seen_dft = _recording(minus_p), _recording(dft)
+    minus_p.train_step(0), dft.train_step(0)
+    for name, grad in seen_p["grads"].items():
+        assert torch.allclose(grad, seen_dft["grads"][name], rtol=1e-4, atol=1e-7), name
