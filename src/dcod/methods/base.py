@@ -43,7 +43,8 @@ units (one per sequence at sequence granularity, T at prefix and token granulari
     run_summary() -> dict                         extra fields for run.json
 
 Methods never write into the batch what the trainer reads back: scores and their diagnostics travel in
-``Scores``. The maths lives in ``dcod.objectives`` (pure tensor functions); a method wires data to it.
+``Scores``. The maths lives in pure tensor functions — in ``dcod.objectives`` when several methods share
+it, else in the method's own module (docs/architecture.md, "A new baseline"); a method wires data to it.
 """
 
 from __future__ import annotations
