@@ -82,7 +82,7 @@ def test_against_the_released_code_formula(objective, alpha):
 def test_the_experiment_resolves_to_the_minus_p_objective():
     experiment = load_experiment(EXPERIMENT)
     cls, params = resolve(experiment)
-    assert cls.name == "neg_prob" and params == NegProbParams(alpha=1.0) and experiment.table == "prior"
+    assert cls.name == "neg_prob" and params == NegProbParams(alpha=10.0) and experiment.table == "prior"
     assert cls.needs(params) == Needs()
     bad = parse_experiment("x", {"method": "neg_prob", "params": {"alpha": -1}}, "experiments/x/config.yaml")
     with pytest.raises(ConfigError, match=r"experiments/x/config\.yaml: params\.alpha"):
