@@ -79,7 +79,7 @@ def test_against_the_released_code_formula(objective, alpha):
     assert torch.allclose(grad_ours, grad_theirs, atol=1e-7)
 
 
-def test_the_experiment_resolves_to_the_minus_p_objective():
+def test_the_experiment_resolves_to_the_minus_p10_objective():
     experiment = load_experiment(EXPERIMENT)
     cls, params = resolve(experiment)
     assert cls.name == "neg_prob" and params == NegProbParams(alpha=10.0) and experiment.table == "prior"
