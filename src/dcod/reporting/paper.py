@@ -19,8 +19,8 @@ from dcod.reporting import REFERENCES, held_out_splits, markdown_table, need, nu
 from dcod.reporting.calibration import check_targets
 from dcod.reporting.claims import (HARD_SPLITS, IN_DISTRIBUTION_SPLITS, RETENTION_SPLITS, Claim,  # noqa: F401
                                    SUPPORTED, accuracy_claim, claims_of, cost_claim, judge_claims, not_judged,
-                                   offline_baselines,
-                                   retention_claim, robust_claim, robustness_verdicts, stability_claim)
+                                   offline_baselines, retention_claim, robust_claim, robustness_verdicts,
+                                   stability_claim)
 from dcod.reporting.figures import FIGURE_NAMES, caption, figure_names
 from dcod.reporting.tables import MIN_ORACLE_GAP, table2_knobs, table_splits
 from dcod.reporting.traces import traces_section
@@ -224,7 +224,8 @@ def smoke_warning(profile) -> list[str]:
     return [f"**Smoke run: these numbers test the code path only.** The `{profile.name}` profile declares "
             "`results: smoke`: a run too small to measure anything (a few problems, a few optimiser steps). No "
             "claim is judged, and no accuracy, difference or interval below is evidence about any method; the "
-            "share of generations that ran to the token cap (next section) says how many answers were cut off.", ""]
+            "share of generations that ran to the token cap (\"Generations cut at the token cap\", after Table 2) "
+            "says how many answers were cut off.", ""]
 
 
 def cap_share_section(profile, table1: pd.DataFrame, work: str | Path | None) -> list[str]:
