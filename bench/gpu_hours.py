@@ -10,7 +10,9 @@ whose kind has no figure is an error, so a new method never drops out of the cou
     python bench/gpu_hours.py --write            # rewrite it in README.md and docs/paper_setting.md
     python bench/gpu_hours.py --profile smol     # another profile's job list, same per-job figures
 
-tests/test_gpu_hours.py checks that both documents hold the table this prints.
+The same dry run of the ``smol`` profile counts the models its DAG leaves in ``work/smol/`` (``--write`` puts
+that disk estimate in docs/paper_setting.md too). tests/test_gpu_hours.py checks that the documents hold what
+this prints; tests/test_smol_dag.py (slow) measures a real smol run against the disk estimate.
 """
 
 from __future__ import annotations
@@ -124,12 +126,37 @@ def table(job_list: list[tuple[str, dict]]) -> str:
     return "\n".join(rows)
 
 
-def replace_block(text: str, block: str, where: str) -> str:
-    if text.count(BEGIN) != 1 or text.count(END) != 1:
-        raise ValueError(f"{where}: needs exactly one {BEGIN} ... {END} block")
-    head, rest = text.split(BEGIN)
-    _, tail = rest.split(END)
-    return f"{head}{BEGIN}\n{block}\n{END}{tail}"
+# ----------------------------------------------------------------------------- disk (smol)
+# What a finished smol job leaves on disk: each job that saves a model (the base student converted from the
+# GGUF file, every training run) writes SmolLM2-135M's 134,515,008 parameters in float32 (4 bytes each) plus
+# its tokenizer; a run's checkpoint (model + AdamW state) is deleted when the run ends (dcod/checkpoint.py),
+# so it counts only while that job runs. Everything else (world, traces, evaluations, tables) is megabytes.
+SMOL_MODEL_GB = 134_515_008 * 4 / 1e9
+SMOL_CHECKPOINT_GB = 4 * SMOL_MODEL_GB  # weights + AdamW's two moments + the optimiser's copy, while training
+MODEL_RULES = ("base_student", "train", "tune_train")
+DISK_BEGIN, DISK_END = "<!-- smol-disk:begin (bench/gpu_hours.py --write) -->", "<!-- smol-disk:end -->"
+DISK_DOCUMENT = REPO / "docs" / "paper_setting.md"
+
+
+def smol_disk_gb(job_list: list[tuple[str, dict]]) -> float:
+    """GB the smol DAG leaves in work/smol/: one saved model per model-writing job of its dry run."""
+    return sum(rule in MODEL_RULES for rule, _ in job_list) * SMOL_MODEL_GB
+
+
+def disk_text(job_list: list[tuple[str, dict]]) -> str:
+    models = sum(rule in MODEL_RULES for rule, _ in job_list)
+    return (f"Disk: the DAG's {models} model-writing jobs (the base student and every training run) each leave a "
+            f"{SMOL_MODEL_GB:.2f} GB float32 model, **{smol_disk_gb(job_list):.1f} GB** in `work/smol/` when it "
+            f"ends; a training run also holds its {SMOL_CHECKPOINT_GB:.1f} GB checkpoint (with AdamW state) "
+            "until it finishes.")
+
+
+def replace_block(text: str, block: str, where: str, begin: str = BEGIN, end: str = END) -> str:
+    if text.count(begin) != 1 or text.count(end) != 1:
+        raise ValueError(f"{where}: needs exactly one {begin} ... {end} block")
+    head, rest = text.split(begin)
+    _, tail = rest.split(end)
+    return f"{head}{begin}\n{block}\n{end}{tail}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -142,6 +169,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.write:
         for path in DOCUMENTS:
             path.write_text(replace_block(path.read_text(), block, str(path)))
+        disk = disk_text(jobs(dry_run("smol")))
+        print(disk)
+        DISK_DOCUMENT.write_text(replace_block(DISK_DOCUMENT.read_text(), disk, str(DISK_DOCUMENT), DISK_BEGIN,
+                                               DISK_END))
 
 
 if __name__ == "__main__":

@@ -242,3 +242,31 @@ def test_knife_edge_pretrain_seeds_cover_every_base_student_of_a_world_seed():
     assert profile.knife_edge_pretrain_seeds(main_world=True) == [1235, 1236]
     profile.calibration.pretrain_seeds = []
     assert profile.knife_edge_pretrain_seeds(main_world=False) == []
+
+
+def test_ci_derives_every_table1_experiment_and_lists_only_its_ablations():
+    """ci's experiments are derived (every experiment outside Table 2, plus `ablations`): a new Table 1 method
+    joins without an edit of the profile."""
+    profile = _profile(REPO / "config/profiles/ci.yaml")
+    assert profile.experiments is None and profile.ablations == ["dcod_kd"]
+    names = discover_experiments(REPO / "experiments", profile)
+    tables = {n: load_experiment(REPO / "experiments" / n / "config.yaml").table
+              for n in discover_experiments(REPO / "experiments")}
+    assert set(names) == {n for n, table in tables.items() if table != "ablation"} | {"dcod_kd"}
+
+
+def test_ablations_derivation_follows_a_new_experiment(tmp_path):
+    root = tmp_path / "experiments"
+    for name, text in {"sft": "method: sft\n", "new_method": "method: kd\n",
+                       "sft_x": "base: sft\ntable: ablation\n", "sft_y": "base: sft\ntable: ablation\n"}.items():
+        (root / name).mkdir(parents=True)
+        (root / name / "config.yaml").write_text(text)
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({"ablations": ["sft_y"]}))
+    assert discover_experiments(root, load_profile(path)) == ["new_method", "sft", "sft_y"]
+    path.write_text(yaml.safe_dump({"ablations": ["new_method"]}))
+    with pytest.raises(ConfigError, match=r"p.yaml: ablations: \['new_method'\] are not Table 2 experiments"):
+        discover_experiments(root, load_profile(path))
+    path.write_text(yaml.safe_dump({"ablations": [], "experiments": ["sft"]}))
+    with pytest.raises(ConfigError, match="ablations: a profile lists its experiments by hand or derives them"):
+        load_profile(path)

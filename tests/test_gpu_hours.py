@@ -37,3 +37,15 @@ def test_a_job_without_a_figure_is_an_error(monkeypatch):
         gpu_hours.kind("train", {"experiment": "x"})
     with pytest.raises(ValueError, match="rule new_rule has no GPU-hour figure"):
         gpu_hours.kind("new_rule", {})
+
+
+def test_the_documented_smol_disk_estimate_is_the_dags():
+    """docs/paper_setting.md's smol disk figure counts the model-writing jobs of the smol dry run (the base
+    student and six runs: seven 0.54 GB models, 3.8 GB), not a hand-typed number."""
+    job_list = gpu_hours.jobs(gpu_hours.dry_run("smol"))
+    text = gpu_hours.DISK_DOCUMENT.read_text()
+    expected = gpu_hours.replace_block(text, gpu_hours.disk_text(job_list), "paper_setting.md", gpu_hours.DISK_BEGIN,
+                                       gpu_hours.DISK_END)
+    assert text == expected, "docs/paper_setting.md: rerun `python bench/gpu_hours.py --write`"
+    trained = [w["experiment"] for rule, w in job_list if rule == "train"]
+    assert gpu_hours.smol_disk_gb(job_list) == pytest.approx((1 + len(trained)) * 0.538, rel=1e-3)

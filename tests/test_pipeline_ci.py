@@ -30,7 +30,13 @@ def test_table1_schema_and_sanity(ci_run):
     table = read_table(ci_run / "results/ci/table1.csv")
     methods = list(table["method"])
     assert methods[:2] == ["teacher", "base_student"]  # references first, then the experiments
-    assert sorted(methods[2:]) == ["dcod", "dft", "kd", "onpolicy_kd", "self_distill", "sft"]
+    # every Table 1 experiment, derived from experiments/*/config.yaml (the profile lists only its ablations)
+    from dcod.config import discover_experiments, load_experiment, load_profile
+
+    names = discover_experiments(REPO / "experiments", load_profile(REPO / "config/profiles/ci.yaml"))
+    main = [n for n in names if load_experiment(REPO / "experiments" / n / "config.yaml").table == "main"]
+    assert sorted(methods[2:]) == sorted(main)
+    assert {"dcod", "dft", "kd", "onpolicy_kd", "self_distill", "sft", "iw_sft", "skew_kd"} <= set(main)
     for split in ("validation", "id", "long", "retention"):
         values = table[f"{split}_mean"]
         assert values.between(0, 100).all(), split

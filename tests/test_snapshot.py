@@ -98,6 +98,15 @@ def test_publish_copies_results_and_regenerates_the_report_with_its_own_links(tw
     assert ".published." not in report  # no path of the temporary folder it was built in
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["code_version"] == "abc123"
+    # the resolved versions beside the commit: the lock's hash and every installed package
+    import hashlib
+
+    from dcod.io import installed_packages
+
+    environment = provenance["environment"]
+    assert environment["lock_sha256"] == hashlib.sha256((REPO / "requirements.lock").read_bytes()).hexdigest()
+    assert environment["installed"] == dict(sorted(installed_packages().items()))
+    assert environment["installed"]["torch"].startswith("2.13.0")
 
 
 def test_table_records_the_machine_of_every_run(tmp_path):

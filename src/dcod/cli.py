@@ -235,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("what", help="calibration | table1 | table2 | tuning | robustness | figure:<name> | paper | compare "
                    "| publish")
     p.add_argument("--profile", default=None, help="profile YAML (recorded in the outputs)")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                   help="claims and paper: override one profile value (repeatable), e.g. --set results=smoke")
     p.add_argument("--work", default=None, help="the profile's work folder, e.g. work/toy")
     p.add_argument("--experiment-list", default="", help="comma-separated experiment names")
     p.add_argument("--seeds", default="", help="comma-separated seeds")

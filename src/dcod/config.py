@@ -427,8 +427,14 @@ class ProfileConfig(Section):
     report: ReportConfig = Field(default_factory=ReportConfig)
     seeds: list[Seed] = Field(default_factory=lambda: [0, 1, 2])
     threads: int = Field(1, ge=1)
-    experiments: list[str] | None = None  # None: every experiment directory
+    experiments: list[str] | None = None  # None: every experiment directory (or as ``ablations`` says)
+    # Table 2 on a cheaper profile: every experiment outside Table 2 (``table`` other than ``ablation``) plus only
+    # these ablations, so a new Table 1 method joins the profile without an edit. None: every ablation.
+    ablations: list[str] | None = None
     ablation_seeds: list[Seed] | None = None  # None: same as seeds
+    # what the numbers are for: ``smoke`` (a profile too small to measure anything: it tests the code path)
+    # makes the report say so at its top and judge no claim (docs/reproducibility.md, "Smoke profiles")
+    results: Literal["meaningful", "smoke"] = "meaningful"
     robustness: RobustnessConfig | None = None  # toy only: the robustness worlds
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     float_path_check: FloatPathCheck | None = None  # a second Table 1 under other float kernels
@@ -472,6 +478,9 @@ class ProfileConfig(Section):
                 raise ValueError(f"learning_rates: {off_grid} are not points of this profile's tuning grid "
                                  f"tuning.lrs {self.tuning.lrs}: a value chosen on another grid (another "
                                  "profile's) does not belong here")
+        if self.experiments is not None and self.ablations is not None:
+            raise ValueError("ablations: a profile lists its experiments by hand or derives them (every Table 1 "
+                             "experiment plus `ablations`), not both; remove one")
         if self.robustness is not None:
             if self.data.source != "toy":
                 raise ValueError("robustness: the robustness worlds exist for data.source toy only")
@@ -716,6 +725,8 @@ def discover_experiments(root: str | Path, profile: ProfileConfig | None = None)
         if missing:
             raise ConfigError(f"profile {profile.name}: experiments {missing} have no {root}/<name>/config.yaml")
         names = [n for n in names if n in profile.experiments]
+    if profile is not None and profile.ablations is not None:
+        names = _with_ablations(root, names, profile)
     if profile is not None and profile.data.source != "toy":
         # the student-style reference needs the toy teacher forced to one style: toy profiles only
         styled = [n for n in names if load_experiment(root / n / "config.yaml").traces == "student_style"]
@@ -724,3 +735,14 @@ def discover_experiments(root: str | Path, profile: ProfileConfig | None = None)
                               "which exist for data.source toy only")
         names = [n for n in names if n not in styled]
     return names
+
+
+def _with_ablations(root: Path, names: list[str], profile: ProfileConfig) -> list[str]:
+    """Every experiment of ``names`` outside Table 2 (Table 1 and any other non-ablation table) and only the
+    ablations the profile lists: the derived list of ``ProfileConfig.ablations``."""
+    tables = {name: load_experiment(root / name / "config.yaml").table for name in names}
+    unknown = sorted(set(profile.ablations) - {name for name, table in tables.items() if table == "ablation"})
+    if unknown:
+        raise ConfigError(f"{profile.source}: ablations: {unknown} are not Table 2 experiments (an "
+                          f"{root}/<name>/config.yaml with table: ablation)")
+    return [name for name in names if tables[name] != "ablation" or name in profile.ablations]

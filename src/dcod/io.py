@@ -148,6 +148,36 @@ def code_version() -> str:
     return (commit or "unknown") + ("+dirty" if dirty else "")
 
 
+LOCK_FILE = "requirements.lock"  # every package's version and hash (`make lock`; README, "Setup")
+
+
+def installed_packages() -> dict[str, str]:
+    """Every distribution installed in this interpreter, as pip freeze names them: normalised name -> version."""
+    from importlib import metadata
+
+    return {_normalised(dist.metadata["Name"]): dist.version for dist in metadata.distributions()
+            if dist.metadata["Name"]}
+
+
+def _normalised(name: str) -> str:
+    """PEP 503's form of a distribution name (``Foo_bar.baz`` -> ``foo-bar-baz``), as the lock writes it."""
+    import re
+
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@functools.lru_cache(maxsize=1)
+def environment_version() -> dict[str, str | int | None]:
+    """The resolved environment beside ``code_version`` (run.json, world.json, the published provenance):
+    the lock file's SHA-256 (None outside a checkout) and a digest of every installed ``name==version``, which
+    differs from the lock's when the environment was not installed from it. Once per process."""
+    lock = Path(__file__).resolve().parents[2] / LOCK_FILE
+    packages = installed_packages()
+    frozen = "\n".join(f"{name}=={version}" for name, version in sorted(packages.items()))
+    return {"lock_sha256": hashlib.sha256(lock.read_bytes()).hexdigest() if lock.is_file() else None,
+            "packages_sha256": hashlib.sha256(frozen.encode()).hexdigest(), "packages": len(packages)}
+
+
 @functools.lru_cache(maxsize=1)
 def source_fingerprint() -> str:
     """SHA-256 over the package's source: every ``src/dcod/**/*.py`` and ``*.yaml``, relative path and

@@ -20,7 +20,8 @@ from dcod.config import (LearningRate, ProfileConfig, TrainConfig, learning_rate
                          train_config_for)
 from dcod.data import check_vocab, load_traces, use_student_prompts
 from dcod.generation import SamplingParams
-from dcod.io import atomic_path, code_version, content_digest, read_jsonl, write_json, write_parquet
+from dcod.io import (atomic_path, code_version, content_digest, environment_version, read_jsonl, write_json,
+                     write_parquet)
 from dcod.launch import check_launch
 from dcod.methods import Cost, Method, Needs, StepContext, resolve
 from dcod.models import (build_tiny_llama, check_same_tokenizer, encode_prompt, load_model,
@@ -33,10 +34,11 @@ from dcod.training import Trainer
 
 
 def _provenance(profile: ProfileConfig, **extra) -> dict:
-    """Saved beside every artefact: the resolved profile, the commit and the machine (its CPU kernels and
-    thread count decide the floats: docs/reproducibility.md)."""
-    return {"profile": profile.model_dump(mode="json"), "code_version": code_version(), "machine": machine_info(),
-            **extra}
+    """Saved beside every artefact: the resolved profile, the commit, the installed packages (the lock's hash
+    and a digest of every version) and the machine (its CPU kernels and thread count decide the floats:
+    docs/reproducibility.md)."""
+    return {"profile": profile.model_dump(mode="json"), "code_version": code_version(),
+            "environment": environment_version(), "machine": machine_info(), **extra}
 
 
 # ----------------------------------------------------------------------------- world

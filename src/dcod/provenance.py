@@ -85,7 +85,8 @@ ENTRY_POINT = ("__init__.py", "__main__.py", "cli.py")
 # Profile sections a stage's command never reads. Stages read the profile object (dcod.pipeline); these
 # sections are read only by the DAG (which jobs exist, the variant roots' --set overrides and environment,
 # passed as params of their own), by training, or by the reports. Everything else counts, a new section too.
-DAG_ONLY = ("seeds", "ablation_seeds", "experiments", "robustness", "calibration", "float_path_check")
+DAG_ONLY = ("seeds", "ablation_seeds", "experiments", "ablations", "robustness", "calibration",
+            "float_path_check", "results")
 PROFILE_IGNORED = {
     "prepare": (*DAG_ONLY, "report", "train", "tuning", "learning_rates"),  # world, base student, teacher traces
     "train": (*DAG_ONLY, "report"),  # training (train_config_for, learning_rate_for) and the tuning grid

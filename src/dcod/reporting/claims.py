@@ -31,6 +31,8 @@ PRESERVED_SHARE = 0.9  # (c): DCOD keeps at least this share of the base student
 FLOPS_CLOSE, FLOPS_FAR = 1.05, 1.25  # (d): DCOD/SFT training FLOPs: <= close supported, > far not supported
 FLOOR_MARGIN = 0.05  # (b): a model's agreement within this of the floor 1/k is flagged
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NOT_EVALUATED = "supported", "not supported", "inconclusive", "not evaluated"
+# a smoke profile (ProfileConfig.results) tests the code path: its claims are listed, never judged
+NOT_JUDGED = "not judged (smoke profile)"
 
 
 @dataclass
@@ -325,15 +327,25 @@ def claims_of(results_dir: Path, table1: pd.DataFrame, report: ReportConfig | No
     return read_claims(path) if path.is_file() else judge_claims(table1, report)
 
 
+def not_judged(claims: list[Claim] | None, profile_name: str) -> list[Claim] | None:
+    """The claims of a smoke profile: each listed with the verdict NOT_JUDGED and no numbers (its numbers test
+    the code path, docs/reproducibility.md "Smoke profiles"; a verdict on them would read as a result)."""
+    sentence = (f"Not judged: the `{profile_name}` profile declares `results: smoke`, a run too small to measure "
+                "anything; its numbers test the code path only.")
+    return [Claim(c.title, NOT_JUDGED, sentence, c.key) for c in claims] if claims is not None else None
+
+
 def write_claims(args) -> None:
     from dcod.config import load_profile
     from dcod.io import write_csv
     from dcod.reporting import need
     from dcod.reporting.tables import read_table
 
-    report = load_profile(need(args.profile, "--profile", "claims")).report
+    profile = load_profile(need(args.profile, "--profile", "claims"), getattr(args, "set", None) or ())
     table1 = read_table(Path(need(args.results_dir, "--results-dir", "claims")) / "table1.csv")
-    claims = judge_claims(table1, report)
+    claims = judge_claims(table1, profile.report)
+    if profile.results == "smoke":
+        claims = not_judged(claims, profile.name)
     write_csv(args.out, claims_frame(claims))
     print(f"claims: {len(claims or [])} judged -> {args.out}")
 

@@ -18,8 +18,9 @@ from dcod.config import ReportConfig
 from dcod.reporting import REFERENCES, held_out_splits, markdown_table, need, number_or_dash
 from dcod.reporting.calibration import check_targets
 from dcod.reporting.claims import (HARD_SPLITS, IN_DISTRIBUTION_SPLITS, RETENTION_SPLITS, Claim,  # noqa: F401
-                                   SUPPORTED, accuracy_claim, claims_of, cost_claim, judge_claims, offline_baselines,
-                                   retention_claim, robust_claim, robustness_verdicts, stability_claim)
+                                   SUPPORTED, accuracy_claim, claims_of, cost_claim, judge_claims, not_judged,
+                                   offline_baselines, retention_claim, robust_claim, robustness_verdicts,
+                                   stability_claim)
 from dcod.reporting.figures import FIGURE_NAMES, caption, figure_names
 from dcod.reporting.tables import MIN_ORACLE_GAP, table2_knobs, table_splits
 from dcod.reporting.traces import traces_section
@@ -216,6 +217,50 @@ def regime_warning(calibration: pd.DataFrame | None) -> list[str]:
             "\"Calibration of the world\" and docs/toy_world.md.", ""]
 
 
+# ----------------------------------------------------------------------------- smoke profiles
+def smoke_warning(profile) -> list[str]:
+    """The first lines of a smoke profile's report (ProfileConfig.results; docs/reproducibility.md, "Smoke
+    profiles"): what its numbers are for, before any number."""
+    return [f"**Smoke run: these numbers test the code path only.** The `{profile.name}` profile declares "
+            "`results: smoke`: a run too small to measure anything (a few problems, a few optimiser steps). No "
+            "claim is judged, and no accuracy, difference or interval below is evidence about any method; the "
+            "share of generations that ran to the token cap (\"Generations cut at the token cap\", after Table 2) "
+            "says how many answers were cut off.", ""]
+
+
+def cap_share_section(profile, table1: pd.DataFrame, work: str | Path | None) -> list[str]:
+    """Per model and split, the share of its greedy evaluation generations that hit the token cap
+    (``finish_reason`` ``length`` in samples.jsonl; tables.cap_share), mean over seeds. A cut-off answer is
+    graded on whatever number the truncated text holds, so a smoke accuracy is read against this."""
+    from dcod.reporting import eval_dirs, read_samples
+    from dcod.reporting.tables import cap_share
+
+    work = Path(work) if work else Path("work") / profile.name
+    lines = ["## Generations cut at the token cap", "",
+             f"Share of greedy evaluation generations that ran to the cap (`eval.max_new_tokens` = "
+             f"{profile.eval.max_new_tokens}) instead of ending by themselves, per model and split (mean over "
+             f"seeds), from `{work}/eval/<model>/[seed<s>/]samples.jsonl` (`finish_reason`).", ""]
+    if not work.is_dir():
+        pooled = pd.DataFrame([{"model": r["method"], "all splits": number_or_dash(100 * r["cap_share"], ".0f")}
+                               for _, r in table1.iterrows()]) if "cap_share" in table1 else None
+        note = f"The work folder `{work}` is absent: Table 1's `cap_share` (every split pooled), in %."
+        return lines + ([note, "", markdown_table(pooled), ""] if pooled is not None else [note, ""])
+    rows = []
+    for name in table1["method"]:
+        frames = [read_samples(folder) for folder in eval_dirs(work, name, profile.seeds, profile.pretrain.per_seed)]
+        shares = {split: [cap_share(f[f["split"] == split]) for f in frames] for split in profile.eval.splits}
+        rows.append({"model": name, **{split: number_or_dash(100 * pd.Series(v).mean(), ".0f")
+                                       for split, v in shares.items()}})
+    return lines + ["In %:", "", markdown_table(pd.DataFrame(rows)), ""]
+
+
+def smoke_claims_section(claims) -> list[str]:
+    lines = ["## Claims", "", "Not judged: a smoke profile's numbers test the code path only (`results/claims.csv` "
+             "lists each claim with the verdict \"not judged (smoke profile)\"). The pre-registered rules of "
+             "`docs/claims.md` are judged on the `toy` and `paper` profiles.", ""]
+    return lines + [f"- {c.title}: **{c.verdict}**" for c in claims or []] + [""]
+
+
 def figures_section(figures_dir: Path, out: Path, source: str = "toy") -> list[str]:
     lines = ["## Figures", ""]
     skipped = [name for name in FIGURE_NAMES if name not in figure_names(source)]
@@ -404,7 +449,8 @@ def read_result(results_dir: Path, name: str) -> pd.DataFrame:
 def write_report(args) -> None:
     from dcod.config import load_profile
 
-    profile = load_profile(need(args.profile, "--profile", "paper"))
+    profile = load_profile(need(args.profile, "--profile", "paper"), getattr(args, "set", None) or ())
+    smoke = profile.results == "smoke"
     results_dir, out = Path(args.results_dir), Path(args.out)
     table1, table2 = read_result(results_dir, "table1.csv"), read_result(results_dir, "table2.csv")
     # only the toy world has a calibration report (forced-style teachers exist only there)
@@ -414,8 +460,10 @@ def write_report(args) -> None:
              "do not edit: every number below is read from those files.", ""]
     # a profile with a learning-rate grid reports it (the rule makes results/tuning.csv an input)
     tuning = read_result(results_dir, "tuning.csv") if len(profile.tuning.lrs) > 1 else None
+    lines += smoke_warning(profile) if smoke else []
     lines += regime_warning(calibration)
     lines += setup_section(profile, table1) + table1_section(table1) + table2_section(table2)
+    lines += cap_share_section(profile, table1, getattr(args, "work", None)) if smoke else []
     lines += tuning_section(tuning, table1, table2, profile.report.subject)
     claims = claims_of(results_dir, table1, profile.report)  # results/claims.csv, judged once by its rule
     robustness, robust = robustness_section(read_optional(results_dir / "robustness.csv"), table1, profile.report,
@@ -430,7 +478,10 @@ def write_report(args) -> None:
     lines += figures_section(Path(args.figures_dir), out, profile.data.source)
     lines += traces_section(profile, getattr(args, "work", None))  # dcod/reporting/traces.py
     other = float_path_table(results_dir, check_name)
-    lines += claims_section(claims, profile.report, robust, (other.parent.name, float_path_verdicts(
-        other, profile.report)) if other is not None else None)
+    if smoke:
+        lines += smoke_claims_section(not_judged(claims, profile.name))  # whatever claims.csv says
+    else:
+        lines += claims_section(claims, profile.report, robust, (other.parent.name, float_path_verdicts(
+            other, profile.report)) if other is not None else None)
     write_text(out, "\n".join(lines))
     print(f"paper: -> {out}")

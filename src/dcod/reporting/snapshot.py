@@ -77,6 +77,15 @@ def table_machines(results_dir: Path) -> list[str]:
     return sorted(_column_values(results_dir, "machine"))
 
 
+def publishing_environment() -> dict:
+    """The packages of the environment that publishes (the one that ran the DAG, in the documented route):
+    the lock's and the installed versions' digests (dcod.io.environment_version) and every ``name: version``
+    resolved. Each run's own run.json records the same digests when it ran."""
+    from dcod.io import environment_version, installed_packages
+
+    return {**environment_version(), "installed": dict(sorted(installed_packages().items()))}
+
+
 def publish(profile_path: str, results_dir: Path, figures_dir: Path, out: Path) -> None:
     """Copy a clean run's results and figures into ``out``, regenerate the report there (so its links point
     at the snapshot's own figures) and record the provenance: the commit of the tables
@@ -103,6 +112,7 @@ def publish(profile_path: str, results_dir: Path, figures_dir: Path, out: Path) 
         write_text(tmp / "report.md", report)
         write_json(tmp / "provenance.json", {
             "code_version": version, "report_code_version": code_version(), "machines": table_machines(results_dir),
+            "environment": publishing_environment(),
             "published": datetime.date.today().isoformat(), "profile": profile_path,
             "source": {"results": str(results_dir), "figures": str(figures_dir)}})
     print(f"publish: {results_dir} and {figures_dir} at {version} -> {out}")

@@ -30,12 +30,27 @@ def summary(work, name: str, seeds: list[int], paired: bool = False) -> dict:
     return row
 
 
+def empty_figure():
+    """The figure of a profile that samples no stability traces: the reason in words, no empty bars."""
+    figure, axis = plt.subplots(figsize=(11.0, 3.8), layout="constrained")
+    axis.axis("off")
+    axis.text(0.5, 0.5, f"{EMPTY}.", ha="center", va="center", fontsize=12)
+    figure.suptitle("Trace stability")
+    return figure
+
+
+EMPTY = "No data: this profile samples no traces for stability (eval.stability_samples: 0)"
+
+
 def render(args) -> None:
     work, experiments, seeds = inputs(args, NAME)
     paired = paired_base(args.profile)
     references = [name for name in REFERENCES
                   if (eval_dirs(work, name, seeds, paired)[0] / "stability.csv").is_file()]
     data = pd.DataFrame([summary(work, name, seeds, paired) for name in (*references, *experiments)])
+    if not data["problems"].any():  # eval.stability_samples 0 (the smoke profiles): say why, not empty axes
+        save(empty_figure(), data, args.out)
+        return
     oracles = {name for name in experiments if is_oracle(read_run(run_dirs(work, name, seeds)[0]))}
     figure, axes = plt.subplots(1, 2, figsize=(11.0, 3.8), layout="constrained")
     for axis, column, label in ((axes[0], "agreement", "answer agreement across samples"),
