@@ -145,3 +145,12 @@ def test_training_prompts_are_the_distinct_questions_in_order():
     traces = [{"question": q, "id": q, "gold": "1", "prompt_ids": [i]} for i, q in enumerate("abacb")]
     assert [p["question"] for p in training_prompts(traces)] == ["a", "b", "c"]
     assert [p["prompt_ids"] for p in training_prompts(traces)] == [[0], [1], [3]]
+
+
+def test_score_batches_bound_the_logits_of_one_forward():
+    from dcod.student_pass import score_batches
+
+    examples = [{"prompt_ids": [0] * 2, "completion_ids": [0] * n} for n in (3, 3, 8, 1, 1)]  # widths 5 5 10 3 3
+    groups = [[len(e["completion_ids"]) for e in group] for group in score_batches(examples, 10, elements=100)]
+    assert groups == [[3, 3], [8], [1, 1]]  # 2·5·10 = 100 fits; 2·10·10 does not; 10·10 alone
+    assert [len(g) for g in score_batches(examples, 1000, elements=10)] == [1] * 5  # one row at least

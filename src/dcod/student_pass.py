@@ -33,7 +33,7 @@ from dcod.data import collate, load_traces, use_student_prompts
 
 STUDENT_TEMPERATURE = 0.8  # DistiLLM-2's generate_vllm.py default (--temperature)
 STUDENT_TOP_P = 0.95  # its --top_p default
-SCORE_BATCH = 16  # sequences per forward pass when scoring (memory, not results)
+SCORE_ELEMENTS = 2**27  # logits per forward pass when scoring, [rows, width, V] (memory, not results)
 PASSES = ("student_traces", "trace_scores")  # the Needs fields that name a pass (and its summary key)
 
 
@@ -48,6 +48,21 @@ def training_prompts(traces: list[dict]) -> list[dict]:
     return list(seen.values())
 
 
+def score_batches(examples: list[dict], vocab_size: int, elements: int = SCORE_ELEMENTS):
+    """Consecutive runs of ``examples`` whose logits [rows, width, V] stay within ``elements`` (one example
+    at least): a 151k vocabulary and 2,000-token traces score a few rows at a time, the toy world hundreds."""
+    start = 0
+    while start < len(examples):
+        stop, width = start, 0
+        while stop < len(examples):
+            width = max(width, len(examples[stop]["prompt_ids"]) + len(examples[stop]["completion_ids"]))
+            if stop > start and (stop - start + 1) * width * vocab_size > elements:
+                break
+            stop += 1
+        yield examples[start:stop]
+        start = stop
+
+
 def token_ranks(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """The rank of each target under ``logits`` [..., V]: 1 + the number of tokens with a strictly larger
     logit (ties share the best rank), unclipped; ``targets`` [...] → [...] long."""
@@ -56,13 +71,12 @@ def token_ranks(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def student_scores(model, examples: list[dict], pad_id: int, batch_size: int = SCORE_BATCH) -> list[dict]:
+def student_scores(model, examples: list[dict], pad_id: int) -> list[dict]:
     """Per example, the student's NLL and rank of each completion token (float32 logits, full vocabulary)."""
     model.eval()
     device = next(model.parameters()).device
     rows = []
-    for start in range(0, len(examples), batch_size):
-        chunk = examples[start:start + batch_size]
+    for chunk in score_batches(examples, model.config.vocab_size):
         batch = collate([{"prompt_ids": e["prompt_ids"], "completion_ids": e["completion_ids"]} for e in chunk],
                         pad_id)
         logits = model(input_ids=batch["input_ids"].to(device),
@@ -76,15 +90,13 @@ def student_scores(model, examples: list[dict], pad_id: int, batch_size: int = S
     return rows
 
 
-def teacher_scores(teacher, examples: list[dict], pad_id: int, vocab_size: int, k: int,
-                   batch_size: int = SCORE_BATCH) -> list[dict]:
+def teacher_scores(teacher, examples: list[dict], pad_id: int, vocab_size: int, k: int) -> list[dict]:
     """Per example, the teacher's log-prob of each completion token and its top-k (ids, log-probs) at each
     position: the columns of a teacher trace (``teacher`` as ``models.teacher_full_logprobs`` takes it)."""
     from dcod.models import teacher_full_logprobs
 
     rows = []
-    for start in range(0, len(examples), batch_size):
-        chunk = examples[start:start + batch_size]
+    for chunk in score_batches(examples, vocab_size):
         batch = collate([{"prompt_ids": e["prompt_ids"], "completion_ids": e["completion_ids"]} for e in chunk],
                         pad_id)
         if not hasattr(teacher, "next_token_logprobs"):
