@@ -81,8 +81,9 @@ def test_the_paper_profile_resolves_none_of_the_toy_values(tmp_path):
     assert paper.learning_rates.source == "tuning" and "lr" not in paper.train.model_fields_set
     assert not set(paper.tuning.lrs) & set(toy.learning_rates.values.values())
     experiments = _experiments(paper)
-    rows = [{"experiment": n, "lr": lr, "chosen": lr == 1e-5} for n, e in experiments.items() if e.table == "main"
-            for lr in paper.tuning.lrs]
+    # the grid tunes every experiment with a rate of its own: Tables 1 and 3 (common.smk, TUNED)
+    rows = [{"experiment": n, "lr": lr, "chosen": lr == 1e-5} for n, e in experiments.items()
+            if e.table in ("main", "prior") for lr in paper.tuning.lrs]
     table = tmp_path / "tuning.csv"
     pd.DataFrame(rows).to_csv(table, index=False)
     for name, experiment in experiments.items():
