@@ -1,7 +1,7 @@
 """Pipeline stages: each function is one CLI subcommand and one Snakemake rule.
 
-world -> teacher, base student -> teacher traces -> train {experiment} x {seed} -> evaluate -> tables,
-figures, report. Every stage writes its outputs atomically and saves the resolved config beside them.
+world -> teacher, base student -> teacher traces -> (offline student passes, per seed, for the methods that
+declare them) -> train {experiment} x {seed} -> evaluate -> tables, figures, report. Every stage writes its outputs atomically and saves the resolved config beside them.
 What a stage builds on lives next to its concept: backends (``dcod.backends``), splits and generation
 budgets (``dcod.splits``), the evaluation passes (``dcod.evaluation``), methods (``dcod.methods``).
 """
