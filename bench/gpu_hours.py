@@ -39,8 +39,12 @@ HOURS = {
     "training, offline method (FSDP, 8 GPUs)": 1.0,
     "training, onpolicy_kd (vLLM rollouts, 1 GPU)": 2.0,
     "training, self_distill (vLLM rollouts, 1 GPU)": 0.7,
+    "student traces (vLLM 1.5B sampling + 7B teacher scoring, 1 GPU)": 0.5,
+    "trace scores (1.5B forward over the teacher traces, 1 GPU)": 0.1,
     "no GPU (world, base student download, tables, figures, report)": 0.0,
 }
+PASS_KINDS = {"student_traces": "student traces (vLLM 1.5B sampling + 7B teacher scoring, 1 GPU)",
+              "trace_scores": "trace scores (1.5B forward over the teacher traces, 1 GPU)"}
 ROLLOUT_KINDS = {"onpolicy_kd": "training, onpolicy_kd (vLLM rollouts, 1 GPU)",
                  "self_distill": "training, self_distill (vLLM rollouts, 1 GPU)"}
 CPU_RULES = {"world", "base_student", "table1", "table2", "tuning", "figure", "report", "all", "calibration",
@@ -101,6 +105,8 @@ def kind(rule: str, wildcards: dict) -> str:
             raise ValueError(f"experiment {wildcards['experiment']}: method {method} has no GPU-hour figure in "
                              f"bench/gpu_hours.py (HOURS)")
         return ROLLOUT_KINDS[method]
+    if rule in PASS_KINDS:  # the offline student passes (docs/architecture.md), once per seed
+        return PASS_KINDS[rule]
     if rule in CPU_RULES:
         return "no GPU (world, base student download, tables, figures, report)"
     raise ValueError(f"rule {rule} has no GPU-hour figure in bench/gpu_hours.py (HOURS)")

@@ -28,6 +28,8 @@ FSDP_GPUS = yaml.safe_load((REPO / "config" / "accelerate" / "fsdp.yaml").read_t
 PINNED = {
     "traces": "-p gpu -t 240 --mem-per-cpu 8000 --nodes=1 --cpus-per-gpu=8 --gpus=1",
     "base_student": "-p cpu -t 60 --mem 64000 --nodes=1 --ntasks=1 --cpus-per-task=4",
+    "student_traces": "-p gpu -t 240 --mem-per-cpu 8000 --nodes=1 --cpus-per-gpu=8 --gpus=1",
+    "trace_scores": "-p gpu -t 120 --mem-per-cpu 8000 --nodes=1 --cpus-per-gpu=8 --gpus=1",
     "train/fsdp": "-p gpu -t 720 --mem-per-cpu 8000 --nodes=1 --cpus-per-gpu=8 --gpus=8",
     "train/one_process": "-p gpu -t 720 --mem-per-cpu 8000 --nodes=1 --cpus-per-gpu=8 --gpus=1",
     "tune_train/fsdp": "-p gpu -t 720 --mem-per-cpu 8000 --nodes=1 --cpus-per-gpu=8 --gpus=8",

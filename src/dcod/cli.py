@@ -63,6 +63,19 @@ def cmd_traces(args):
     stage_traces(_profile(args), _folder(args.world), Path(args.out))
 
 
+def cmd_student_traces(args):
+    from dcod.pipeline import stage_student_traces
+
+    stage_student_traces(_profile(args), _folder(args.world), Path(args.base), Path(args.traces), args.seed,
+                         Path(args.out))
+
+
+def cmd_score_traces(args):
+    from dcod.pipeline import stage_score_traces
+
+    stage_score_traces(_profile(args), Path(args.base), Path(args.traces), Path(args.out))
+
+
 def cmd_rescore(args):
     from dcod.rescore import TraceSource, stage_rescore
 
@@ -76,7 +89,8 @@ def cmd_train(args):
     from dcod.pipeline import stage_train
 
     stage_train(_profile(args), Path(args.experiment), args.seed, _folder(args.world), Path(args.base),
-                Path(args.traces), _folder(args.out), lr=args.lr, lr_table=args.lr_table)
+                Path(args.traces), _folder(args.out), lr=args.lr, lr_table=args.lr_table,
+                passes={"student_traces": args.student_traces, "trace_scores": args.trace_scores})
 
 
 def cmd_tuning(args):
@@ -185,6 +199,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("traces", cmd_traces, "sample verified teacher traces with log-probs and top-k")
     p.add_argument("--world", required=True)
     p.add_argument("--out", required=True)
+    p = add("student-traces", cmd_student_traces, "sample the base student once per training prompt, scored by "
+            "the teacher (an offline student pass: docs/architecture.md)")
+    for name in ("world", "base", "traces", "out"):
+        p.add_argument(f"--{name}", required=True)
+    p.add_argument("--seed", type=_seed, required=True, help="the training seed whose base student samples")
+    p = add("score-traces", cmd_score_traces, "score every teacher trace under the base student: per-token NLL "
+            "and rank (an offline student pass: docs/architecture.md)")
+    for name in ("base", "traces", "out"):
+        p.add_argument(f"--{name}", required=True)
     p = add("rescore", cmd_rescore, "an existing trace dataset scored by the teacher: the traces file "
             "(docs/paper_setting.md, Bring your own traces)")
     p.add_argument("--traces-from", required=True, help="a local .jsonl / .parquet file, or a hub dataset id")
@@ -207,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-table", default=None,
                    help="the profile's tuning results (results/<profile>/tuning.csv), for learning_rates.source tuning")
     p.add_argument("--seed", type=_seed, required=True)
+    p.add_argument("--student-traces", default=None, help="the seed's student traces (methods that need them)")
+    p.add_argument("--trace-scores", default=None, help="the seed's trace scores (methods that need them)")
     p = add("tuning", cmd_tuning, "choose each method's learning rate from its grid runs on the validation split",
             profile=False)
     p.add_argument("--profile", required=True, help="profile YAML")

@@ -1,7 +1,7 @@
 """Pipeline stages: each function is one CLI subcommand and one Snakemake rule.
 
-world -> teacher, base student -> teacher traces -> train {experiment} x {seed} -> evaluate -> tables,
-figures, report. Every stage writes its outputs atomically and saves the resolved config beside them.
+world -> teacher, base student -> teacher traces -> (offline student passes, per seed, for the methods that
+declare them) -> train {experiment} x {seed} -> evaluate -> tables, figures, report. Every stage writes its outputs atomically and saves the resolved config beside them.
 What a stage builds on lives next to its concept: backends (``dcod.backends``), splits and generation
 budgets (``dcod.splits``), the evaluation passes (``dcod.evaluation``), methods (``dcod.methods``).
 """
@@ -148,14 +148,105 @@ def stage_traces(profile: ProfileConfig, world_dir: Path, out_path: Path) -> Non
     finish_shards(shard_dir)
 
 
+# ----------------------------------------------------------------------------- offline student passes
+def stage_student_traces(profile: ProfileConfig, world_dir: Path, base_dir: Path, traces_path: Path, seed: int,
+                         out_path: Path) -> None:
+    """One completion per training prompt from the seed's base student, scored by the teacher
+    (``Needs.student_traces``; dcod.student_pass)."""
+    from dcod import student_pass
+
+    set_threads(profile.threads)
+    backend, tokenizer = generation_backend(profile.eval.backend, base_dir, batch_size=profile.eval.batch_size)
+    # in fp32, as the traces stage's teacher (a prepare stage: it does not read the train section)
+    teacher, teacher_tokenizer = teacher_scorer(profile, world_dir, TrainConfig(mixed_precision="no"))
+    check_same_tokenizer(teacher_tokenizer, tokenizer)  # the teacher scores the student's tokens
+    traces = load_traces(traces_path)
+    use_student_prompts(traces, tokenizer)
+    prompts = student_pass.training_prompts(traces)
+    k = profile.traces.top_k_logprobs
+    params = SamplingParams(max_new_tokens=profile.traces.max_new_tokens, temperature=student_pass.STUDENT_TEMPERATURE,
+                            top_p=student_pass.STUDENT_TOP_P, n=1)
+
+    def work(shard: int, records: list[dict]) -> list[dict]:
+        sampling = replace(params, seed=shard_seed(profile.traces.seed * 1000 + seed, shard))
+        generations, generate_s = student_pass.timed(backend.generate, [r["prompt_ids"] for r in records], sampling)
+        examples = [{"prompt_ids": g.prompt_ids, "completion_ids": g.token_ids} for g in generations]
+        scores, score_s = student_pass.timed(student_pass.teacher_scores, teacher, examples, tokenizer.pad_token_id,
+                                             len(tokenizer), k)
+        share = 1 / max(1, len(generations))  # the shard's seconds, apportioned to its rows
+        return [{**{key: records[g.prompt_index][key] for key in ("id", "question", "gold")
+                    if key in records[g.prompt_index]},
+                 "prompt_ids": g.prompt_ids, "completion_ids": g.token_ids, "text": g.text,
+                 "finish_reason": g.finish_reason, **score,
+                 "generate_seconds": generate_s * share, "score_seconds": score_s * share}
+                for g, score in zip(generations, scores)]
+
+    out_path = Path(out_path)
+    shard_dir = out_path.parent / f".{out_path.stem}.shards"
+    fingerprint = {"profile": profile.model_dump(mode="json"), "seed": seed, "base": content_digest(base_dir),
+                   "traces": content_digest(traces_path), "output": str(out_path)}
+    rows = run_sharded(shard_dir, fingerprint, prompts, profile.traces.shard_size, work, desc="student traces")
+    generate_s = sum(row.pop("generate_seconds") for row in rows)
+    score_s = sum(row.pop("score_seconds") for row in rows)
+    generated = sum(len(row["completion_ids"]) for row in rows)
+    write_parquet(out_path, pd.DataFrame(rows))
+    write_json(out_path.with_suffix(".json"), {
+        **_provenance(profile), "seed": seed, "prompts": len(rows), "tokens_generated": generated,
+        "student_forward_tokens": 0, "teacher_forward_tokens": sum(len(r["prompt_ids"]) for r in rows) + generated,
+        "generation_seconds": generate_s, "scoring_seconds": score_s, "seconds": generate_s + score_s,
+        "temperature": params.temperature, "top_p": params.top_p, "max_new_tokens": params.max_new_tokens})
+    finish_shards(shard_dir)
+
+
+def stage_score_traces(profile: ProfileConfig, base_dir: Path, traces_path: Path, out_path: Path) -> None:
+    """Every teacher trace scored by the seed's base student: per-token NLL and rank (``Needs.trace_scores``;
+    dcod.student_pass)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from dcod import student_pass
+    from dcod.backends import on_device
+
+    set_threads(profile.threads)
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    model = on_device(AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32))
+    traces = load_traces(traces_path)
+    use_student_prompts(traces, tokenizer)  # scored after the prompt the student trains with
+
+    def work(shard: int, records: list[dict]) -> list[dict]:
+        scores, seconds = student_pass.timed(student_pass.student_scores, model, records, tokenizer.pad_token_id)
+        return [{**score, "seconds": seconds / max(1, len(records))} for score in scores]
+
+    out_path = Path(out_path)
+    shard_dir = out_path.parent / f".{out_path.stem}.shards"
+    fingerprint = {"profile": profile.model_dump(mode="json"), "base": content_digest(base_dir),
+                   "traces": content_digest(traces_path), "output": str(out_path)}
+    rows = run_sharded(shard_dir, fingerprint, traces, profile.traces.shard_size, work, desc="trace scores")
+    seconds = sum(row.pop("seconds") for row in rows)
+    write_parquet(out_path, pd.DataFrame(rows))
+    write_json(out_path.with_suffix(".json"), {
+        **_provenance(profile), "traces": len(rows), "tokens_generated": 0, "teacher_forward_tokens": 0,
+        "student_forward_tokens": sum(len(t["prompt_ids"]) + len(t["completion_ids"]) for t in traces),
+        "seconds": seconds})
+    finish_shards(shard_dir)
+
+
 # ----------------------------------------------------------------------------- training
 def step_context(profile: ProfileConfig, cfg: TrainConfig, needs: Needs, *, model, tokenizer, traces: list[dict],
-                 seed: int, world_dir: Path, base_dir: Path) -> StepContext:
+                 seed: int, world_dir: Path, base_dir: Path, passes: dict[str, Path] | None = None) -> StepContext:
     """What a method's declared ``needs`` ask for, loaded for the training process: a rollout backend over
     the live student, a teacher in memory (one tokenizer with the student's), the training prompts with a
-    grader, a frozen copy of the initial student."""
+    grader, a frozen copy of the initial student, the outputs of its offline student passes (``passes``:
+    need name -> the pass's parquet, dcod.student_pass)."""
+    from dcod import student_pass
+
     ctx = StepContext(tokenizer=tokenizer, traces=traces, batch_size=cfg.batch_size, seed=seed,
                       total_steps=cfg.steps, max_new_tokens=profile.traces.max_new_tokens)
+    paths = passes or {}
+    if needs.student_traces:
+        ctx.student_traces = student_pass.load_student_traces(paths["student_traces"], tokenizer)
+        check_vocab(ctx.student_traces, len(tokenizer), str(paths["student_traces"]))
+    if needs.trace_scores:
+        ctx.trace_scores = student_pass.load_trace_scores(paths["trace_scores"], traces)
     if needs.student_rollouts:
         ctx.student_backend = rollout_backend(cfg, model, tokenizer, base_dir, profile.eval.batch_size)
     if needs.teacher_model:
@@ -230,10 +321,11 @@ def _hub_shape(path):
 
 def stage_train(profile: ProfileConfig, experiment_config: Path, seed: int, world_dir: Path, base_dir: Path,
                 traces_path: Path, out_dir: Path, *, lr: float | None = None, lr_table: Path | None = None,
-                stop_after: int | None = None) -> None:
+                stop_after: int | None = None, passes: dict[str, Path] | None = None) -> None:
     """Train one experiment with one seed. The learning rate is the profile's for this experiment
     (``learning_rate_for``; ``lr_table``: the profile's tuning results when it takes them from there), or
-    ``lr``, a point of the tuning grid."""
+    ``lr``, a point of the tuning grid. ``passes``: the parquet of each offline student pass the method
+    needs (need name -> path, dcod.student_pass)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     set_threads(profile.threads)
@@ -246,6 +338,7 @@ def stage_train(profile: ProfileConfig, experiment_config: Path, seed: int, worl
     cfg = train_config_for(profile, exp, lr=rate.value)
     method_class, params = resolve(exp)
     needs = method_class.needs(params)
+    passes = _check_passes(needs, passes or {}, experiment_config)
     experiment = {**exp.model_dump(mode="json"), "params": params.model_dump(mode="json")}  # resolved
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -260,7 +353,7 @@ def stage_train(profile: ProfileConfig, experiment_config: Path, seed: int, worl
     check_vocab(traces, len(tokenizer), str(traces_path))
     prompts_reencoded = use_student_prompts(traces, tokenizer)  # the student's chat template, not the teacher's
     ctx = step_context(profile, cfg, needs, model=model, tokenizer=tokenizer, traces=traces, seed=seed,
-                       world_dir=world_dir, base_dir=base_dir)
+                       world_dir=world_dir, base_dir=base_dir, passes=passes)
     cost = Cost()
     method = method_class(params, ctx, cost)
     # what the checkpoint was computed from besides the code (docs/architecture.md, "Checkpoints"): the
@@ -269,7 +362,8 @@ def stage_train(profile: ProfileConfig, experiment_config: Path, seed: int, worl
     fingerprint = {"config": {"profile": profile.model_dump(mode="json"), "experiment": experiment,
                               "lr": rate.value},
                    "inputs": {"world": content_digest(world_dir), "base": content_digest(base_dir),
-                              "traces": content_digest(traces_path)}}
+                              "traces": content_digest(traces_path),
+                              **{name: content_digest(path) for name, path in passes.items()}}}
     trainer = Trainer(model, tokenizer, method, cfg, out_dir, cost=cost, seed=seed, stop_after=stop_after,
                       fingerprint=fingerprint, name=f"{exp.name} (seed {seed}, lr {cfg.lr:g})")
     try:
@@ -286,11 +380,35 @@ def stage_train(profile: ProfileConfig, experiment_config: Path, seed: int, worl
     # the diagnostics its weights log, without importing the method
     declared = {"needs": needs.as_dict(), "report_columns": list(method_class.report_columns(params).items()),
                 "weight_diagnostics": list(method_class.weight_diagnostics)}
+    # the one-off cost of the seed's offline student passes this run used (dcod.student_pass), beside the
+    # training cost, as the teacher traces' one-off cost sits beside it in the tables
+    from dcod.student_pass import pass_cost
+
+    declared["offline_passes"] = {name: pass_cost(Path(path).with_suffix(".json")) for name, path in passes.items()}
     write_json(out_dir / "run.json", {**_provenance(profile), "experiment": experiment,
                                       "train": cfg.model_dump(mode="json"), "seed": seed,
                                       "learning_rate": rate.model_dump(),
                                       "trace_prompts_reencoded": prompts_reencoded, **declared, **summary, **extra})
     trainer.discard_checkpoint()  # it only rescues an interrupted job: never a later run's starting point
+
+
+def _check_passes(needs: Needs, passes: dict[str, Path], experiment_config: Path) -> dict[str, Path]:
+    """The offline student passes the method declares, each given and existing; an undeclared one is refused
+    too (a run must not record a cost it did not incur)."""
+    from dcod.student_pass import PASSES
+
+    declared = {name for name in PASSES if getattr(needs, name)}
+    given = {name for name, path in passes.items() if path is not None}
+    for name in sorted(declared - given):
+        raise ValueError(f"{experiment_config}: its method needs the {name} pass (Needs.{name}); pass "
+                         f"--{name.replace('_', '-')} <its train.parquet> (the DAG's {name} rule builds it)")
+    for name in sorted(given - declared):
+        raise ValueError(f"{experiment_config}: --{name.replace('_', '-')} given, but its method does not "
+                         f"declare Needs.{name}")
+    for name in sorted(declared):
+        if not Path(passes[name]).is_file():
+            raise FileNotFoundError(f"--{name.replace('_', '-')}: {passes[name]} does not exist")
+    return {name: Path(passes[name]) for name in sorted(declared)}
 
 
 # ----------------------------------------------------------------------------- evaluation

@@ -252,6 +252,46 @@ CALIBRATION_EVALS = [f"{root}/eval/base_student/{f}" for root in ROOTS.calibrati
 
 
 
+# ------------------------------------------------------------------ offline student passes
+# A method may declare passes over its seed's base student that run once per seed before training
+# (Needs.student_traces, Needs.trace_scores: dcod.student_pass, docs/architecture.md "Offline student
+# passes"); a train job waits for the passes its experiment declares, and only those.
+from dcod.student_pass import PASSES
+
+
+def passes_of(experiment):
+    """The offline student passes an experiment's method declares (read from its Needs)."""
+    return [name for name in PASSES if getattr(NEEDS_OF[experiment], name)]
+
+
+def pass_file(root, name, seed):
+    return f"{root}/{name}/seed{seed}/train.parquet"
+
+
+def pass_option(files):
+    """``--student-traces <file> ...``: the train command's options for the given pass files."""
+    return " ".join(f"--{name.replace('_', '-')} {path}" for name, path in files.items())
+
+
+def run_passes(wildcards):
+    """The pass outputs a run of (root, experiment, seed) trains with."""
+    return {name: pass_file(wildcards.root, name, wildcards.seed) for name in passes_of(wildcards.experiment)}
+
+
+def tuning_passes(wildcards):
+    """The pass outputs of a tuning run: the main root's, of the tuning seed (whose base student is the main
+    root's own: checked below)."""
+    return {name: pass_file(W, name, TUNING_SEED) for name in passes_of(wildcards.experiment)}
+
+
+# a tuning run trains from the main root's base student (rule tune_train); under pretrain.per_seed the passes of
+# seed s come from seed s's own base student, so they serve a tuning run only when the tuning seed is 0
+if PAIRED and TUNING_SEED != 0 and any(passes_of(name) for name in TUNED):
+    raise ValueError(f"{PROFILE_FILE}: tuning.seed {TUNING_SEED} with pretrain.per_seed: the offline student passes of "
+                     f"{[n for n in TUNED if passes_of(n)]} would come from another base student than the tuning "
+                     "runs train; set tuning.seed: 0")
+
+
 def base_evals(root, seeds):
     """The base-student evaluations a table of ``root`` reads: one per seed under pretrain.per_seed
     (each seed's own base student), else the one reference evaluation."""

@@ -82,6 +82,49 @@ rule traces_student_style:
         "--world {input.world} --out {output.marker} > {log} 2>&1"
 
 
+# Offline student passes (docs/architecture.md): once per seed, over that seed's base student, for the methods
+# that declare them (common.smk, run_passes).
+rule student_traces:
+    input:
+        world=root_world,
+        base=seed_base,
+        traces="{root}/traces/train.parquet",
+    output:
+        marker="{root}/student_traces/seed{seed}/train.parquet",
+        summary="{root}/student_traces/seed{seed}/train.json",
+    params:
+        **STAGE_PARAMS["prepare"],
+        sets=root_sets,
+        env=root_env,
+    log:
+        "{root}/logs/student_traces_seed{seed}.log",
+    conda:
+        ENV
+    shell:
+        "{params.env}python -m dcod student-traces --profile {params.profile} {params.sets} --world {input.world} "
+        "--base {input.base} --traces {input.traces} --seed {wildcards.seed} --out {output.marker} > {log} 2>&1"
+
+
+rule trace_scores:
+    input:
+        base=seed_base,
+        traces="{root}/traces/train.parquet",
+    output:
+        marker="{root}/trace_scores/seed{seed}/train.parquet",
+        summary="{root}/trace_scores/seed{seed}/train.json",
+    params:
+        **STAGE_PARAMS["prepare"],
+        sets=root_sets,
+        env=root_env,
+    log:
+        "{root}/logs/trace_scores_seed{seed}.log",
+    conda:
+        ENV
+    shell:
+        "{params.env}python -m dcod score-traces --profile {params.profile} {params.sets} --base {input.base} "
+        "--traces {input.traces} --out {output.marker} > {log} 2>&1"
+
+
 rule train:
     input:
         world=root_world,
@@ -90,6 +133,7 @@ rule train:
         config=EXPERIMENTS_DIR / "{experiment}" / "config.yaml",
         bases=experiment_bases,  # the configs it inherits from (base:)
         lr_table=lr_table,  # the profile's tuning results when its learning rates come from them
+        passes=lambda wildcards: list(run_passes(wildcards).values()),  # its method's offline student passes
     output:
         marker="{root}/runs/{experiment}/seed{seed}/run.json",
         train_log="{root}/runs/{experiment}/seed{seed}/train_log.jsonl",
@@ -99,6 +143,7 @@ rule train:
         sets=root_sets,
         env=root_env,
         lr_option=lr_option,
+        pass_options=lambda wildcards: pass_option(run_passes(wildcards)),
     resources:
         gpu=train_gpus,  # read by cluster executors (Slurm: --gpus); unconstrained in local runs
     log:
@@ -108,7 +153,8 @@ rule train:
     shell:
         "{params.env}{params.launcher} -m dcod train --profile {params.profile} {params.sets} "
         "--experiment {input.config} --seed {wildcards.seed} --world {input.world} "
-        "--base {input.base} --traces {input.traces} {params.lr_option} --out {output.marker} > {log} 2>&1"
+        "--base {input.base} --traces {input.traces} {params.lr_option} {params.pass_options} --out {output.marker} "
+        "> {log} 2>&1"
 
 
 rule evaluate:
@@ -199,6 +245,7 @@ rule tune_train:
         world=f"{W}/world/world.json",
         base=f"{W}/base_student",
         traces=lambda wildcards: f"{W}/{traces_of(wildcards.experiment)}/train.parquet",
+        passes=lambda wildcards: list(tuning_passes(wildcards).values()),
     output:
         marker=f"{W}/tuning/{{experiment}}/lr{{lr}}/run.json",
         train_log=f"{W}/tuning/{{experiment}}/lr{{lr}}/train_log.jsonl",
@@ -208,6 +255,7 @@ rule tune_train:
         tuned_settings=lambda wildcards: settings_without_lr(wildcards.experiment),
         seed=TUNING_SEED,
         launcher=train_launcher,
+        pass_options=lambda wildcards: pass_option(tuning_passes(wildcards)),
     resources:
         gpu=train_gpus,
     log:
@@ -217,7 +265,7 @@ rule tune_train:
     shell:
         "{params.launcher} -m dcod train --profile {params.profile} --experiment {params.config} --lr {wildcards.lr} "
         "--seed {params.seed} --world {input.world} --base {input.base} --traces {input.traces} "
-        "--out {output.marker} > {log} 2>&1"
+        "{params.pass_options} --out {output.marker} > {log} 2>&1"
 
 
 rule tune_evaluate:

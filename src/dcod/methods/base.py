@@ -86,6 +86,12 @@ class Needs:
     # uses knowledge no real method has (the toy world's step styles): a reference row, never a baseline,
     # and only where that knowledge exists (data.source toy)
     oracle_knowledge: bool = False
+    # Offline passes over the seed's base student, run once per seed by their own DAG stage before training
+    # (dcod.student_pass, docs/architecture.md "Offline student passes"); their cost goes into run.json:
+    student_traces: bool = False  # one completion per training prompt sampled from the base student,
+    #                               scored by the teacher (log-prob and top-k per token): StepContext.student_traces
+    trace_scores: bool = False  # every teacher trace scored by the base student (per-token NLL and rank):
+    #                             StepContext.trace_scores, one row per trace
 
     def as_dict(self) -> dict[str, bool]:
         return asdict(self)
@@ -119,6 +125,8 @@ class StepContext:
     prompts: list[dict] = field(default_factory=list)  # training prompts with gold
     max_new_tokens: int = 256
     grade: object = None  # callable(golds, texts) -> list[bool]
+    student_traces: list[dict] = field(default_factory=list)  # Needs.student_traces: examples like ``traces``
+    trace_scores: list[dict] = field(default_factory=list)  # Needs.trace_scores: {"nll", "rank"} per trace
 
 
 @dataclass
