@@ -106,6 +106,9 @@ def versus(table1: pd.DataFrame, subject: str, baseline: str, name: str, key: st
         return None
     row = rows.loc[name]
     column = f"dcod_minus_row_{key}"
+    paired = paired_interval(row, f"{column}_paired")
+    if paired is not ABSENT:  # a table with the seed-paired columns is judged on them (a range: None)
+        return paired
     ci = tuple(_value(row, c) for c in (column, f"{column}_ci_low", f"{column}_ci_high"))
     if not any(math.isnan(v) for v in ci):
         return ci
@@ -115,6 +118,35 @@ def versus(table1: pd.DataFrame, subject: str, baseline: str, name: str, key: st
         if not any(math.isnan(v) for v in ci):
             return ci
     return None
+
+
+ABSENT = object()  # a table without seed-paired columns (written before them, like the published snapshot)
+
+
+def paired_interval(row, prefix: str):
+    """A seed-paired interval of Table 1 (docs/claims.md, "Intervals"): (point, low, high) for a 95% t
+    interval over seeds; None for a range from fewer than 3 seeds (it decides no claim) or a blank cell;
+    ``ABSENT`` when the table has no such column."""
+    kind = row.get(f"{prefix}_kind") if row is not None else None
+    if kind is None:
+        return ABSENT
+    if not isinstance(kind, str) or kind == "range":
+        return None
+    ci = tuple(_value(row, prefix + suffix) for suffix in ("", "_low", "_high"))
+    return None if any(math.isnan(v) for v in ci) else ci
+
+
+def range_text(table1: pd.DataFrame, name: str, key: str, digits: int = 1) -> str | None:
+    """``+x (range a to b over n seeds: not a CI)`` where Table 1's seed-paired subject − ``name`` on ``key`` is
+    a range from fewer than 3 seeds; None otherwise."""
+    rows = table1.set_index("method")
+    prefix = f"dcod_minus_row_{key}_paired"
+    if name not in rows.index or rows.loc[name].get(f"{prefix}_kind") != "range":
+        return None
+    row, spec = rows.loc[name], f"+.{digits}f"
+    point, low, high = (_value(row, prefix + suffix) for suffix in ("", "_low", "_high"))
+    return (f"{point:{spec}} (range {low:{spec}} to {high:{spec}} over {row.get('n_seeds')} seeds: not a CI, "
+            "decides nothing)")
 
 
 # ----------------------------------------------------------------------------- (a) accuracy
@@ -142,13 +174,17 @@ def accuracy_claim(table1: pd.DataFrame, report: ReportConfig) -> Claim:
     intervals = {b: {s: versus(table1, report.subject, report.baseline, b, s) for s in splits} for b in baselines}
     verdict = accuracy_verdict(intervals, id_split, long_split)
     numbers = [f"DCOD − {b} on {s}: " + (f"{interval_text(intervals[b][s])} accuracy points" if intervals[b][s]
-                                           else "no interval in this table") for b in baselines for s in splits]
+                                           else range_text(table1, b, s) or "no interval in this table")
+               for b in baselines for s in splits]
     missing = [f"{b} on {s}" for b in baselines for s in splits if intervals[b][s] is None]
     sentence = (f"Offline baselines ({how}): {', '.join(baselines)}. Rule: supported when every 95% CI of "
                 f"DCOD − baseline on `{id_split}` lies above 0 and none on `{long_split}` lies wholly below 0; "
                 f"not supported when any lies wholly below 0.")
     if missing:
-        sentence += f" No interval for {', '.join(missing)}: that comparison cannot support the claim."
+        sentence += (f" No interval for {', '.join(missing)} (a range from fewer than 3 seeds is none): that "
+                     "comparison cannot support the claim.")
+    if verdict != SUPPORTED:
+        sentence += " These results give no evidence for claim (a)."
     return Claim(title, verdict, sentence, "a", numbers)
 
 
@@ -172,8 +208,9 @@ def stability_claim(table1: pd.DataFrame, report: ReportConfig) -> Claim:
         verdict = SUPPORTED
     else:
         verdict = INCONCLUSIVE
-    numbers = [f"DCOD − {b}: answer agreement {interval_text(agreement[b], 3)}, malformed-trace rate "
-               f"{interval_text(malformed[b], 3)}" for b in compared]
+    numbers = [f"DCOD − {b}: answer agreement "
+               f"{range_text(table1, b, 'agreement', 3) or interval_text(agreement[b], 3)}, malformed-trace rate "
+               f"{range_text(table1, b, 'malformed_rate', 3) or interval_text(malformed[b], 3)}" for b in compared]
     k = _value(rows.loc[report.subject], "stability_samples")
     if math.isnan(k) and "stability_samples" in rows.columns:
         k = float(pd.to_numeric(rows["stability_samples"], errors="coerce").max())
@@ -199,13 +236,16 @@ def stability_claim(table1: pd.DataFrame, report: ReportConfig) -> Claim:
 # ----------------------------------------------------------------------------- (c) retention
 def retention_claim(dcod, sft, base) -> Claim:
     """(c) on rows of Table 1: the DCOD − SFT interval is read from the SFT row's ``dcod_minus_row_<split>``
-    or, for older tables, from the DCOD row's ``delta_<split>_vs_sft``."""
+    or, for older tables, from the DCOD row's ``delta_<split>_vs_sft``. A table with the retention ratio's
+    interval (``base_ratio_<split>``) is judged on it (docs/claims.md, "Claim (c), retention")."""
     index = dcod.index if hasattr(dcod, "index") else dcod.keys()
     split = next((s for s in RETENTION_SPLITS if f"{s}_mean" in index), None)
     title = "(c) DCOD preserves instruction following (" + ("IFEval prompt-level strict accuracy)" if split == "ifeval"
                                                             else "retention of the base student's second skill)")
     if split is None:
         return Claim(title, NOT_EVALUATED, "this profile has no retention split.", "c")
+    if f"base_ratio_{split}_kind" in index:
+        return retention_ratio_claim(title, split, dcod, sft)
     ci = None
     for row, prefix, suffixes in ((sft, f"dcod_minus_row_{split}", ("", "_ci_low", "_ci_high")),
                                   (dcod, f"delta_{split}", ("_vs_sft", "_ci_low", "_ci_high"))):
@@ -233,6 +273,38 @@ def retention_claim(dcod, sft, base) -> Claim:
         sentence += " " + ("No DCOD − SFT interval. " if ci is None else "") + (
             "No base student row." if math.isnan(kept) else "")
     return Claim(title, verdict, sentence.strip(), "c", numbers)
+
+
+def retention_ratio_claim(title: str, split: str, dcod, sft) -> Claim:
+    """(c) judged on the interval, not the point: per seed DCOD's retention accuracy over its base student's,
+    with the t interval over seeds (``base_ratio_<split>*`` of the DCOD row), and DCOD − SFT paired by seed
+    (the SFT row's ``dcod_minus_row_<split>_paired*``). An interval from fewer than 3 seeds is a range and
+    decides nothing: inconclusive."""
+    ratio_kind = dcod.get(f"base_ratio_{split}_kind")
+    ratio = tuple(_value(dcod, f"base_ratio_{split}{suffix}") for suffix in ("", "_low", "_high"))
+    diff = paired_interval(sft, f"dcod_minus_row_{split}_paired")
+    diff = None if diff is ABSENT else diff
+    ratio_ok = ratio_kind == "t" and not any(math.isnan(v) for v in ratio)
+    below = diff is not None and side(diff) == "below"
+    if (ratio_ok and ratio[2] < PRESERVED_SHARE) or below:
+        verdict = NOT_SUPPORTED
+    elif ratio_ok and diff is not None and ratio[1] >= PRESERVED_SHARE:
+        verdict = SUPPORTED
+    else:
+        verdict = INCONCLUSIVE
+    ratio_text = (f"{ratio[0]:.3f} [{ratio[1]:.3f}, {ratio[2]:.3f}] (95% CI, t over seeds)" if ratio_ok else
+                  f"{ratio[0]:.3f} (range {ratio[1]:.3f} to {ratio[2]:.3f}: fewer than 3 seeds, not a CI)"
+                  if ratio_kind == "range" else "not measured")
+    numbers = [f"{split} accuracy: DCOD {_value(dcod, f'{split}_mean'):.1f}%, SFT {_value(sft, f'{split}_mean'):.1f}%",
+               f"DCOD's {split} accuracy / its base student's, per seed: {ratio_text}",
+               f"DCOD − SFT on {split} (paired by seed): " + (f"{interval_text(diff)} points" if diff is not None
+                                                               else "no 95% interval (fewer than 3 seeds)")]
+    sentence = (f"Rule: supported when the 95% interval of DCOD's {split} accuracy over its base student's (per "
+                f"seed, t over seeds) has its lower end at or above {PRESERVED_SHARE:.2f} and the interval of "
+                f"DCOD − SFT does not lie wholly below 0; not supported when the ratio's upper end is below "
+                f"{PRESERVED_SHARE:.2f} or that difference lies wholly below 0; otherwise inconclusive. An interval "
+                "from fewer than 3 seeds is a range and decides nothing.")
+    return Claim(title, verdict, sentence, "c", numbers)
 
 
 # ----------------------------------------------------------------------------- (d) cost

@@ -21,7 +21,7 @@ from dcod.reporting.claims import (HARD_SPLITS, IN_DISTRIBUTION_SPLITS, RETENTIO
                                    SUPPORTED, accuracy_claim, claims_of, cost_claim, judge_claims, offline_baselines,
                                    retention_claim, robust_claim, robustness_verdicts, stability_claim)
 from dcod.reporting.figures import FIGURE_NAMES, caption, figure_names
-from dcod.reporting.tables import MIN_ORACLE_GAP, table2_knobs, table_splits
+from dcod.reporting.tables import GROUP_COLUMNS, MIN_ORACLE_GAP, table2_knobs, table_splits
 from dcod.reporting.traces import traces_section
 
 def mean_std(row, column: str, digits: int = 1) -> str:
@@ -222,7 +222,7 @@ def table2_groups(table2: pd.DataFrame, splits: list[str], labels: dict) -> list
     that knob (its ``group``, derived by dcod.reporting.tables.group_rows); a knob that never acted over the
     run (its diagnostic 0 at every step) is marked, so its row is not read as evidence about the knob."""
     knobs = table2_knobs(table2)
-    table2 = table2.fillna({"group": "", "default": "", "varies": "", "never_acted": ""})
+    table2 = table2.astype({c: object for c in GROUP_COLUMNS}).fillna({c: "" for c in GROUP_COLUMNS})
     rows = table2.set_index("method", drop=False)
     ablations = table2[table2["role"] == "ablation"]
 
@@ -326,12 +326,17 @@ def figures_section(figures_dir: Path, out: Path, source: str = "toy") -> list[s
 
 # ----------------------------------------------------------------------------- claims
 def claims_section(claims: list[Claim] | None, report: ReportConfig, robust: Claim | None = None,
-                   float_path: tuple[str, dict[str, str]] | None = None) -> list[str]:
+                   float_path: tuple[str, dict[str, str]] | None = None, paired: bool = False) -> list[str]:
     """The verdict on each claim; ``float_path`` = (kernel label, claim title → verdict of the float-path
-    rerun's Table 1): a claim whose verdict the float kernels alone change is marked as not settled."""
-    lines = ["## Claims", "", "Judged exactly by the pre-registered rules of `docs/claims.md`. Every interval is a 95% "
-             "hierarchical bootstrap (training seeds resampled per model, then problems resampled with the same "
-             "draws for both models; 2,000 replicates, fixed seed), so it includes seed variance.", ""]
+    rerun's Table 1): a claim whose verdict the float kernels alone change is marked as not settled.
+    ``paired``: Table 1 has the seed-paired columns the claims are then judged on."""
+    intervals = ("Every difference is paired by seed (both models of a seed share its base student): a 95% "
+                 "interval is t over seeds with the problem level added; from fewer than 3 seeds it is the range "
+                 "of the per-seed differences, not a CI, and decides no claim." if paired else
+                 "Every interval is a 95% hierarchical bootstrap (training seeds resampled per model, then problems "
+                 "resampled with the same draws for both models; 2,000 replicates, fixed seed), so it includes "
+                 "seed variance.")
+    lines = ["## Claims", "", f"Judged exactly by the pre-registered rules of `docs/claims.md`. {intervals}", ""]
     if claims is None:
         return lines + [f"Not evaluated: Table 1 needs both `{report.subject}` and `{report.baseline}` rows.", ""]
     claims = [*claims[:1], *([robust] if robust is not None else []), *claims[1:]]
@@ -524,6 +529,6 @@ def write_report(args) -> None:
     lines += traces_section(profile, getattr(args, "work", None))  # dcod/reporting/traces.py
     other = float_path_table(results_dir, check_name)
     lines += claims_section(claims, profile.report, robust, (other.parent.name, float_path_verdicts(
-        other, profile.report)) if other is not None else None)
+        other, profile.report)) if other is not None else None, has_paired(table1))
     write_text(out, "\n".join(lines))
     print(f"paper: -> {out}")
