@@ -117,7 +117,8 @@ def table1_section(table1: pd.DataFrame) -> list[str]:
                               **{s: mean_std(r, s) for s in splits},
                               "direct steps": number_or_dash(r["direct_step_fraction"], ",.2f"),
                               "agreement": mean_std(r, "agreement", 3),
-                              "malformed": mean_std(r, "malformed_rate", 3)} for r in rows])
+                              "malformed": mean_std(r, "malformed_rate", 3), **measure_cells(table1, r)}
+                             for r in rows])
     cost = pd.DataFrame([{"method": name(r),
                           "student tokens trained": number_or_dash(r["student_tokens_trained"], ",.0f"),
                           "tokens sampled": number_or_dash(r["tokens_sampled"], ",.0f"),
@@ -131,7 +132,8 @@ def table1_section(table1: pd.DataFrame) -> list[str]:
              "Accuracy in % (mean ± std over training seeds; no spread for a single evaluation); `validation` is the "
              "tuning split and judges no claim; direct steps = share of arithmetic steps written in the direct style; "
              "agreement (share of sampled final answers equal to the most common one) and malformed (share of "
-             "sampled traces without a parseable answer or with a step in neither style) from sampled traces.", ""]
+             "sampled traces without a parseable answer or with a step in neither style) from sampled traces." + (
+                 f" {MEASURE_LEGEND}" if any(measure_cells(table1, r) for r in rows) else ""), ""]
     oracle = [r["method"] for r in rows if role and r["role"] == "reference" and not is_plain_reference(r)]
     if oracle:
         lines += [f"`{'`, `'.join(oracle)}` is a reference, not a method: SFT on traces of the teacher forced to the "
@@ -146,6 +148,24 @@ def table1_section(table1: pd.DataFrame) -> list[str]:
               f"Method − SFT in accuracy points, "
               f"{PAIRED_LEGEND if has_paired(table1) else BOOTSTRAP_LEGEND}:", "", markdown_table(deltas), ""]
     return lines + oracle_gap_lines(table1, oracle) + ceiling_gap_lines(table1)
+
+
+def measure_cells(table1: pd.DataFrame, row) -> dict:
+    """The amendment's measures (docs/claims.md, "Direct steps", "Claim (b)") where the table has them: the
+    direct-step share at branch points, the step hazard and majority vote − mean sample accuracy."""
+    cells = {}
+    if "direct_branch_fraction" in table1.columns and table1["direct_branch_fraction"].notna().any():
+        cells["direct at branch points"] = number_or_dash(row["direct_branch_fraction"], ",.2f")
+    for column, label in (("step_hazard", "step hazard"), ("vote_gain", "vote − mean")):
+        if f"{column}_mean" in table1.columns and table1[f"{column}_mean"].notna().any():
+            cells[label] = mean_std(row, column, 3)
+    return cells
+
+
+MEASURE_LEGEND = ("Where shown: direct at branch points = share of the steps where the two styles differ written in "
+                  "the direct style; step hazard = for each step position, the share of sampled traces whose step is "
+                  "wrong among those whose earlier steps are right, averaged over positions with at least 20 traces "
+                  "at risk; vote − mean = majority-vote accuracy over the sampled traces minus their mean accuracy.")
 
 
 def is_plain_reference(row) -> bool:

@@ -65,6 +65,8 @@ COST_COLUMNS = ("wall_time_s", "student_tokens_trained", "tokens_sampled", "teac
                 "reference_forward_tokens", "student_parameters", "teacher_parameters", "training_flops",
                 "reference_forward_flops")
 STABILITY_METRICS = ("agreement", "malformed_rate")  # per-problem columns of stability.csv
+# claim (b)'s measures of the amendment (docs/claims.md, "Claim (b)"), means and spreads over seeds
+MEASURE_COLUMNS = ("step_hazard_mean", "step_hazard_std", "vote_gain_mean", "vote_gain_std")
 GAP_SPLITS = ("id", "long")  # where the oracle gap closed is reported
 MIN_ORACLE_GAP = 1.0  # points: below it the gap-closed ratio is left blank
 RETENTION_SPLITS = claim_splits("retention")  # claim (c)'s splits: the retention ratio to the base student
@@ -131,6 +133,48 @@ def direct_step_fraction(metrics: pd.DataFrame) -> float:
     direct = rows["steps_direct"].fillna(0).sum()
     total = direct + rows["steps_decomposed"].fillna(0).sum()
     return float(direct / total) if total else math.nan
+
+
+def direct_branch_fraction(metrics: pd.DataFrame) -> float:
+    """Share of the steps at branch points (where the two styles' renderings differ) written in the direct
+    style, pooled over the id and long splits (docs/claims.md, "Direct steps"); NaN for an evaluation
+    written before the branch counts existed."""
+    rows = metrics[metrics["split"].isin(ARITHMETIC_SPLITS)]
+    if rows.empty or "steps_direct_branch" not in rows or "steps_decomposed" not in rows:
+        return math.nan
+    direct = rows["steps_direct_branch"].fillna(0).sum()
+    total = direct + rows["steps_decomposed"].fillna(0).sum()
+    return float(direct / total) if total else math.nan
+
+
+HAZARD_MIN_AT_RISK = 20  # docs/claims.md, "Claim (b)": a step position counts with at least this many traces at risk
+
+
+def step_hazard(stability: pd.DataFrame) -> float:
+    """The step hazard of one evaluation's sampled traces (docs/claims.md, "Claim (b)"): for each step
+    position j, errors / traces at risk (steps 1..j−1 right), pooled over problems, averaged over the
+    positions with at least ``HAZARD_MIN_AT_RISK`` traces at risk; NaN when stability.csv has no hazard
+    counts (written before them, or no graded steps) or no position qualifies."""
+    if stability is None or "hazard_at_risk" not in stability or stability.empty:
+        return math.nan
+    at_risk: dict[int, int] = {}
+    errors: dict[int, int] = {}
+    for risk, error in zip(stability["hazard_at_risk"], stability["hazard_errors"]):
+        if not isinstance(risk, str) or not risk:
+            continue
+        for j, (r, e) in enumerate(zip(risk.split(";"), str(error).split(";"))):
+            at_risk[j], errors[j] = at_risk.get(j, 0) + int(r), errors.get(j, 0) + int(e)
+    rates = [errors[j] / at_risk[j] for j in at_risk if at_risk[j] >= HAZARD_MIN_AT_RISK]
+    return float(np.mean(rates)) if rates else math.nan
+
+
+def vote_gain(stability: pd.DataFrame) -> float:
+    """Majority-vote accuracy over the k samples minus their mean accuracy, mean over problems (docs/claims.md,
+    "Claim (b)"); NaN for a stability.csv written before ``majority_accuracy``."""
+    if stability is None or "majority_accuracy" not in stability or stability.empty:
+        return math.nan
+    sampled = stability[stability["samples"] > 0]
+    return float((sampled["majority_accuracy"] - sampled["sample_accuracy"]).mean()) if len(sampled) else math.nan
 
 
 def cap_share(samples: pd.DataFrame) -> float:
@@ -276,6 +320,9 @@ def accuracy_row(evaluated: Evaluated, splits: list[str], baseline: Evaluated | 
     for split in splits:
         row[f"{split}_mean"], row[f"{split}_std"] = mean_std(split_accuracy(evaluated, split))
     row["direct_step_fraction"] = mean_std(direct_step_fraction(m) for m in evaluated.metrics)[0]
+    row["direct_branch_fraction"] = mean_std(direct_branch_fraction(m) for m in evaluated.metrics)[0]
+    for column, measure in (("step_hazard", step_hazard), ("vote_gain", vote_gain)):
+        row[f"{column}_mean"], row[f"{column}_std"] = mean_std(measure(frame) for frame in evaluated.stability or [])
     for column in STABILITY_METRICS:
         values = [frame[column].mean() for frame in evaluated.stability] if evaluated.stability else []
         row[f"{column}_mean"], row[f"{column}_std"] = mean_std(values)
@@ -513,7 +560,7 @@ def build_rows(work: Path, names: list[str], seeds: list[int], baseline: str, su
 
 def table_splits(table: pd.DataFrame) -> list[str]:
     """The split order of a written table, read back from its ``<split>_mean``/``<split>_std`` pairs."""
-    stability = {"agreement", "malformed_rate"}
+    stability = {"agreement", "malformed_rate", "step_hazard", "vote_gain"}
     return [column[: -len("_mean")] for column in table.columns if column.endswith("_mean")
             and f"{column[: -len('_mean')]}_std" in table.columns and column[: -len("_mean")] not in stability]
 
@@ -528,7 +575,7 @@ def order_columns(frame: pd.DataFrame, splits: list[str], extra: list[str]) -> p
               for kind in ("", "_ci_low", "_ci_high")]
     gaps = [f"{kind}_gap_closed_{split}" for kind in ("oracle", "ceiling") for split in GAP_SPLITS if split in splits]
     columns = ["method", "description", "role", "offline_only", "lr", "n_seeds", "seeds", *accuracy,
-               "direct_step_fraction", *stability, *COST_COLUMNS, "offline_trace_tokens", "offline_trace_seconds",
+               "direct_step_fraction", "direct_branch_fraction", *stability, *MEASURE_COLUMNS, *COST_COLUMNS, "offline_trace_tokens", "offline_trace_seconds",
                *deltas, *versus, *paired_order(splits), *gaps, *extra, "code_version", "machine"]
     return frame[columns]
 
@@ -705,7 +752,9 @@ def seed_table(work: Path, names: list[str], seeds: list[int], paired: bool = Fa
             record.update({f"{split}_accuracy": 100.0 * float(metrics.loc[metrics["split"] == split, "accuracy"].iloc[0])
                            for split in split_order([metrics])})
             record["direct_step_fraction"] = direct_step_fraction(metrics)
+            record["direct_branch_fraction"] = direct_branch_fraction(metrics)
             frame = stability[index]
+            record["step_hazard"], record["vote_gain"] = step_hazard(frame), vote_gain(frame)
             for column in STABILITY_METRICS:
                 record[column] = (float(frame[column].mean()) if frame is not None and not frame.empty
                                   else math.nan)
