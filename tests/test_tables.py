@@ -228,3 +228,39 @@ def test_claim_c_reads_the_ratio_interval_not_its_point(ratio, difference, verdi
     assert claims.retention_claim(pd.Series(ranged), sft, None).verdict in (claims.INCONCLUSIVE, claims.NOT_SUPPORTED)
     if verdict == claims.SUPPORTED:
         assert claims.retention_claim(pd.Series(ranged), sft, None).verdict == claims.INCONCLUSIVE
+
+
+def hazard_table(intervals: dict) -> pd.DataFrame:
+    """A Table 1 with the step-hazard columns: ``intervals[name]`` = (point, low, high, kind) of dcod − name."""
+    rows = []
+    for name, (point, low, high, kind) in intervals.items():
+        rows.append({"method": name, "role": "method" if name != "base_student" else "reference", "offline_only": True,
+                     "n_seeds": 5, "step_hazard_mean": 0.1, "vote_gain_mean": 0.02, "agreement_mean": 0.8,
+                     "malformed_rate_mean": 0.0, "dcod_minus_row_step_hazard_paired": point,
+                     "dcod_minus_row_step_hazard_paired_low": low, "dcod_minus_row_step_hazard_paired_high": high,
+                     "dcod_minus_row_step_hazard_paired_kind": kind})
+    rows.append({"method": "dcod", "role": "method", "offline_only": True, "n_seeds": 5, "step_hazard_mean": 0.05,
+                 "dcod_minus_row_step_hazard_paired_kind": ""})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("kd, verdict", [
+    ((-0.05, -0.08, -0.02, "t"), claims.SUPPORTED),
+    ((0.01, -0.02, 0.04, "t"), claims.INCONCLUSIVE),
+    ((0.05, 0.02, 0.08, "t"), claims.NOT_SUPPORTED),
+    ((-0.05, -0.08, -0.02, "range"), claims.INCONCLUSIVE),  # fewer than 3 seeds decide nothing
+])
+def test_claim_b_is_judged_on_the_step_hazard(kd, verdict):
+    table = hazard_table({"sft": (-0.04, -0.06, -0.01, "t"), "kd": kd, "base_student": (-0.1, -0.2, -0.05, "t")})
+    claim = claims.stability_claim(table, claims.ReportConfig())
+    assert claim.verdict == verdict
+    assert "step hazard" in claim.sentence and "decide nothing" in claim.sentence
+
+
+def test_hazard_counts_read_stability_csv_in_problem_order():
+    frame = pd.DataFrame({"id": ["b", "a", "c"], "split": ["id"] * 3, "samples": [4, 4, 4],
+                          "hazard_at_risk": ["4;3", "4;4;2", ""], "hazard_errors": ["1;0", "0;2;1", ""]})
+    evaluated = tables.Evaluated("m", [0], [], [], [frame])
+    risk, errors = tables.hazard_counts(evaluated)[0]
+    assert risk.tolist() == [[4, 4, 2], [4, 3, 0]] and errors.tolist() == [[0, 2, 1], [1, 0, 0]]  # a, b; c ungraded
+    assert tables.hazard_counts(tables.Evaluated("m", [0], [], [], [frame.drop(columns=["hazard_at_risk"])])) is None

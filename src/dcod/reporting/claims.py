@@ -196,6 +196,9 @@ def stability_claim(table1: pd.DataFrame, report: ReportConfig) -> Claim:
     compared = [*baselines, *(["base_student"] if "base_student" in rows.index else [])]
     if report.subject not in rows.index or not compared:
         return Claim(title, NOT_EVALUATED, "Table 1 lacks the subject or every comparison row.", "b")
+    hazard_kinds = table1.get("dcod_minus_row_step_hazard_paired_kind")
+    if hazard_kinds is not None and hazard_kinds.replace("", math.nan).notna().any():  # graded steps measured
+        return hazard_claim(title, table1, report, compared)
     agreement = {b: versus(table1, report.subject, report.baseline, b, "agreement") for b in compared}
     malformed = {b: versus(table1, report.subject, report.baseline, b, "malformed_rate") for b in compared}
     if all(ci is None for ci in (*agreement.values(), *malformed.values())):
@@ -230,6 +233,41 @@ def stability_claim(table1: pd.DataFrame, report: ReportConfig) -> Claim:
                 f"CI wholly above 0. {floor_text}")
     if missing:
         sentence += f" No interval for {', '.join(missing)}."
+    return Claim(title, verdict, sentence, "b", numbers)
+
+
+def hazard_claim(title: str, table1: pd.DataFrame, report: ReportConfig, compared: list[str]) -> Claim:
+    """(b) by the step hazard of sampled traces (docs/claims.md, "Claim (b), stable reasoning traces"): supported
+    when every seed-paired 95% interval of DCOD − B on the hazard lies wholly below 0 (B: every offline baseline
+    and the base student), not supported when one lies wholly above 0; the other measures decide nothing."""
+    rows = table1.set_index("method")
+    hazard = {b: paired_interval(rows.loc[b], "dcod_minus_row_step_hazard_paired") for b in compared}
+    hazard = {b: None if ci is ABSENT else ci for b, ci in hazard.items()}
+    if any(ci is not None and side(ci) == "above" for ci in hazard.values()):
+        verdict = NOT_SUPPORTED
+    elif all(ci is not None and side(ci) == "below" for ci in hazard.values()):
+        verdict = SUPPORTED
+    else:
+        verdict = INCONCLUSIVE
+
+    def beside(name: str) -> str:  # reported, deciding nothing
+        row = rows.loc[name]
+        return (f"vote − mean {_value(row, 'vote_gain_mean'):+.3f}, agreement {_value(row, 'agreement_mean'):.3f}, "
+                f"malformed {_value(row, 'malformed_rate_mean'):.3f}")
+
+    numbers = [f"DCOD − {b}: step hazard " + (range_text(table1, b, "step_hazard", 3) or interval_text(hazard[b], 3))
+               for b in compared]
+    numbers += [f"{name}: step hazard {_value(rows.loc[name], 'step_hazard_mean'):.3f}; {beside(name)} (deciding nothing)"
+                for name in [report.subject, *compared]]
+    missing = [b for b in compared if hazard[b] is None]
+    sentence = ("Step hazard = for each step position, the share of sampled traces whose step is wrong among those "
+                "whose earlier steps are right, averaged over positions with at least 20 traces at risk. Rule: "
+                "supported when every 95% interval of DCOD − model on the step hazard (paired by seed) lies wholly "
+                "below 0; not supported when one lies wholly above 0; otherwise inconclusive. Majority vote − mean "
+                "sample accuracy, answer agreement (which rewards mode-seeking) and the malformed rate are shown and "
+                "decide nothing.")
+    if missing:
+        sentence += f" No 95% interval for {', '.join(missing)} (a range from fewer than 3 seeds is none)."
     return Claim(title, verdict, sentence, "b", numbers)
 
 

@@ -55,7 +55,8 @@ from dcod.layout import is_offline
 from dcod.reporting import (SEEDED_REFERENCE, eval_dirs, held_out_splits, is_reference, is_seeded, need,
                             paired_base, parse_names, parse_seeds, read_metrics, read_run, read_samples,
                             read_stability, read_traces_info, read_train_log, report_roles, run_dirs, split_order)
-from dcod.reporting.stats import hierarchical_bootstrap_diff, seed_paired_diff, seed_paired_ratio
+from dcod.reporting.stats import (hierarchical_bootstrap_diff, seed_paired_diff, seed_paired_hazard_diff,
+                                  seed_paired_ratio)
 from dcod.splits import claim_splits
 
 BOOTSTRAP_REPLICATES = 2000
@@ -166,6 +167,25 @@ def step_hazard(stability: pd.DataFrame) -> float:
             at_risk[j], errors[j] = at_risk.get(j, 0) + int(r), errors.get(j, 0) + int(e)
     rates = [errors[j] / at_risk[j] for j in at_risk if at_risk[j] >= HAZARD_MIN_AT_RISK]
     return float(np.mean(rates)) if rates else math.nan
+
+
+def hazard_counts(evaluated: Evaluated) -> dict | None:
+    """seed -> (at risk, errors) as (problems × positions) arrays, problems sorted by ``split/id`` (the
+    input of ``stats.seed_paired_hazard_diff``); None without hazard counts in stability.csv."""
+    counts = {}
+    for seed, frame in zip(evaluated.seeds or [0], evaluated.stability or []):
+        if frame is None or "hazard_at_risk" not in frame or frame.empty:
+            return None
+        graded = frame[frame["hazard_at_risk"].apply(lambda cell: isinstance(cell, str) and cell != "")]
+        if graded.empty:
+            return None
+        graded = graded.assign(key=graded["split"].astype(str) + "/" + graded["id"].astype(str)).sort_values("key")
+        rows = [[int(v) for v in cell.split(";")] for cell in graded["hazard_at_risk"]]
+        errs = [[int(v) for v in str(cell).split(";")] for cell in graded["hazard_errors"]]
+        width = max(len(r) for r in rows)
+        pad = lambda values: np.array([v + [0] * (width - len(v)) for v in values])  # noqa: E731
+        counts[seed] = (pad(rows), pad(errs))
+    return counts or None
 
 
 def vote_gain(stability: pd.DataFrame) -> float:
@@ -295,6 +315,13 @@ def paired_columns(row: dict, evaluated: Evaluated, splits: list[str], baseline:
         if subject is not None and subject.name != evaluated.name:
             values = paired_difference(subject, evaluated, key, 1.0 if key in STABILITY_METRICS else 100.0)
         row.update(zip((f"dcod_minus_row_{key}{suffix}" for suffix in PAIRED_SUFFIXES), values))
+    values = empty
+    if subject is not None and subject.name != evaluated.name:
+        mine, theirs = hazard_counts(subject), hazard_counts(evaluated)
+        if mine is not None and theirs is not None:
+            result = seed_paired_hazard_diff(mine, theirs, min_at_risk=HAZARD_MIN_AT_RISK)
+            values = (result["point"], result["low"], result["high"], result["kind"])
+    row.update(zip((f"dcod_minus_row_step_hazard{suffix}" for suffix in PAIRED_SUFFIXES), values))
     for split in retention_splits(splits):
         values = retention_ratio(evaluated, base, split)
         row.update(zip((f"base_ratio_{split}{suffix}" for suffix in ("", "_low", "_high", "_kind")), values))
@@ -310,6 +337,7 @@ def paired_order(splits: list[str]) -> list[str]:
     held = held_out_splits(splits)
     return ([f"delta_{s}{suffix}" for s in held for suffix in PAIRED_SUFFIXES]
             + [f"dcod_minus_row_{k}{suffix}" for k in [*held, *STABILITY_METRICS] for suffix in PAIRED_SUFFIXES]
+            + [f"dcod_minus_row_step_hazard{suffix}" for suffix in PAIRED_SUFFIXES]
             + [f"base_ratio_{s}{suffix}" for s in retention_splits(splits) for suffix in ("", "_low", "_high", "_kind")])
 
 
