@@ -112,6 +112,8 @@ rule claims:
     # the verdicts of docs/claims.md on Table 1, judged once: the report and the comparisons read them
     input:
         table1=TABLE1,
+        table2=TABLE2,  # the DCOD reading chosen on validation (docs/claims.md) from Table 2's seeds
+        table2_seeds=TABLE2_SEEDS,
     output:
         CLAIMS,
     params:

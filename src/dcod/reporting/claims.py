@@ -390,17 +390,68 @@ def cost_claim(table1: pd.DataFrame, report: ReportConfig) -> Claim:
     return Claim(title, verdict, sentence, "d", numbers)
 
 
+# ----------------------------------------------------------------------------- the paper's DCOD reading
+# docs/claims.md, "The paper's method for claim (a)": the candidates besides the default are the Table 2 rows
+# that vary only the granularity to one of these, or only β to ess_floor (read from Table 2's ``varies``)
+READING_CANDIDATES = {"granularity": ("token", "step"), "beta": ("ess_floor",)}
+
+
+def reading_choice(table2: pd.DataFrame, seeds2: pd.DataFrame, subject: str, seed: int,
+                   split: str = "validation") -> pd.DataFrame | None:
+    """Which DCOD reading is the paper's method, chosen on ``split`` only at the tuning ``seed`` (Table 2's runs
+    of that seed train at the learning rate the grid chose for the subject): one row per candidate with its
+    accuracy and ``chosen`` (the best; ties: the default). None when Table 2 has no candidate or no grouping."""
+    if "varies" not in table2.columns or subject not in set(table2["method"]):
+        return None
+    candidates = [subject] + [r["method"] for _, r in table2.iterrows()
+                              if r.get("role") == "ablation" and r.get("default") == subject
+                              and r.get("varies") in READING_CANDIDATES
+                              and str(r.get(r["varies"])) in READING_CANDIDATES[r["varies"]]]
+    if len(candidates) == 1:
+        return None
+    column = f"{split}_accuracy"
+    scores = seeds2[(seeds2["seed"] == seed) & seeds2["method"].isin(candidates)].set_index("method")
+    missing = [name for name in candidates if name not in scores.index or pd.isna(scores.loc[name].get(column))]
+    if missing:
+        raise ValueError(f"table2_seeds.csv: no {split} accuracy at the tuning seed {seed} for {missing}: the DCOD "
+                         "reading is chosen there (docs/claims.md); add the seed to ablation_seeds")
+    values = [float(scores.loc[name, column]) for name in candidates]
+    best = max(range(len(values)), key=lambda i: (values[i], i == 0))  # ties: the default
+    return pd.DataFrame({"candidate": candidates, column: values,
+                         "chosen": [i == best for i in range(len(candidates))]})
+
+
+def with_reading(claim: Claim, choice: pd.DataFrame | None, subject: str) -> Claim:
+    """Claim (a) with the validation-only choice of the DCOD reading: its scores among the numbers, and not
+    evaluated when the choice is not the subject (Table 1 would then judge another method than the paper's)."""
+    if choice is None:
+        return claim
+    column = next(c for c in choice.columns if c.endswith("_accuracy"))
+    chosen = choice.loc[choice["chosen"], "candidate"].iloc[0]
+    scores = ", ".join(f"{r['candidate']} {r[column]:.1f}%" for _, r in choice.iterrows())
+    numbers = [*claim.numbers, f"DCOD reading chosen on {column[: -len('_accuracy')]} at the tuning seed: {chosen} "
+               f"({scores})"]
+    if chosen == subject:
+        return Claim(claim.title, claim.verdict, claim.sentence, claim.key, numbers)
+    sentence = (f"Not judged: docs/claims.md makes the DCOD reading that scores best on validation the paper's method, "
+                f"and that is `{chosen}`, not Table 1's `{subject}`. Make experiments/{subject} that reading and "
+                f"regenerate Table 1. (Judged on `{subject}` it would read: {claim.verdict}.)")
+    return Claim(claim.title, NOT_EVALUATED, sentence, claim.key, numbers)
+
+
 # ----------------------------------------------------------------------------- all of them
-def judge_claims(table1: pd.DataFrame, report: ReportConfig | None = None) -> list[Claim] | None:
+def judge_claims(table1: pd.DataFrame, report: ReportConfig | None = None,
+                 reading: pd.DataFrame | None = None) -> list[Claim] | None:
     """Claims (a)–(d) judged on a Table 1 (fresh, published, or another float path's); None without the
-    rows of ``report.subject`` and ``report.baseline`` (default: the shipped profiles')."""
+    rows of ``report.subject`` and ``report.baseline`` (default: the shipped profiles'). ``reading``: the
+    validation-only choice of the DCOD reading (``reading_choice``), where Table 2 was read."""
     report = report or ReportConfig()
     names = set(table1["method"])
     if report.subject not in names or report.baseline not in names:
         return None
     rows = table1.set_index("method")
     base = rows.loc["base_student"] if "base_student" in rows.index else None
-    return [accuracy_claim(table1, report), stability_claim(table1, report),
+    return [with_reading(accuracy_claim(table1, report), reading, report.subject), stability_claim(table1, report),
             retention_claim(rows.loc[report.subject], rows.loc[report.baseline], base), cost_claim(table1, report)]
 
 
@@ -436,14 +487,20 @@ def claims_of(results_dir: Path, table1: pd.DataFrame, report: ReportConfig | No
 
 
 def write_claims(args) -> None:
+    """results/claims.csv from Table 1 and, where written beside it, Table 2 (the DCOD reading's choice)."""
     from dcod.config import load_profile
     from dcod.io import write_csv
     from dcod.reporting import need
     from dcod.reporting.tables import read_table
 
-    report = load_profile(need(args.profile, "--profile", "claims")).report
-    table1 = read_table(Path(need(args.results_dir, "--results-dir", "claims")) / "table1.csv")
-    claims = judge_claims(table1, report)
+    profile = load_profile(need(args.profile, "--profile", "claims"))
+    results = Path(need(args.results_dir, "--results-dir", "claims"))
+    table1 = read_table(results / "table1.csv")
+    reading = None
+    if (results / "table2_seeds.csv").is_file():  # the DCOD reading, chosen on validation (docs/claims.md)
+        reading = reading_choice(read_table(results / "table2.csv"), pd.read_csv(results / "table2_seeds.csv"),
+                                 profile.report.subject, profile.tuning.seed, profile.tuning.split)
+    claims = judge_claims(table1, profile.report, reading)
     write_csv(args.out, claims_frame(claims))
     print(f"claims: {len(claims or [])} judged -> {args.out}")
 
