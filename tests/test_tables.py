@@ -296,3 +296,9 @@ def test_the_dcod_reading_is_chosen_on_validation_at_the_tuning_seed(table1):
     assert claim.verdict == claims.NOT_EVALUATED and "`dcod_step`, not Table 1's `dcod`" in claim.sentence
     with pytest.raises(ValueError, match="no validation accuracy at the tuning seed 2"):
         claims.reading_choice(*reading_tables(base), "dcod", 2)
+
+
+def test_claim_b_is_not_judged_by_agreement_on_a_new_table_without_graded_steps(table1):
+    # the fixture's stability.csv is header-only: no hazard counts, so no step hazard interval
+    claim = claims.stability_claim(table1, claims.ReportConfig())
+    assert claim.verdict == claims.NOT_EVALUATED and "step hazard" in claim.sentence

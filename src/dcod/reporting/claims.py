@@ -199,6 +199,11 @@ def stability_claim(table1: pd.DataFrame, report: ReportConfig) -> Claim:
     hazard_kinds = table1.get("dcod_minus_row_step_hazard_paired_kind")
     if hazard_kinds is not None and hazard_kinds.replace("", math.nan).notna().any():  # graded steps measured
         return hazard_claim(title, table1, report, compared)
+    if hazard_kinds is not None:  # a table of the amendment without graded steps: not the old agreement rule
+        return Claim(title, NOT_EVALUATED, "docs/claims.md judges (b) by the step hazard of sampled traces, which "
+                     "needs graded steps (the toy world, with stability samples); this Table 1 has none. The paper "
+                     "profile's equivalent (majority vote − mean sample accuracy with its interval) is not built yet.",
+                     "b")
     agreement = {b: versus(table1, report.subject, report.baseline, b, "agreement") for b in compared}
     malformed = {b: versus(table1, report.subject, report.baseline, b, "malformed_rate") for b in compared}
     if all(ci is None for ci in (*agreement.values(), *malformed.values())):
