@@ -21,6 +21,15 @@ declared needs are offline traces only (no rollouts, no teacher in memory): the 
 claim (a). ``oracle_gap_closed_<split>`` = (row − SFT) / (oracle − SFT) on ``id`` and ``long``, blank
 when the oracle is less than 1 point above SFT (a ratio over a gap inside the noise means nothing).
 
+Under the amendment "What the claims measure" (docs/claims.md) every difference is also given paired by
+seed (``*_paired``, ``_paired_low``/``_high``/``_kind``: a 95% t interval over seeds, or below 3 seeds the
+range of the per-seed differences, never a CI; ``dcod.reporting.stats``), with ``base_ratio_<split>``
+(claim (c): retention over each seed's base student), ``dcod_minus_row_step_hazard_paired*`` (claim (b)),
+the direct-step share at branch points, the step hazard and majority vote − mean sample accuracy, and
+``ceiling_gap_closed_<split>``, the share of the SFT -> reweighting-ceiling (``oracle_weights``) gap. The
+per-seed values behind a table go to ``<table>_seeds.csv``. Table 2 groups each ablation by the knob it
+varies relative to its default row (``group_rows``).
+
 ``cap_share``: the share of a model's greedy evaluation samples (every split; prompts too long to generate
 left out) that ran to the token cap (``finish_reason`` ``length`` in samples.jsonl) instead of ending on
 one of its end tokens, mean over seeds. A share that rises from the base student to the trained
