@@ -302,3 +302,16 @@ def test_claim_b_is_not_judged_by_agreement_on_a_new_table_without_graded_steps(
     # the fixture's stability.csv is header-only: no hazard counts, so no step hazard interval
     claim = claims.stability_claim(table1, claims.ReportConfig())
     assert claim.verdict == claims.NOT_EVALUATED and "step hazard" in claim.sentence
+
+
+def test_a_base_student_without_retention_leaves_the_ratio_undefined_not_an_error(work):
+    evaluated = tables.load_evaluated(work, "dcod", SEEDS)
+    base = tables.load_evaluated(work, "base_student", SEEDS, paired=True)
+    for frame in base.samples[1:2]:  # seed 1's base student answers no retention problem
+        frame.loc[frame["split"] == "retention", "correct"] = False
+    point, low, high, kind = tables.retention_ratio(evaluated, base, "retention")
+    assert kind == "undefined" and math.isnan(point)
+    dcod = pd.Series({"retention_mean": 75.0, "base_ratio_retention": point, "base_ratio_retention_low": low,
+                      "base_ratio_retention_high": high, "base_ratio_retention_kind": kind})
+    claim = claims.retention_claim(dcod, pd.Series({"retention_mean": 80.0}), None)
+    assert claim.verdict == claims.INCONCLUSIVE and "undefined" in "\n".join(claim.numbers)

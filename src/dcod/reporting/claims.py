@@ -337,7 +337,8 @@ def retention_ratio_claim(title: str, split: str, dcod, sft) -> Claim:
         verdict = INCONCLUSIVE
     ratio_text = (f"{ratio[0]:.3f} [{ratio[1]:.3f}, {ratio[2]:.3f}] (95% CI, t over seeds)" if ratio_ok else
                   f"{ratio[0]:.3f} (range {ratio[1]:.3f} to {ratio[2]:.3f}: fewer than 3 seeds, not a CI)"
-                  if ratio_kind == "range" else "not measured")
+                  if ratio_kind == "range" else "undefined: a base student answers none of the split on some seed"
+                  if ratio_kind == "undefined" else "not measured")
     numbers = [f"{split} accuracy: DCOD {_value(dcod, f'{split}_mean'):.1f}%, SFT {_value(sft, f'{split}_mean'):.1f}%",
                f"DCOD's {split} accuracy / its base student's, per seed: {ratio_text}",
                f"DCOD − SFT on {split} (paired by seed): " + (f"{interval_text(diff)} points" if diff is not None

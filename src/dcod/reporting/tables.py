@@ -306,7 +306,10 @@ def retention_ratio(evaluated: Evaluated, base: Evaluated | None, split: str) ->
         return math.nan, math.nan, math.nan, ""
     if evaluated.name == base.name:
         return 1.0, 1.0, 1.0, "same"
-    result = seed_paired_ratio(problem_values(evaluated, split), problem_values(base, split),
+    base_values = problem_values(base, split)
+    if (base_values.groupby("seed")["value"].mean() == 0).any():  # a base student that answers none: no ratio
+        return math.nan, math.nan, math.nan, "undefined"
+    result = seed_paired_ratio(problem_values(evaluated, split), base_values,
                                names=(f"{evaluated.name} (split {split!r})", f"{base.name} (split {split!r})"))
     return result["point"], result["low"], result["high"], result["kind"]
 
