@@ -80,3 +80,42 @@ def test_retention_ratio_per_seed():
     assert result["high"] - result["point"] == pytest.approx(t_quantile(0.975, 2) * ratios.std(ddof=1) / math.sqrt(3))
     with pytest.raises(ValueError, match="mean 0"):
         seed_paired_ratio(dcod, long_frame([[0, 0, 0, 0], [1, 1, 1, 1], [1, 1, 0, 1]]))
+
+
+# ----------------------------------------------------------------------------- the step hazard (claim (b))
+def test_hazard_pools_problems_and_skips_thin_positions():
+    from dcod.reporting.stats import hazard
+
+    at_risk = np.array([[10, 10, 3], [10, 8, 2]])
+    errors = np.array([[1, 2, 1], [1, 4, 0]])
+    # position 1: 2/20, position 2: 6/18, position 3: 5 at risk (< 20 needed): left out
+    assert hazard(at_risk, errors, 18) == pytest.approx((2 / 20 + 6 / 18) / 2)
+    assert math.isnan(hazard(at_risk, errors, 100))
+
+
+def test_seed_paired_hazard_difference_and_its_interval():
+    from dcod.reporting.stats import hazard, seed_paired_hazard_diff, t_quantile
+
+    rng = np.random.default_rng(0)
+    problems, positions = 30, 3
+    a, b = {}, {}
+    for seed in range(4):
+        risk = np.full((problems, positions), 4)
+        a[seed] = (risk, rng.binomial(1, 0.1, size=(problems, positions)))
+        b[seed] = (risk, rng.binomial(1, 0.3, size=(problems, positions)))
+    result = seed_paired_hazard_diff(a, b, min_at_risk=20)
+    per_seed = [hazard(*a[s], 20) - hazard(*b[s], 20) for s in range(4)]
+    assert result["kind"] == "t" and result["point"] == pytest.approx(np.mean(per_seed))
+    # the problem term by hand: the mean difference with each problem left out, then the jackknife variance
+    def left_out(counts, p):
+        risk, err = counts
+        return hazard(np.delete(risk, p, axis=0), np.delete(err, p, axis=0), 20)
+    jack = np.array([np.mean([left_out(a[s], p) - left_out(b[s], p) for s in range(4)]) for p in range(problems)])
+    variance = np.var(per_seed, ddof=1) / 4 + (problems - 1) / problems * ((jack - jack.mean()) ** 2).sum()
+    half = t_quantile(0.975, 3) * math.sqrt(variance)
+    assert (result["low"], result["high"]) == pytest.approx((result["point"] - half, result["point"] + half))
+    assert result["high"] < 0  # 0.1 against 0.3: clearly lower
+    two = seed_paired_hazard_diff({0: a[0], 1: a[1]}, {0: b[0], 1: b[1]}, min_at_risk=20)
+    assert two["kind"] == "range" and (two["low"], two["high"]) == pytest.approx((min(per_seed[:2]), max(per_seed[:2])))
+    with pytest.raises(ValueError, match="not paired"):
+        seed_paired_hazard_diff({0: a[0], 1: a[1]}, {2: b[2], 3: b[3]}, min_at_risk=20)

@@ -22,19 +22,43 @@ from dcod.ifeval import TASK as IFEVAL_TASK
 from dcod.io import read_jsonl, write_csv, write_jsonl
 from dcod.models import encode_prompt
 from dcod.shards import run_sharded, shard_seed
-from dcod.toy.world import analyze_completion
+from dcod.toy.world import analyze_completion, direct_at_branch
 
 
 def _step_stats(record: dict, text: str) -> dict:
+    """Step counts of one toy completion by style; ``steps_direct_branch`` / ``errors_direct_branch`` count
+    the direct steps written where the two styles differ (a branch point, ``toy.world.direct_at_branch``):
+    a step like ``85+4=89`` reads the same in both styles, so it shows no choice (docs/claims.md, "Direct
+    steps"). A decomposed step always differs from its direct rendering, so the steps at branch points are
+    ``steps_direct_branch + steps_decomposed``."""
     if record.get("task") != "arith":
         return {}
     steps = analyze_completion(record, text)
-    stats = Counter()
+    stats = Counter(steps_direct_branch=0, errors_direct_branch=0)
     for step in steps:
         stats[f"steps_{step.style}"] += 1
         stats[f"errors_{step.style}"] += int(not step.correct)
         stats["steps_malformed"] += int(step.malformed)
+        if step.style == "direct" and direct_at_branch(step.text):
+            stats["steps_direct_branch"] += 1
+            stats["errors_direct_branch"] += int(not step.correct)
     return dict(stats)
+
+
+def step_hazard_counts(record: dict, text: str) -> tuple[list[int], list[int]] | None:
+    """(at risk, errors) per step position of one sampled toy trace (docs/claims.md, "Claim (b)"): position j
+    is at risk when steps 1..j−1 are all correct, and an error when step j is then wrong or missing. None
+    for a record without graded steps (not the toy's arithmetic)."""
+    if record.get("task") != "arith":
+        return None
+    steps = analyze_completion(record, text)
+    at_risk, errors = [0] * len(record["ops"]), [0] * len(record["ops"])
+    for j in range(len(record["ops"])):
+        at_risk[j] = 1
+        if j >= len(steps) or not steps[j].correct:
+            errors[j] = 1
+            break
+    return at_risk, errors
 
 
 def _context(backend) -> int | None:
@@ -206,17 +230,34 @@ def stability_rows(backend, tokenizer, records: list[dict], *, samples: int, tem
         items = by_problem.get(index)
         if not items:  # beyond the context
             rows.append({"id": record["id"], "split": record["split"], "k": record.get("k"), "samples": 0,
-                         "agreement": None, "malformed_rate": None, "sample_accuracy": 0.0})
+                         "agreement": None, "malformed_rate": None, "sample_accuracy": 0.0,
+                         "majority_accuracy": 0.0, "hazard_at_risk": "", "hazard_errors": ""})
             continue
         answers = [grading.last_boxed(g.text) for g, _ in items]
         counts = Counter(a for a in answers if a is not None)
         majority = counts.most_common(1)[0][1] if counts else 0
+        # the majority vote's answer is correct when a trace giving it was graded correct (same answer)
+        voted = counts.most_common(1)[0][0] if counts else None
         rows.append({"id": record["id"], "split": record["split"], "k": record.get("k"),
                      "samples": len(items), "agreement": majority / len(items),
                      "malformed_rate": sum(a is None or g.finish_reason != "stop" for (g, _), a in zip(items, answers))
                      / len(items),
-                     "sample_accuracy": sum(r.correct for _, r in items) / len(items)})
+                     "sample_accuracy": sum(r.correct for _, r in items) / len(items),
+                     "majority_accuracy": float(any(r.correct for (_, r), a in zip(items, answers)
+                                                    if voted is not None and a == voted)),
+                     **_hazard_columns(record, [g.text for g, _ in items])})
     return rows
+
+
+def _hazard_columns(record: dict, texts: list[str]) -> dict:
+    """The step-hazard counts of a problem's sampled traces, summed per step position and ``;``-joined
+    (``hazard_at_risk``, ``hazard_errors``); empty for records without graded steps."""
+    counts = [step_hazard_counts(record, text) for text in texts]
+    if not counts or counts[0] is None:
+        return {"hazard_at_risk": "", "hazard_errors": ""}
+    at_risk = [sum(c[0][j] for c in counts) for j in range(len(counts[0][0]))]
+    errors = [sum(c[1][j] for c in counts) for j in range(len(counts[0][1]))]
+    return {"hazard_at_risk": ";".join(map(str, at_risk)), "hazard_errors": ";".join(map(str, errors))}
 
 
 def sampled_rows(backend, tokenizer, records: list[dict], *, k: int, temperature: float, top_p: float,
@@ -314,6 +355,12 @@ def summarise(rows: list[dict]) -> pd.DataFrame:
         if "steps_direct" in record:
             total = record["steps_direct"] + record.get("steps_decomposed", 0)
             record["direct_step_fraction"] = record["steps_direct"] / total if total else None
+        if "steps_direct_branch" in group:  # docs/claims.md, "Direct steps": only where the styles differ
+            branch = int(group["steps_direct_branch"].fillna(0).sum())
+            at_branch = branch + record.get("steps_decomposed", 0)
+            record["steps_direct_branch"] = branch
+            record["errors_direct_branch"] = int(group["errors_direct_branch"].fillna(0).sum())
+            record["direct_branch_fraction"] = branch / at_branch if at_branch else None
         out.append(record)
     return pd.DataFrame(out)
 
@@ -324,7 +371,8 @@ def write_results(out_dir: Path, rows: list[dict], stability: list[dict], info: 
     the avg@k columns of metrics.csv for the splits that have them."""
     out_dir = Path(out_dir)
     write_jsonl(out_dir / "samples.jsonl", rows)
-    columns = ["id", "split", "k", "samples", "agreement", "malformed_rate", "sample_accuracy"]
+    columns = ["id", "split", "k", "samples", "agreement", "malformed_rate", "sample_accuracy", "majority_accuracy",
+               "hazard_at_risk", "hazard_errors"]
     write_csv(out_dir / "stability.csv", pd.DataFrame(stability, columns=columns))  # header only when off
     metrics = summarise(rows)
     if sampled:

@@ -54,6 +54,11 @@ def references(toy: bool) -> list[str]:
     return [name for name in REFERENCES if toy or name not in TOY_REFERENCES]
 
 
+def _get(needs, key: str) -> bool:
+    """One declared need, from the registry's ``Needs`` or the mapping a run.json records."""
+    return bool(needs.get(key) if isinstance(needs, dict) else getattr(needs, key))
+
+
 def is_offline(needs) -> bool:
     """A method trained on the offline traces only (no teacher in memory, no student rollouts). ``needs``:
     a method's declared needs, as the registry's ``Needs`` or as the mapping a run.json records."""
@@ -213,8 +218,9 @@ def robustness_experiments(profile, main: list[str], needs: dict, traces: dict) 
     """The profile's ``robustness.experiments``, or the Table 1 experiments that need only offline traces
     plus the student-style reference. ``needs``/``traces``: experiment -> declared needs / traces kind."""
     chosen = profile.robustness.experiments
-    if chosen is None:
-        chosen = [e for e in main if is_offline(needs[e]) or traces[e] == "student_style"]
+    if chosen is None:  # the reweighting ceiling (oracle_knowledge) is a Table 1 reference only
+        chosen = [e for e in main if (is_offline(needs[e]) and not _get(needs[e], "oracle_knowledge"))
+                  or traces[e] == "student_style"]
     missing = sorted(set(chosen) - set(main))
     if missing:
         raise ValueError(f"robustness.experiments: {missing} are not Table 1 experiments of this profile")

@@ -48,7 +48,11 @@ PRIOR = [e for e in EXPERIMENTS if EXPERIMENT_OF[e].table == "prior"]  # Table 3
 TUNED = MAIN + PRIOR  # every experiment with a learning rate of its own (an ablation inherits its base's)
 # table 2 compares every ablation with the profile's report.baseline and report.subject, on the ablation seeds
 BASELINE = P.report.baseline
-TABLE2_EXPERIMENTS = [e for e in (BASELINE, P.report.subject) if e in MAIN] + ABLATIONS
+# plus the default row of each ablation of another method (its nearest base in Table 1: iw_sft for
+# iw_sft_teacher), the row Table 2 groups it with (dcod.reporting.tables.group_rows)
+_DEFAULTS = [next((b for b in EXPERIMENT_OF[e].bases if b in MAIN), None) for e in ABLATIONS]
+TABLE2_EXPERIMENTS = list(dict.fromkeys([e for e in (BASELINE, P.report.subject) if e in MAIN]
+                                        + [b for b in _DEFAULTS if b is not None] + ABLATIONS))
 SEEDS = P.seeds
 ABLATION_SEEDS = P.ablation_seeds or P.seeds
 
@@ -58,6 +62,9 @@ CLAIMS = f"{R}/claims.csv"  # claims (a)-(d) judged once on Table 1
 # measured wall times, apart so that the tables themselves are bit-for-bit reproducible
 TABLE1_TIMING = f"{R}/table1_timing.csv"
 TABLE2_TIMING = f"{R}/table2_timing.csv"
+# the per-seed values behind each table (docs/claims.md, "Intervals"), beside it
+TABLE1_SEEDS = f"{R}/table1_seeds.csv"
+TABLE2_SEEDS = f"{R}/table2_seeds.csv"
 # The toy world's structure (step styles, chain length k) exists only there: the calibration report
 # (forced-style teachers), the forced-style references and the accuracy-vs-chain-length figure are
 # built for `data.source: toy` only (the figure list: dcod.layout.FIGURES).

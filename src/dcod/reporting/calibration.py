@@ -57,7 +57,8 @@ EPS = 1e-9  # numbers within EPS of a threshold count as equal to it (accuracies
 PASS, FAIL, NOT_MEASURED = "PASS", "FAIL", "not measured"
 
 COLUMNS = ["model", "role", "split", "n_seeds", "n", "accuracy", "direct_step_fraction", "step_error_rate_direct",
-           "step_error_rate_decomposed", "steps_direct", "errors_direct", "steps_decomposed", "errors_decomposed"]
+           "step_error_rate_decomposed", "steps_direct", "errors_direct", "steps_decomposed", "errors_decomposed",
+           "steps_direct_branch", "errors_direct_branch"]
 TARGET_COLUMNS = ["target", "status", "question", "evidence"]
 TARGET_NAMES = ("teacher_reliable", "sft_helps", "oracle_helps", "capacity_gap", "errors_compound",
                 "no_knife_edge", "plateau")
@@ -126,6 +127,9 @@ def summarise_model(name: str, samples: list[pd.DataFrame], role: str = REFERENC
         group = pooled[pooled["split"] == split]
         counts = {c: float(group[c].fillna(0).sum()) for c in ("steps_direct", "errors_direct",
                                                                 "steps_decomposed", "errors_decomposed")}
+        # direct steps at branch points (docs/claims.md, "Direct steps"): absent from older samples, never 0
+        counts.update({c: float(group[c].fillna(0).sum()) if c in group else math.nan
+                       for c in ("steps_direct_branch", "errors_direct_branch")})
         rows.append({"model": name, "role": role, "split": split, "n_seeds": len(samples),
                      "n": len(group) // len(samples), "accuracy": 100.0 * float(group["correct"].mean()),
                      "direct_step_fraction": _ratio(counts["steps_direct"],
@@ -298,9 +302,14 @@ def student_target(frame: pd.DataFrame, missing: Missing | None = None) -> Targe
     if rows.empty:
         return _not_measured("capacity_gap", question, missing, (BASELINE,),
                              f"no {student or 'baseline'} result on the arithmetic splits")
-    direct = _ratio(rows["errors_direct"].sum(), rows["steps_direct"].sum())
+    # the direct steps at branch points where the samples count them (docs/claims.md, "Direct steps"): a
+    # direct step with no style choice reads the same in both styles and says nothing about the gap
+    branch = "steps_direct_branch" in rows and rows["steps_direct_branch"].notna().all()
+    steps, errors = (("steps_direct_branch", "errors_direct_branch") if branch else ("steps_direct", "errors_direct"))
+    direct = _ratio(rows[errors].sum(), rows[steps].sum())
     decomposed = _ratio(rows["errors_decomposed"].sum(), rows["steps_decomposed"].sum())
-    evidence = (f"direct-step error {direct:.4f} over {rows['steps_direct'].sum():.0f} steps, decomposed-step "
+    evidence = (f"direct-step error {direct:.4f} over {rows[steps].sum():.0f} "
+                + ("direct steps at branch points" if branch else "steps") + f", decomposed-step "
                 f"error {decomposed:.4f} over {rows['steps_decomposed'].sum():.0f} steps")
     numbers = {"sft_step_error_direct": direct, "sft_step_error_decomposed": decomposed}
     if math.isnan(direct):

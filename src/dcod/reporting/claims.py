@@ -108,6 +108,9 @@ def versus(table1: pd.DataFrame, subject: str, baseline: str, name: str, key: st
         return None
     row = rows.loc[name]
     column = f"dcod_minus_row_{key}"
+    paired = paired_interval(row, f"{column}_paired")
+    if paired is not ABSENT:  # a table with the seed-paired columns is judged on them (a range: None)
+        return paired
     ci = tuple(_value(row, c) for c in (column, f"{column}_ci_low", f"{column}_ci_high"))
     if not any(math.isnan(v) for v in ci):
         return ci
@@ -117,6 +120,35 @@ def versus(table1: pd.DataFrame, subject: str, baseline: str, name: str, key: st
         if not any(math.isnan(v) for v in ci):
             return ci
     return None
+
+
+ABSENT = object()  # a table without seed-paired columns (written before them, like the published snapshot)
+
+
+def paired_interval(row, prefix: str):
+    """A seed-paired interval of Table 1 (docs/claims.md, "Intervals"): (point, low, high) for a 95% t
+    interval over seeds; None for a range from fewer than 3 seeds (it decides no claim) or a blank cell;
+    ``ABSENT`` when the table has no such column."""
+    kind = row.get(f"{prefix}_kind") if row is not None else None
+    if kind is None:
+        return ABSENT
+    if not isinstance(kind, str) or kind == "range":
+        return None
+    ci = tuple(_value(row, prefix + suffix) for suffix in ("", "_low", "_high"))
+    return None if any(math.isnan(v) for v in ci) else ci
+
+
+def range_text(table1: pd.DataFrame, name: str, key: str, digits: int = 1) -> str | None:
+    """``+x (range a to b over n seeds: not a CI)`` where Table 1's seed-paired subject − ``name`` on ``key`` is
+    a range from fewer than 3 seeds; None otherwise."""
+    rows = table1.set_index("method")
+    prefix = f"dcod_minus_row_{key}_paired"
+    if name not in rows.index or rows.loc[name].get(f"{prefix}_kind") != "range":
+        return None
+    row, spec = rows.loc[name], f"+.{digits}f"
+    point, low, high = (_value(row, prefix + suffix) for suffix in ("", "_low", "_high"))
+    return (f"{point:{spec}} (range {low:{spec}} to {high:{spec}} over {row.get('n_seeds')} seeds: not a CI, "
+            "decides nothing)")
 
 
 # ----------------------------------------------------------------------------- (a) accuracy
@@ -144,13 +176,17 @@ def accuracy_claim(table1: pd.DataFrame, report: ReportConfig) -> Claim:
     intervals = {b: {s: versus(table1, report.subject, report.baseline, b, s) for s in splits} for b in baselines}
     verdict = accuracy_verdict(intervals, id_split, long_split)
     numbers = [f"DCOD − {b} on {s}: " + (f"{interval_text(intervals[b][s])} accuracy points" if intervals[b][s]
-                                           else "no interval in this table") for b in baselines for s in splits]
+                                           else range_text(table1, b, s) or "no interval in this table")
+               for b in baselines for s in splits]
     missing = [f"{b} on {s}" for b in baselines for s in splits if intervals[b][s] is None]
     sentence = (f"Offline baselines ({how}): {', '.join(baselines)}. Rule: supported when every 95% CI of "
                 f"DCOD − baseline on `{id_split}` lies above 0 and none on `{long_split}` lies wholly below 0; "
                 f"not supported when any lies wholly below 0.")
     if missing:
-        sentence += f" No interval for {', '.join(missing)}: that comparison cannot support the claim."
+        sentence += (f" No interval for {', '.join(missing)} (a range from fewer than 3 seeds is none): that "
+                     "comparison cannot support the claim.")
+    if verdict != SUPPORTED:
+        sentence += " These results give no evidence for claim (a)."
     return Claim(title, verdict, sentence, "a", numbers)
 
 
@@ -162,6 +198,14 @@ def stability_claim(table1: pd.DataFrame, report: ReportConfig) -> Claim:
     compared = [*baselines, *(["base_student"] if "base_student" in rows.index else [])]
     if report.subject not in rows.index or not compared:
         return Claim(title, NOT_EVALUATED, "Table 1 lacks the subject or every comparison row.", "b")
+    hazard_kinds = table1.get("dcod_minus_row_step_hazard_paired_kind")
+    if hazard_kinds is not None and hazard_kinds.replace("", math.nan).notna().any():  # graded steps measured
+        return hazard_claim(title, table1, report, compared)
+    if hazard_kinds is not None:  # a table of the amendment without graded steps: not the old agreement rule
+        return Claim(title, NOT_EVALUATED, "docs/claims.md judges (b) by the step hazard of sampled traces, which "
+                     "needs graded steps (the toy world, with stability samples); this Table 1 has none. The paper "
+                     "profile's equivalent (majority vote − mean sample accuracy with its interval) is not built yet.",
+                     "b")
     agreement = {b: versus(table1, report.subject, report.baseline, b, "agreement") for b in compared}
     malformed = {b: versus(table1, report.subject, report.baseline, b, "malformed_rate") for b in compared}
     if all(ci is None for ci in (*agreement.values(), *malformed.values())):
@@ -174,8 +218,9 @@ def stability_claim(table1: pd.DataFrame, report: ReportConfig) -> Claim:
         verdict = SUPPORTED
     else:
         verdict = INCONCLUSIVE
-    numbers = [f"DCOD − {b}: answer agreement {interval_text(agreement[b], 3)}, malformed-trace rate "
-               f"{interval_text(malformed[b], 3)}" for b in compared]
+    numbers = [f"DCOD − {b}: answer agreement "
+               f"{range_text(table1, b, 'agreement', 3) or interval_text(agreement[b], 3)}, malformed-trace rate "
+               f"{range_text(table1, b, 'malformed_rate', 3) or interval_text(malformed[b], 3)}" for b in compared]
     k = _value(rows.loc[report.subject], "stability_samples")
     if math.isnan(k) and "stability_samples" in rows.columns:
         k = float(pd.to_numeric(rows["stability_samples"], errors="coerce").max())
@@ -198,16 +243,54 @@ def stability_claim(table1: pd.DataFrame, report: ReportConfig) -> Claim:
     return Claim(title, verdict, sentence, "b", numbers)
 
 
+def hazard_claim(title: str, table1: pd.DataFrame, report: ReportConfig, compared: list[str]) -> Claim:
+    """(b) by the step hazard of sampled traces (docs/claims.md, "Claim (b), stable reasoning traces"): supported
+    when every seed-paired 95% interval of DCOD − B on the hazard lies wholly below 0 (B: every offline baseline
+    and the base student), not supported when one lies wholly above 0; the other measures decide nothing."""
+    rows = table1.set_index("method")
+    hazard = {b: paired_interval(rows.loc[b], "dcod_minus_row_step_hazard_paired") for b in compared}
+    hazard = {b: None if ci is ABSENT else ci for b, ci in hazard.items()}
+    if any(ci is not None and side(ci) == "above" for ci in hazard.values()):
+        verdict = NOT_SUPPORTED
+    elif all(ci is not None and side(ci) == "below" for ci in hazard.values()):
+        verdict = SUPPORTED
+    else:
+        verdict = INCONCLUSIVE
+
+    def beside(name: str) -> str:  # reported, deciding nothing
+        row = rows.loc[name]
+        return (f"vote − mean {_value(row, 'vote_gain_mean'):+.3f}, agreement {_value(row, 'agreement_mean'):.3f}, "
+                f"malformed {_value(row, 'malformed_rate_mean'):.3f}")
+
+    numbers = [f"DCOD − {b}: step hazard " + (range_text(table1, b, "step_hazard", 3) or interval_text(hazard[b], 3))
+               for b in compared]
+    numbers += [f"{name}: step hazard {_value(rows.loc[name], 'step_hazard_mean'):.3f}; {beside(name)} (deciding nothing)"
+                for name in [report.subject, *compared]]
+    missing = [b for b in compared if hazard[b] is None]
+    sentence = ("Step hazard = for each step position, the share of sampled traces whose step is wrong among those "
+                "whose earlier steps are right, averaged over positions with at least 20 traces at risk. Rule: "
+                "supported when every 95% interval of DCOD − model on the step hazard (paired by seed) lies wholly "
+                "below 0; not supported when one lies wholly above 0; otherwise inconclusive. Majority vote − mean "
+                "sample accuracy, answer agreement (which rewards mode-seeking) and the malformed rate are shown and "
+                "decide nothing.")
+    if missing:
+        sentence += f" No 95% interval for {', '.join(missing)} (a range from fewer than 3 seeds is none)."
+    return Claim(title, verdict, sentence, "b", numbers)
+
+
 # ----------------------------------------------------------------------------- (c) retention
 def retention_claim(dcod, sft, base) -> Claim:
     """(c) on rows of Table 1: the DCOD − SFT interval is read from the SFT row's ``dcod_minus_row_<split>``
-    or, for older tables, from the DCOD row's ``delta_<split>_vs_sft``."""
+    or, for older tables, from the DCOD row's ``delta_<split>_vs_sft``. A table with the retention ratio's
+    interval (``base_ratio_<split>``) is judged on it (docs/claims.md, "Claim (c), retention")."""
     index = dcod.index if hasattr(dcod, "index") else dcod.keys()
     split = next((s for s in RETENTION_SPLITS if f"{s}_mean" in index), None)
     title = "(c) DCOD preserves instruction following (" + ("IFEval prompt-level strict accuracy)" if split == "ifeval"
                                                             else "retention of the base student's second skill)")
     if split is None:
         return Claim(title, NOT_EVALUATED, "this profile has no retention split.", "c")
+    if f"base_ratio_{split}_kind" in index:
+        return retention_ratio_claim(title, split, dcod, sft)
     ci = None
     for row, prefix, suffixes in ((sft, f"dcod_minus_row_{split}", ("", "_ci_low", "_ci_high")),
                                   (dcod, f"delta_{split}", ("_vs_sft", "_ci_low", "_ci_high"))):
@@ -235,6 +318,39 @@ def retention_claim(dcod, sft, base) -> Claim:
         sentence += " " + ("No DCOD − SFT interval. " if ci is None else "") + (
             "No base student row." if math.isnan(kept) else "")
     return Claim(title, verdict, sentence.strip(), "c", numbers)
+
+
+def retention_ratio_claim(title: str, split: str, dcod, sft) -> Claim:
+    """(c) judged on the interval, not the point: per seed DCOD's retention accuracy over its base student's,
+    with the t interval over seeds (``base_ratio_<split>*`` of the DCOD row), and DCOD − SFT paired by seed
+    (the SFT row's ``dcod_minus_row_<split>_paired*``). An interval from fewer than 3 seeds is a range and
+    decides nothing: inconclusive."""
+    ratio_kind = dcod.get(f"base_ratio_{split}_kind")
+    ratio = tuple(_value(dcod, f"base_ratio_{split}{suffix}") for suffix in ("", "_low", "_high"))
+    diff = paired_interval(sft, f"dcod_minus_row_{split}_paired")
+    diff = None if diff is ABSENT else diff
+    ratio_ok = ratio_kind == "t" and not any(math.isnan(v) for v in ratio)
+    below = diff is not None and side(diff) == "below"
+    if (ratio_ok and ratio[2] < PRESERVED_SHARE) or below:
+        verdict = NOT_SUPPORTED
+    elif ratio_ok and diff is not None and ratio[1] >= PRESERVED_SHARE:
+        verdict = SUPPORTED
+    else:
+        verdict = INCONCLUSIVE
+    ratio_text = (f"{ratio[0]:.3f} [{ratio[1]:.3f}, {ratio[2]:.3f}] (95% CI, t over seeds)" if ratio_ok else
+                  f"{ratio[0]:.3f} (range {ratio[1]:.3f} to {ratio[2]:.3f}: fewer than 3 seeds, not a CI)"
+                  if ratio_kind == "range" else "undefined: a base student answers none of the split on some seed"
+                  if ratio_kind == "undefined" else "not measured")
+    numbers = [f"{split} accuracy: DCOD {_value(dcod, f'{split}_mean'):.1f}%, SFT {_value(sft, f'{split}_mean'):.1f}%",
+               f"DCOD's {split} accuracy / its base student's, per seed: {ratio_text}",
+               f"DCOD − SFT on {split} (paired by seed): " + (f"{interval_text(diff)} points" if diff is not None
+                                                               else "no 95% interval (fewer than 3 seeds)")]
+    sentence = (f"Rule: supported when the 95% interval of DCOD's {split} accuracy over its base student's (per "
+                f"seed, t over seeds) has its lower end at or above {PRESERVED_SHARE:.2f} and the interval of "
+                f"DCOD − SFT does not lie wholly below 0; not supported when the ratio's upper end is below "
+                f"{PRESERVED_SHARE:.2f} or that difference lies wholly below 0; otherwise inconclusive. An interval "
+                "from fewer than 3 seeds is a range and decides nothing.")
+    return Claim(title, verdict, sentence, "c", numbers)
 
 
 # ----------------------------------------------------------------------------- (d) cost
@@ -282,17 +398,68 @@ def cost_claim(table1: pd.DataFrame, report: ReportConfig) -> Claim:
     return Claim(title, verdict, sentence, "d", numbers)
 
 
+# ----------------------------------------------------------------------------- the paper's DCOD reading
+# docs/claims.md, "The paper's method for claim (a)": the candidates besides the default are the Table 2 rows
+# that vary only the granularity to one of these, or only β to ess_floor (read from Table 2's ``varies``)
+READING_CANDIDATES = {"granularity": ("token", "step"), "beta": ("ess_floor",)}
+
+
+def reading_choice(table2: pd.DataFrame, seeds2: pd.DataFrame, subject: str, seed: int,
+                   split: str = "validation") -> pd.DataFrame | None:
+    """Which DCOD reading is the paper's method, chosen on ``split`` only at the tuning ``seed`` (Table 2's runs
+    of that seed train at the learning rate the grid chose for the subject): one row per candidate with its
+    accuracy and ``chosen`` (the best; ties: the default). None when Table 2 has no candidate or no grouping."""
+    if "varies" not in table2.columns or subject not in set(table2["method"]):
+        return None
+    candidates = [subject] + [r["method"] for _, r in table2.iterrows()
+                              if r.get("role") == "ablation" and r.get("default") == subject
+                              and r.get("varies") in READING_CANDIDATES
+                              and str(r.get(r["varies"])) in READING_CANDIDATES[r["varies"]]]
+    if len(candidates) == 1:
+        return None
+    column = f"{split}_accuracy"
+    scores = seeds2[(seeds2["seed"] == seed) & seeds2["method"].isin(candidates)].set_index("method")
+    missing = [name for name in candidates if name not in scores.index or pd.isna(scores.loc[name].get(column))]
+    if missing:
+        raise ValueError(f"table2_seeds.csv: no {split} accuracy at the tuning seed {seed} for {missing}: the DCOD "
+                         "reading is chosen there (docs/claims.md); add the seed to ablation_seeds")
+    values = [float(scores.loc[name, column]) for name in candidates]
+    best = max(range(len(values)), key=lambda i: (values[i], i == 0))  # ties: the default
+    return pd.DataFrame({"candidate": candidates, column: values,
+                         "chosen": [i == best for i in range(len(candidates))]})
+
+
+def with_reading(claim: Claim, choice: pd.DataFrame | None, subject: str) -> Claim:
+    """Claim (a) with the validation-only choice of the DCOD reading: its scores among the numbers, and not
+    evaluated when the choice is not the subject (Table 1 would then judge another method than the paper's)."""
+    if choice is None:
+        return claim
+    column = next(c for c in choice.columns if c.endswith("_accuracy"))
+    chosen = choice.loc[choice["chosen"], "candidate"].iloc[0]
+    scores = ", ".join(f"{r['candidate']} {r[column]:.1f}%" for _, r in choice.iterrows())
+    numbers = [*claim.numbers, f"DCOD reading chosen on {column[: -len('_accuracy')]} at the tuning seed: {chosen} "
+               f"({scores})"]
+    if chosen == subject:
+        return Claim(claim.title, claim.verdict, claim.sentence, claim.key, numbers)
+    sentence = (f"Not judged: docs/claims.md makes the DCOD reading that scores best on validation the paper's method, "
+                f"and that is `{chosen}`, not Table 1's `{subject}`. Make experiments/{subject} that reading and "
+                f"regenerate Table 1. (Judged on `{subject}` it would read: {claim.verdict}.)")
+    return Claim(claim.title, NOT_EVALUATED, sentence, claim.key, numbers)
+
+
 # ----------------------------------------------------------------------------- all of them
-def judge_claims(table1: pd.DataFrame, report: ReportConfig | None = None) -> list[Claim] | None:
+def judge_claims(table1: pd.DataFrame, report: ReportConfig | None = None,
+                 reading: pd.DataFrame | None = None) -> list[Claim] | None:
     """Claims (a)–(d) judged on a Table 1 (fresh, published, or another float path's); None without the
-    rows of ``report.subject`` and ``report.baseline`` (default: the shipped profiles')."""
+    rows of ``report.subject`` and ``report.baseline`` (default: the shipped profiles'). ``reading``: the
+    validation-only choice of the DCOD reading (``reading_choice``), where Table 2 was read."""
     report = report or ReportConfig()
     names = set(table1["method"])
     if report.subject not in names or report.baseline not in names:
         return None
     rows = table1.set_index("method")
     base = rows.loc["base_student"] if "base_student" in rows.index else None
-    return [accuracy_claim(table1, report), stability_claim(table1, report),
+    return [with_reading(accuracy_claim(table1, report), reading, report.subject), stability_claim(table1, report),
             retention_claim(rows.loc[report.subject], rows.loc[report.baseline], base), cost_claim(table1, report)]
 
 
@@ -336,14 +503,20 @@ def not_judged(claims: list[Claim] | None, profile_name: str) -> list[Claim] | N
 
 
 def write_claims(args) -> None:
+    """results/claims.csv from Table 1 and, where written beside it, Table 2 (the DCOD reading's choice)."""
     from dcod.config import load_profile
     from dcod.io import write_csv
     from dcod.reporting import need
     from dcod.reporting.tables import read_table
 
     profile = load_profile(need(args.profile, "--profile", "claims"), getattr(args, "set", None) or ())
-    table1 = read_table(Path(need(args.results_dir, "--results-dir", "claims")) / "table1.csv")
-    claims = judge_claims(table1, profile.report)
+    results = Path(need(args.results_dir, "--results-dir", "claims"))
+    table1 = read_table(results / "table1.csv")
+    reading = None
+    if (results / "table2_seeds.csv").is_file():  # the DCOD reading, chosen on validation (docs/claims.md)
+        reading = reading_choice(read_table(results / "table2.csv"), pd.read_csv(results / "table2_seeds.csv"),
+                                 profile.report.subject, profile.tuning.seed, profile.tuning.split)
+    claims = judge_claims(table1, profile.report, reading)
     if profile.results == "smoke":
         claims = not_judged(claims, profile.name)
     write_csv(args.out, claims_frame(claims))

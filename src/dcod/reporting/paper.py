@@ -22,7 +22,7 @@ from dcod.reporting.claims import (HARD_SPLITS, IN_DISTRIBUTION_SPLITS, RETENTIO
                                    offline_baselines, retention_claim, robust_claim, robustness_verdicts,
                                    stability_claim)
 from dcod.reporting.figures import FIGURE_NAMES, caption, figure_names
-from dcod.reporting.tables import MIN_ORACLE_GAP, table2_knobs, table_splits
+from dcod.reporting.tables import GROUP_COLUMNS, MIN_ORACLE_GAP, table2_knobs, table_splits
 from dcod.reporting.traces import traces_section
 
 def mean_std(row, column: str, digits: int = 1) -> str:
@@ -32,10 +32,39 @@ def mean_std(row, column: str, digits: int = 1) -> str:
 
 
 def delta_text(row, split: str) -> str:
+    """Row − SFT on a split: the seed-paired interval where the table has one (docs/claims.md, "Intervals"),
+    else the hierarchical bootstrap's (tables written before the paired columns, like the published one)."""
+    if isinstance(row.get(f"delta_{split}_paired_kind"), str):
+        return paired_text(row, f"delta_{split}_paired")
     delta = row.get(f"delta_{split}_vs_sft", math.nan)
     if math.isnan(delta):
         return "–"
     return f"{delta:+.1f} [{row[f'delta_{split}_ci_low']:+.1f}, {row[f'delta_{split}_ci_high']:+.1f}]"
+
+
+def paired_text(row, prefix: str, digits: int = 1) -> str:
+    """A seed-paired difference: ``+x [low, high]`` for a 95% t interval, ``+x (range low to high)`` for
+    fewer than 3 seeds, which is never called a CI (docs/claims.md, "Intervals")."""
+    kind = row.get(f"{prefix}_kind")
+    point, low, high = (row.get(f"{prefix}{suffix}", math.nan) for suffix in ("", "_low", "_high"))
+    if not isinstance(kind, str) or pd.isna(point):
+        return "–"
+    spec = f"+.{digits}f"
+    if kind == "same":
+        return format(0.0, spec)
+    if kind == "range":
+        return f"{point:{spec}} (range {low:{spec}} to {high:{spec}})"
+    return f"{point:{spec}} [{low:{spec}}, {high:{spec}}]"
+
+
+def has_paired(table: pd.DataFrame) -> bool:
+    return any(str(c).endswith("_paired_kind") for c in table.columns)
+
+
+PAIRED_LEGEND = ("paired by seed (both models of a seed share its base student): [95% CI, t over seeds with the "
+                 "problem level added], or, from fewer than 3 seeds, the range of the per-seed differences, which "
+                 "is not a confidence interval and decides nothing")
+BOOTSTRAP_LEGEND = "[95% CI; hierarchical bootstrap over training seeds, then problems paired across the two models]"
 
 
 # ----------------------------------------------------------------------------- sections
@@ -89,7 +118,8 @@ def table1_section(table1: pd.DataFrame) -> list[str]:
                               **{s: mean_std(r, s) for s in splits},
                               "direct steps": number_or_dash(r["direct_step_fraction"], ",.2f"),
                               "agreement": mean_std(r, "agreement", 3),
-                              "malformed": mean_std(r, "malformed_rate", 3)} for r in rows])
+                              "malformed": mean_std(r, "malformed_rate", 3), **measure_cells(table1, r)}
+                             for r in rows])
     cost = pd.DataFrame([{"method": name(r),
                           "student tokens trained": number_or_dash(r["student_tokens_trained"], ",.0f"),
                           "tokens sampled": number_or_dash(r["tokens_sampled"], ",.0f"),
@@ -103,7 +133,8 @@ def table1_section(table1: pd.DataFrame) -> list[str]:
              "Accuracy in % (mean ± std over training seeds; no spread for a single evaluation); `validation` is the "
              "tuning split and judges no claim; direct steps = share of arithmetic steps written in the direct style; "
              "agreement (share of sampled final answers equal to the most common one) and malformed (share of "
-             "sampled traces without a parseable answer or with a step in neither style) from sampled traces.", ""]
+             "sampled traces without a parseable answer or with a step in neither style) from sampled traces." + (
+                 f" {MEASURE_LEGEND}" if any(measure_cells(table1, r) for r in rows) else ""), ""]
     oracle = [r["method"] for r in rows if role and r["role"] == "reference" and not is_plain_reference(r)]
     if oracle:
         lines += [f"`{'`, `'.join(oracle)}` is a reference, not a method: SFT on traces of the teacher forced to the "
@@ -115,9 +146,27 @@ def table1_section(table1: pd.DataFrame) -> list[str]:
               "programmatic toy teacher counts 0); offline trace tokens are the one-off teacher traces shared by every "
               "offline method. Wall time is this machine's (the `machine` column of the table) and decides nothing.", "",
               markdown_table(cost), "",
-              "Method − SFT in accuracy points [95% CI; hierarchical bootstrap over training seeds, then problems "
-              "paired across the two models]:", "", markdown_table(deltas), ""]
-    return lines + oracle_gap_lines(table1, oracle)
+              f"Method − SFT in accuracy points, "
+              f"{PAIRED_LEGEND if has_paired(table1) else BOOTSTRAP_LEGEND}:", "", markdown_table(deltas), ""]
+    return lines + oracle_gap_lines(table1, oracle) + ceiling_gap_lines(table1)
+
+
+def measure_cells(table1: pd.DataFrame, row) -> dict:
+    """The amendment's measures (docs/claims.md, "Direct steps", "Claim (b)") where the table has them: the
+    direct-step share at branch points, the step hazard and majority vote − mean sample accuracy."""
+    cells = {}
+    if "direct_branch_fraction" in table1.columns and table1["direct_branch_fraction"].notna().any():
+        cells["direct at branch points"] = number_or_dash(row["direct_branch_fraction"], ",.2f")
+    for column, label in (("step_hazard", "step hazard"), ("vote_gain", "vote − mean")):
+        if f"{column}_mean" in table1.columns and table1[f"{column}_mean"].notna().any():
+            cells[label] = mean_std(row, column, 3)
+    return cells
+
+
+MEASURE_LEGEND = ("Where shown: direct at branch points = share of the steps where the two styles differ written in "
+                  "the direct style; step hazard = for each step position, the share of sampled traces whose step is "
+                  "wrong among those whose earlier steps are right, averaged over positions with at least 20 traces "
+                  "at risk; vote − mean = majority-vote accuracy over the sampled traces minus their mean accuracy.")
 
 
 def is_plain_reference(row) -> bool:
@@ -144,6 +193,30 @@ def oracle_gap_lines(table1: pd.DataFrame, oracle: list[str]) -> list[str]:
     return lines
 
 
+def ceiling_gap_lines(table1: pd.DataFrame) -> list[str]:
+    """The share of the SFT -> reweighting-ceiling gap each method closes (docs/claims.md, "The reweighting
+    ceiling"), where Table 1 has the ceiling row's columns."""
+    columns = [c for c in table1.columns if c.startswith("ceiling_gap_closed_")]
+    if not columns or "description" not in table1.columns:
+        return []
+    lines = ["Reweighting ceiling gap closed: (method − SFT) / (ceiling − SFT), the ceiling being SFT on the same "
+             "teacher traces with weight 0 on every trace that writes a direct-style step at a branch point "
+             "(knowledge no method has).", ""]
+    splits = [c[len("ceiling_gap_closed_"):] for c in columns]
+    methods = table1[table1["role"] == "method"]
+    blank = [s for s in splits if methods[f"ceiling_gap_closed_{s}"].isna().all()]
+    if len(blank) == len(splits):
+        return lines + ["Not stated on any split: no ceiling row in Table 1, or its seed-paired 95% interval against "
+                        "SFT does not lie above 0 (or comes from fewer than 3 seeds), so the gap may be noise.", ""]
+    rows = [{"method": r["method"], **{s: number_or_dash(r[f"ceiling_gap_closed_{s}"], ".0%") for s in splits}}
+            for _, r in methods.iterrows()]
+    lines += [markdown_table(pd.DataFrame(rows)), ""]
+    if blank:
+        lines += [f"Left blank on {', '.join(blank)}: the ceiling's interval against SFT does not lie above 0 there.",
+                  ""]
+    return lines
+
+
 # how Table 2 shows the diagnostics a weighted method logs (label, digits); others: their own name
 DIAGNOSTIC_LABELS = {"beta": ("final β", 2), "ess_fraction": ("final ESS", 2), "clip_fraction": ("final clip", 3)}
 
@@ -158,9 +231,49 @@ def table2_section(table2: pd.DataFrame) -> list[str]:
              **{label: number_or_dash(r[f"final_{key}"], f",.{digits}f") for key, (label, digits) in labels.items()}}
             for _, r in table2.iterrows()]
     note = [] if (table2["role"] == "ablation").any() else ["This profile has no ablation experiments.", ""]
+    if "group" in table2.columns and (table2["role"] == "ablation").any():
+        return table2_groups(table2, splits, labels)
     return ["## Table 2: DCOD ablations", "", *note,
             "Knobs of each variant, accuracy in % (mean ± std), method − SFT [95% CI, hierarchical bootstrap over "
             "seeds and problems], and DCOD diagnostics averaged over the last 20% of optimiser steps.", "", markdown_table(pd.DataFrame(rows)), ""]
+
+
+def table2_groups(table2: pd.DataFrame, splits: list[str], labels: dict) -> list[str]:
+    """Table 2 as a question: one small table per knob, the default row first, then each ablation that varies
+    that knob (its ``group``, derived by dcod.reporting.tables.group_rows); a knob that never acted over the
+    run (its diagnostic 0 at every step) is marked, so its row is not read as evidence about the knob."""
+    knobs = table2_knobs(table2)
+    table2 = table2.astype({c: object for c in GROUP_COLUMNS}).fillna({c: "" for c in GROUP_COLUMNS})
+    rows = table2.set_index("method", drop=False)
+    ablations = table2[table2["role"] == "ablation"]
+
+    def order(group: str) -> tuple:  # the subject's knobs in the method's order, then other methods' groups
+        knob = group.rpartition(": ")[2]
+        return (": " in group, knobs.index(knob) if knob in knobs else len(knobs), group)
+
+    def line(r, varied: list[str]) -> dict:
+        acted = "never acted: " + r["never_acted"].replace(";", ", ") if r["never_acted"] else ""
+        return {"method": r["method"], **{k: r[k] for k in varied}, **{s: mean_std(r, s) for s in splits},
+                **{f"Δ {s}": delta_text(r, s) for s in splits},
+                **{label: number_or_dash(r[f"final_{key}"], f",.{digits}f") for key, (label, digits) in labels.items()},
+                "knob acted": acted}
+
+    legend = PAIRED_LEGEND if has_paired(table2) else BOOTSTRAP_LEGEND
+    lines = ["## Table 2: DCOD ablations, one question per knob", "",
+             "Each table varies one knob of its default row (the first row), everything else held: which knob an "
+             "ablation varies is read from the knobs its run declared, never typed. Accuracy in % (mean ± std over "
+             f"the ablation seeds), method − SFT in points, {legend}; DCOD diagnostics averaged over the last 20% "
+             "of optimiser steps. \"knob acted\" marks a knob whose diagnostic was 0 at every step of every seed "
+             "(a clip that never binds trains exactly like no clip).", ""]
+    for group in sorted(set(ablations["group"]), key=order):
+        members = ablations[ablations["group"] == group]
+        varied = list(dict.fromkeys(k for v in members["varies"] for k in v.split(";") if k in knobs))
+        default = members["default"].iloc[0]
+        records = ([line(rows.loc[default], varied)] if default in rows.index else [])
+        records += [line(r, varied) for _, r in members.iterrows()]
+        lines += [f"### {group}" + (f" (default `{default}`)" if default else ""), "",
+                  markdown_table(pd.DataFrame(records)), ""]
+    return lines
 
 
 def tuning_section(tuning: pd.DataFrame | None, table1: pd.DataFrame, table2: pd.DataFrame,
@@ -278,12 +391,17 @@ def figures_section(figures_dir: Path, out: Path, source: str = "toy") -> list[s
 
 # ----------------------------------------------------------------------------- claims
 def claims_section(claims: list[Claim] | None, report: ReportConfig, robust: Claim | None = None,
-                   float_path: tuple[str, dict[str, str]] | None = None) -> list[str]:
+                   float_path: tuple[str, dict[str, str]] | None = None, paired: bool = False) -> list[str]:
     """The verdict on each claim; ``float_path`` = (kernel label, claim title → verdict of the float-path
-    rerun's Table 1): a claim whose verdict the float kernels alone change is marked as not settled."""
-    lines = ["## Claims", "", "Judged exactly by the pre-registered rules of `docs/claims.md`. Every interval is a 95% "
-             "hierarchical bootstrap (training seeds resampled per model, then problems resampled with the same "
-             "draws for both models; 2,000 replicates, fixed seed), so it includes seed variance.", ""]
+    rerun's Table 1): a claim whose verdict the float kernels alone change is marked as not settled.
+    ``paired``: Table 1 has the seed-paired columns the claims are then judged on."""
+    intervals = ("Every difference is paired by seed (both models of a seed share its base student): a 95% "
+                 "interval is t over seeds with the problem level added; from fewer than 3 seeds it is the range "
+                 "of the per-seed differences, not a CI, and decides no claim." if paired else
+                 "Every interval is a 95% hierarchical bootstrap (training seeds resampled per model, then problems "
+                 "resampled with the same draws for both models; 2,000 replicates, fixed seed), so it includes "
+                 "seed variance.")
+    lines = ["## Claims", "", f"Judged exactly by the pre-registered rules of `docs/claims.md`. {intervals}", ""]
     if claims is None:
         return lines + [f"Not evaluated: Table 1 needs both `{report.subject}` and `{report.baseline}` rows.", ""]
     claims = [*claims[:1], *([robust] if robust is not None else []), *claims[1:]]
@@ -482,6 +600,6 @@ def write_report(args) -> None:
         lines += smoke_claims_section(not_judged(claims, profile.name))  # whatever claims.csv says
     else:
         lines += claims_section(claims, profile.report, robust, (other.parent.name, float_path_verdicts(
-            other, profile.report)) if other is not None else None)
+            other, profile.report)) if other is not None else None, has_paired(table1))
     write_text(out, "\n".join(lines))
     print(f"paper: -> {out}")

@@ -26,11 +26,12 @@ from dcod.reporting import markdown_table, need
 from dcod.reporting.tables import read_table, table_splits
 
 # every results file the snapshot keeps (the comparison itself is about a rerun, never published)
-RESULT_FILES = ("table1.csv", "table1_timing.csv", "table2.csv", "table2_timing.csv", "tuning.csv",
+RESULT_FILES = ("table1.csv", "table1_timing.csv", "table1_seeds.csv", "table2.csv", "table2_timing.csv",
+                "table2_seeds.csv", "tuning.csv",
                 "calibration.csv", "calibration.md", "calibration_targets.csv", "robustness.csv", "robustness.md",
                 "float_path.csv", "float_path.md")
 # the second float path's Table 1 (results/float_paths/<name>/), published beside the main one
-FLOAT_PATH_FILES = ("table1.csv", "table1_timing.csv")
+FLOAT_PATH_FILES = ("table1.csv", "table1_timing.csv", "table1_seeds.csv")
 # Compared where both tables have the column: a snapshot published before a column existed (cap_share) is
 # compared on the columns it has, never refused for the one it lacks.
 COMPARED_COLUMNS = ("direct_step_fraction", "agreement_mean", "malformed_rate_mean", "cap_share",

@@ -219,3 +219,54 @@ def seed_paired_ratio(a: pd.DataFrame, b: pd.DataFrame, *, level: float = LEVEL,
                 "n_seeds": n}
     half = t_quantile((1 + level) / 2, n - 1) * float(ratios.std(ddof=1)) / math.sqrt(n)
     return {"point": point, "low": point - half, "high": point + half, "kind": "t", "n_seeds": n}
+
+
+# ----------------------------------------------------------------------------- the step hazard (claim (b))
+def hazard(at_risk: np.ndarray, errors: np.ndarray, min_at_risk: int) -> float:
+    """Step hazard of (problems × positions) counts: errors / at risk per position pooled over problems,
+    averaged over the positions with at least ``min_at_risk`` traces at risk (docs/claims.md, "Claim (b)")."""
+    risk, err = at_risk.sum(axis=0), errors.sum(axis=0)
+    keep = risk >= min_at_risk
+    return float((err[keep] / risk[keep]).mean()) if keep.any() else math.nan
+
+
+def _jackknife_hazards(at_risk: np.ndarray, errors: np.ndarray, min_at_risk: int) -> np.ndarray:
+    """The hazard with each problem left out in turn (the positions that qualify on all problems, fixed)."""
+    keep = at_risk.sum(axis=0) >= min_at_risk
+    risk = at_risk.sum(axis=0)[keep] - at_risk[:, keep]  # problems × kept positions
+    err = errors.sum(axis=0)[keep] - errors[:, keep]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.nanmean(np.where(risk > 0, err / risk, np.nan), axis=1)
+
+
+def seed_paired_hazard_diff(a: dict, b: dict, *, min_at_risk: int, level: float = LEVEL) -> dict:
+    """Step hazard of a − b paired by seed (docs/claims.md, "Intervals" and "Claim (b)"). ``a``/``b``: seed ->
+    (at_risk, errors), (problems × positions) counts over the same problems in the same order; a model
+    evaluated once has one seed, used for every seed of the other. d_s = hazard_a(s) − hazard_b(s); the
+    interval is t over seeds with the problem level added as for accuracies, the problem term here the
+    delete-one-problem jackknife variance of the mean difference (a hazard is a ratio of sums over
+    problems, not a mean of per-problem values). Fewer than ``MIN_SEEDS_FOR_INTERVAL`` seeds: a range."""
+    seeds = sorted(a) if len(a) >= len(b) else sorted(b)
+    if len(a) > 1 and len(b) > 1 and sorted(a) != sorted(b):
+        raise ValueError(f"step hazard: seeds {sorted(a)} and {sorted(b)} are not paired")
+    pick = lambda side, seed: side[seed] if len(side) > 1 else next(iter(side.values()))  # noqa: E731
+    per_seed, leave_one_out = [], []
+    for seed in seeds:
+        (risk_a, err_a), (risk_b, err_b) = pick(a, seed), pick(b, seed)
+        if risk_a.shape[0] != risk_b.shape[0]:
+            raise ValueError(f"step hazard: seed {seed} has {risk_a.shape[0]} and {risk_b.shape[0]} problems")
+        per_seed.append(hazard(risk_a, err_a, min_at_risk) - hazard(risk_b, err_b, min_at_risk))
+        leave_one_out.append(_jackknife_hazards(risk_a, err_a, min_at_risk)
+                             - _jackknife_hazards(risk_b, err_b, min_at_risk))
+    per_seed = np.asarray(per_seed)
+    n, point = len(seeds), float(np.mean(per_seed))
+    result = {"point": point, "n_seeds": n, "per_seed": dict(zip([int(s) for s in seeds], per_seed.tolist()))}
+    if math.isnan(point):
+        return {**result, "low": math.nan, "high": math.nan, "kind": ""}
+    if n < MIN_SEEDS_FOR_INTERVAL:
+        return {**result, "low": float(per_seed.min()), "high": float(per_seed.max()), "kind": "range"}
+    jack = np.mean(leave_one_out, axis=0)  # the mean difference with each problem left out
+    problems = jack.size
+    problem_variance = (problems - 1) / problems * float(np.nansum((jack - np.nanmean(jack)) ** 2))
+    half = t_quantile((1 + level) / 2, n - 1) * math.sqrt(per_seed.var(ddof=1) / n + problem_variance)
+    return {**result, "low": point - half, "high": point + half, "kind": "t"}

@@ -21,6 +21,15 @@ declared needs are offline traces only (no rollouts, no teacher in memory): the 
 claim (a). ``oracle_gap_closed_<split>`` = (row − SFT) / (oracle − SFT) on ``id`` and ``long``, blank
 when the oracle is less than 1 point above SFT (a ratio over a gap inside the noise means nothing).
 
+Under the amendment "What the claims measure" (docs/claims.md) every difference is also given paired by
+seed (``*_paired``, ``_paired_low``/``_high``/``_kind``: a 95% t interval over seeds, or below 3 seeds the
+range of the per-seed differences, never a CI; ``dcod.reporting.stats``), with ``base_ratio_<split>``
+(claim (c): retention over each seed's base student), ``dcod_minus_row_step_hazard_paired*`` (claim (b)),
+the direct-step share at branch points, the step hazard and majority vote − mean sample accuracy, and
+``ceiling_gap_closed_<split>``, the share of the SFT -> reweighting-ceiling (``oracle_weights``) gap. The
+per-seed values behind a table go to ``<table>_seeds.csv``. Table 2 groups each ablation by the knob it
+varies relative to its default row (``group_rows``).
+
 ``cap_share``: the share of a model's greedy evaluation samples (every split; prompts too long to generate
 left out) that ran to the token cap (``finish_reason`` ``length`` in samples.jsonl) instead of ending on
 one of its end tokens, mean over seeds. A share that rises from the base student to the trained
@@ -55,7 +64,9 @@ from dcod.layout import is_offline
 from dcod.reporting import (SEEDED_REFERENCE, eval_dirs, held_out_splits, is_reference, is_seeded, need,
                             paired_base, parse_names, parse_seeds, read_metrics, read_run, read_samples,
                             read_stability, read_traces_info, read_train_log, report_roles, run_dirs, split_order)
-from dcod.reporting.stats import hierarchical_bootstrap_diff
+from dcod.reporting.stats import (hierarchical_bootstrap_diff, seed_paired_diff, seed_paired_hazard_diff,
+                                  seed_paired_ratio)
+from dcod.splits import claim_splits
 
 BOOTSTRAP_REPLICATES = 2000
 BOOTSTRAP_SEED = 20260514
@@ -64,8 +75,11 @@ COST_COLUMNS = ("wall_time_s", "student_tokens_trained", "tokens_sampled", "teac
                 "reference_forward_tokens", "student_parameters", "teacher_parameters", "training_flops",
                 "reference_forward_flops")
 STABILITY_METRICS = ("agreement", "malformed_rate")  # per-problem columns of stability.csv
+# claim (b)'s measures of the amendment (docs/claims.md, "Claim (b)"), means and spreads over seeds
+MEASURE_COLUMNS = ("step_hazard_mean", "step_hazard_std", "vote_gain_mean", "vote_gain_std")
 GAP_SPLITS = ("id", "long")  # where the oracle gap closed is reported
 MIN_ORACLE_GAP = 1.0  # points: below it the gap-closed ratio is left blank
+RETENTION_SPLITS = claim_splits("retention")  # claim (c)'s splits: the retention ratio to the base student
 FINAL_PHASE = 0.2  # diagnostics are averaged over the last 20% of optimiser steps
 DESCRIPTIONS = {"teacher": "teacher (reference, evaluated once)",
                 "base_student": "base student before distillation (reference, evaluated once)"}
@@ -129,6 +143,67 @@ def direct_step_fraction(metrics: pd.DataFrame) -> float:
     direct = rows["steps_direct"].fillna(0).sum()
     total = direct + rows["steps_decomposed"].fillna(0).sum()
     return float(direct / total) if total else math.nan
+
+
+def direct_branch_fraction(metrics: pd.DataFrame) -> float:
+    """Share of the steps at branch points (where the two styles' renderings differ) written in the direct
+    style, pooled over the id and long splits (docs/claims.md, "Direct steps"); NaN for an evaluation
+    written before the branch counts existed."""
+    rows = metrics[metrics["split"].isin(ARITHMETIC_SPLITS)]
+    if rows.empty or "steps_direct_branch" not in rows or "steps_decomposed" not in rows:
+        return math.nan
+    direct = rows["steps_direct_branch"].fillna(0).sum()
+    total = direct + rows["steps_decomposed"].fillna(0).sum()
+    return float(direct / total) if total else math.nan
+
+
+HAZARD_MIN_AT_RISK = 20  # docs/claims.md, "Claim (b)": a step position counts with at least this many traces at risk
+
+
+def step_hazard(stability: pd.DataFrame) -> float:
+    """The step hazard of one evaluation's sampled traces (docs/claims.md, "Claim (b)"): for each step
+    position j, errors / traces at risk (steps 1..j−1 right), pooled over problems, averaged over the
+    positions with at least ``HAZARD_MIN_AT_RISK`` traces at risk; NaN when stability.csv has no hazard
+    counts (written before them, or no graded steps) or no position qualifies."""
+    if stability is None or "hazard_at_risk" not in stability or stability.empty:
+        return math.nan
+    at_risk: dict[int, int] = {}
+    errors: dict[int, int] = {}
+    for risk, error in zip(stability["hazard_at_risk"], stability["hazard_errors"]):
+        if not isinstance(risk, str) or not risk:
+            continue
+        for j, (r, e) in enumerate(zip(risk.split(";"), str(error).split(";"))):
+            at_risk[j], errors[j] = at_risk.get(j, 0) + int(r), errors.get(j, 0) + int(e)
+    rates = [errors[j] / at_risk[j] for j in at_risk if at_risk[j] >= HAZARD_MIN_AT_RISK]
+    return float(np.mean(rates)) if rates else math.nan
+
+
+def hazard_counts(evaluated: Evaluated) -> dict | None:
+    """seed -> (at risk, errors) as (problems × positions) arrays, problems sorted by ``split/id`` (the
+    input of ``stats.seed_paired_hazard_diff``); None without hazard counts in stability.csv."""
+    counts = {}
+    for seed, frame in zip(evaluated.seeds or [0], evaluated.stability or []):
+        if frame is None or "hazard_at_risk" not in frame or frame.empty:
+            return None
+        graded = frame[frame["hazard_at_risk"].apply(lambda cell: isinstance(cell, str) and cell != "")]
+        if graded.empty:
+            return None
+        graded = graded.assign(key=graded["split"].astype(str) + "/" + graded["id"].astype(str)).sort_values("key")
+        rows = [[int(v) for v in cell.split(";")] for cell in graded["hazard_at_risk"]]
+        errs = [[int(v) for v in str(cell).split(";")] for cell in graded["hazard_errors"]]
+        width = max(len(r) for r in rows)
+        pad = lambda values: np.array([v + [0] * (width - len(v)) for v in values])  # noqa: E731
+        counts[seed] = (pad(rows), pad(errs))
+    return counts or None
+
+
+def vote_gain(stability: pd.DataFrame) -> float:
+    """Majority-vote accuracy over the k samples minus their mean accuracy, mean over problems (docs/claims.md,
+    "Claim (b)"); NaN for a stability.csv written before ``majority_accuracy``."""
+    if stability is None or "majority_accuracy" not in stability or stability.empty:
+        return math.nan
+    sampled = stability[stability["samples"] > 0]
+    return float((sampled["majority_accuracy"] - sampled["sample_accuracy"]).mean()) if len(sampled) else math.nan
 
 
 def cap_share(samples: pd.DataFrame) -> float:
@@ -197,13 +272,97 @@ def difference(left: Evaluated, right: Evaluated, key: str, scale: float) -> tup
     return scale * point, scale * low, scale * high
 
 
+# ----------------------------------------------------------------------------- seed-paired intervals
+# docs/claims.md, "Intervals" (the amendment "What the claims measure"): both models of a seed start from its
+# base student, so differences are paired by seed, with a t interval over seeds plus the problem level
+# (dcod.reporting.stats.seed_paired_diff); from fewer than 3 seeds the columns hold the range of the per-seed
+# differences and ``_kind`` says ``range``: never a 95% CI, and it decides no claim. Written beside the
+# hierarchical-bootstrap columns (which tables written before this amendment, the published snapshot's, hold).
+PAIRED_SUFFIXES = ("_paired", "_paired_low", "_paired_high", "_paired_kind")
+
+
+def paired_difference(left: Evaluated, right: Evaluated, key: str, scale: float) -> tuple:
+    """(mean(left) − mean(right), low, high, kind) × ``scale``, paired by seed, on a split or a stability
+    metric (``kind``: ``t`` or ``range``; ``same`` for a model against itself, exactly 0)."""
+    if key in STABILITY_METRICS:
+        a, b = stability_values(left, key), stability_values(right, key)
+        if a is None or b is None:
+            return math.nan, math.nan, math.nan, ""
+    else:
+        if not any((s["split"] == key).any() for s in left.samples):
+            return math.nan, math.nan, math.nan, ""
+        a, b = problem_values(left, key), problem_values(right, key)
+    if left.name == right.name:
+        return 0.0, 0.0, 0.0, "same"
+    where = f"split {key!r}" if key not in STABILITY_METRICS else f"stability metric {key!r}"
+    result = seed_paired_diff(a, b, names=(f"{left.name} ({where})", f"{right.name} ({where})"))
+    return scale * result["point"], scale * result["low"], scale * result["high"], result["kind"]
+
+
+def retention_ratio(evaluated: Evaluated, base: Evaluated | None, split: str) -> tuple:
+    """(mean over seeds of retention(seed) / base student's(seed), low, high, kind): claim (c)'s ratio with
+    the t interval over seeds (docs/claims.md, "Claim (c), retention"); NaN without a base student."""
+    if base is None or not any((s["split"] == split).any() for s in evaluated.samples):
+        return math.nan, math.nan, math.nan, ""
+    if evaluated.name == base.name:
+        return 1.0, 1.0, 1.0, "same"
+    base_values = problem_values(base, split)
+    if (base_values.groupby("seed")["value"].mean() == 0).any():  # a base student that answers none: no ratio
+        return math.nan, math.nan, math.nan, "undefined"
+    result = seed_paired_ratio(problem_values(evaluated, split), base_values,
+                               names=(f"{evaluated.name} (split {split!r})", f"{base.name} (split {split!r})"))
+    return result["point"], result["low"], result["high"], result["kind"]
+
+
+def paired_columns(row: dict, evaluated: Evaluated, splits: list[str], baseline: Evaluated | None,
+                   subject: Evaluated | None, base: Evaluated | None) -> None:
+    """The seed-paired columns of one row, in place: ``delta_<split>_paired*`` (row − baseline),
+    ``dcod_minus_row_<key>_paired*`` (subject − row) and ``base_ratio_<split>*`` on the retention splits."""
+    empty = (math.nan, math.nan, math.nan, "")
+    for split in held_out_splits(splits):
+        values = paired_difference(evaluated, baseline, split, 100.0) if baseline is not None else empty
+        row.update(zip((f"delta_{split}{suffix}" for suffix in PAIRED_SUFFIXES), values))
+    for key in [*held_out_splits(splits), *STABILITY_METRICS]:
+        values = empty
+        if subject is not None and subject.name != evaluated.name:
+            values = paired_difference(subject, evaluated, key, 1.0 if key in STABILITY_METRICS else 100.0)
+        row.update(zip((f"dcod_minus_row_{key}{suffix}" for suffix in PAIRED_SUFFIXES), values))
+    values = empty
+    if subject is not None and subject.name != evaluated.name:
+        mine, theirs = hazard_counts(subject), hazard_counts(evaluated)
+        if mine is not None and theirs is not None:
+            result = seed_paired_hazard_diff(mine, theirs, min_at_risk=HAZARD_MIN_AT_RISK)
+            values = (result["point"], result["low"], result["high"], result["kind"])
+    row.update(zip((f"dcod_minus_row_step_hazard{suffix}" for suffix in PAIRED_SUFFIXES), values))
+    for split in retention_splits(splits):
+        values = retention_ratio(evaluated, base, split)
+        row.update(zip((f"base_ratio_{split}{suffix}" for suffix in ("", "_low", "_high", "_kind")), values))
+
+
+def retention_splits(splits: list[str]) -> list[str]:
+    """The splits claim (c) reads (their declarations' claim role), in the table's order."""
+    return [split for split in splits if split in RETENTION_SPLITS]
+
+
+def paired_order(splits: list[str]) -> list[str]:
+    """The seed-paired columns in table order (after the bootstrap ones)."""
+    held = held_out_splits(splits)
+    return ([f"delta_{s}{suffix}" for s in held for suffix in PAIRED_SUFFIXES]
+            + [f"dcod_minus_row_{k}{suffix}" for k in [*held, *STABILITY_METRICS] for suffix in PAIRED_SUFFIXES]
+            + [f"dcod_minus_row_step_hazard{suffix}" for suffix in PAIRED_SUFFIXES]
+            + [f"base_ratio_{s}{suffix}" for s in retention_splits(splits) for suffix in ("", "_low", "_high", "_kind")])
+
+
 def accuracy_row(evaluated: Evaluated, splits: list[str], baseline: Evaluated | None,
-                 subject: Evaluated | None = None) -> dict:
+                 subject: Evaluated | None = None, base: Evaluated | None = None) -> dict:
     row: dict = {"method": evaluated.name, "n_seeds": len(evaluated.metrics),
                  "seeds": ";".join(map(str, evaluated.seeds))}
     for split in splits:
         row[f"{split}_mean"], row[f"{split}_std"] = mean_std(split_accuracy(evaluated, split))
     row["direct_step_fraction"] = mean_std(direct_step_fraction(m) for m in evaluated.metrics)[0]
+    row["direct_branch_fraction"] = mean_std(direct_branch_fraction(m) for m in evaluated.metrics)[0]
+    for column, measure in (("step_hazard", step_hazard), ("vote_gain", vote_gain)):
+        row[f"{column}_mean"], row[f"{column}_std"] = mean_std(measure(frame) for frame in evaluated.stability or [])
     for column in STABILITY_METRICS:
         values = [frame[column].mean() for frame in evaluated.stability] if evaluated.stability else []
         row[f"{column}_mean"], row[f"{column}_std"] = mean_std(values)
@@ -221,6 +380,7 @@ def accuracy_row(evaluated: Evaluated, splits: list[str], baseline: Evaluated | 
             versus = difference(subject, evaluated, key, 1.0 if key in STABILITY_METRICS else 100.0)
         prefix = f"dcod_minus_row_{key}"
         row[prefix], row[f"{prefix}_ci_low"], row[f"{prefix}_ci_high"] = versus
+    paired_columns(row, evaluated, splits, baseline, subject, base)
     return row
 
 
@@ -247,6 +407,12 @@ def is_offline_only(run: dict) -> bool:
 def is_oracle(run: dict) -> bool:
     """The oracle reference: trained on the teacher's traces forced to the student's native style."""
     return run.get("experiment", {}).get("traces", "teacher") == "student_style"
+
+
+def is_ceiling(run: dict) -> bool:
+    """The reweighting ceiling (docs/claims.md): a method that declared knowledge no method has
+    (``Needs.oracle_knowledge``, e.g. the traces' step styles); a reference row, never a baseline."""
+    return bool(run.get("needs", {}).get("oracle_knowledge"))
 
 
 def safetensors_parameters(folder: Path) -> int | None:
@@ -357,6 +523,26 @@ def oracle_gap_closed(rows: list[dict], baseline: str) -> None:
             oracle[column] = 1.0 if not math.isnan(gap) and gap >= MIN_ORACLE_GAP else math.nan
 
 
+def ceiling_gap_closed(rows: list[dict], baseline: str) -> None:
+    """``ceiling_gap_closed_<split>`` on every method row (in place): the share of the SFT -> reweighting
+    ceiling gap it closes, (M − SFT) / (ceiling − SFT) (docs/claims.md, "The reweighting ceiling"); only
+    where the ceiling's seed-paired 95% interval against SFT lies above 0 (a t interval: a range from fewer
+    than 3 seeds decides nothing), else blank, as for references and tables without a ceiling row."""
+    by_name = {row["method"]: row for row in rows}
+    ceiling = next((row for row in rows if row.get("_ceiling")), None)
+    for split in GAP_SPLITS:
+        column = f"ceiling_gap_closed_{split}"
+        usable = (ceiling is not None and baseline in by_name and f"{split}_mean" in ceiling
+                  and ceiling.get(f"delta_{split}_paired_kind") == "t"
+                  and ceiling[f"delta_{split}_paired_low"] > 0)
+        gap = ceiling[f"{split}_mean"] - by_name[baseline][f"{split}_mean"] if usable else math.nan
+        for row in rows:
+            row[column] = ((row[f"{split}_mean"] - by_name[baseline][f"{split}_mean"]) / gap
+                           if usable and row["role"] == "method" and f"{split}_mean" in row else math.nan)
+        if ceiling is not None:
+            ceiling[column] = 1.0 if usable else math.nan
+
+
 def code_versions(evaluated: Evaluated, runs: list[dict]) -> str:
     versions = {str(v) for m in evaluated.metrics if "code_version" in m for v in m["code_version"].dropna()}
     versions |= {str(run["code_version"]) for run in runs if run.get("code_version")}
@@ -392,12 +578,12 @@ def build_rows(work: Path, names: list[str], seeds: list[int], baseline: str, su
         print(f"report: no subject {subject!r} among {names}: the dcod_minus_row columns stay empty", file=sys.stderr)
     rows = []
     for name in names:
-        row = accuracy_row(evaluated[name], splits, reference, tested)
+        row = accuracy_row(evaluated[name], splits, reference, tested, evaluated.get(SEEDED_REFERENCE))
         run = runs[name][0] if runs[name] else {}
-        oracle = bool(run) and is_oracle(run)
+        oracle, ceiling = bool(run) and is_oracle(run), bool(run) and is_ceiling(run)
         row["description"] = (PAIRED_BASE_DESCRIPTION if paired and name == SEEDED_REFERENCE
-                              else describe(name, run, oracle))
-        row["role"] = "reference" if not run or oracle else "method"
+                              else describe(name, run, oracle or ceiling))
+        row["role"] = "reference" if not run or oracle or ceiling else "method"
         row["offline_only"] = (is_offline_only(run) if run else math.nan)
         costs = [run_cost(r, d, work, teacher) for r, d in zip(runs[name], dirs[name])]
         cost = cost_row(runs[name], traces, costs) if runs[name] else dict.fromkeys(
@@ -405,14 +591,16 @@ def build_rows(work: Path, names: list[str], seeds: list[int], baseline: str, su
         lrs = sorted({float(r["train"]["lr"]) for r in runs[name] if "lr" in r.get("train", {})})
         rows.append({**row, **cost, "lr": ";".join(f"{lr:g}" for lr in lrs),
                      "code_version": code_versions(evaluated[name], runs[name]),
-                     "machine": machines(evaluated[name], runs[name]), "_runs": runs[name], "_oracle": oracle})
+                     "machine": machines(evaluated[name], runs[name]), "_runs": runs[name], "_oracle": oracle,
+                     "_ceiling": ceiling})
     oracle_gap_closed(rows, baseline)
+    ceiling_gap_closed(rows, baseline)
     return rows, splits
 
 
 def table_splits(table: pd.DataFrame) -> list[str]:
     """The split order of a written table, read back from its ``<split>_mean``/``<split>_std`` pairs."""
-    stability = {"agreement", "malformed_rate"}
+    stability = {"agreement", "malformed_rate", "step_hazard", "vote_gain"}
     return [column[: -len("_mean")] for column in table.columns if column.endswith("_mean")
             and f"{column[: -len('_mean')]}_std" in table.columns and column[: -len("_mean")] not in stability]
 
@@ -425,10 +613,10 @@ def order_columns(frame: pd.DataFrame, splits: list[str], extra: list[str]) -> p
               for kind in ("vs_sft", "ci_low", "ci_high")]
     versus = [f"dcod_minus_row_{key}{kind}" for key in [*held_out_splits(splits), *STABILITY_METRICS]
               for kind in ("", "_ci_low", "_ci_high")]
-    gaps = [f"oracle_gap_closed_{split}" for split in GAP_SPLITS if split in splits]
+    gaps = [f"{kind}_gap_closed_{split}" for kind in ("oracle", "ceiling") for split in GAP_SPLITS if split in splits]
     columns = ["method", "description", "role", "offline_only", "lr", "n_seeds", "seeds", *accuracy,
-               "direct_step_fraction", *stability, *COST_COLUMNS, "offline_trace_tokens", "offline_trace_seconds",
-               *deltas, *versus, *gaps, *extra, "code_version", "machine"]
+               "direct_step_fraction", "direct_branch_fraction", *stability, *MEASURE_COLUMNS, *COST_COLUMNS, "offline_trace_tokens", "offline_trace_seconds",
+               *deltas, *versus, *paired_order(splits), *gaps, *extra, "code_version", "machine"]
     return frame[columns]
 
 
@@ -469,7 +657,8 @@ def build_table2(work: Path, experiments: list[str], seeds: list[int], subject: 
     extra = ["table2_role"]
     for row in rows:
         run = row.pop("_runs")[0]
-        row.pop("_oracle")
+        row.pop("_oracle"), row.pop("_ceiling")
+        row["_run"] = run
         table = run.get("experiment", {}).get("table")
         row["table2_role"] = "reference" if row["method"] in (baseline, subject) else table
         knobs = dict(_declared(run, "report_columns"))  # [name, value] pairs in the method's order
@@ -478,9 +667,69 @@ def build_table2(work: Path, experiments: list[str], seeds: list[int], subject: 
         extra += [column for column in knobs if column not in extra]
     diagnostics = [column for row in rows for column in row if column.startswith("final_")]
     extra += list(dict.fromkeys(diagnostics))
-    frame = order_columns(pd.DataFrame(rows), splits, extra)
+    group_rows(rows, subject, work, seeds)
+    extra += list(GROUP_COLUMNS)
+    frame = order_columns(public(rows), splits, extra)
     frame = frame.drop(columns=["role"]).rename(columns={"table2_role": "role"})
-    return frame[[c for c in frame.columns if not c.startswith(("dcod_minus_row_", "oracle_gap_closed_"))]]
+    return frame[[c for c in frame.columns
+                  if not c.startswith(("dcod_minus_row_", "oracle_gap_closed_", "ceiling_gap_closed_", "base_ratio_"))]]
+
+
+# Table 2 as a question (docs/claims.md, "What the claims measure"): each ablation is grouped by the knob it
+# varies relative to its default row, derived from the knobs its run declared (report_columns), never typed.
+GROUP_COLUMNS = ("group", "default", "varies", "never_acted")
+# a knob whose action a logged diagnostic shows: it never acted when the diagnostic is 0 at every logged step
+# of every seed (a clip that never binds trains exactly like no clip)
+KNOB_DIAGNOSTICS = {"clip": "clip_fraction"}
+
+
+def _knobs(row: dict) -> dict:
+    run = row["_run"]
+    return {**dict(_declared(run, "report_columns")),
+            **{f"train.{k}": v for k, v in sorted(run.get("experiment", {}).get("train", {}).items())}}
+
+
+def run_diagnostic_max(work: Path, name: str, seeds: list[int], key: str) -> float:
+    """The largest value of one logged diagnostic over every optimiser step of every seed."""
+    values = []
+    for folder in run_dirs(work, name, seeds):
+        log = read_train_log(folder)
+        if key not in log.columns:
+            raise ValueError(f"{folder / 'train_log.jsonl'}: no diagnostic {key!r}, so Table 2 cannot tell "
+                             "whether its knob acted")
+        values.append(float(log[key].max()))
+    return max(values) if values else math.nan
+
+
+def group_rows(rows: list[dict], subject: str, work: Path, seeds: list[int]) -> None:
+    """``group``/``default``/``varies``/``never_acted`` on every Table 2 row (in place). An ablation's default is
+    the subject when it runs the subject's method, else the Table 2 row of its own method that is not an
+    ablation (iw_sft for iw_sft with the teacher reference); ``varies`` lists the knobs whose values differ
+    from the default's (the method's knob order, then ``train.`` overrides) and ``group`` names the first. An
+    ablation that varies nothing is a duplicate of its default: an error naming it."""
+    by_name = {row["method"]: row for row in rows}
+    method_of = {row["method"]: row["_run"].get("experiment", {}).get("method") for row in rows}
+    defaults = {method_of[name]: name for name, row in by_name.items() if row["table2_role"] != "ablation"}
+    if subject in by_name:
+        defaults[method_of[subject]] = subject
+    for row in rows:
+        row.update(dict.fromkeys(GROUP_COLUMNS, ""))
+        if row["table2_role"] != "ablation":
+            continue
+        default = defaults.get(method_of[row["method"]])
+        if default is None:
+            row["group"] = f"{method_of[row['method']]} (no default row in this table)"
+            continue
+        mine, theirs = _knobs(row), _knobs(by_name[default])
+        varies = [knob for knob in mine if str(mine[knob]) != str(theirs.get(knob))]
+        if not varies:
+            raise ValueError(f"experiments/{row['method']}: every knob equals its default {default!r}'s "
+                             f"({mine}): a duplicate row of Table 2; remove it or change a knob")
+        prefix = "" if default == subject else f"{method_of[row['method']]}: "
+        row.update(group=prefix + varies[0], default=default, varies=";".join(varies))
+        idle = [knob for knob in varies if knob in KNOB_DIAGNOSTICS
+                and run_diagnostic_max(work, row["method"], seeds, KNOB_DIAGNOSTICS[knob]) == 0]
+        row["never_acted"] = ";".join(idle)
 
 
 def table2_knobs(table2: pd.DataFrame) -> list[str]:
@@ -524,6 +773,36 @@ def read_table(path: str | Path) -> pd.DataFrame:
     return table
 
 
+def seeds_path(table_path: str | Path) -> Path:
+    """``results/table1.csv`` -> ``results/table1_seeds.csv``: the per-seed values behind a table."""
+    table_path = Path(table_path)
+    return table_path.with_name(f"{table_path.stem}_seeds{table_path.suffix}")
+
+
+def seed_table(work: Path, names: list[str], seeds: list[int], paired: bool = False) -> pd.DataFrame:
+    """One row per (model, seed) with the per-seed values a table's means and intervals are computed from
+    (docs/claims.md, "Intervals": published so that anyone can recompute an interval): accuracy (%) per
+    split, direct-step share, stability means and cap share. A reference evaluated once has seed blank."""
+    records = []
+    for name in names:
+        evaluated = load_evaluated(work, name, seeds, paired)
+        stability = evaluated.stability or [None] * len(evaluated.metrics)
+        for index, (metrics, samples) in enumerate(zip(evaluated.metrics, evaluated.samples)):
+            record = {"method": name, "seed": evaluated.seeds[index] if evaluated.seeds else math.nan}
+            record.update({f"{split}_accuracy": 100.0 * float(metrics.loc[metrics["split"] == split, "accuracy"].iloc[0])
+                           for split in split_order([metrics])})
+            record["direct_step_fraction"] = direct_step_fraction(metrics)
+            record["direct_branch_fraction"] = direct_branch_fraction(metrics)
+            frame = stability[index]
+            record["step_hazard"], record["vote_gain"] = step_hazard(frame), vote_gain(frame)
+            for column in STABILITY_METRICS:
+                record[column] = (float(frame[column].mean()) if frame is not None and not frame.empty
+                                  else math.nan)
+            record["cap_share"] = cap_share(samples)
+            records.append(record)
+    return pd.DataFrame(records)
+
+
 def _write_split(frame: pd.DataFrame, out: str | Path, what: str) -> None:
     write_csv(timing_path(out), frame[["method", *TIMING_COLUMNS]])
     write_csv(out, frame.drop(columns=list(TIMING_COLUMNS)))
@@ -538,12 +817,16 @@ def _teacher(args):
 
 def write_table1(args) -> None:
     roles = report_roles(args.profile)
-    table = build_table1(*_inputs(args, "table1"), roles.baseline, roles.subject, _teacher(args),
-                         paired_base(args.profile))
+    work, experiments, seeds = _inputs(args, "table1")
+    paired = paired_base(args.profile)
+    table = build_table1(work, experiments, seeds, roles.baseline, roles.subject, _teacher(args), paired)
     _write_split(table, args.out, "table1")
+    write_csv(seeds_path(args.out), seed_table(work, ["teacher", "base_student", *experiments], seeds, paired))
 
 
 def write_table2(args) -> None:
     roles = report_roles(args.profile)
-    table = build_table2(*_inputs(args, "table2"), roles.subject, roles.baseline, _teacher(args))
+    work, experiments, seeds = _inputs(args, "table2")
+    table = build_table2(work, experiments, seeds, roles.subject, roles.baseline, _teacher(args))
     _write_split(table, args.out, "table2")
+    write_csv(seeds_path(args.out), seed_table(work, experiments, seeds))
