@@ -10,7 +10,7 @@ whose kind has no figure is an error, so a new method never drops out of the cou
     python bench/gpu_hours.py --write            # rewrite it in README.md and docs/paper_setting.md
     python bench/gpu_hours.py --profile smol     # another profile's job list, same per-job figures
 
-tests/test_gpu_hours.py checks that both documents hold the table this prints.
+tests/workflow/test_gpu_hours.py checks that both documents hold the table this prints.
 """
 
 from __future__ import annotations

@@ -237,7 +237,7 @@ def test_the_oracle_note_is_said_once():
 def test_setup_says_what_a_seed_is_under_per_seed_pretraining():
     from dcod.config import load_profile
 
-    profile = load_profile(str(Path(__file__).resolve().parents[1] / "config" / "profiles" / "ci.yaml"))
+    profile = load_profile(str(Path(__file__).resolve().parents[2] / "config" / "profiles" / "ci.yaml"))
     rows = pd.DataFrame([{"method": "sft", "description": "SFT"}])
     for per_seed in (True, False):
         profile.pretrain.per_seed = per_seed
@@ -257,7 +257,7 @@ def test_claims_file_round_trips_and_is_what_the_report_and_compare_read(tmp_pat
     results = tmp_path / "results"
     results.mkdir()
     table().to_csv(results / "table1.csv", index=False)
-    profile = Path(__file__).resolve().parents[1] / "config" / "profiles" / "ci.yaml"
+    profile = Path(__file__).resolve().parents[2] / "config" / "profiles" / "ci.yaml"
     claims.write_claims(argparse.Namespace(profile=str(profile), results_dir=str(results),
                                            out=str(results / claims.CLAIMS_FILE)))
     judged = claims.judge_claims(table(), ReportConfig())
