@@ -242,7 +242,8 @@ def test_validation_split_config_errors(tmp_path):
     assert held_out in text
     path = tmp_path / "profile.yaml"
     for replacement, message in [("validation: {gsm8k: 4}", "'gsm8k' is not a training source"),
-                                 ("validation: {gsm8k_train: 0}", r"data\.validation\.gsm8k_train: must be >= 1, got 0")]:
+                                 ("validation: {gsm8k_train: 0}",
+                                  r"data\.validation\.gsm8k_train: Input should be greater than or equal to 1, got 0")]:
         path.write_text(text.replace(held_out, replacement))
         with pytest.raises(ConfigError, match=message):
             load_profile(path)
