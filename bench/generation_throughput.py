@@ -43,8 +43,8 @@ def build_model(out_dir: str, train_steps: int):
         import sys
         from pathlib import Path
 
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-        from test_vllm_parity import train_toy_model
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "evaluation"))
+        from test_generation_vllm_parity import train_toy_model
 
         return train_toy_model(out_dir, steps=train_steps, student=StudentConfig())[1]
     tokenizer = build_tokenizer()

@@ -11,8 +11,8 @@ whose kind has no figure is an error, so a new method never drops out of the cou
     python bench/gpu_hours.py --profile smol     # another profile's job list, same per-job figures
 
 The same dry run of the ``smol`` profile counts the models its DAG leaves in ``work/smol/`` (``--write`` puts
-that disk estimate in docs/paper_setting.md too). tests/test_gpu_hours.py checks that the documents hold what
-this prints; tests/test_smol_dag.py (slow) measures a real smol run against the disk estimate.
+that disk estimate in docs/paper_setting.md too). tests/workflow/test_gpu_hours.py checks that the documents hold what
+this prints; tests/workflow/test_smol_dag.py (slow) measures a real smol run against the disk estimate.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
     python bench/grading_hostile.py [--n 10000] [--timeout 3] [--workers 2] [--seed 0]
 
-The strings come from tests/test_grading_hostile.py (huge outputs, nesting, unbalanced boxes,
+The strings come from tests/evaluation/test_grading_hostile.py (huge outputs, nesting, unbalanced boxes,
 pathological LaTeX, control characters, invalid encodings, regex traps, and a small share of
 inputs on which math-verify runs for seconds to forever).
 """
@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "evaluation"))
 
 from test_grading_hostile import hostile_predictions  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""One DCOD optimiser step through ``dcod.training.Trainer``; launched by tests/test_distributed.py.
+"""One DCOD optimiser step through ``dcod.training.Trainer``; launched by tests/training/test_training_distributed.py.
 
 Run it either as a plain single process (``python tests/distributed_step.py --out DIR``) or under
 ``accelerate launch --config_file config/accelerate/cpu_2proc.yaml tests/distributed_step.py --out DIR``

@@ -1,4 +1,4 @@
-"""One optimiser step of a weighted method (DCOD, iw-SFT) under FSDP2; launched by tests/test_fsdp.py.
+"""One optimiser step of a weighted method (DCOD, iw-SFT) under FSDP2; launched by tests/training/test_training_fsdp.py.
 
     python tests/fsdp_step.py --out DIR --micro 0                        # the reference: one process, one micro-batch
     accelerate launch --config_file config/accelerate/cpu_fsdp2_2proc.yaml tests/fsdp_step.py --out DIR --micro 2

@@ -272,7 +272,7 @@ def _read_hub(benchmark: Benchmark) -> list[tuple[object, dict, str]]:
 def _report_unparseable_golds(benchmark: Benchmark, records: list[dict], wheres: list[str]) -> int:
     """Count (and warn about, naming file, line and field) the math golds from which math-verify gets no
     sympy expression: the grader marks them ``unparseable_gold``, wrong for every model. They are kept,
-    not refused: two OlympiadBench golds are such (tests/test_benchmarks.py), and MATH's golds are LaTeX,
+    not refused: two OlympiadBench golds are such (tests/evaluation/test_benchmarks.py), and MATH's golds are LaTeX,
     so "not a number" is no criterion. Plain numbers skip math-verify (most golds; it costs ~10 ms each)."""
     suspects = [i for i, record in enumerate(records) if not PLAIN_NUMBER.fullmatch(record["gold"])]
     if not suspects:

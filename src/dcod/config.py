@@ -7,8 +7,8 @@ starts from another experiment's file, so an ablation states only the knob it va
 
 Every model forbids unknown keys, refuses NaN and infinity, and reads ints, strings and booleans
 strictly (YAML's ``yes`` is not a number); a float may be written as YAML 1.1 reads ``1e-3``, a
-string. A bad value is a ``ConfigError`` naming the file, the dotted key and what is allowed, so a
-typo never silently falls back to a default.
+string. A bad value is a ``ConfigError``: pydantic's own message, prefixed with the file and the dotted
+key, so a typo never silently falls back to a default.
 
 Config is plain data at the bottom of the import graph: the checks that need the toy world or the
 benchmark declarations run where those are used (``dcod.splits.check_profile``), and a method's
@@ -54,80 +54,21 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, validate_assignment=True)
 
 
-# ----------------------------------------------------------------------------- errors in our words
-_TYPE_NAMES = {"int": "int", "float": "float", "string": "str", "bool": "bool", "list": "list",
-               "dict": "a mapping", "model": "a mapping", "model_attributes": "a mapping"}
-
-
-_UNION_TAGS = {"str", "int", "float", "bool", "none", "list[str]", "list[float]", "list[int]",
-               "function-before[_yaml_float(), float]"}
-
-
-def _field_at(model: type[BaseModel], loc: tuple) -> tuple[type[BaseModel] | None, Any]:
-    """(the model holding the last field of ``loc``, that field's FieldInfo); list indices are skipped."""
-    holder, info = model, None
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        if holder is None or part not in holder.model_fields:
-            return None, None
-        info = holder.model_fields[part]
-        annotation = info.annotation
-        holder_next = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
-        if part != loc[-1]:
-            holder = holder_next
-    return holder, info
-
-
-def _bounds(model: type[BaseModel], loc: tuple, ctx: dict) -> str:
-    """'in [0, 1]', 'in (0, 1]', '>= 1' or '> 0': every bound of the field, not only the one that failed."""
-    _, info = _field_at(model, loc)
-    found = dict(ctx)
-    for item in getattr(info, "metadata", []) or []:
-        for name in ("gt", "ge", "lt", "le"):
-            if getattr(item, name, None) is not None:
-                found[name] = getattr(item, name)
-    low = ("(", found["gt"]) if "gt" in found else ("[", found["ge"]) if "ge" in found else None
-    high = (")", found["lt"]) if "lt" in found else ("]", found["le"]) if "le" in found else None
-    if low and high:
-        return f"in {low[0]}{low[1]:g}, {high[1]:g}{high[0]}"
-    if low:
-        return f"{'>' if low[0] == '(' else '>='} {low[1]:g}"
-    return f"{'<' if high[0] == ')' else '<='} {high[1]:g}"
-
-
-def _describe(error: dict, model: type[BaseModel]) -> tuple[str, str]:
-    """(dotted key, message) of one pydantic error, worded as this project's errors always were."""
-    # union branches add their type to the location ('str', 'list[str]'): not a key of the file
-    loc = tuple(part for part in error["loc"] if isinstance(part, int) or part not in _UNION_TAGS)
-    key = ".".join(part for part in loc if isinstance(part, str))  # a list index is not a key
-    kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
-    if kind == "extra_forbidden":
-        holder, _ = _field_at(model, loc[:-1]) if len(loc) > 1 else (model, None)
-        allowed = ", ".join(sorted(holder.model_fields)) if holder else "?"
-        return key.rpartition(".")[0], f"unknown key(s) {str(loc[-1])!r}; allowed keys: {allowed}"
-    if kind == "missing":
-        return key.rpartition(".")[0], f"missing required key(s) {str(loc[-1])!r}"
-    if kind == "finite_number":
-        return key, f"must be a finite number, got {value}"
-    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        return key, f"must be {_bounds(model, loc, ctx)}, got {value}"
-    if kind == "literal_error":
-        allowed = ctx["expected"].replace("'", "").replace(" or ", ", ")
-        return key, f"got {value!r}, allowed values: {allowed}"
-    if kind == "value_error":  # a model validator: "<field>: <message>"
-        field, _, message = str(ctx.get("error", error["msg"])).partition(": ")
-        return ".".join(p for p in (key, field) if p), message
-    if kind.endswith(("_type", "_parsing")):
-        expected = _TYPE_NAMES.get(kind.rsplit("_", 1)[0], kind.rsplit("_", 1)[0])
-        return key, f"expected {expected}, got {value!r}"
-    return key, error["msg"]
-
-
-def _config_error(error: ValidationError, model: type[BaseModel], source: str, key: str = "") -> ConfigError:
-    """The first error of a pydantic ``ValidationError`` as a ConfigError naming ``source`` and the key."""
-    inner, message = _describe(error.errors()[0], model)
-    dotted = ".".join(part for part in (key, inner) if part)
+# ----------------------------------------------------------------------------- errors: pydantic's words, our place
+def _config_error(error: ValidationError, source: str, key: str = "") -> ConfigError:
+    """The first error of a pydantic ``ValidationError``, in pydantic's words, prefixed with ``source`` and the
+    dotted key (``train.lr``) so that the reader finds the line to fix."""
+    first = error.errors()[0]
+    # a union branch adds its type to the location ('str', 'list[int]'): not a key; a list index is none
+    loc = [p for p in first["loc"] if isinstance(p, str) and p not in {"str", "int", "float", "bool", "none"}
+           and "[" not in p]
+    message = first["msg"]
+    if first["type"] == "value_error":  # a model validator's "<field>: <message>": the field joins the key
+        field, _, message = str(first["ctx"]["error"]).partition(": ")
+        loc.append(field)
+    elif first["type"] not in ("missing", "extra_forbidden"):
+        message += f", got {first['input']!r}"
+    dotted = ".".join(part for part in (key, *loc) if part)
     return ConfigError(f"{source}: {dotted}: {message}" if dotted else f"{source}: {message}")
 
 
@@ -138,7 +79,7 @@ def parse_section(model: type[BaseModel], data: Any, source: str, key: str = "")
     try:
         return model.model_validate(data)
     except ValidationError as error:
-        raise _config_error(error, model, source, key) from None
+        raise _config_error(error, source, key) from None
 
 
 # ----------------------------------------------------------------------------- profile sections

@@ -19,7 +19,7 @@ script that builds a ``VLLMBackend`` must keep its top level import-safe::
 Sampling is seeded per prompt (from ``params.seed`` and the prompt's index), so a run's samples do not
 depend on how vLLM batches the requests, and two copies of one prompt still get different samples.
 The tokens differ from ``HFBackend``'s for the same seed (different random streams); the
-distributions and the reported log-probs agree (tests/test_vllm_parity.py).
+distributions and the reported log-probs agree (tests/evaluation/test_generation_vllm_parity.py).
 """
 
 from __future__ import annotations

@@ -25,9 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # Models evaluated besides the runs, once and without a training seed (their eval folder has no seed<s>
-# level): the base student, the teacher and, on the toy world, the teacher forced to one style.
-REFERENCES = ("base_student", "teacher", "teacher_direct", "teacher_decomposed")
+# level), in the reports' row order: the teacher, on the toy world the teacher forced to one style, the
+# base student. TABLE_REFERENCES: the ones every profile evaluates, the reference rows of Table 1.
+REFERENCES = ("teacher", "teacher_direct", "teacher_decomposed", "base_student")
 TOY_REFERENCES = ("teacher_direct", "teacher_decomposed")
+TABLE_REFERENCES = tuple(name for name in REFERENCES if name not in TOY_REFERENCES)
 # the one reference evaluated per seed when the profile pairs training seeds with pre-training seeds
 SEEDED_REFERENCE = "base_student"
 

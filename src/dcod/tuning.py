@@ -4,7 +4,7 @@ Every method gets the same budget (the profile's ``tuning.lrs``, one seed, valid
 splits are never read). The chosen value is the grid point with the best validation accuracy (ties:
 the smaller learning rate). A profile with ``learning_rates.source: tuning`` trains Table 1 at these
 choices (the DAG passes this file to every training job); one with ``source: table`` stores them in the
-profile, copied by a person, and ``tests/test_tuning.py`` checks the copy against the file it names
+profile, copied by a person, and ``tests/workflow/test_tuning.py`` checks the copy against the file it names
 (docs/tuning.md). A stage of the pipeline, not a report: under ``source: tuning`` training reads what it
 writes, so it carries the pipeline's code fingerprint and a report edit does not rerun it.
 """

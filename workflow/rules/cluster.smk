@@ -2,7 +2,7 @@
 # (docs/paper_setting.md, "Slurm resources, memory and FSDP2"): the report rules only read CSV/JSON files
 # and draw figures (seconds, no GPU), and `world` downloads the benchmarks from the hub, which compute
 # nodes often cannot reach. Local runs (`snakemake --cores N`) ignore this directive.
-# tests/test_slurm.py checks that every report rule is listed here.
+# tests/workflow/test_slurm.py checks that every report rule is listed here.
 
 localrules:
     world,

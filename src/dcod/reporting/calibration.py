@@ -37,12 +37,10 @@ import numpy as np
 import pandas as pd
 
 from dcod.io import write_csv, write_text
-from dcod.layout import pretrain_root, steps_factor_root, steps_factor_tag
+from dcod.layout import REFERENCES, pretrain_root, steps_factor_root, steps_factor_tag
 from dcod.reporting import (eval_dirs, markdown_table, need, number_or_dash, parse_seeds, read_samples, read_train_log,
                             split_order)
 
-# the references measured besides the trained students
-REFERENCE_MODELS = ("teacher", "teacher_direct", "teacher_decomposed", "base_student")  # dcod.layout.REFERENCES, in row order
 ARITHMETIC_SPLITS = ("id", "long")
 TEACHER_MIN_ACCURACY = 95.0  # % on every arithmetic split, in each forced style
 TEACHER_MAX_STEP_ERROR = 0.01  # per-step error rate of the teacher in its forced style
@@ -156,7 +154,7 @@ def calibration_models(work: Path, seeds: list[int], baseline: str, oracle: str 
     students, which a robustness world shares with the other worlds of its seed."""
     work = Path(work)
     knife_work = Path(knife_work) if knife_work is not None else work
-    models = [(name, REFERENCE, eval_dirs(work, name, seeds)) for name in REFERENCE_MODELS]
+    models = [(name, REFERENCE, eval_dirs(work, name, seeds)) for name in REFERENCES]
     models.append((baseline, BASELINE, eval_dirs(work, baseline, seeds)))
     if oracle:
         models.append((oracle, ORACLE, eval_dirs(work, oracle, seeds)))
@@ -205,17 +203,13 @@ def _accuracy(frame: pd.DataFrame, model: str | None, split: str) -> float:
 
 
 def model_of_role(frame: pd.DataFrame, role: str) -> str | None:
-    """The model with a role; a frame written before roles existed has one trained model (the baseline)."""
-    if "role" in frame:
-        names = frame.loc[frame["role"] == role, "model"].unique()
-        return str(names[0]) if len(names) else None
-    if role == BASELINE:
-        return next((m for m in frame["model"].unique() if m not in REFERENCE_MODELS), None)
-    return None
+    """The model with a role (None when the profile has none)."""
+    names = frame.loc[frame["role"] == role, "model"].unique()
+    return str(names[0]) if len(names) else None
 
 
 def models_of_role(frame: pd.DataFrame, role: str) -> list[str]:
-    return [str(m) for m in frame.loc[frame["role"] == role, "model"].unique()] if "role" in frame else []
+    return [str(m) for m in frame.loc[frame["role"] == role, "model"].unique()]
 
 
 def trained_model(frame: pd.DataFrame) -> str | None:

@@ -3,10 +3,10 @@
 Everything is read from a written Table 1 (a fresh one, a published one, the float-path rerun's) and, for
 the across-world part of claim (a), from results/robustness.csv; no number is typed here, only the
 rules' thresholds, which docs/claims.md fixes. The intervals are Table 1's hierarchical-bootstrap ones:
-``dcod_minus_row_<metric>`` on each compared row (the subject − that row). A table written before those
-columns existed (the first published snapshot) is still judged: the subject − baseline interval is read
-from the subject's ``delta_*`` columns, and a comparison without an interval can never make a claim
-supported (at best inconclusive, and the sentence says which interval is missing).
+``dcod_minus_row_<metric>`` on each compared row (the subject − that row); a comparison without an
+interval can never make a claim supported (at best inconclusive, and the sentence says which interval is
+missing). Every table read here has the ``role``, ``offline_only`` and ``dcod_minus_row_*`` columns (the
+published snapshot in paper/published/ included): a table without them is refused (KeyError), not guessed.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from dcod.config import ReportConfig
-from dcod.reporting import REFERENCES, number_or_dash
+from dcod.reporting import number_or_dash
 from dcod.splits import claim_splits
 
 # Which splits each claim is judged on: every split whose declaration states that role (claim_role in a
@@ -77,21 +77,14 @@ def truthy(value) -> bool:
 
 # ----------------------------------------------------------------------------- who is compared
 def is_reference_row(row) -> bool:
-    if "role" in row.index and isinstance(row.get("role"), str) and row["role"] in ("method", "reference"):
-        return row["role"] == "reference"
-    return row["method"] in REFERENCES
+    return row["role"] == "reference"
 
 
 def offline_baselines(table1: pd.DataFrame, subject: str) -> tuple[list[str], str]:
     """The offline baselines of Table 1 (declared needs: offline traces only), without the subject and the
     oracle reference, and how they were identified."""
     rows = [r for _, r in table1.iterrows() if r["method"] != subject and not is_reference_row(r)]
-    if "offline_only" in table1.columns:
-        return [r["method"] for r in rows if truthy(r["offline_only"])], "declared needs (run.json)"
-    # a table from before the offline_only column: no sampling and no teacher forward during training
-    names = [r["method"] for r in rows
-             if _value(r, "tokens_sampled") == 0 and _value(r, "teacher_forward_tokens") == 0]
-    return names, "recorded cost (no tokens sampled, no teacher forward; the table predates `offline_only`)"
+    return [r["method"] for r in rows if truthy(r["offline_only"])], "declared needs (run.json)"
 
 
 def online_references(table1: pd.DataFrame, subject: str) -> list[str]:
@@ -101,7 +94,7 @@ def online_references(table1: pd.DataFrame, subject: str) -> list[str]:
             if r["method"] not in (subject, *offline) and not is_reference_row(r)]
 
 
-def versus(table1: pd.DataFrame, subject: str, baseline: str, name: str, key: str):
+def versus(table1: pd.DataFrame, name: str, key: str):
     """(point, low, high) of subject − ``name`` on ``key`` (a split or a stability metric), or None."""
     rows = table1.set_index("method")
     if name not in rows.index:
@@ -112,14 +105,7 @@ def versus(table1: pd.DataFrame, subject: str, baseline: str, name: str, key: st
     if paired is not ABSENT:  # a table with the seed-paired columns is judged on them (a range: None)
         return paired
     ci = tuple(_value(row, c) for c in (column, f"{column}_ci_low", f"{column}_ci_high"))
-    if not any(math.isnan(v) for v in ci):
-        return ci
-    if name == baseline and subject in rows.index:  # an older table: the subject's delta vs the baseline
-        ci = tuple(_value(rows.loc[subject], c) for c in (f"delta_{key}_vs_sft", f"delta_{key}_ci_low",
-                                                          f"delta_{key}_ci_high"))
-        if not any(math.isnan(v) for v in ci):
-            return ci
-    return None
+    return None if any(math.isnan(v) for v in ci) else ci
 
 
 ABSENT = object()  # a table without seed-paired columns (written before them, like the published snapshot)
@@ -173,7 +159,7 @@ def accuracy_claim(table1: pd.DataFrame, report: ReportConfig) -> Claim:
     if id_split is None or not baselines:
         return Claim(title, NOT_EVALUATED, "Table 1 has no in-distribution split or no offline baseline.", "a")
     splits = [id_split, *([long_split] if long_split else [])]
-    intervals = {b: {s: versus(table1, report.subject, report.baseline, b, s) for s in splits} for b in baselines}
+    intervals = {b: {s: versus(table1, b, s) for s in splits} for b in baselines}
     verdict = accuracy_verdict(intervals, id_split, long_split)
     numbers = [f"DCOD − {b} on {s}: " + (f"{interval_text(intervals[b][s])} accuracy points" if intervals[b][s]
                                            else range_text(table1, b, s) or "no interval in this table")
@@ -206,8 +192,8 @@ def stability_claim(table1: pd.DataFrame, report: ReportConfig) -> Claim:
                      "needs graded steps (the toy world, with stability samples); this Table 1 has none. The paper "
                      "profile's equivalent (majority vote − mean sample accuracy with its interval) is not built yet.",
                      "b")
-    agreement = {b: versus(table1, report.subject, report.baseline, b, "agreement") for b in compared}
-    malformed = {b: versus(table1, report.subject, report.baseline, b, "malformed_rate") for b in compared}
+    agreement = {b: versus(table1, b, "agreement") for b in compared}
+    malformed = {b: versus(table1, b, "malformed_rate") for b in compared}
     if all(ci is None for ci in (*agreement.values(), *malformed.values())):
         verdict = INCONCLUSIVE
     elif (any(ci is not None and side(ci) == "below" for ci in agreement.values())

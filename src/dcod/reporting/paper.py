@@ -108,11 +108,9 @@ def setup_section(profile, table1: pd.DataFrame) -> list[str]:
 def table1_section(table1: pd.DataFrame) -> list[str]:
     splits = table_splits(table1)
     rows = [r for _, r in table1.iterrows()]
-    role = "role" in table1.columns
 
     def name(r) -> str:  # the oracle is a reference a method could not reach: never read as a competitor
-        return f"{r['method']} (reference)" if role and r["role"] == "reference" and not is_plain_reference(r) \
-            else r["method"]
+        return f"{r['method']} (reference)" if r["role"] == "reference" and not is_plain_reference(r) else r["method"]
 
     accuracy = pd.DataFrame([{"method": name(r), "seeds": r["n_seeds"],
                               **{s: mean_std(r, s) for s in splits},
@@ -135,7 +133,7 @@ def table1_section(table1: pd.DataFrame) -> list[str]:
              "agreement (share of sampled final answers equal to the most common one) and malformed (share of "
              "sampled traces without a parseable answer or with a step in neither style) from sampled traces." + (
                  f" {MEASURE_LEGEND}" if any(measure_cells(table1, r) for r in rows) else ""), ""]
-    oracle = [r["method"] for r in rows if role and r["role"] == "reference" and not is_plain_reference(r)]
+    oracle = [r["method"] for r in rows if r["role"] == "reference" and not is_plain_reference(r)]
     if oracle:
         lines += [f"`{'`, `'.join(oracle)}` is a reference, not a method: SFT on traces of the teacher forced to the "
                   "student's native style, knowledge no real method has. It is never a baseline to beat; it shows "

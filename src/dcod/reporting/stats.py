@@ -170,7 +170,7 @@ def seed_paired_diff(a: pd.DataFrame, b: pd.DataFrame, *, level: float = LEVEL,
     of freedom) with the problem level added, SE² = s²(d_s) / n + var_p(D_p) / P, D_p the per-problem
     difference averaged over seeds: the seed term alone is exact for normal seed effects over these
     problems; the problem term generalises over problems and, since d_s already holds the outcome noise,
-    counts that noise twice: conservative (tests/test_stats_paired.py measures ~100% coverage of a 95%
+    counts that noise twice: conservative (tests/reporting/test_stats_paired.py measures ~100% coverage of a 95%
     interval in a simulation with shared seed effects). A model evaluated once (a reference) is the same on every seed of the other. With
     fewer than ``MIN_SEEDS_FOR_INTERVAL`` seeds the result is the range of d_s (``kind: range``), never a CI.
 

@@ -60,7 +60,7 @@ import numpy as np
 import pandas as pd
 
 from dcod.io import write_csv
-from dcod.layout import is_offline
+from dcod.layout import TABLE_REFERENCES, is_offline
 from dcod.reporting import (SEEDED_REFERENCE, eval_dirs, held_out_splits, is_reference, is_seeded, need,
                             paired_base, parse_names, parse_seeds, read_metrics, read_run, read_samples,
                             read_stability, read_traces_info, read_train_log, report_roles, run_dirs, split_order)
@@ -626,7 +626,7 @@ def public(rows: list[dict]) -> pd.DataFrame:
 
 def build_table1(work: Path, experiments: list[str], seeds: list[int], baseline: str, subject: str | None = None,
                  teacher=None, paired: bool = False) -> pd.DataFrame:
-    rows, splits = build_rows(work, ["teacher", "base_student", *experiments], seeds, baseline, subject, teacher,
+    rows, splits = build_rows(work, [*TABLE_REFERENCES, *experiments], seeds, baseline, subject, teacher,
                               paired)
     return order_columns(public(rows), splits, [])
 

@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 from dcod.io import read_jsonl
+from dcod.layout import TABLE_REFERENCES
 from dcod.reporting import eval_dirs, is_seeded
 from dcod.reporting.claims import HARD_SPLITS, IN_DISTRIBUTION_SPLITS
 
@@ -167,7 +168,7 @@ def traces_section(profile, work: str | Path | None) -> list[str]:
         return lines + [f"Not produced: the work folder `{work}` is absent (the evaluation samples live there).", ""]
     subject, baseline, seed = profile.report.subject, profile.report.baseline, profile.seeds[0]
     paired = profile.pretrain.per_seed  # as dcod.reporting.paired_base: the base student per seed
-    models = ["teacher", "base_student", baseline, subject]
+    models = [*TABLE_REFERENCES, baseline, subject]
     rows = {m: read_sample_rows(samples_path(work, m, seed, paired)) for m in dict.fromkeys(models)}
     lines += [rule_text(subject, baseline, seed), ""]
     splits = [s for s in profile.eval.splits if s in (*IN_DISTRIBUTION_SPLITS, *HARD_SPLITS)]

@@ -43,8 +43,6 @@ ORACLE_STYLE = dict(color="white", hatch="xx")
 
 def oracle_names(table: pd.DataFrame) -> set[str]:
     """Trained reference rows of Table 1 (role ``reference`` but not the teacher or base student)."""
-    if "role" not in table.columns:
-        return set()
     return {m for m, role in zip(table["method"], table["role"]) if role == "reference" and m not in REFERENCE_STYLE}
 
 
@@ -79,7 +77,7 @@ def read_table1(args, name: str) -> pd.DataFrame:
     return read_table(Path(need(args.results_dir, "--results-dir", f"figure:{name}")) / "table1.csv")
 
 
-def listed_rows(table: pd.DataFrame, experiments: list[str], references=("teacher", "base_student")):
+def listed_rows(table: pd.DataFrame, experiments: list[str], references=layout.TABLE_REFERENCES):
     """Table rows for the references present and every listed experiment; a listed one missing is an error."""
     missing = [name for name in experiments if name not in set(table["method"])]
     if missing:

@@ -12,13 +12,13 @@ import math
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from dcod.layout import TABLE_REFERENCES
 from dcod.reporting import eval_dirs, paired_base, read_run, read_stability, run_dirs
 from dcod.reporting.figures import evaluated_once_note, inputs, label_of, save, style_of
 from dcod.reporting.tables import is_oracle, mean_std
 
 NAME = "trace_stability"
 CAPTION = "Answer agreement across sampled traces and malformed-output rate per method."  # the report's caption
-REFERENCES = ("teacher", "base_student")
 
 
 def summary(work, name: str, seeds: list[int], paired: bool = False) -> dict:
@@ -45,7 +45,7 @@ EMPTY = "No data: this profile samples no traces for stability (eval.stability_s
 def render(args) -> None:
     work, experiments, seeds = inputs(args, NAME)
     paired = paired_base(args.profile)
-    references = [name for name in REFERENCES
+    references = [name for name in TABLE_REFERENCES
                   if (eval_dirs(work, name, seeds, paired)[0] / "stability.csv").is_file()]
     data = pd.DataFrame([summary(work, name, seeds, paired) for name in (*references, *experiments)])
     if not data["problems"].any():  # eval.stability_samples 0 (the smoke profiles): say why, not empty axes

@@ -1,4 +1,5 @@
-"""Configs are refused at load time with a message naming the bad key and the allowed values."""
+"""Configs are refused at load time with a message naming the file, the bad dotted key and what is wrong
+(pydantic's own words)."""
 
 import re
 
@@ -26,26 +27,26 @@ def _profile(path):
 
 BAD_EXPERIMENTS = [
     ({"method": "sftt"}, "method", "allowed values"),
-    ({"method": "sft", "learning_rate": 1}, "learning_rate", "allowed keys"),
+    ({"method": "sft", "learning_rate": 1}, "learning_rate", "Extra inputs are not permitted"),
     ({"method": "sft", "train": {"lr": 1e-3}}, "train.lr", "learning_rates.values.x"),  # a profile's fact
-    ({"method": "sft", "train": {"max_grad_norm": -1.0}}, "max_grad_norm", "must be > 0"),
-    ({"method": "sft", "train": {"lrr": 1.0}}, "lrr", "allowed keys"),
-    ({"method": "sft", "train": {"steps": "many"}}, "steps", "expected int"),
+    ({"method": "sft", "train": {"max_grad_norm": -1.0}}, "train.max_grad_norm", "greater than 0, got -1.0"),
+    ({"method": "sft", "train": {"lrr": 1.0}}, "train.lrr", "Extra inputs are not permitted"),
+    ({"method": "sft", "train": {"steps": "many"}}, "train.steps", "valid integer, got 'many'"),
     ({"method": "dcod", "params": {"beta": -1.0}}, "beta", "must be >= 0"),
-    ({"method": "dcod", "params": {"beta_max": -5.0}}, "beta_max", "must be > 0"),
-    ({"method": "dcod", "params": {"ess_target": 0.0}}, "ess_target", "(0, 1]"),
-    ({"method": "dcod", "params": {"ess_target": 1.5}}, "ess_target", "(0, 1]"),
-    ({"method": "dcod", "params": {"granularity": "word"}}, "granularity", "prefix, sequence, token, step"),
+    ({"method": "dcod", "params": {"beta_max": -5.0}}, "params.beta_max", "greater than 0"),
+    ({"method": "dcod", "params": {"ess_target": 0.0}}, "params.ess_target", "greater than 0"),
+    ({"method": "dcod", "params": {"ess_target": 1.5}}, "params.ess_target", "less than or equal to 1"),
+    ({"method": "dcod", "params": {"granularity": "word"}}, "params.granularity", "'prefix', 'sequence', 'token' or 'step', got 'word'"),
     ({"method": "dcod", "params": {"beta": "ess"}}, "params.beta", "null (adaptive) or ess_floor"),
-    ({"method": "dcod", "params": {"reference": "oracle"}}, "reference", "teacher, initial_student, none"),
-    ({"method": "dcod", "params": {"discount": 1.5}}, "discount", "[0, 1]"),
-    ({"method": "dcod", "params": {"clip": 0.5}}, "clip", ">= 1"),
-    ({"method": "dcod", "params": {"token_loss": "mse"}}, "token_loss", "nll, kd"),
-    ({"method": "onpolicy_kd", "params": {"jsd_beta": 1.5}}, "jsd_beta", "[0, 1]"),
-    ({"method": "onpolicy_kd", "params": {"jsd_beta": -0.1}}, "jsd_beta", "[0, 1]"),
-    ({"method": "self_distill", "params": {"rounds": 0}}, "rounds", ">= 1"),
-    ({"method": "sft", "params": {"beta": 1.0}}, "beta", "allowed keys"),
-    ({"method": "sft", "table": "appendix"}, "table", "main, ablation"),
+    ({"method": "dcod", "params": {"reference": "oracle"}}, "params.reference", "'teacher', 'initial_student' or 'none'"),
+    ({"method": "dcod", "params": {"discount": 1.5}}, "params.discount", "less than or equal to 1"),
+    ({"method": "dcod", "params": {"clip": 0.5}}, "params.clip", "greater than or equal to 1"),
+    ({"method": "dcod", "params": {"token_loss": "mse"}}, "params.token_loss", "'nll' or 'kd'"),
+    ({"method": "onpolicy_kd", "params": {"jsd_beta": 1.5}}, "params.jsd_beta", "less than or equal to 1"),
+    ({"method": "onpolicy_kd", "params": {"jsd_beta": -0.1}}, "params.jsd_beta", "greater than or equal to 0"),
+    ({"method": "self_distill", "params": {"rounds": 0}}, "params.rounds", "greater than or equal to 1"),
+    ({"method": "sft", "params": {"beta": 1.0}}, "params.beta", "Extra inputs are not permitted"),
+    ({"method": "sft", "table": "appendix"}, "table", "'main'"),
 ]
 
 
@@ -115,7 +116,7 @@ NON_FINITE_EXPERIMENTS = [
 
 @pytest.mark.parametrize("data,key", NON_FINITE_EXPERIMENTS)
 def test_non_finite_experiment_values_are_refused(data, key):
-    with pytest.raises(ConfigError, match=rf"experiments/x/config\.yaml: {key}: must be a finite number, got"):
+    with pytest.raises(ConfigError, match=rf"experiments/x/config\.yaml: {key}: Input should be a finite number, got"):
         _experiment(data)
 
 
@@ -123,32 +124,32 @@ def test_an_experiment_without_method_names_the_file_and_the_key(tmp_path):
     path = tmp_path / "experiments" / "x" / "config.yaml"
     path.parent.mkdir(parents=True)
     path.write_text("description: no method\n")
-    with pytest.raises(ConfigError, match=r"experiments/x/config\.yaml: missing required key\(s\) 'method'"):
+    with pytest.raises(ConfigError, match=r"experiments/x/config\.yaml: method: Field required"):
         load_experiment(path)
 
 
 RANGE_PROFILES = [
-    ({"train": {"lr": float("inf")}}, r"train\.lr: must be a finite number, got inf"),
-    ({"train": {"lr": float("nan")}}, r"train\.lr: must be a finite number, got nan"),
-    ({"pretrain": {"lr": float("inf")}}, r"pretrain\.lr: must be a finite number"),
-    ({"teacher": {"p_direct": float("nan")}}, r"teacher\.p_direct: must be a finite number"),
-    ({"traces": {"temperature": float("inf")}}, r"traces\.temperature: must be a finite number"),
-    ({"eval": {"stability_temperature": float("inf")}}, r"eval\.stability_temperature: must be a finite number"),
-    ({"tuning": {"lrs": [1e-3, float("inf")]}}, r"tuning\.lrs: must be a finite number"),
-    ({"seeds": [0, -1]}, r": seeds: must be >= 0"),
-    ({"ablation_seeds": [-3]}, r": ablation_seeds: must be >= 0"),
+    ({"train": {"lr": float("inf")}}, r"train\.lr: Input should be a finite number, got inf"),
+    ({"train": {"lr": float("nan")}}, r"train\.lr: Input should be a finite number, got nan"),
+    ({"pretrain": {"lr": float("inf")}}, r"pretrain\.lr: Input should be a finite number"),
+    ({"teacher": {"p_direct": float("nan")}}, r"teacher\.p_direct: Input should be a finite number"),
+    ({"traces": {"temperature": float("inf")}}, r"traces\.temperature: Input should be a finite number"),
+    ({"eval": {"stability_temperature": float("inf")}}, r"eval\.stability_temperature: Input should be a finite number"),
+    ({"tuning": {"lrs": [1e-3, float("inf")]}}, r"tuning\.lrs: Input should be a finite number"),
+    ({"seeds": [0, -1]}, r": seeds: Input should be greater than or equal to 0"),
+    ({"ablation_seeds": [-3]}, r": ablation_seeds: Input should be greater than or equal to 0"),
     ({"ablation_seeds": [0, 0]}, r": ablation_seeds: must be distinct"),
-    ({"tuning": {"seed": -1}}, r"tuning\.seed: must be >= 0"),
-    ({"pretrain": {"seed": -1}}, r"pretrain\.seed: must be >= 0"),
-    ({"traces": {"seed": -7}}, r"traces\.seed: must be >= 0"),
+    ({"tuning": {"seed": -1}}, r"tuning\.seed: Input should be greater than or equal to 0"),
+    ({"pretrain": {"seed": -1}}, r"pretrain\.seed: Input should be greater than or equal to 0"),
+    ({"traces": {"seed": -7}}, r"traces\.seed: Input should be greater than or equal to 0"),
     ({"eval": {"splits": ["validation", "idd"]}}, r"eval\.splits: 'idd' is not an evaluation split of the toy world; "
                                                   r"its splits with problems: validation, id, long, retention"),
     ({"eval": {"splits": ["validation", "train"]}}, r"eval\.splits: 'train' is not an evaluation split"),
     ({"eval": {"splits": ["validation", "extrapolate"]}}, r"eval\.splits: 'extrapolate' is not an evaluation split"),
     ({"eval": {"splits": ["validation", "id"]}, "world": {"n_id": 0}}, r"eval\.splits: 'id' is not an evaluation"),
     ({"eval": {"splits": ["validation", "id", "id"]}}, r"eval\.splits: must be distinct"),
-    ({"eval": {"stability_temperature": 0.0}}, r"eval\.stability_temperature: must be > 0"),
-    ({"eval": {"stability_temperature": -1.0}}, r"eval\.stability_temperature: must be > 0"),
+    ({"eval": {"stability_temperature": 0.0}}, r"eval\.stability_temperature: Input should be greater than 0"),
+    ({"eval": {"stability_temperature": -1.0}}, r"eval\.stability_temperature: Input should be greater than 0"),
     ({"eval": {"stability_problems": -1, "stability_samples": 0}}, r"eval\.stability_problems: must be >= 1 when"),
     ({"eval": {"stability_problems": 0, "stability_samples": 2}}, r"eval\.stability_problems: must be >= 1 when"),
     # one base model given by path: there is no other pre-training seed to pair a training seed with

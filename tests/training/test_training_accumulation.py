@@ -66,7 +66,7 @@ def _step(trainer, step=0):
     return record, seen, len(forwards)
 
 
-# Tolerance (as tests/test_training.py's accumulation test): each gradient entry and the loss are float32
+# Tolerance (as tests/training/test_training.py's accumulation test): each gradient entry and the loss are float32
 # sums over the batch's N supervised tokens formed in another order, N eps of their scale; the one-pass
 # path adds one float32 rescaling of the accumulated gradient per new shift and the final normaliser
 # (a few eps more), and its float64 weights equal the two-pass ones to ~1e-15.

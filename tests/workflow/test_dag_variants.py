@@ -10,7 +10,7 @@ import pytest
 
 from dcod.config import load_profile
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from dcod.config import RobustnessConfig, load_profile
 from dcod.reporting import robustness
 from dcod.reporting.figures import robustness as robustness_figure
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 N = 20
 SEEDS = [0, 1]
 EXPERIMENTS = ["sft", "kd", "dcod", "oracle_sft"]

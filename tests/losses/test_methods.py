@@ -15,7 +15,7 @@ from dcod.pipeline import step_context
 from dcod.toy.teacher import ToyTeacher
 from dcod.training import Trainer
 
-from test_training import TINY, traces  # noqa: F401  (the module's toy traces fixture)
+from tiny_training import TINY, traces  # noqa: F401  (the module's toy traces fixture)
 
 
 def test_unknown_method_lists_the_known_ones():
@@ -144,13 +144,13 @@ def test_every_method_has_a_config_a_cited_docstring_and_a_test(name):
 
     from dcod.config import load_experiment
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     configs = [p for p in sorted((root / "experiments").glob("*/config.yaml")) if load_experiment(p).method == name]
     assert bool(configs) != (name in WITHOUT_EXPERIMENT), f"method {name}: no experiments/<name>/config.yaml runs it"
     doc = sys.modules[get_method(name).__module__].__doc__ or ""
     assert re.search(r"\b(19|20)\d\d\b|docs/\w+\.md", doc), f"method {name}: its module docstring cites no source"
     quoted = re.compile(rf"""["']{re.escape(name)}["']""")
-    exercising = [p.name for p in sorted((root / "tests").glob("test_*.py")) if p.name != Path(__file__).name
+    exercising = [p.name for p in sorted((root / "tests").rglob("test_*.py")) if p.name != Path(__file__).name
                   and quoted.search(p.read_text()) and re.search(r"build_method|train_step|_loss\(|weights\(|stage_train",
                                                                  p.read_text())]
     assert exercising, f"method {name}: no test builds it, trains it or checks its loss or weights"

@@ -1,12 +1,12 @@
 """``python -m dcod inspect``: id lookup, filters, output formats and errors, on the fake ci work folder of
-test_report_traces (four models; who is right on problem i is RIGHT[model](i))."""
+test_traces.py (four models; who is right on problem i is RIGHT[model](i))."""
 
 import json
 
 import pytest
 
 from dcod.cli import main
-from test_report_traces import N, RIGHT, write_work
+from test_traces import N, RIGHT, write_work
 
 
 def run(capsys, *argv):

@@ -20,7 +20,7 @@ from dcod.config import StudentConfig
 from dcod.generation import HFBackend, SamplingParams
 
 from conftest import REPO
-from test_vllm_parity import ATOL, train_toy_model
+from test_generation_vllm_parity import ATOL, train_toy_model
 
 
 def _require_vllm():
@@ -54,7 +54,7 @@ def test_the_engine_follows_the_training_weights(tmp_path, monkeypatch):
     assert sampler.syncs == 2
     assert [g.token_ids for g in after] == [g.token_ids for g in reference]
     assert sum(a.token_ids != b.token_ids for a, b in zip(after, before)) >= len(prompts) // 2
-    # HF vs vLLM on the same weights: test_vllm_parity.ATOL, derived there (measured 1.2e-6 here)
+    # HF vs vLLM on the same weights: test_generation_vllm_parity.ATOL, derived there (measured 1.2e-6 here)
     assert max(abs(x - y) for a, b in zip(after, reference) for x, y in zip(a.logprobs, b.logprobs)) < ATOL
 
 

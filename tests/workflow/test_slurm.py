@@ -20,7 +20,7 @@ from dcod.config import load_experiment, load_profile, train_config_for  # noqa:
 from dcod.generation_vllm import VLLMBackend  # noqa: E402
 from dcod.methods import needs_of  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HEAD = "sbatch --parsable --job-name RUN --output .snakemake/slurm_logs/rule_{rule}/%j.log --export=ALL " \
        "--comment rule_{rule} -A CHANGE_ME "
 # the resources part of each submitted rule's line (after the account), as the plugin renders it

@@ -255,32 +255,3 @@ def test_dcod_grade_prints_the_summary_as_json(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert (summary["n"], summary["correct"], summary["accuracy"]) == (2, 1, 0.5)
     assert summary["grader"]["timeout_s"] == 7.0
-
-
-# --- other flags of the command line -------------------------------------------------------------
-
-TRAIN = ["train", "--profile", "p.yaml", "--experiment", "e.yaml", "--world", "w", "--base", "b",
-         "--traces", "t", "--out", "o"]
-EVALUATE = ["evaluate", "--profile", "p.yaml", "--world", "w", "--model", "m", "--out", "o"]
-
-
-@pytest.mark.parametrize("argv, flag, value", [
-    (TRAIN + ["--seed", "-1"], "--seed", "-1"),
-    (TRAIN + ["--seed", "1.5"], "--seed", "1.5"),
-    (EVALUATE + ["--seed", "-3"], "--seed", "-3"),
-    (TRAIN + ["--seed", "0", "--lr", "nan"], "--lr", "nan"),
-    (TRAIN + ["--seed", "0", "--lr", "inf"], "--lr", "inf"),
-    (TRAIN + ["--seed", "0", "--lr", "0"], "--lr", "0"),
-    (TRAIN + ["--seed", "0", "--lr=-1e-3"], "--lr", "-1e-3"),  # "--lr -1e-3" would read as a flag
-])
-def test_seed_and_lr_flags_are_checked(capsys, argv, flag, value):
-    with pytest.raises(SystemExit) as stop:
-        cli.build_parser().parse_args(argv)
-    assert stop.value.code == 2
-    assert f"argument {flag}: must be " in (err := capsys.readouterr().err) and repr(value) in err, err
-
-
-def test_good_seed_and_lr_flags_pass():
-    arguments = cli.build_parser().parse_args(TRAIN + ["--seed", "0", "--lr", "2e-3"])
-    assert (arguments.seed, arguments.lr) == (0, 2e-3)
-    assert cli.build_parser().parse_args(EVALUATE + ["--seed", "12"]).seed == 12

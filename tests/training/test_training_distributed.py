@@ -30,7 +30,7 @@ import torch
 
 from conftest import EPS32, assert_gradients_close, assert_same_adam_step
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "tests" / "distributed_step.py"
 ACCELERATE_CONFIG = REPO / "config" / "accelerate" / "cpu_2proc.yaml"
 # beta solves ESS(beta s) = 1/2, so beta x spread(s) ~ 1 and d(beta)/beta ~ d(spread)/spread: the toy scores

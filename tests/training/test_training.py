@@ -5,33 +5,15 @@ import json
 import pytest
 import torch
 
-from dcod.config import StudentConfig, TrainConfig
+from dcod.config import TrainConfig
 from dcod.data import collate
 from dcod.methods import Cost, StepContext, build_method
 from dcod.methods.dcod import DCODParams
 from dcod.models import build_tiny_llama
-from dcod.toy.teacher import ToyTeacher
-from dcod.toy.world import WorldConfig, build_world
 from dcod.training import NonFiniteLossError, Trainer
 
 from conftest import EPS32, assert_gradients_close, assert_same_adam_step
-
-TINY = StudentConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
-
-
-@pytest.fixture(scope="module")
-def traces(toy_tokenizer):
-    world = build_world(WorldConfig(n_train=48, n_validation=1, n_id=1, n_long=1, n_retention=1, n_pretrain=1,
-                                    n_pretrain_reversal=1))
-    teacher = ToyTeacher(toy_tokenizer)
-    from dcod.generation import SamplingParams
-
-    prompts = [toy_tokenizer(r["question"])["input_ids"] for r in world["train"]]
-    out = []
-    for g in teacher.generate(prompts, SamplingParams(max_new_tokens=200, top_k_logprobs=4, seed=3)):
-        out.append({"prompt_ids": g.prompt_ids, "completion_ids": g.token_ids, "teacher_logprobs": g.logprobs,
-                    "topk_ids": g.topk_ids, "topk_logprobs": g.topk_logprobs})
-    return out
+from tiny_training import TINY, _parameters, _recording, traces  # noqa: F401  (traces: a fixture)
 
 
 def _trainer(tmp_path, tokenizer, traces, method="sft", params=None, steps=4, stop_after=None, **train):
@@ -84,25 +66,6 @@ def test_resume_after_interruption_gives_identical_weights(toy_tokenizer, traces
     assert all(torch.equal(a[k], b[k]) for k in a)  # exact: the same ops on the same inputs and kernels
     steps = [json.loads(line)["step"] for line in open(tmp_path / "cut" / "train_log.jsonl")]
     assert steps == [1, 2, 3, 4, 5, 6]  # the log was rewound to the checkpoint, no step twice
-
-
-def _recording(trainer) -> dict:
-    """Fills the returned dict, at each optimiser step, with the gradients the optimiser steps with (after
-    clipping), its lr and eps, and the number of steps taken."""
-    seen, step = {"steps": 0}, trainer.optimizer.step
-
-    def recording_step(*args, **kwargs):
-        group = trainer.optimizer.param_groups[0]
-        seen.update(grads={n: p.grad.detach().clone() for n, p in trainer.model.named_parameters()},
-                    lr=group["lr"], eps=group["eps"], steps=seen["steps"] + 1)
-        return step(*args, **kwargs)
-
-    trainer.optimizer.step = recording_step
-    return seen
-
-
-def _parameters(model) -> dict:
-    return {n: p.detach().clone() for n, p in model.named_parameters()}
 
 
 @pytest.mark.parametrize("method,params", [("sft", None), ("dcod", DCODParams(beta=None, ess_target=0.5)),

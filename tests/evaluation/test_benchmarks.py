@@ -12,7 +12,7 @@ import pytest
 from dcod.benchmarks import CLAIM_ROLES, GOLD_NORMALISERS, get_benchmark, list_benchmarks, load_benchmark, parse_declaration
 from dcod.grading import grade
 
-DATA_DIR = Path(os.environ.get("DCOD_DATA_DIR") or Path(__file__).parents[1] / "../shared/data").resolve()
+DATA_DIR = Path(os.environ.get("DCOD_DATA_DIR") or Path(__file__).parents[2] / "../shared/data").resolve()
 needs_data = pytest.mark.skipif(not DATA_DIR.is_dir(), reason=f"no offline benchmark copies at {DATA_DIR}")
 
 EXPECTED_COUNTS = {"gsm8k": 1319, "math500": 500, "aime24": 30, "amc23": 40, "olympiadbench": 675, "gsm8k_train": 7473}
@@ -33,7 +33,7 @@ def test_the_declarations():
     for name in list_benchmarks():
         benchmark = get_benchmark(name)
         assert benchmark.name == name and benchmark.version >= 1
-        # math asks for a boxed answer; IFEval prompts go as they are (tests/test_ifeval.py)
+        # math asks for a boxed answer; IFEval prompts go as they are (tests/evaluation/test_ifeval.py)
         assert ("\\boxed{}" in benchmark.prompt_template) == (benchmark.task == "math")
         # a training-prompt source serves no claim; an evaluated split's role is one the claims know
         assert benchmark.claim_role in (None, *CLAIM_ROLES)
@@ -242,7 +242,8 @@ def test_validation_split_config_errors(tmp_path):
     assert held_out in text
     path = tmp_path / "profile.yaml"
     for replacement, message in [("validation: {gsm8k: 4}", "'gsm8k' is not a training source"),
-                                 ("validation: {gsm8k_train: 0}", r"data\.validation\.gsm8k_train: must be >= 1, got 0")]:
+                                 ("validation: {gsm8k_train: 0}",
+                                  r"data\.validation\.gsm8k_train: Input should be greater than or equal to 1, got 0")]:
         path.write_text(text.replace(held_out, replacement))
         with pytest.raises(ConfigError, match=message):
             load_profile(path)

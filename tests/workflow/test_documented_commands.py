@@ -37,7 +37,7 @@ SKIPPED = {  # first word(s) -> why the command is not run here
     ". .venv/bin/activate": "activates an environment",
     "/work/venv-vllm/bin/python": "the vLLM environment of docs/vllm.md (make test-vllm)",
     "snakemake --sdm conda": "documented as unsupported (README, environment.yml); no conda here",
-    "snakemake --config profile=ci --report": "needs a finished run: tests/test_pipeline_ci.py builds the ci report",
+    "snakemake --config profile=ci --report": "needs a finished run: tests/workflow/test_pipeline_ci.py builds the ci report",
 }
 ABBREVIATED = "…"  # an example with arguments left out (docs/toy_world.md): not runnable as written
 PLACEHOLDERS = {"<name>": "ci", "<subcommand>": "world", "<what>": "table1"}

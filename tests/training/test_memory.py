@@ -152,7 +152,7 @@ def test_a_dry_run_with_deepspeed_accumulation_fails(tmp_path):
     import sys
     from pathlib import Path
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     profile = repo / "config" / "profiles" / "paper_ds_test.yaml"
     text = (repo / "config" / "profiles" / "paper.yaml").read_text()
     profile.write_text(text.replace("accelerate_config: config/accelerate/fsdp.yaml",

@@ -6,7 +6,7 @@ reach the step one process takes on the whole batch at once (tests/fsdp_step.py)
 accelerate 1.15 refuses FSDP on a CPU without a word (a CPU launch becomes MULTI_CPU and the FSDP plugin is
 dropped: DDP instead); tests/fsdp_step.py lets its state keep the plugin, and the test checks that the
 model really was sharded (FSDP2's ``FSDP<Model>`` class, distributed type FSDP). Tolerances as in
-tests/test_distributed.py: gradients within N eps of each tensor's largest entry, weights within what one
+tests/training/test_training_distributed.py: gradients within N eps of each tensor's largest entry, weights within what one
 AdamW step from those gradients allows.
 """
 
@@ -21,9 +21,9 @@ import pytest
 import torch
 
 from conftest import EPS32, assert_gradients_close, assert_same_adam_step
-from test_distributed import BETA_RTOL, _free_port, _run
+from test_training_distributed import BETA_RTOL, _free_port, _run
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "tests" / "fsdp_step.py"
 CONFIG = REPO / "config" / "accelerate" / "cpu_fsdp2_2proc.yaml"
 METHODS = ("dcod", "iw_sft")

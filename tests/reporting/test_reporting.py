@@ -19,7 +19,7 @@ from dcod.reporting import calibration, cli, paper, tables
 from dcod.reporting.figures import FIGURE_NAMES
 from dcod.reporting.stats import hierarchical_bootstrap_diff
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SPLITS = {"validation": (8, (1, 2)), "id": (40, (1, 4)), "long": (40, (5, 6)), "retention": (20, None)}
 SEEDS = [0, 1]
 EXPERIMENTS = ["sft", "dcod", "kd"]

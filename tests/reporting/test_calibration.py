@@ -17,7 +17,7 @@ import yaml
 
 from dcod.reporting import calibration
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 N = 100
 SPLITS = ("validation", "id", "long")
 SEEDS = [0, 1]

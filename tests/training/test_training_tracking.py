@@ -15,7 +15,7 @@ from dcod.methods.dcod import DCODParams
 from dcod.models import build_tiny_llama
 from dcod.training import Trainer
 
-from test_training import TINY, traces  # noqa: F401  (the module's toy traces fixture)
+from tiny_training import TINY, traces  # noqa: F401  (the module's toy traces fixture)
 
 
 def _trainer(out, tokenizer, traces, method="dcod", steps=4, stop_after=None, **train):  # noqa: F811

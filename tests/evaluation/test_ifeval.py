@@ -15,7 +15,7 @@ import pytest
 from dcod import benchmarks, evaluation, ifeval
 from dcod.generation import Generation
 
-HANDMADE = Path(__file__).parent / "data" / "ifeval_handmade.jsonl"
+HANDMADE = Path(__file__).parents[1] / "data" / "ifeval_handmade.jsonl"
 
 # id -> (response, prompt-level strict, prompt-level loose, per-instruction strict)
 RESPONSES = {

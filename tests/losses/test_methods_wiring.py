@@ -1,6 +1,6 @@
 """The two prior offline baselines added through the method registry (skew_kd, iw_sft): their experiment
 configs resolve, and one Trainer step wires their losses as docs/method.md says. The maths of the losses
-is pinned in test_objectives.py; here: the wiring (params reach the loss, the reference reaches the
+is pinned in test_objectives.py (same folder); here: the wiring (params reach the loss, the reference reaches the
 weights, the weights reach the reduction)."""
 
 import copy
@@ -17,9 +17,9 @@ from dcod.methods.skew_kd import SkewKDParams
 from dcod.models import build_tiny_llama
 from dcod.training import Trainer
 
-from test_training import TINY, _parameters, _recording, traces  # noqa: F401  (the module's toy traces fixture)
+from tiny_training import TINY, _parameters, _recording, traces  # noqa: F401  (the module's toy traces fixture)
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 
 
 def test_the_experiment_configs_resolve_to_the_papers_defaults():

@@ -165,7 +165,7 @@ def copy(tmp_path_factory):
         shutil.copytree(REPO / name, root / name, ignore=ignore)
     # one learning rate for every method here: under the ci profile's learning_rates.source tuning, sft seed 0
     # would wait for the whole grid (and a train-only edit would rightly rerun it); the grid's own wiring is
-    # tested by tests/test_tuning.py and the ci DAG run (tests/test_pipeline_ci.py)
+    # tested by tests/workflow/test_tuning.py and the ci DAG run (tests/workflow/test_pipeline_ci.py)
     ci = root / "config/profiles/ci.yaml"
     assert "learning_rates:\n  source: tuning\n" in ci.read_text()
     ci.write_text(ci.read_text().replace("learning_rates:\n  source: tuning\n", ""))

@@ -21,6 +21,14 @@ def _experiments(profile):
             for name in discover_experiments(EXPERIMENTS, profile)}
 
 
+def _in_published_table(profile, experiment) -> bool:
+    """Whether a ``source: table`` profile lists the experiment's rate (or, for an ablation, its base's).
+    A method new since the table was copied is not in the published snapshot: the DAG tunes it
+    (docs/tuning.md), so it is left out of the checks that read the table, not a failure of them."""
+    names = (experiment.name, *(experiment.bases if experiment.table == "ablation" else ()))
+    return any(name in profile.learning_rates.values for name in names)
+
+
 def test_no_experiment_config_carries_a_learning_rate():
     for path in sorted(EXPERIMENTS.glob("*/config.yaml")):
         assert "lr" not in (yaml.safe_load(path.read_text()).get("train") or {}), path
@@ -65,6 +73,9 @@ def test_every_experiment_of_every_profile_resolves_its_learning_rate(path, tmp_
                 for i, n in enumerate(main) for lr in grid]
         table = tmp_path / "tuning.csv"
         pd.DataFrame(rows).to_csv(table, index=False)
+    if profile.learning_rates is not None and profile.learning_rates.source == "table":
+        experiments = {n: e for n, e in experiments.items() if _in_published_table(profile, e)}
+        assert experiments, f"{path.name}: no experiment in its learning-rate table"
     for name, experiment in experiments.items():
         rate = learning_rate_for(profile, experiment, table)
         assert rate.value in ([profile.train.lr] if profile.learning_rates is None else profile.tuning.lrs), name
@@ -92,7 +103,8 @@ def test_the_paper_profile_resolves_none_of_the_toy_values(tmp_path):
 def test_ablations_train_at_the_learning_rate_of_the_experiment_they_vary():
     """Table 2 varies one DCOD knob at a time: every ablation inherits its base's rate (toy table)."""
     profile = load_profile(REPO / "config/profiles/toy.yaml")
-    ablations = {n: e for n, e in _experiments(profile).items() if e.table == "ablation"}
+    ablations = {n: e for n, e in _experiments(profile).items()
+                 if e.table == "ablation" and _in_published_table(profile, e)}
     assert ablations
     for name, experiment in ablations.items():
         base = load_experiment(EXPERIMENTS / experiment.bases[-1] / "config.yaml")
