@@ -400,7 +400,7 @@ def test_report_has_table_values_figures_and_verdicts(built):
     assert "DCOD variant on `validation`" in tuning
     claims = report.split("## Claims")[1]
     # two seeds: every difference is a range, which decides no claim (docs/claims.md, "Intervals"); the
-    # verdicts of three seeds are tested in tests/test_tables.py
+    # verdicts of three seeds are tested in tests/reporting/test_tables.py
     assert "### (a) DCOD reaches higher accuracy than every offline baseline: inconclusive" in claims
     assert "no evidence for claim (a)" in claims
     assert "- DCOD − kd on id: +43.8 (range +40.0 to +47.5 over 2 seeds: not a CI" in claims  # 100 − 56.25 points

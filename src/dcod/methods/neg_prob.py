@@ -9,7 +9,7 @@ p = p_θ(y_t | x, y_<t) the probability of the trace's token,
 so ∇ℓ_t = −p^α ∇log p: α weights each token's NLL gradient by p^α, leaning on tokens the model
 already finds likely ("prior-leaning") as α grows. At α = 1 the gradient is exactly ``dft``'s
 (−sg(p) ∇log p); only the loss value differs (1 − p against −sg(p) log p): a run at α = 1 takes
-``dft``'s optimiser steps up to float rounding (``tests/test_method_neg_prob.py``).
+``dft``'s optimiser steps up to float rounding (``tests/losses/test_method_neg_prob.py``).
 
 Our readings, each a knob: ``alpha`` = 1 (the −p objective, the one the issue and the paper's title
 result name; the authors' released code, github.com/GaotangLi/Beyond-Log-Likelihood,

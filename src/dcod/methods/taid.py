@@ -16,7 +16,7 @@ Our readings, each a knob (defaults: the authors' released code, github.com/Saka
   equals the full-vocabulary TAID with the teacher's tail completed in proportion to the student's tail
   (p_T(v) = p_T(tail) q_θ(v) / q_θ(tail) for v outside the top-k): then every tail token has the same
   ratio p_t/q_θ, so the full-vocabulary KL and its gradient equal the bucketed ones
-  (``tests/test_method_taid.py`` checks this against a completed full vocabulary). So t = 1 is exactly ``kd``.
+  (``tests/losses/test_method_taid.py`` checks this against a completed full vocabulary). So t = 1 is exactly ``kd``.
 - **Loss value.** The code minimises the cross-entropy −Σ p_t log q_θ; we report the KL (the same
   gradient: H(p_t) does not depend on θ since p_t is detached), 0 when the target is the student.
 - **Schedule of t** (``adaptive: true``, default, the code's rule, applied once per optimiser step):

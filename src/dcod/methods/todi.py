@@ -18,7 +18,7 @@ Our readings, each a knob (defaults: the authors' released code, github.com/jung
   tail completed in proportion to the student's (p_v = p_tail q_v / q_tail outside the top-k) every tail
   entry has the same ratio p_v/q_v, hence the same weight, and its forward and reverse terms sum to the
   bucket's: the bucketed ToDi equals that completed full-vocabulary ToDi, value and gradient
-  (``tests/test_method_todi.py``). An empty teacher tail (the stored top-k holds all the teacher's
+  (``tests/losses/test_method_todi.py``). An empty teacher tail (the stored top-k holds all the teacher's
   mass up to float32 rounding, log p_tail = −inf) would make the tail's reverse term infinite: that
   bucket is dropped, as the code drops entries whose logits are −inf (``inf_mask``); the forward
   terms on the top-k still pull the student's tail mass down through the normalisation.

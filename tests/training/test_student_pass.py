@@ -15,7 +15,7 @@ from dcod.pipeline import _check_passes, stage_score_traces, stage_student_trace
 from dcod.student_pass import load_student_traces, load_trace_scores, pass_cost, training_prompts
 from dcod.toy.teacher import ToyTeacher
 
-from test_training import TINY, traces  # noqa: F401  (the module's toy traces fixture)
+from tiny_training import TINY, traces  # noqa: F401  (the module's toy traces fixture)
 
 
 @pytest.fixture()

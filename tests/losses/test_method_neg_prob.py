@@ -13,10 +13,10 @@ from dcod.config import ConfigError, load_experiment, parse_experiment
 from dcod.methods import Needs, resolve
 from dcod.methods.neg_prob import NegProbParams, prob_power_loss
 
-from test_new_baselines import _trainer  # noqa: F401
-from test_training import _recording, traces  # noqa: F401  (traces: the module's toy traces fixture)
+from test_methods_wiring import _trainer  # noqa: F401
+from tiny_training import _recording, traces  # noqa: F401  (traces: the module's toy traces fixture)
 
-EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "neg_prob" / "config.yaml"
+EXPERIMENT = Path(__file__).resolve().parents[2] / "experiments" / "neg_prob" / "config.yaml"
 
 
 def _case(seed=0, shape=(2, 4, 6)):

@@ -12,10 +12,10 @@ from dcod.config import ConfigError, load_experiment, parse_experiment
 from dcod.methods import Needs, resolve
 from dcod.methods.profit import ProFitParams, profit_loss
 
-from test_new_baselines import _same_step, _trainer  # noqa: F401
-from test_training import traces  # noqa: F401  (the module's toy traces fixture)
+from test_methods_wiring import _same_step, _trainer  # noqa: F401
+from tiny_training import traces  # noqa: F401  (the module's toy traces fixture)
 
-EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "profit" / "config.yaml"
+EXPERIMENT = Path(__file__).resolve().parents[2] / "experiments" / "profit" / "config.yaml"
 
 
 def _case(seed=0, shape=(3, 5, 6)):

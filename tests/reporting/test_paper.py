@@ -1,7 +1,7 @@
 """A smoke profile's report (ProfileConfig.results: smoke; docs/reproducibility.md, "Smoke profiles"): it says at its
 top that the numbers test the code path only, judges no claim, shows the share of generations cut at the token
 cap per model and split, and draws no empty figure. Built on the ci profile with the smoke flag
-(``--set results=smoke``) from the hand-made work folder of tests/test_reporting.py."""
+(``--set results=smoke``) from the hand-made work folder of tests/reporting/test_reporting.py."""
 
 import json
 

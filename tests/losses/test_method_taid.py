@@ -13,10 +13,10 @@ from dcod.config import ConfigError, load_experiment, parse_experiment
 from dcod.methods import Cost, Needs, StepContext, build_method, resolve
 from dcod.methods.taid import TAIDParams, taid_next_t, taid_target_logprobs, taid_topk_loss
 
-from test_new_baselines import _trainer  # noqa: F401
-from test_training import traces  # noqa: F401  (the module's toy traces fixture)
+from test_methods_wiring import _trainer  # noqa: F401
+from tiny_training import traces  # noqa: F401  (the module's toy traces fixture)
 
-EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "taid" / "config.yaml"
+EXPERIMENT = Path(__file__).resolve().parents[2] / "experiments" / "taid" / "config.yaml"
 
 
 def _topk_case(seed=0, shape=(2, 3, 10), k=3):

@@ -18,9 +18,9 @@ from dcod.student_pass import teacher_scores
 from dcod.toy.teacher import ToyTeacher
 from dcod.training import Trainer
 
-from test_training import TINY, traces  # noqa: F401  (the module's toy traces fixture)
+from tiny_training import TINY, traces  # noqa: F401  (the module's toy traces fixture)
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 
 
 def _one_token(student_probs, teacher_top):

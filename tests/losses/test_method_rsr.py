@@ -13,9 +13,9 @@ from dcod.methods import Cost, Needs, StepContext, build_method, resolve
 from dcod.methods.rsr import RSRParams, select_traces, trace_score
 from dcod.student_pass import load_trace_scores, token_ranks
 
-from test_training import traces  # noqa: F401  (the module's toy traces fixture)
+from tiny_training import traces  # noqa: F401  (the module's toy traces fixture)
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 
 
 def test_the_score_by_hand():

@@ -12,10 +12,10 @@ from dcod.config import ConfigError, load_experiment, parse_experiment
 from dcod.methods import Needs, resolve
 from dcod.methods.todi import ToDiParams, todi_divergence, todi_topk_loss
 
-from test_new_baselines import _trainer  # noqa: F401
-from test_training import traces  # noqa: F401  (the module's toy traces fixture)
+from test_methods_wiring import _trainer  # noqa: F401
+from tiny_training import traces  # noqa: F401  (the module's toy traces fixture)
 
-EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "todi" / "config.yaml"
+EXPERIMENT = Path(__file__).resolve().parents[2] / "experiments" / "todi" / "config.yaml"
 
 
 def _sigmoid(x):
