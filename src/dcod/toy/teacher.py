@@ -11,9 +11,10 @@ How it reads a prefix (a small incremental state machine, O(1) per token):
   after that segment's last ``=`` (kept when none parses). The teacher takes the prefix's own results
   at face value, as a neural teacher would: after a wrong step it continues correctly *from the wrong
   value*.
-- with j < k completed segments, the current segment must be a prefix of one of the two renderings
+- with j < k completed segments, the current segment must be a prefix of one of the renderings
   of step j from the running value, each followed by ``;`` (direct, weight ``p_direct``; decomposed,
-  weight ``1 - p_direct``; merged when identical). The next-token distribution is the weighted next
+  weight ``1 - p_direct``, shared among its notational variants ``dcod.toy.world.VARIANTS`` by the
+  ``variants`` probabilities: docs/toy_world.md, "The next world"; merged when identical). The next-token distribution is the weighted next
   characters of the still-consistent renderings, renormalised: probability 1 on forced characters,
   the style split on the first character where the renderings differ. If every consistent
   rendering has weight 0 (e.g. ``p_direct=1`` scoring a decomposed step) the teacher continues the
@@ -44,7 +45,7 @@ import numpy as np
 import torch
 
 from dcod.generation import Generation, SamplingParams, process_logits
-from dcod.toy.world import apply_op, boxed, parse_prompt, render_step
+from dcod.toy.world import apply_op, boxed, parse_prompt, render_step, variant_probabilities, variant_renderings
 from dcod.toy.tokenizer import WORLD_CHARS
 
 _STYLE_P_DIRECT = {"direct": 1.0, "decomposed": 0.0}
@@ -168,7 +169,13 @@ class ToyTeacher:
     """Exact teacher; same interface as a model backend (see the module docstring)."""
 
     def __init__(self, tokenizer, p_direct: float = 0.5, floor: float = 1e-6,
-                 style_override: str | None = None):
+                 style_override: str | None = None, variants: dict[str, float] | None = None):
+        for name, p in (variants or {}).items():
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"variant probability {name} must be in [0, 1], got {p}")
+        # the teacher's probability of each notational variant of a decomposed step, ``{flag: probability}``
+        # (dcod.toy.world.VARIANTS; none or all 0: the canonical rendering only)
+        self.variant_p = variant_probabilities(variants or {})
         if style_override is not None:
             if style_override not in _STYLE_P_DIRECT:
                 raise ValueError(
@@ -214,8 +221,14 @@ class ToyTeacher:
         decomposed = render_step(value, op, x, "decomposed") + ";"
         if direct == decomposed:
             return [(self._ids(direct), 1.0, result)]
-        return [(self._ids(direct), self.p_direct, result),
-                (self._ids(decomposed), 1.0 - self.p_direct, result)]
+        cands = [(self._ids(direct), self.p_direct, result)]
+        weights: dict[str, float] = {}  # decomposed texts in variant order; zero-weight variants left out
+        for variant, text in variant_renderings(value, op, x).items():
+            if self.variant_p[variant] > 0:
+                weights[text + ";"] = weights.get(text + ";", 0.0) + (1.0 - self.p_direct) * self.variant_p[variant]
+        # (0, 0): one decomposed candidate of weight exactly 1 - p_direct, the current world's teacher
+        cands += [(self._ids(text), w, result) for text, w in weights.items()]
+        return cands
 
     def _answer_candidates_uncached(self, answer) -> list:
         return [(self._ids(boxed(answer)) + (self.eos_id,), 1.0, None)]
