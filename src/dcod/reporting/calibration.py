@@ -408,14 +408,17 @@ def calibration_line(work: Path, seeds, baseline: str = "sft", oracle: str | Non
 
 
 # ----------------------------------------------------------------------------- the teacher term
+TEACHER_TERM_QUESTION = (f"the teacher term matters: over the training traces, std of the teacher's per-trace mean "
+                         f"log-prob >= {TEACHER_TERM_MIN_SPREAD_RATIO:g} x that of the base student's, and |Pearson "
+                         f"r| between the two < {TEACHER_TERM_MAX_ABS_CORR:g}")
+
+
 def teacher_term_target(teacher: np.ndarray, student: np.ndarray) -> Target:
     """Judge the teacher-term target from per-trace mean log-probs (one entry per training trace, same order):
     the teacher's (stored with the traces) and the base student's. Without a spread of its own the teacher's
     log-prob is a constant and DCOD's ratio log pi_student - log pi_teacher ranks traces exactly as the
     student term alone; near-collinear with the student's, it only rescales it (absorbed by beta)."""
-    question = (f"the teacher term matters: over the training traces, std of the teacher's per-trace mean "
-                f"log-prob >= {TEACHER_TERM_MIN_SPREAD_RATIO:g} x that of the base student's, and |Pearson r| "
-                f"between the two < {TEACHER_TERM_MAX_ABS_CORR:g}")
+    question = TEACHER_TERM_QUESTION
     teacher, student = np.asarray(teacher, float), np.asarray(student, float)
     if teacher.shape != student.shape or teacher.ndim != 1:
         raise ValueError(f"teacher_term_target: one teacher and one student mean per trace, got shapes "
@@ -424,7 +427,7 @@ def teacher_term_target(teacher: np.ndarray, student: np.ndarray) -> Target:
         return Target(TEACHER_TERM, question, NOT_MEASURED,
                       f"{len(teacher)} traces with finite per-trace means, 3 or more needed")
     spread_t, spread_s = float(np.std(teacher)), float(np.std(student))
-    if spread_s == 0:
+    if spread_s <= EPS:  # float noise of equal values
         return Target(TEACHER_TERM, question, NOT_MEASURED, "the base student's per-trace means do not vary")
     ratio = spread_t / spread_s
     # a constant teacher has no correlation with anything: r is undefined and the spread test fails anyway
@@ -470,9 +473,7 @@ def teacher_term_from_files(traces_path: Path, base_dir: Path) -> Target:
 
     absent = [str(p) for p in (traces_path, base_dir / "config.json") if not Path(p).is_file()]
     if absent:
-        target = teacher_term_target(np.zeros(0), np.zeros(0))
-        target.evidence = f"missing {', '.join(absent)}"
-        return target
+        return Target(TEACHER_TERM, TEACHER_TERM_QUESTION, NOT_MEASURED, f"missing {', '.join(absent)}")
     examples = load_traces(traces_path)
     student = student_trace_logprobs(base_dir, examples)
     return teacher_term_target(np.array([np.mean(e["teacher_logprobs"]) for e in examples]),
