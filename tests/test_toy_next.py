@@ -181,6 +181,39 @@ def test_teacher_samples_every_variant_with_its_probability(tok):
         assert abs(observed - probability) < 4 * math.sqrt(probability * (1 - probability) / n) + 1e-3, text
 
 
+def test_teacher_doubts_the_digits_of_a_direct_step(tok):
+    """direct_confidence q: a direct step at a branch point has probability p_direct x q per result digit, a
+    neighbouring digit (a carry too many or too few) shares 1 - q; decomposed steps and steps without a
+    branch stay certain; greedy decoding still writes the right digits."""
+    q, p_direct = 0.75, 0.25
+    teacher = ToyTeacher(tok, p_direct=p_direct, variants=TEACHER_VARIANTS, direct_confidence=q)
+    # 63+29 without round: no variant starts with the direct result's 9, so the direct step's probability factorises
+    no_round = ToyTeacher(tok, p_direct=p_direct, variants={"low_first": 0.8, "skip": 0.3}, direct_confidence=q)
+    lps = no_round.score(encode_prompt(tok, "Q:63+29\nA:"), completion_ids(tok, "63+29=92;\\boxed{92}"))
+    assert math.isclose(math.exp(sum(lps)), p_direct * q ** 2, rel_tol=3e-3)
+    prompt = encode_prompt(tok, "Q:85*6\nA:")
+    state = teacher.state(prompt)
+    for t in tok("85*6=5", add_special_tokens=False)["input_ids"]:
+        state.advance(t)
+    vocab = tok.get_vocab()
+    dist = state.distribution()  # after "85*6=5": the direct "1" (doubted) or low_first's "*"
+    # the renderings still consistent keep their weights: direct, and low_first without skip (round: no effect on *)
+    w_direct = p_direct / (p_direct + (1 - p_direct) * 0.8 * 0.7)
+    assert math.isclose(dist[vocab["1"]], w_direct * q) and math.isclose(dist[vocab["0"]], w_direct * (1 - q) / 2)
+    assert math.isclose(dist[vocab["2"]], w_direct * (1 - q) / 2) and math.isclose(dist[vocab["*"]], 1 - w_direct)
+    decomposed = teacher.score(prompt, completion_ids(tok, "85*6=80*6+5*6=480+30=510;\\boxed{510}"))
+    plain = ToyTeacher(tok, p_direct=p_direct, variants=TEACHER_VARIANTS).score(
+        prompt, completion_ids(tok, "85*6=80*6+5*6=480+30=510;\\boxed{510}"))
+    assert decomposed == plain
+    no_branch = encode_prompt(tok, "Q:47+40\nA:")
+    assert math.exp(sum(teacher.score(no_branch, completion_ids(tok, "47+40=87;\\boxed{87}")))) > 0.999
+    greedy = ToyTeacher(tok, style_override="direct", direct_confidence=q).generate(
+        [prompt], SamplingParams(max_new_tokens=40, temperature=0.0))[0]
+    assert greedy.text == "85*6=510;\\boxed{510}"
+    with pytest.raises(ValueError, match="direct_confidence"):
+        ToyTeacher(tok, direct_confidence=0.5)
+
+
 def test_forced_styles_keep_their_meaning(tok):
     """teacher_direct writes only direct steps; teacher_decomposed (and the oracle's p_direct 0) only the
     variants, with the teacher's probabilities."""
@@ -199,7 +232,7 @@ def test_pretraining_prior_of_the_student():
     base = dict(n_train=50, n_validation=10, n_id=10, n_long=10, n_retention=10, n_pretrain=3000,
                 n_pretrain_reversal=10, train_k=(1, 4), long_k=(3, 4), pretrain_k=(1, 4), pretrain_slip=0.5)
     plain = build_world(WorldConfig(**base))
-    prior = {"pretrain_p_low_first": 0.2, "pretrain_p_skip": 0.1, "pretrain_p_round": 0.3}
+    prior = {"pretrain_p_low_first": 0.2, "pretrain_p_skip": 0.1, "pretrain_p_round": 0.3, "pretrain_p_direct": 0.4}
     world = build_world(WorldConfig(**base, **prior))
     for split in ("validation", "id", "long", "retention", "train"):
         assert world[split] == plain[split]
@@ -208,8 +241,10 @@ def test_pretraining_prior_of_the_student():
     flags = np.array([v for r in arith for v in r["variants"]], dtype=float)
     for i, name in enumerate(VARIANTS):
         assert abs(flags[:, i].mean() - prior[f"pretrain_p_{name}"]) < 0.02, name
+    styles = [style for r in arith for style in r["styles"]]
+    assert abs(styles.count("direct") / len(styles) - 0.4) < 0.02
     for r in arith[:300]:
-        correct = render_completion(r, "decomposed", variants=r["variants"])
+        correct = render_completion(r, r["styles"], variants=r["variants"])
         assert r["slipped"] == (r["completion_decomposed"] != correct)
         if not r["slipped"]:
             steps = analyze_completion(r, r["completion_decomposed"])

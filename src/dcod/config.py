@@ -210,6 +210,9 @@ class TeacherConfig(Section):
     p_low_first: Float = Field(0.0, ge=0.0, le=1.0)
     p_skip: Float = Field(0.0, ge=0.0, le=1.0)
     p_round: Float = Field(0.0, ge=0.0, le=1.0)
+    # its confidence in each result digit of a direct step (the rest on the neighbouring digits: a carry too
+    # many or too few; traces with a wrong digit fail verification); 1: exact (docs/toy_world.md)
+    direct_confidence: Float = Field(1.0, gt=0.5, le=1.0)
 
     @property
     def variants(self) -> dict[str, float]:

@@ -69,6 +69,9 @@ class WorldConfig:
     pretrain_p_low_first: float = 0.0
     pretrain_p_skip: float = 0.0
     pretrain_p_round: float = 0.0
+    # ... and its prior over the direct style at a branch point (a step whose decomposed rendering differs):
+    # the student knows the notation, its careless hand writes the result (docs/toy_world.md, "The next world")
+    pretrain_p_direct: float = 0.0
     extrapolate_k: tuple[int, int] = (6, 7)
     n_extrapolate: int = 0  # off by default: k beyond training measures extrapolation only
 
@@ -82,7 +85,7 @@ class WorldConfig:
                 setattr(self, f.name, v)
             elif f.name.startswith("n_") and int(v) < 0:
                 raise ValueError(f"WorldConfig.{f.name} must be >= 0, got {v}")
-        for name in ("pretrain_slip", *(f"pretrain_p_{v}" for v in VARIANTS)):
+        for name in ("pretrain_slip", "pretrain_p_direct", *(f"pretrain_p_{v}" for v in VARIANTS)):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 raise ValueError(f"WorldConfig.{name} must be a probability in [0, 1], got {getattr(self, name)}")
         if self.reverse_len[0] < 1:
@@ -401,20 +404,23 @@ def build_world(cfg: WorldConfig | None = None) -> dict[str, list[dict]]:
     r = rng("pretrain")
     pre = _draw("pretrain", cfg.n_pretrain, arith(cfg.pretrain_k), used, r)
     prior = cfg.pretrain_variant_probabilities()
-    if any(prior.values()):
-        # the student's own prior over the notational variants; its own stream, so the problems drawn
-        # above do not depend on it (off: no draw at all, the current world bit for bit)
+    if any(prior.values()) or cfg.pretrain_p_direct:
+        # the student's own prior over the notational variants and the direct style; their own streams, so
+        # the problems drawn above do not depend on them (off: no draw at all, the current world bit for bit)
         variant_rng = random.Random(f"{cfg.seed}:pretrain_variants")
+        style_rng = random.Random(f"{cfg.seed}:pretrain_styles")
         for rec in pre:
             rec["variants"] = draw_variants(len(rec["ops"]), prior, variant_rng)
-            rec["completion_decomposed"] = render_completion(rec, "decomposed", variants=rec["variants"])
+            rec["styles"] = [
+                "direct" if style_rng.random() < cfg.pretrain_p_direct else "decomposed" for _ in rec["ops"]]
+            rec["completion_decomposed"] = render_completion(rec, rec["styles"], variants=rec["variants"])
     if cfg.pretrain_slip:
         # its own stream, so the problems drawn above do not depend on the slip probability
         combine = slipped(cfg.pretrain_slip, random.Random(f"{cfg.seed}:pretrain_slip"))
         for rec in pre:
-            variants = rec.get("variants")
-            rec["completion_decomposed"] = render_completion(rec, "decomposed", combine, variants)
-            rec["slipped"] = rec["completion_decomposed"] != render_completion(rec, "decomposed", variants=variants)
+            styles, variants = rec.get("styles", "decomposed"), rec.get("variants")
+            rec["completion_decomposed"] = render_completion(rec, styles, combine, variants)
+            rec["slipped"] = rec["completion_decomposed"] != render_completion(rec, styles, variants=variants)
     pre_rev = _draw("pretrain", cfg.n_pretrain_reversal, reverse, used, r)
     for i, rec in enumerate(pre_rev, start=len(pre)):
         rec["id"] = f"pretrain-{i:05d}"
