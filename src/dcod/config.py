@@ -145,6 +145,20 @@ class TeacherConfig(Section):
 
     kind: Literal["programmatic", "hf"] = "programmatic"
     p_direct: Float = Field(0.5, ge=0.0, le=1.0)
+    # the programmatic teacher's probabilities of the notational variants of a decomposed step, drawn
+    # independently (dcod.toy.world.VARIANTS: parts in the other order, expansion omitted, operand rounded up;
+    # docs/toy_world.md, "The next world"); 0: the canonical rendering only
+    p_low_first: Float = Field(0.0, ge=0.0, le=1.0)
+    p_skip: Float = Field(0.0, ge=0.0, le=1.0)
+    p_round: Float = Field(0.0, ge=0.0, le=1.0)
+    # its confidence in each result digit of a direct step (the rest on the neighbouring digits: a carry too
+    # many or too few; traces with a wrong digit fail verification); 1: exact (docs/toy_world.md)
+    direct_confidence: Float = Field(1.0, gt=0.5, le=1.0)
+
+    @property
+    def variants(self) -> dict[str, float]:
+        """``{flag: probability}`` of the programmatic teacher's variants (``dcod.toy.teacher.ToyTeacher``)."""
+        return {"low_first": self.p_low_first, "skip": self.p_skip, "round": self.p_round}
     floor: Float = Field(1e-6, gt=0.0, lt=0.01)
     path: str | None = None
     gguf_file: str | None = None

@@ -176,7 +176,9 @@ def test_report_writes_table_targets_and_markdown(tmp_path):
     assert {"base_student_pretrain_seed1235", "base_student_pretrain_seed1236",
             "base_student_steps_x1.5"} <= set(frame["model"])
     targets = pd.read_csv(calibration.targets_path(out)).set_index("target")
-    assert list(targets.index) == list(calibration.TARGET_NAMES)
+    # the teacher-term target comes last, from the traces and the base student (absent here: not measured)
+    assert list(targets.index) == [*calibration.TARGET_NAMES, calibration.TEACHER_TERM]
+    assert targets.loc[calibration.TEACHER_TERM, "status"] == "not measured"
     assert targets.loc["oracle_helps", "status"] == "FAIL" and targets.loc["plateau", "status"] == "PASS"
     markdown = out.with_suffix(".md").read_text()
     assert "**FAIL**: student-style traces help much more" in markdown
@@ -186,7 +188,7 @@ def test_report_writes_table_targets_and_markdown(tmp_path):
     assert "| base_student_steps_x1.5 | 1234 | 18 |  |  | missing calibration/steps_x1.5/" in markdown
     # the checks read back from the written table agree with the report's
     again = {t.name: t.status for t in calibration.check_targets(frame)}
-    assert again == targets["status"].to_dict()
+    assert again == targets["status"].drop(calibration.TEACHER_TERM).to_dict()
 
 
 @pytest.mark.parametrize("changes, warned", [({}, False), ({("oracle_sft", 1): acc(60, 63, 40)}, True)])

@@ -12,6 +12,9 @@ rule calibration:
         evals(ORACLE, SEEDS),
         CALIBRATION_EVALS,
         knife_edge_evals([W]),
+        # the teacher-term target: the training traces' stored teacher log-probs, scored by the base student
+        traces=f"{W}/traces/train.parquet",
+        base=f"{W}/base_student",
         world=f"{W}/world/world.json",
     output:
         marker=report(f"{R}/calibration.csv", caption="../report/calibration.rst", category="calibration", subcategory="table"),

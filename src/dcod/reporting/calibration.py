@@ -13,7 +13,10 @@ shows up as FAIL:
   ``ProfileConfig.knife_edge_pretrain_seeds``: the calibration's extra seeds and, under
   ``pretrain.per_seed``, each training seed's own) lands close to the others on ``id``; judged on the main
   world and, in the robustness report, on every other world seed;
-- plateau (main world only): pre-training longer barely moves ``id``.
+- plateau (main world only): pre-training longer barely moves ``id``;
+- the teacher term matters (docs/toy_world.md, "The next world"): over the training traces, the teacher's
+  per-trace mean log-prob spreads at least half as much as the base student's and is not near-collinear
+  with it, so DCOD's ratio (docs/method.md) can rank traces differently from the student term alone.
 
 A target whose inputs are missing is reported as ``not measured`` (never PASS), naming what is missing.
 Step error rates are pooled counts (errors / steps over all samples and seeds), not means of per-problem
@@ -25,6 +28,7 @@ Inputs under the work folder ``W`` (written by the DAG; the paths are the functi
   W/calibration/pretrain_seed<S>/eval/base_student/samples.jsonl   (base student, other pre-training seed)
   W/calibration/steps_x<factor>/eval/base_student/samples.jsonl    (base student, factor x pre-training steps)
   W/base_student_run/train_log.jsonl, W/calibration/<tag>/base_student_run/train_log.jsonl (loss, shown only)
+  W/traces/train.parquet, W/base_student                            (the teacher-term target)
 """
 
 from __future__ import annotations
@@ -51,6 +55,11 @@ STUDENT_MIN_DIRECT_ERROR = 0.05  # ... and at least this high in absolute terms
 KNIFE_EDGE_MAX_DEVIATION = 4.0  # points: every pre-training seed's base id within this of their mean
 KNIFE_EDGE_MIN_STUDENTS = 3  # base students (pre-training seeds) needed to judge the spread
 PLATEAU_MAX_SHIFT = 3.0  # points: base id moves less than this with steps_factor x the pre-training steps
+# the teacher term matters: std over the training traces of the teacher's per-trace mean log-prob >= this x the
+# base student's, and |Pearson r| between the two < the second (docs/toy_world.md, "The next world")
+TEACHER_TERM_MIN_SPREAD_RATIO = 0.5
+TEACHER_TERM_MAX_ABS_CORR = 0.9
+TEACHER_TERM = "teacher_term_matters"
 EPS = 1e-9  # numbers within EPS of a threshold count as equal to it (accuracies are float sums)
 PASS, FAIL, NOT_MEASURED = "PASS", "FAIL", "not measured"
 
@@ -401,6 +410,79 @@ def calibration_line(work: Path, seeds, baseline: str = "sft", oracle: str | Non
     return line
 
 
+# ----------------------------------------------------------------------------- the teacher term
+TEACHER_TERM_QUESTION = (f"the teacher term matters: over the training traces, std of the teacher's per-trace mean "
+                         f"log-prob >= {TEACHER_TERM_MIN_SPREAD_RATIO:g} x that of the base student's, and |Pearson "
+                         f"r| between the two < {TEACHER_TERM_MAX_ABS_CORR:g}")
+
+
+def teacher_term_target(teacher: np.ndarray, student: np.ndarray) -> Target:
+    """Judge the teacher-term target from per-trace mean log-probs (one entry per training trace, same order):
+    the teacher's (stored with the traces) and the base student's. Without a spread of its own the teacher's
+    log-prob is a constant and DCOD's ratio log pi_student - log pi_teacher ranks traces exactly as the
+    student term alone; near-collinear with the student's, it only rescales it (absorbed by beta)."""
+    question = TEACHER_TERM_QUESTION
+    teacher, student = np.asarray(teacher, float), np.asarray(student, float)
+    if teacher.shape != student.shape or teacher.ndim != 1:
+        raise ValueError(f"teacher_term_target: one teacher and one student mean per trace, got shapes "
+                         f"{teacher.shape} and {student.shape}")
+    if len(teacher) < 3 or not np.isfinite(teacher).all() or not np.isfinite(student).all():
+        return Target(TEACHER_TERM, question, NOT_MEASURED,
+                      f"{len(teacher)} traces with finite per-trace means, 3 or more needed")
+    spread_t, spread_s = float(np.std(teacher)), float(np.std(student))
+    if spread_s <= EPS:  # float noise of equal values
+        return Target(TEACHER_TERM, question, NOT_MEASURED, "the base student's per-trace means do not vary")
+    ratio = spread_t / spread_s
+    # a constant teacher has no correlation with anything: r is undefined and the spread test fails anyway
+    corr = float(np.corrcoef(teacher, student)[0, 1]) if spread_t > 0 else math.nan
+    passed = _at_least(ratio, TEACHER_TERM_MIN_SPREAD_RATIO) and not math.isnan(corr) \
+        and abs(corr) < TEACHER_TERM_MAX_ABS_CORR - EPS
+    evidence = (f"{len(teacher)} traces: std of the per-trace mean log-prob teacher {spread_t:.4f}, base student "
+                f"{spread_s:.4f} (ratio {ratio:.3f}, needs >= {TEACHER_TERM_MIN_SPREAD_RATIO:g}); Pearson r "
+                f"{corr:+.3f} (|r| needs < {TEACHER_TERM_MAX_ABS_CORR:g}); means teacher {teacher.mean():.4f}, "
+                f"student {student.mean():.4f}")
+    return Target(TEACHER_TERM, question, PASS if passed else FAIL, evidence,
+                  {"teacher_term_spread_ratio": ratio, "teacher_term_corr": corr})
+
+
+def student_trace_logprobs(base_dir: Path, examples: list[dict], batch_size: int = 64) -> list[list[float]]:
+    """The base student's log-prob of every completion token of every trace (teacher forcing, fp32)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(Path(base_dir), dtype=torch.float32).eval()
+    out = []
+    with torch.no_grad():
+        for begin in range(0, len(examples), batch_size):
+            batch = examples[begin:begin + batch_size]
+            rows = [list(e["prompt_ids"]) + list(e["completion_ids"]) for e in batch]
+            width = max(map(len, rows))
+            ids = torch.zeros(len(rows), width, dtype=torch.long)
+            mask = torch.zeros(len(rows), width, dtype=torch.long)
+            for i, row in enumerate(rows):  # right padding: causal attention never sees the pads
+                ids[i, :len(row)], mask[i, :len(row)] = torch.tensor(row), 1
+            logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
+            for i, e in enumerate(batch):
+                start, n = len(e["prompt_ids"]) - 1, len(e["completion_ids"])  # position t predicts token t + 1
+                targets = torch.tensor(list(e["completion_ids"]))
+                out.append(logp[i, start:start + n].gather(-1, targets[:, None]).squeeze(-1).tolist())
+    return out
+
+
+def teacher_term_from_files(traces_path: Path, base_dir: Path) -> Target:
+    """The teacher-term target of a work folder: its training traces (the teacher's stored log-probs) and its
+    base student (scored here); not measured when either is missing."""
+    from dcod.data import load_traces
+
+    absent = [str(p) for p in (traces_path, base_dir / "config.json") if not Path(p).is_file()]
+    if absent:
+        return Target(TEACHER_TERM, TEACHER_TERM_QUESTION, NOT_MEASURED, f"missing {', '.join(absent)}")
+    examples = load_traces(traces_path)
+    student = student_trace_logprobs(base_dir, examples)
+    return teacher_term_target(np.array([np.mean(e["teacher_logprobs"]) for e in examples]),
+                               np.array([np.mean(lps) for lps in student]))
+
+
 # ----------------------------------------------------------------------------- pre-training losses
 def quarter_losses(log: pd.DataFrame) -> tuple[float, float]:
     """Mean training loss over the 3rd and the 4th quarter of the steps (a plateau shows as a small drop)."""
@@ -522,6 +604,7 @@ def write_calibration(args) -> None:
     out = Path(args.out)
     write_csv(out, measured.frame)
     targets = check_targets(measured.frame, measured.missing)
+    targets.append(teacher_term_from_files(work / "traces" / "train.parquet", work / "base_student"))
     write_csv(targets_path(out), targets_frame(targets))
     pretraining = pretraining_table(work, knobs["pretrain_seeds"], knobs["steps_factor"], profile.pretrain.seed,
                                     profile.pretrain.steps)

@@ -11,9 +11,10 @@ How it reads a prefix (a small incremental state machine, O(1) per token):
   after that segment's last ``=`` (kept when none parses). The teacher takes the prefix's own results
   at face value, as a neural teacher would: after a wrong step it continues correctly *from the wrong
   value*.
-- with j < k completed segments, the current segment must be a prefix of one of the two renderings
+- with j < k completed segments, the current segment must be a prefix of one of the renderings
   of step j from the running value, each followed by ``;`` (direct, weight ``p_direct``; decomposed,
-  weight ``1 - p_direct``; merged when identical). The next-token distribution is the weighted next
+  weight ``1 - p_direct``, shared among its notational variants ``dcod.toy.world.VARIANTS`` by the
+  ``variants`` probabilities: docs/toy_world.md, "The next world"; merged when identical). The next-token distribution is the weighted next
   characters of the still-consistent renderings, renormalised: probability 1 on forced characters,
   the style split on the first character where the renderings differ. If every consistent
   rendering has weight 0 (e.g. ``p_direct=1`` scoring a decomposed step) the teacher continues the
@@ -44,7 +45,7 @@ import numpy as np
 import torch
 
 from dcod.generation import Generation, SamplingParams, process_logits
-from dcod.toy.world import apply_op, boxed, parse_prompt, render_step
+from dcod.toy.world import apply_op, boxed, parse_prompt, render_step, variant_probabilities, variant_renderings
 from dcod.toy.tokenizer import WORLD_CHARS
 
 _STYLE_P_DIRECT = {"direct": 1.0, "decomposed": 0.0}
@@ -131,6 +132,8 @@ class TeacherState:
             nexts = [(ids[pos] if pos < len(ids) else close, w) for ids, w, _ in cands]
         else:
             nexts = [(ids[pos], w) for ids, w, _ in cands]
+        if t._uncertain and self.j < self.k:
+            nexts = t._with_digit_doubt(cands, pos, nexts)
         if len(nexts) == 1:
             return t._onehot[nexts[0][0]]
         agg: dict[int, float] = {}
@@ -168,7 +171,21 @@ class ToyTeacher:
     """Exact teacher; same interface as a model backend (see the module docstring)."""
 
     def __init__(self, tokenizer, p_direct: float = 0.5, floor: float = 1e-6,
-                 style_override: str | None = None):
+                 style_override: str | None = None, variants: dict[str, float] | None = None,
+                 direct_confidence: float = 1.0):
+        for name, p in (variants or {}).items():
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"variant probability {name} must be in [0, 1], got {p}")
+        # the teacher's probability of each notational variant of a decomposed step, ``{flag: probability}``
+        # (dcod.toy.world.VARIANTS; none or all 0: the canonical rendering only)
+        self.variant_p = variant_probabilities(variants or {})
+        # the teacher's own confidence in each result digit of a direct step at a branch point (mental
+        # arithmetic): the rest goes to the neighbouring digits, a carry too many or too few. 1: exact
+        if not 0.5 < direct_confidence <= 1.0:
+            raise ValueError(f"direct_confidence must be in (0.5, 1] (the right digit stays the argmax), "
+                             f"got {direct_confidence}")
+        self.direct_confidence = float(direct_confidence)
+        self._uncertain: dict[tuple, frozenset] = {}  # rendering ids -> positions of its uncertain digits
         if style_override is not None:
             if style_override not in _STYLE_P_DIRECT:
                 raise ValueError(
@@ -214,8 +231,33 @@ class ToyTeacher:
         decomposed = render_step(value, op, x, "decomposed") + ";"
         if direct == decomposed:
             return [(self._ids(direct), 1.0, result)]
-        return [(self._ids(direct), self.p_direct, result),
-                (self._ids(decomposed), 1.0 - self.p_direct, result)]
+        cands = [(self._ids(direct), self.p_direct, result)]
+        if self.direct_confidence < 1.0:
+            start = len(direct) - 1 - len(str(result))  # the result digits, before the `;` (a minus sign of a
+            # result after a wrong prefix is no digit)
+            self._uncertain[cands[0][0]] = frozenset(i for i in range(start, len(direct) - 1) if direct[i].isdigit())
+        weights: dict[str, float] = {}  # decomposed texts in variant order; zero-weight variants left out
+        for variant, text in variant_renderings(value, op, x).items():
+            if self.variant_p[variant] > 0:
+                weights[text + ";"] = weights.get(text + ";", 0.0) + (1.0 - self.p_direct) * self.variant_p[variant]
+        # (0, 0): one decomposed candidate of weight exactly 1 - p_direct, the current world's teacher
+        cands += [(self._ids(text), w, result) for text, w in weights.items()]
+        return cands
+
+    def _with_digit_doubt(self, cands, pos: int, nexts: list) -> list:
+        """``nexts`` with each uncertain digit of a direct rendering (``direct_confidence`` < 1) sharing
+        1 - confidence of its weight among its neighbouring digits (no leading zero)."""
+        q, out = self.direct_confidence, []
+        for (ids, _, _), (tok, w) in zip(cands, nexts):
+            positions = self._uncertain.get(ids)
+            if positions is None or pos not in positions:
+                out.append((tok, w))
+                continue
+            digit = int(self._parse_chars[tok])
+            neighbours = [d for d in (digit - 1, digit + 1) if 0 <= d <= 9 and not (d == 0 and pos == min(positions))]
+            out.append((tok, w * q))
+            out += [(self.char_id[str(d)], w * (1.0 - q) / len(neighbours)) for d in neighbours]
+        return out
 
     def _answer_candidates_uncached(self, answer) -> list:
         return [(self._ids(boxed(answer)) + (self.eos_id,), 1.0, None)]

@@ -63,6 +63,15 @@ class WorldConfig:
     # (``slip_add``/``slip_sub``): the base student's systematic misconception, which the teacher's correct
     # traces must teach away (docs/toy_world.md). 0: correct pre-training traces.
     pretrain_slip: float = 0.0
+    # the base student's own prior over the notational variants of a decomposed step (``VARIANTS``): the
+    # probability of each flag in a pre-training step (docs/toy_world.md, "The next world"). 0: the
+    # canonical rendering only (the current world).
+    pretrain_p_low_first: float = 0.0
+    pretrain_p_skip: float = 0.0
+    pretrain_p_round: float = 0.0
+    # ... and its prior over the direct style at a branch point (a step whose decomposed rendering differs):
+    # the student knows the notation, its careless hand writes the result (docs/toy_world.md, "The next world")
+    pretrain_p_direct: float = 0.0
     extrapolate_k: tuple[int, int] = (6, 7)
     n_extrapolate: int = 0  # off by default: k beyond training measures extrapolation only
 
@@ -76,13 +85,18 @@ class WorldConfig:
                 setattr(self, f.name, v)
             elif f.name.startswith("n_") and int(v) < 0:
                 raise ValueError(f"WorldConfig.{f.name} must be >= 0, got {v}")
-        if not 0.0 <= float(self.pretrain_slip) <= 1.0:
-            raise ValueError(f"WorldConfig.pretrain_slip must be a probability in [0, 1], got {self.pretrain_slip}")
+        for name in ("pretrain_slip", "pretrain_p_direct", *(f"pretrain_p_{v}" for v in VARIANTS)):
+            if not 0.0 <= float(getattr(self, name)) <= 1.0:
+                raise ValueError(f"WorldConfig.{name} must be a probability in [0, 1], got {getattr(self, name)}")
         if self.reverse_len[0] < 1:
             raise ValueError("WorldConfig.reverse_len must start at >= 1")
         # `long` measures compounding errors inside the trained range, not length extrapolation.
         if not (self.train_k[0] <= self.long_k[0] and self.long_k[1] <= self.train_k[1]):
             raise ValueError(f"long_k {self.long_k} must lie inside train_k {self.train_k}")
+
+    def pretrain_variant_probabilities(self) -> dict[str, float]:
+        """The base student's prior over the variant flags, ``{flag: probability}``."""
+        return {name: float(getattr(self, f"pretrain_p_{name}")) for name in VARIANTS}
 
     @classmethod
     def from_dict(cls, d: dict) -> WorldConfig:
@@ -110,17 +124,39 @@ def place_parts(a: int) -> list[int]:
     return [int(d) * 10 ** (len(s) - 1 - i) for i, d in enumerate(s) if d != "0"]
 
 
-def render_step(value: int, op: str, operand: int, style: str) -> str:
-    """One step, without its ``;``. ``style`` is ``direct`` or ``decomposed``."""
-    return _render_step(value, op, operand, style, apply_op)[0]
+# Notational variants of a decomposed step (docs/toy_world.md, "The next world"), each a flag of the
+# rendering; every combination is a correct derivation of the same result:
+# - low_first: the parts in the other order: ``47+38=47+8+30=55+30=85``, ``85*6=5*6+80*6=30+480=510``;
+# - skip: the expansion omitted (an optional intermediate step): ``47+38=77+8=85``, ``85*6=480+30=510``;
+# - round: an operand of + or - ending in 5-9 rounded up to the next ten, then corrected:
+#   ``47+38=47+40-2=87-2=85``, ``85-38=85-40+2=45+2=47`` (when the value is at least that ten).
+# A flag that does not apply to a step (round on ``*``, anything where there is nothing to split) changes
+# nothing. CANONICAL (no flag) is the only rendering of the current world.
+VARIANTS = ("low_first", "skip", "round")
+Variant = tuple[bool, bool, bool]
+CANONICAL: Variant = (False, False, False)
 
 
-def _render_step(value: int, op: str, operand: int, style: str, combine) -> tuple[str, int]:
+def render_step(value: int, op: str, operand: int, style: str, variant: Variant = CANONICAL) -> str:
+    """One step, without its ``;``. ``style`` is ``direct`` or ``decomposed``; ``variant`` the decomposed
+    step's flags, in ``VARIANTS`` order."""
+    return _render_step(value, op, operand, style, apply_op, variant)[0]
+
+
+def _rounds(value: int, op: str, operand: int) -> bool:
+    """Whether the ``round`` variant applies: + or -, units 5-9, and no negative intermediate value."""
+    tens, units = operand - operand % 10, operand % 10
+    return op in "+-" and tens > 0 and units >= 5 and value >= tens + 10
+
+
+def _render_step(value: int, op: str, operand: int, style: str, combine,
+                 variant: Variant = CANONICAL) -> tuple[str, int]:
     """(step text, the result it writes). ``combine(x, op, y)`` does every addition and subtraction of
     the decomposed rendering and of its result (``apply_op``: correct arithmetic; ``slipped``: a
-    careless writer); products of place-value parts are always exact."""
+    careless writer); products of place-value parts are always exact. ``variant``: see ``VARIANTS``."""
     if style not in STYLES:
         raise ValueError(f"style must be one of {STYLES}, got {style!r}")
+    low_first, skip, round_up = variant
     head = f"{value}{op}{operand}="
     if style == "direct" or (op == "*" and len(place_parts(value) if value > 0 else []) < 2):
         # nothing to split (negative values only arise from a wrong prefix)
@@ -131,16 +167,54 @@ def _render_step(value: int, op: str, operand: int, style: str, combine) -> tupl
         if units == 0 or tens == 0:
             result = combine(value, op, operand)
             return f"{head}{result}", result
-        mid = combine(value, op, tens)
-        result = combine(mid, op, units)
-        return f"{head}{value}{op}{tens}{op}{units}={mid}{op}{units}={result}", result
-    parts = place_parts(value)
+        inverse = "-" if op == "+" else "+"
+        parts = ([(op, tens + 10), (inverse, 10 - units)] if round_up and _rounds(value, op, operand)
+                 else [(op, tens), (op, units)])
+        (op1, first), (op2, second) = parts[::-1] if low_first else parts
+        mid = combine(value, op1, first)
+        result = combine(mid, op2, second)
+        expansion = "" if skip else f"{value}{op1}{first}{op2}{second}="
+        return f"{head}{expansion}{mid}{op2}{second}={result}", result
+    parts = place_parts(value)[::-1] if low_first else place_parts(value)
     products = [p * operand for p in parts]
     result = products[0]
     for term in products[1:]:
         result = combine(result, "+", term)
-    text = "+".join(f"{p}*{operand}" for p in parts) + "=" + "+".join(map(str, products))
-    return f"{head}{text}={result}", result
+    expansion = "" if skip else "+".join(f"{p}*{operand}" for p in parts) + "="
+    return f"{head}{expansion}{'+'.join(map(str, products))}={result}", result
+
+
+def all_variants() -> list[Variant]:
+    """Every flag combination, CANONICAL first."""
+    return [tuple(bool(int(b)) for b in f"{i:03b}") for i in range(2 ** len(VARIANTS))]
+
+
+def variant_renderings(value: int, op: str, operand: int) -> dict[Variant, str]:
+    """Every variant's decomposed rendering of one step (several are equal where a flag does not apply; all
+    equal the direct step when there is nothing to split)."""
+    return {v: render_step(value, op, operand, "decomposed", v) for v in all_variants()}
+
+
+def variant_probabilities(probabilities: dict[str, float]) -> dict[Variant, float]:
+    """A writer's probability of each variant, the flags drawn independently (``{flag: probability}``, absent
+    flags 0). The canonical variant's weight is exactly 1.0 when every probability is 0."""
+    unknown = sorted(set(probabilities) - set(VARIANTS))
+    if unknown:
+        raise ValueError(f"unknown variant(s) {unknown}; known: {VARIANTS}")
+    ps = [float(probabilities.get(name, 0.0)) for name in VARIANTS]
+    out = {}
+    for v in all_variants():
+        weight = 1.0
+        for flag, p in zip(v, ps):
+            weight *= p if flag else 1.0 - p
+        out[v] = weight
+    return out
+
+
+def draw_variants(n_steps: int, probabilities: dict[str, float], rng: random.Random) -> list[Variant]:
+    """One variant per step, drawn with the writer's probabilities (one uniform per flag and step)."""
+    ps = [float(probabilities.get(name, 0.0)) for name in VARIANTS]
+    return [tuple(rng.random() < p for p in ps) for _ in range(n_steps)]
 
 
 def slip_add(x: int, y: int) -> int:
@@ -203,9 +277,10 @@ def solve(problem: dict) -> str:
     return str(step_values(problem["start"], problem["ops"])[-1])
 
 
-def render_completion(problem: dict, styles, combine=apply_op) -> str:
+def render_completion(problem: dict, styles, combine=apply_op, variants=None) -> str:
     """Full completion text (no eos). ``styles``: one style for every step, or one per step. ``combine``:
-    the arithmetic of each step (``slipped(...)``: a careless writer's, whose wrong results carry on)."""
+    the arithmetic of each step (``slipped(...)``: a careless writer's, whose wrong results carry on).
+    ``variants``: one variant per step (``VARIANTS``); None: the canonical rendering."""
     if problem["task"] == "reverse":
         return boxed(solve(problem))
     ops = problem["ops"]
@@ -213,9 +288,12 @@ def render_completion(problem: dict, styles, combine=apply_op) -> str:
         styles = [styles] * len(ops)
     if len(styles) != len(ops):
         raise ValueError(f"{len(styles)} styles for {len(ops)} steps")
+    variants = [CANONICAL] * len(ops) if variants is None else list(variants)
+    if len(variants) != len(ops):
+        raise ValueError(f"{len(variants)} variants for {len(ops)} steps")
     value, steps = problem["start"], []
-    for (op, x), style in zip(ops, styles):
-        text, value = _render_step(value, op, x, style, combine)
+    for (op, x), style, variant in zip(ops, styles, variants):
+        text, value = _render_step(value, op, x, style, combine, variant)
         steps.append(text + ";")
     return "".join(steps) + boxed(value)
 
@@ -325,12 +403,24 @@ def build_world(cfg: WorldConfig | None = None) -> dict[str, list[dict]]:
     world["train"] = _draw("train", cfg.n_train, arith(cfg.train_k), used, rng("train"))
     r = rng("pretrain")
     pre = _draw("pretrain", cfg.n_pretrain, arith(cfg.pretrain_k), used, r)
+    prior = cfg.pretrain_variant_probabilities()
+    if any(prior.values()) or cfg.pretrain_p_direct:
+        # the student's own prior over the notational variants and the direct style; their own streams, so
+        # the problems drawn above do not depend on them (off: no draw at all, the current world bit for bit)
+        variant_rng = random.Random(f"{cfg.seed}:pretrain_variants")
+        style_rng = random.Random(f"{cfg.seed}:pretrain_styles")
+        for rec in pre:
+            rec["variants"] = draw_variants(len(rec["ops"]), prior, variant_rng)
+            rec["styles"] = [
+                "direct" if style_rng.random() < cfg.pretrain_p_direct else "decomposed" for _ in rec["ops"]]
+            rec["completion_decomposed"] = render_completion(rec, rec["styles"], variants=rec["variants"])
     if cfg.pretrain_slip:
         # its own stream, so the problems drawn above do not depend on the slip probability
         combine = slipped(cfg.pretrain_slip, random.Random(f"{cfg.seed}:pretrain_slip"))
         for rec in pre:
-            rec["completion_decomposed"] = render_completion(rec, "decomposed", combine)
-            rec["slipped"] = rec["completion_decomposed"] != render_completion(rec, "decomposed")
+            styles, variants = rec.get("styles", "decomposed"), rec.get("variants")
+            rec["completion_decomposed"] = render_completion(rec, styles, combine, variants)
+            rec["slipped"] = rec["completion_decomposed"] != render_completion(rec, styles, variants=variants)
     pre_rev = _draw("pretrain", cfg.n_pretrain_reversal, reverse, used, r)
     for i, rec in enumerate(pre_rev, start=len(pre)):
         rec["id"] = f"pretrain-{i:05d}"
