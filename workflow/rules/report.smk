@@ -2,6 +2,15 @@
 # --work gets the world marker (work/<profile>/world/world.json) and --results-dir / --figures-dir a file
 # inside the folder, so every path the command uses is derived from a declared input.
 
+from dcod.layout import TABLE3_FIGURES
+
+# Table 3, prior offline methods (docs/claims.md): every `table: prior` experiment beside the Table 1 runs it
+# is read against (subject and baseline, the same runs). In `make all`, never an input of Table 1's target.
+TABLE3 = f"{R}/table3.csv"
+TABLE3_TIMING = f"{R}/table3_timing.csv"
+TABLE3_AGAINST = [e for e in dict.fromkeys([P.report.subject, BASELINE]) if e in MAIN]
+PUBLISHED_TABLE3_INPUTS = [p for p in (PUBLISHED_TABLE1, PUBLISHED / "results" / "table3.csv") if p.is_file()]
+
 
 rule calibration:
     # the base student here is the profile's own (pretrain.seed), also under pretrain.per_seed: the knife-edge
@@ -78,6 +87,55 @@ rule table2:
         "--out {output.table} > {log} 2>&1"
 
 
+rule table3:
+    input:
+        evals(TABLE3_AGAINST + PRIOR, SEEDS),
+        runs(TABLE3_AGAINST + PRIOR, SEEDS),
+        f"{W}/traces/train.json",
+        PUBLISHED_TABLE3_INPUTS,
+        world=f"{W}/world/world.json",
+    output:
+        table=report(TABLE3, caption="../report/table3.rst", category="Table 3", subcategory="table"),
+        markdown=report(f"{R}/table3.md", caption="../report/table3.rst", category="Table 3", subcategory="report"),
+        timing=report(TABLE3_TIMING, caption="../report/timing.rst", category="Table 3", subcategory="wall time"),
+    params:
+        **STAGE_PARAMS["report"],
+        experiments=",".join(TABLE3_AGAINST + PRIOR),
+        seeds=",".join(map(str, SEEDS)),
+        experiments_dir=EXPERIMENTS_DIR,
+        published=f"--published {PUBLISHED / 'results'}" if PUBLISHED_TABLE3_INPUTS else "",
+    log:
+        f"{W}/logs/report/table3.log",
+    conda:
+        ENV
+    shell:
+        "python -m dcod report table3 --profile {params.profile} --work {input.world} "
+        "--experiment-list {params.experiments} --seeds {params.seeds} --experiments {params.experiments_dir} "
+        "{params.published} --out {output.table} > {log} 2>&1"
+
+
+rule figure_table3:
+    input:
+        TABLE1_TIMING,
+        TABLE3_TIMING,
+        table3=TABLE3,
+        table1=TABLE1,
+    output:
+        marker=report(f"{F}/{{name}}.png", caption="../report/figure.rst", category="figures", subcategory="{name}"),
+        data=report(f"{F}/{{name}}.csv", caption="../report/figure_data.rst", category="figures", subcategory="{name}"),
+    params:
+        **STAGE_PARAMS["report"],
+    log:
+        f"{W}/logs/report/figure_{{name}}.log",
+    wildcard_constraints:
+        name="|".join(TABLE3_FIGURES),
+    conda:
+        ENV
+    shell:
+        "python -m dcod report figure:{wildcards.name} --profile {params.profile} --results-dir {input.table1} "
+        "--out {output.marker} > {log} 2>&1"
+
+
 rule figure:
     input:
         references(["teacher"]),
@@ -97,7 +155,7 @@ rule figure:
     log:
         f"{W}/logs/report/figure_{{name}}.log",
     wildcard_constraints:
-        name="|".join(FIGURE_NAMES),
+        name="|".join(n for n in FIGURE_NAMES if n not in TABLE3_FIGURES),
     conda:
         ENV
     shell:
@@ -107,8 +165,10 @@ rule figure:
 
 
 rule claims:
-    # the verdicts of docs/claims.md on Table 1, judged once: the report and the comparisons read them
+    # the verdicts of docs/claims.md on Table 1 (and Table 3 for claim (a)), judged once: the report and the
+    # comparisons read them
     input:
+        TABLE3,
         table1=TABLE1,
     output:
         CLAIMS,
@@ -125,6 +185,8 @@ rule claims:
 rule report:
     input:
         TABLE2,
+        TABLE3,
+        TABLE3_TIMING,
         CLAIMS,
         TABLE1_TIMING,
         TABLE2_TIMING,

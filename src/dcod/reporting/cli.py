@@ -37,6 +37,7 @@ def run(args) -> None:
         return
     commands = {"table1": ("dcod.reporting.tables", "write_table1"),
                 "table2": ("dcod.reporting.tables", "write_table2"),
+                "table3": ("dcod.reporting.table3", "write_table3"),
                 "calibration": ("dcod.reporting.calibration", "write_calibration"),
                 "robustness": ("dcod.reporting.robustness", "write_robustness"),
                 "claims": ("dcod.reporting.claims", "write_claims"),

@@ -18,8 +18,9 @@ from dcod.config import ReportConfig
 from dcod.reporting import REFERENCES, held_out_splits, markdown_table, need, number_or_dash
 from dcod.reporting.calibration import check_targets
 from dcod.reporting.claims import (HARD_SPLITS, IN_DISTRIBUTION_SPLITS, RETENTION_SPLITS, Claim,  # noqa: F401
-                                   SUPPORTED, accuracy_claim, claims_of, cost_claim, judge_claims, offline_baselines,
-                                   retention_claim, robust_claim, robustness_verdicts, stability_claim)
+                                   SUPPORTED, TITLE_A, accuracy_claim, claims_of, cost_claim, judge_claims,
+                                   offline_baselines, read_table3, retention_claim, robust_claim, robustness_verdicts,
+                                   stability_claim)
 from dcod.reporting.figures import FIGURE_NAMES, caption, figure_names
 from dcod.reporting.tables import MIN_ORACLE_GAP, table2_knobs, table_splits
 from dcod.reporting.traces import traces_section
@@ -162,6 +163,18 @@ def table2_section(table2: pd.DataFrame) -> list[str]:
             "seeds and problems], and DCOD diagnostics averaged over the last 20% of optimiser steps.", "", markdown_table(pd.DataFrame(rows)), ""]
 
 
+def table3_section(table3: pd.DataFrame | None, subject: str) -> list[str]:
+    """Table 3 (results/table3.csv): the prior offline methods beside the runs they are read against."""
+    from dcod.reporting.table3 import markdown_lines
+
+    lines = ["## Table 3: prior offline methods", ""]
+    if table3 is None:
+        return lines + ["Not produced in this run (`results/table3.csv` absent).", ""]
+    return lines + markdown_lines(table3, subject) + [
+        "Claim (a) reads every offline method of Tables 1 and 3 (see Claims); `table3.md` beside the tables marks a "
+        "method absent from the published snapshot.", ""]
+
+
 def tuning_section(tuning: pd.DataFrame | None, table1: pd.DataFrame, table2: pd.DataFrame,
                    subject: str) -> list[str]:
     lines = ["## Tuning", ""]
@@ -233,9 +246,12 @@ def figures_section(figures_dir: Path, out: Path, source: str = "toy") -> list[s
 
 # ----------------------------------------------------------------------------- claims
 def claims_section(claims: list[Claim] | None, report: ReportConfig, robust: Claim | None = None,
-                   float_path: tuple[str, dict[str, str]] | None = None) -> list[str]:
+                   float_path: tuple[str, dict[str, str]] | None = None,
+                   table1_alone: Claim | None = None) -> list[str]:
     """The verdict on each claim; ``float_path`` = (kernel label, claim title → verdict of the float-path
-    rerun's Table 1): a claim whose verdict the float kernels alone change is marked as not settled."""
+    rerun's Table 1): a claim whose verdict the float kernels alone change is marked as not settled.
+    ``table1_alone``: claim (a) judged on this run's Table 1 alone, when the claim read Table 3 too (the
+    float-path rerun has Table 1 only, so that is the reading compared across float paths)."""
     lines = ["## Claims", "", "Judged exactly by the pre-registered rules of `docs/claims.md`. Every interval is a 95% "
              "hierarchical bootstrap (training seeds resampled per model, then problems resampled with the same "
              "draws for both models; 2,000 replicates, fixed seed), so it includes seed variance.", ""]
@@ -244,6 +260,10 @@ def claims_section(claims: list[Claim] | None, report: ReportConfig, robust: Cla
     claims = [*claims[:1], *([robust] if robust is not None else []), *claims[1:]]
     label, other = float_path if float_path is not None else ("", {})
     flipped = flipped_verdicts(claims, other)
+    alone_flip = flipped_verdicts([table1_alone], other) if table1_alone is not None else {}
+    for claim in claims:  # claim (a) over Tables 1 and 3: unsettled when its Table 1 reading flips
+        if claim.key == "a" and claim.title != TITLE_A and alone_flip:
+            flipped[claim.title] = f"{alone_flip[table1_alone.title]} on Table 1 alone, {table1_alone.verdict} here"
     summary = pd.DataFrame([{"claim": c.title, "verdict": f"**{c.verdict}**" + (
                                  f" (`{label}` kernels: {flipped[c.title]}; not settled)" if c.title in flipped else ""),
                              "numbers behind it": "; ".join(c.numbers[:3]) + (" …" if len(c.numbers) > 3 else "")}
@@ -251,10 +271,20 @@ def claims_section(claims: list[Claim] | None, report: ReportConfig, robust: Cla
     lines += [markdown_table(summary), ""]
     for claim in claims:
         lines += [f"### {claim.title}: {claim.verdict}", "", claim.sentence, ""]
-        if claim.title in flipped:
+        if claim.title in flipped and claim.title in other:
             lines += [unsettled_text(claim.verdict, flipped[claim.title], label), ""]
+        elif claim.title in flipped:
+            lines += [unsettled_text(table1_alone.verdict, alone_flip[table1_alone.title], label)
+                      + " (Judged on Table 1 alone: the float-path check reruns Table 1 only.)", ""]
         lines += [f"- {number_line}" for number_line in claim.numbers] + ([""] if claim.numbers else [])
     return lines
+
+
+def table1_reading(claims: list[Claim] | None, table1: pd.DataFrame, report: ReportConfig) -> Claim | None:
+    """Claim (a) judged on Table 1 alone, when ``claims``' claim (a) read Table 3 too; else None."""
+    if not claims or claims[0].key != "a" or claims[0].title == TITLE_A:
+        return None
+    return accuracy_claim(table1, report)
 
 
 def flipped_verdicts(claims: list[Claim], other: dict[str, str]) -> dict[str, str]:
@@ -415,7 +445,9 @@ def write_report(args) -> None:
     # a profile with a learning-rate grid reports it (the rule makes results/tuning.csv an input)
     tuning = read_result(results_dir, "tuning.csv") if len(profile.tuning.lrs) > 1 else None
     lines += regime_warning(calibration)
+    table3 = read_table3(results_dir)
     lines += setup_section(profile, table1) + table1_section(table1) + table2_section(table2)
+    lines += table3_section(table3, profile.report.subject)
     lines += tuning_section(tuning, table1, table2, profile.report.subject)
     claims = claims_of(results_dir, table1, profile.report)  # results/claims.csv, judged once by its rule
     robustness, robust = robustness_section(read_optional(results_dir / "robustness.csv"), table1, profile.report,
@@ -426,11 +458,13 @@ def write_report(args) -> None:
     lines += calibration_lines + robustness
     check = profile.float_path_check
     check_name = check.name if check else None
-    lines += float_path_section(results_dir, claims, profile.report, check_name)
+    # the float-path rerun has Table 1 only: its verdicts are compared with this run's Table 1 reading
+    alone = table1_reading(claims, table1, profile.report)
+    lines += float_path_section(results_dir, [alone, *claims[1:]] if alone else claims, profile.report, check_name)
     lines += figures_section(Path(args.figures_dir), out, profile.data.source)
     lines += traces_section(profile, getattr(args, "work", None))  # dcod/reporting/traces.py
     other = float_path_table(results_dir, check_name)
     lines += claims_section(claims, profile.report, robust, (other.parent.name, float_path_verdicts(
-        other, profile.report)) if other is not None else None)
+        other, profile.report)) if other is not None else None, alone)
     write_text(out, "\n".join(lines))
     print(f"paper: -> {out}")
