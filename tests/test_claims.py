@@ -29,6 +29,7 @@ def row(method, role="method", offline=True, ci=None, **values):
 
 
 ABOVE, CONTAINS, BELOW = (5.0, 1.0, 9.0), (1.0, -2.0, 4.0), (-5.0, -9.0, -1.0)
+FAR_BELOW = (-20.0, -24.0, -16.0)  # below 0 at the Bonferroni level too
 GOOD = {"id": ABOVE, "long": CONTAINS, "retention": CONTAINS, "agreement": (0.1, 0.05, 0.15),
         "malformed_rate": (0.0, -0.01, 0.01)}
 
@@ -61,10 +62,13 @@ def test_offline_baselines_exclude_subject_references_oracle_and_online_methods(
 def test_accuracy_rule_against_every_offline_baseline():
     # the oracle and on-policy KD are far above DCOD: neither counts against the claim
     assert verdicts(table())["a"] == "supported"
-    # id CI containing 0 against one baseline: inconclusive; long wholly below 0 against one: not supported
+    # id CI containing 0 against one baseline: inconclusive; long wholly below 0 against one at the
+    # Bonferroni level 1 − 0.05/m (docs/claims.md, "Claim (a) over Tables 1 and 3"): not supported; a 95% CI
+    # below 0 whose widened interval reaches 0: inconclusive
     assert verdicts(table(kd={"id": CONTAINS}))["a"] == "inconclusive"
-    assert verdicts(table(kd={"long": BELOW}))["a"] == "not supported"
-    assert verdicts(table(sft={"id": BELOW}, kd={"id": ABOVE}))["a"] == "not supported"
+    assert verdicts(table(kd={"long": FAR_BELOW}))["a"] == "not supported"
+    assert verdicts(table(kd={"long": BELOW}))["a"] == "inconclusive"
+    assert verdicts(table(sft={"id": FAR_BELOW}, kd={"id": ABOVE}))["a"] == "not supported"
     # a baseline without an interval can never make it supported
     frame = table()
     frame.loc[frame["method"] == "kd", "dcod_minus_row_id"] = math.nan

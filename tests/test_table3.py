@@ -185,7 +185,7 @@ def test_claim_a_intervals_over_fewer_than_three_seeds_decide_nothing():
     t3 = prior_table(asft={"ci": {**GOOD, "id": (-30.0, -40.0, -20.0)}, "n_seeds": 2})
     claim = claims.accuracy_claim(table(), ReportConfig(), t3)
     assert claim.verdict == "inconclusive"
-    assert any("asft (Table 3) on id: 2 seed(s): a range, not an interval" in line for line in claim.numbers)
+    assert "DCOD − asft (Table 3) on id: -30.0 over 2 seed(s): no interval, decides nothing" in claim.numbers
 
 
 def test_claims_file_reads_table3_and_records_the_strongest(tmp_path):

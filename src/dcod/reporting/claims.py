@@ -223,8 +223,9 @@ def accuracy_claim(table1: pd.DataFrame, report: ReportConfig, table3: pd.DataFr
         ci = intervals[b.name][s]
         if ci is None:
             n = seeds[b.name, s]
-            why = (f"{n:g} seed(s): a range, not an interval" if not math.isnan(n) and n < MIN_SEEDS
-                   else "no interval in this table")
+            point = _value(b.row, f"dcod_minus_row_{s}")
+            why = (f"{number_or_dash(point, '+.1f')} over {n:g} seed(s): no interval, decides nothing"
+                   if not math.isnan(n) and n < MIN_SEEDS else "no interval in this table")
             return f"DCOD − {b.name} (Table {b.table}) on {s}: {why}"
         return (f"DCOD − {b.name} (Table {b.table}) on {s}: {interval_text(ci)} accuracy points "
                 f"(95% CI; {level_text}: {interval_text(wide[b.name][s])})")

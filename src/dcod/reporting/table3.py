@@ -192,7 +192,7 @@ def write_table3(args) -> None:
     out = Path(args.out)
     write_csv(timing_path(out), table[["method", *TABLE3_TIMING]])
     write_csv(out, table.drop(columns=list(TABLE3_TIMING)))
-    published = Path(args.published) if args.published else None
+    published = Path(args.published) if getattr(args, "published", None) else None
     if published is not None and published.suffix == ".csv":
         published = published.parent
     written = read_table(out)
