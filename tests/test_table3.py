@@ -26,9 +26,9 @@ from test_claims import ABOVE, BELOW, CONTAINS, GOOD, row, table
 from test_reporting import SEEDS, args_for, make_work
 
 ROOT = Path(__file__).resolve().parents[1]
-PASS = {"student_traces": {"generated_tokens": 300, "student_forward_tokens": 0, "teacher_forward_tokens": 310,
-                           "wall_time_s": 1.5},
-        "scoring": {"student_forward_tokens": 200}}
+PASS = {"student_traces": {"tokens_generated": 300, "student_forward_tokens": 0, "teacher_forward_tokens": 310,
+                           "seconds": 1.5},
+        "trace_scores": {"student_forward_tokens": 200}}
 
 
 def add_prior(work: Path, name: str, like: str, *, offline: bool = True, passes: dict | None = None) -> None:
@@ -42,7 +42,7 @@ def add_prior(work: Path, name: str, like: str, *, offline: bool = True, passes:
         run["needs"].update(student_rollouts=not offline)
         run["tokens_sampled"] = 0 if offline else 700
         if passes is not None:
-            run["passes"] = passes
+            run["offline_passes"] = passes
         (folder / "run.json").write_text(json.dumps(run, sort_keys=True))
 
 
@@ -101,11 +101,11 @@ def test_table3_cost_columns_sum_training_and_passes(built):
 
 
 def test_pass_cost_refuses_what_it_cannot_count():
-    assert table3.pass_cost({})["generated_tokens"] == 0
-    with pytest.raises(ValueError, match="'passes' must map"):
-        table3.pass_cost({"passes": [1, 2]})
-    with pytest.raises(ValueError, match="generated_tokens must be a count"):
-        table3.pass_cost({"passes": {"x": {"generated_tokens": -1}}})
+    assert table3.pass_cost({})["tokens_generated"] == 0
+    with pytest.raises(ValueError, match="'offline_passes' must map"):
+        table3.pass_cost({"offline_passes": [1, 2]})
+    with pytest.raises(ValueError, match="tokens_generated must be a count"):
+        table3.pass_cost({"offline_passes": {"x": {"tokens_generated": -1}}})
 
 
 def test_table3_markdown_marks_methods_absent_from_the_published_snapshot(built):

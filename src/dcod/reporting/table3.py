@@ -15,9 +15,10 @@ Beside Table 1's cost columns, the cost of everything a run ran (claim (d) is ab
   ``offline_trace_tokens``): rollouts during training and a pass's generation;
 - ``extra_pass_wall_time_s``: the wall time of such a pass (timing file, like every wall time).
 
-A pass a method runs once before training records its cost in run.json as ``passes``: ``{name:
-{generated_tokens, student_forward_tokens, teacher_forward_tokens, wall_time_s}}`` (every field optional,
-counted 0 when absent); a run without ``passes`` ran none.
+A pass a method runs once per seed before training (``dcod.student_pass``: the student's traces, their
+scores) records its cost in run.json as ``offline_passes``: ``{name: {tokens_generated,
+student_forward_tokens, teacher_forward_tokens, seconds}}`` (a field absent counts 0); a run without
+``offline_passes`` ran none.
 
 ``results/table3.md`` shows the table for a reader and, against the published snapshot where one is
 given, each method's snapshot accuracy or "not in the published snapshot".
@@ -35,7 +36,7 @@ from dcod.reporting import held_out_splits, markdown_table, number_or_dash, prim
 from dcod.reporting.tables import (TIMING_COLUMNS, _inputs, _teacher, build_rows, mean_std, order_columns, read_table,
                                    table_splits, timing_path)
 
-PASS_FIELDS = ("generated_tokens", "student_forward_tokens", "teacher_forward_tokens", "wall_time_s")
+PASS_FIELDS = ("tokens_generated", "student_forward_tokens", "teacher_forward_tokens", "seconds")
 COST3_COLUMNS = ("student_forward_tokens", "teacher_forward_tokens_total", "extra_generation_tokens",
                  "extra_pass_wall_time_s")
 TABLE3_TIMING = (*TIMING_COLUMNS, "extra_pass_wall_time_s")
@@ -43,11 +44,11 @@ NOT_PUBLISHED = "not in the published snapshot"
 
 
 def pass_cost(run: dict) -> dict[str, float]:
-    """The summed cost of the passes a run ran before training (run.json ``passes``; none: zeros)."""
-    passes = run.get("passes") or {}
+    """The summed cost of the passes a run ran before training (run.json ``offline_passes``; none: zeros)."""
+    passes = run.get("offline_passes") or {}
     if not isinstance(passes, dict):
         raise ValueError(f"run.json of {run.get('experiment', {}).get('name')!r} (seed {run.get('seed')}): "
-                         f"'passes' must map a pass name to its cost, got {type(passes).__name__}")
+                         f"'offline_passes' must map a pass name to its cost, got {type(passes).__name__}")
     total = dict.fromkeys(PASS_FIELDS, 0.0)
     for name, cost in passes.items():
         for field in PASS_FIELDS:
@@ -68,8 +69,8 @@ def run_cost3(run: dict) -> dict[str, float]:
     return {"student_forward_tokens": recorded("student_tokens_trained") + float(run.get("reference_forward_tokens", 0))
             + extra["student_forward_tokens"],
             "teacher_forward_tokens_total": recorded("teacher_forward_tokens") + extra["teacher_forward_tokens"],
-            "extra_generation_tokens": recorded("tokens_sampled") + extra["generated_tokens"],
-            "extra_pass_wall_time_s": extra["wall_time_s"]}
+            "extra_generation_tokens": recorded("tokens_sampled") + extra["tokens_generated"],
+            "extra_pass_wall_time_s": extra["seconds"]}
 
 
 def read_against(main: list[str], subject: str, baseline: str) -> list[str]:
