@@ -114,6 +114,9 @@ def test_table3_markdown_marks_methods_absent_from_the_published_snapshot(built)
     lines = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
     assert "not in the published snapshot" in lines["kd_prior"]
     assert "not in the published snapshot" not in lines["sft"]  # the snapshot's sft mean is shown instead
+    assert lines["sft"].rstrip(" |").endswith("| 55.0")
+    # which rows are offline (claim (a)'s baselines) is shown from the declared needs
+    assert "| Table 3 | yes |" in lines["kd_prior"] and "| Table 3 | no |" in lines["onpolicy_prior"]
     # the comparison with a snapshot names a fresh method it lacks instead of dropping it silently
     published = tmp_path / "published"
     assert table3.snapshot_lines(published, tmp_path / "results") == [
@@ -258,6 +261,7 @@ def test_table3_is_in_all_and_not_upstream_of_table1(tmp_path):
     assert len(table3_commands) == 1
     listed = re.search(r"--experiment-list (\S+)", table3_commands[0]).group(1).split(",")
     assert listed[:2] == ["dcod", "sft"] and "kd_prior_tmp" in listed
+    assert f"--published {checkout / 'paper' / 'published' / 'results'} " in table3_commands[0]
     assert any("figure:offline_accuracy_vs_cost" in c for c in everything)
     assert any(re.search(r"dcod train .*--out work/toy/runs/kd_prior_tmp/seed0/", c) for c in everything)
     claims_command = next(c for c in everything if "dcod report claims " in c)

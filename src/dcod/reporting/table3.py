@@ -33,6 +33,7 @@ import pandas as pd
 
 from dcod.io import write_csv, write_text
 from dcod.reporting import held_out_splits, markdown_table, number_or_dash, primary_split, report_roles
+from dcod.reporting.claims import truthy
 from dcod.reporting.tables import (TIMING_COLUMNS, _inputs, _teacher, build_rows, mean_std, order_columns, read_table,
                                    table_splits, timing_path)
 
@@ -145,13 +146,16 @@ def table3_frame(table: pd.DataFrame, subject: str, published: dict[str, float] 
     primary = primary_split(splits) if published is not None else None
     records = []
     for _, row in table.iterrows():
+        offline = row.get("offline_only")
         record = {"method": row["method"], "table": f"Table {row['table']}" if row["method"] != subject else "subject",
+                  "offline only": "–" if pd.isna(offline) else ("yes" if truthy(offline) else "no"),
                   **{s: _mean_std_text(row, s) for s in splits},
                   **{f"DCOD − row {s}": interval(row, s) for s in held_out_splits(splits)},
                   "wall time (s)": number_or_dash(row.get("wall_time_s"), ",.1f"),
                   "student fwd tokens": number_or_dash(row.get("student_forward_tokens"), ",.0f"),
                   "teacher fwd tokens": number_or_dash(row.get("teacher_forward_tokens_total"), ",.0f"),
-                  "extra generation tokens": number_or_dash(row.get("extra_generation_tokens"), ",.0f")}
+                  "extra generation tokens": number_or_dash(row.get("extra_generation_tokens"), ",.0f"),
+                  "pass wall time (s)": number_or_dash(row.get("extra_pass_wall_time_s"), ",.1f")}
         if published is not None:
             value = published.get(row["method"])
             record[f"published {primary}"] = NOT_PUBLISHED if value is None else number_or_dash(value, ",.1f")
@@ -168,10 +172,11 @@ def _mean_std_text(row, split: str) -> str:
 def markdown_lines(table: pd.DataFrame, subject: str, published: dict[str, float] | None = None) -> list[str]:
     prior = table[table["table"].astype(str) == "3"]
     lines = ["Prior offline methods (`table: prior`) beside the Table 1 runs they are read against (the same runs, "
-             "not retrained). Accuracy in % (mean ± std over seeds); DCOD − row in accuracy points with Table 1's "
+             "not retrained). Offline only: the method's declared needs (run.json), what makes it a baseline of "
+             "claim (a). Accuracy in % (mean ± std over seeds); DCOD − row in accuracy points with Table 1's "
              "intervals; cost means over seeds: forward tokens of the student-sized model (trained, a frozen "
              "reference, a pass before training) and of the teacher, tokens generated besides the shared teacher "
-             "traces; wall time is this machine's and decides nothing.", ""]
+             "traces; wall times are this machine's and decide nothing.", ""]
     if prior.empty:
         lines += ["This profile has no prior offline method (`table: prior` experiment): only the rows read "
                   "against are shown.", ""]
