@@ -269,10 +269,13 @@ def test_claims_file_round_trips_and_is_what_the_report_and_compare_read(tmp_pat
     assert [(c.key, c.title, c.verdict, c.sentence, c.numbers) for c in read] == [
         (c.key, c.title, c.verdict, c.sentence, c.numbers) for c in judged]
     assert claims.claims_of(results, table()) == read
-    # the file, not the table, decides: a run's claims are judged once
-    frame = pd.read_csv(results / claims.CLAIMS_FILE, dtype=str, keep_default_na=False)
+    # the file, not the table, decides: a run's claims are judged once; a comparison of two Table 1s reads the
+    # claims judged on Table 1 alone (claims_table1.csv)
+    claims.write_claims_table1(argparse.Namespace(profile=str(profile), results_dir=str(results),
+                                                  out=str(results / claims.CLAIMS_TABLE1_FILE)))
+    frame = pd.read_csv(results / claims.CLAIMS_TABLE1_FILE, dtype=str, keep_default_na=False)
     frame.loc[0, "verdict"] = "not supported"
-    frame.to_csv(results / claims.CLAIMS_FILE, index=False)
+    frame.to_csv(results / claims.CLAIMS_TABLE1_FILE, index=False)
     compared = snapshot.compare_claims(table(), table(), tmp_path / "published", results)
     assert list(compared["run B"])[0] == "not supported" and list(compared["run A"])[0] == judged[0].verdict
     # a table without the subject: a header-only file, read as no claims

@@ -404,9 +404,12 @@ def judge_claims(table1: pd.DataFrame, report: ReportConfig | None = None,
 
 
 # ----------------------------------------------------------------------------- the verdict file
-# results/claims.csv: claims (a)-(d) judged once on a run's Table 1 (``dcod report claims``); the report and
-# the comparison with a snapshot read it. One row per claim; ``numbers`` one line per number behind it.
+# results/claims.csv: claims (a)-(d) judged once on a run's Table 1 and, for (a), Table 3 (``dcod report
+# claims``); the report reads it. One row per claim; ``numbers`` one line per number behind it.
 CLAIMS_FILE = "claims.csv"
+# the same rules on Table 1 alone (claim (a) without Table 3): what a comparison of two Table 1s reads (a
+# published snapshot, the float-path rerun), so that it never waits for Table 3's runs
+CLAIMS_TABLE1_FILE = "claims_table1.csv"
 CLAIMS_COLUMNS = ["claim", "title", "verdict", "sentence", "numbers"]
 
 
@@ -436,14 +439,23 @@ def read_table3(results_dir: Path) -> pd.DataFrame | None:
     return read_table(path) if path.is_file() else None
 
 
-def claims_of(results_dir: Path, table1: pd.DataFrame, report: ReportConfig | None = None) -> list[Claim] | None:
+def claims_of(results_dir: Path, table1: pd.DataFrame, report: ReportConfig | None = None,
+              table1_only: bool = False) -> list[Claim] | None:
     """A run's claims: its verdict file where one was written (a fresh run), else judged by the same rules on
-    its Table 1 and Table 3 (a published snapshot or a float-path rerun, which have none)."""
-    path = Path(results_dir) / CLAIMS_FILE
-    return read_claims(path) if path.is_file() else judge_claims(table1, report, read_table3(results_dir))
+    its Table 1 and Table 3 (a published snapshot or a float-path rerun, which have none). ``table1_only``:
+    judged on Table 1 alone (``claims_table1.csv``), what two Table 1s are compared on."""
+    path = Path(results_dir) / (CLAIMS_TABLE1_FILE if table1_only else CLAIMS_FILE)
+    if path.is_file():
+        return read_claims(path)
+    return judge_claims(table1, report, None if table1_only else read_table3(results_dir))
 
 
-def write_claims(args) -> None:
+def write_claims_table1(args) -> None:
+    """``claims_table1.csv``: the claims judged on Table 1 alone (``CLAIMS_TABLE1_FILE``)."""
+    write_claims(args, table1_only=True)
+
+
+def write_claims(args, table1_only: bool = False) -> None:
     from dcod.config import load_profile
     from dcod.io import write_csv
     from dcod.reporting import need
@@ -451,7 +463,8 @@ def write_claims(args) -> None:
 
     report = load_profile(need(args.profile, "--profile", "claims")).report
     results_dir = Path(need(args.results_dir, "--results-dir", "claims"))
-    claims = judge_claims(read_table(results_dir / "table1.csv"), report, read_table3(results_dir))
+    claims = judge_claims(read_table(results_dir / "table1.csv"), report,
+                          None if table1_only else read_table3(results_dir))
     write_csv(args.out, claims_frame(claims))
     print(f"claims: {len(claims or [])} judged -> {args.out}")
 

@@ -41,6 +41,7 @@ def run(args) -> None:
                 "calibration": ("dcod.reporting.calibration", "write_calibration"),
                 "robustness": ("dcod.reporting.robustness", "write_robustness"),
                 "claims": ("dcod.reporting.claims", "write_claims"),
+                "claims_table1": ("dcod.reporting.claims", "write_claims_table1"),
                 "paper": ("dcod.reporting.paper", "write_report"),
                 "compare": ("dcod.reporting.snapshot", "write_comparison"),
                 "publish": ("dcod.reporting.snapshot", "write_publish")}

@@ -134,11 +134,12 @@ def compare_tables(run_a: pd.DataFrame, run_b: pd.DataFrame) -> pd.DataFrame:
 
 def compare_claims(run_a: pd.DataFrame, run_b: pd.DataFrame, dir_a: Path | None = None,
                    dir_b: Path | None = None) -> pd.DataFrame:
-    """Claim verdicts of both runs: each run's claims.csv where it has one, else judged on its Table 1."""
+    """Claim verdicts of both runs on their Table 1 alone (like for like: a snapshot or a float-path rerun may
+    lack Table 3): each run's claims_table1.csv where it has one, else judged on its Table 1."""
     from dcod.reporting.claims import claims_of, judge_claims
 
     def claims(run, folder):
-        return (claims_of(folder, run) if folder is not None else judge_claims(run)) or []
+        return (claims_of(folder, run, table1_only=True) if folder is not None else judge_claims(run)) or []
 
     old, new = claims(run_a, dir_a), claims(run_b, dir_b)
     b_by_title = {claim.title: claim.verdict for claim in new}
