@@ -398,6 +398,9 @@ def test_report_has_table_values_figures_and_verdicts(built):
     tuning = report.split("## Tuning")[1].split("## ")[0]
     assert "| dcod | 40.0 | 50.0 | 45.0 | 0.001 |" in tuning  # the grid, its validation scores, the choice
     assert "DCOD variant on `validation`" in tuning
+    # Table 3: no prior method in this fixture, only the Table 1 rows it is read against
+    table3 = report.split("## Table 3: prior offline methods")[1].split("\n## ")[0]
+    assert "This profile has no prior offline method" in table3 and "| dcod | subject |" in table3
     claims = report.split("## Claims")[1]
     # two seeds: a comparison over fewer than 3 decides nothing (docs/claims.md, "Claim (a) over Tables 1 and 3")
     assert "### (a) DCOD reaches higher accuracy than every offline baseline: inconclusive" in claims

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from dcod.config import ReportConfig
-from dcod.reporting import REFERENCES, number_or_dash
+from dcod.reporting import REFERENCES, VALIDATION_SPLIT, number_or_dash
 from dcod.splits import claim_splits
 
 # Which splits each claim is judged on: every split whose declaration states that role (claim_role in a
@@ -178,7 +178,7 @@ def table_baselines(table1: pd.DataFrame, table3: pd.DataFrame | None, subject: 
     return found, how
 
 
-def strongest(baselines: list[Baseline], split: str = "validation") -> Baseline | None:
+def strongest(baselines: list[Baseline], split: str = VALIDATION_SPLIT) -> Baseline | None:
     """The baseline with the highest mean on ``split`` (the tuning split; ties: the earlier one, Table 1
     first); None when no baseline has it."""
     scored = [(b, _value(b.row, f"{split}_mean")) for b in baselines]
@@ -239,7 +239,7 @@ def accuracy_claim(table1: pd.DataFrame, report: ReportConfig, table3: pd.DataFr
         sentence += ("The strongest prior offline method is not named: the tables have no `validation` split "
                      "(a test split never chooses it). ")
     else:
-        val = _value(best.row, "validation_mean")
+        val = _value(best.row, f"{VALIDATION_SPLIT}_mean")
         numbers.insert(0, f"strongest prior offline method: {best.name} (Table {best.table}; validation {val:.1f}%)")
         sentence += (f"The strongest prior offline method (highest `validation` mean) is `{best.name}` (Table "
                      f"{best.table}, {val:.1f}%): DCOD − {best.name} " + ", ".join(
