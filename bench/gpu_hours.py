@@ -41,8 +41,8 @@ HOURS = {
 }
 ROLLOUT_KINDS = {"onpolicy_kd": "training, onpolicy_kd (vLLM rollouts, 1 GPU)",
                  "self_distill": "training, self_distill (vLLM rollouts, 1 GPU)"}
-CPU_RULES = {"world", "base_student", "table1", "table2", "tuning", "figure", "report", "all", "calibration",
-             "robustness", "compare", "claims"}
+CPU_RULES = {"world", "base_student", "table1", "table2", "table3", "tuning", "figure", "figure_table3", "report",
+             "all", "calibration", "robustness", "compare", "claims", "claims_table1"}
 
 
 def dry_run(profile: str) -> str:
