@@ -21,6 +21,7 @@ rule all:
     input:
         TABLE1,
         TABLE2,
+        TABLE3,
         CALIBRATION,
         FIGURES,
         REPORT,

@@ -257,8 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=_positive_number, default=5.0, help="seconds per item (at most a day)")
     p.add_argument("--workers", type=int, default=2)
     p = add("report", cmd_report, "calibration, tables, figures and the generated report", profile=False)
-    p.add_argument("what", help="calibration | table1 | table2 | tuning | robustness | figure:<name> | paper | compare "
-                   "| publish")
+    p.add_argument("what", help="calibration | table1 | table2 | table3 | tuning | robustness | figure:<name> | paper "
+                   "| compare | publish")
     p.add_argument("--profile", default=None, help="profile YAML (recorded in the outputs)")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                    help="claims and paper: override one profile value (repeatable), e.g. --set results=smoke")
@@ -268,7 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiments", default="experiments", help="experiments folder (their configs)")
     p.add_argument("--results-dir", default="results")
     p.add_argument("--figures-dir", default="figures")
-    p.add_argument("--published", default=None, help="compare: the published snapshot's table1.csv")
+    p.add_argument("--published", default=None, help="compare: the published snapshot's table1.csv; "
+                   "table3: its results folder")
     p.add_argument("--worlds", default="", help="robustness: comma-separated name=<work>/world/world.json pairs")
     p.add_argument("--out", required=True)
     p = add("inspect", cmd_inspect, "one problem (or a filtered set) across every model and seed of a work folder",

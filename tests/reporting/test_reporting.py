@@ -162,6 +162,7 @@ def build_all(tmp_path, work, figures=True):
     """Every report output, in pipeline order; returns the report text (figures=False: placeholders)."""
     results = tmp_path / "results"
     cli.run(args_for(tmp_path, work, "table1", results / "table1.csv"))
+    cli.run(args_for(tmp_path, work, "table3", results / "table3.csv", ["dcod", "sft"]))  # no prior method here
     cli.run(args_for(tmp_path, work, "table2", results / "table2.csv", ["sft", "dcod", "dcod_prefix"], [0]))
     cli.run(args_for(tmp_path, work, "calibration", results / "calibration.csv"))
     pd.DataFrame([{"experiment": name, "lr": lr, "validation_accuracy": accuracy, "seed": 0, "chosen": chosen}
@@ -400,12 +401,15 @@ def test_report_has_table_values_figures_and_verdicts(built):
     tuning = report.split("## Tuning")[1].split("## ")[0]
     assert "| dcod | 40.0 | 50.0 | 45.0 | 0.001 |" in tuning  # the grid, its validation scores, the choice
     assert "DCOD variant on `validation`" in tuning
+    # Table 3: no prior method in this fixture, only the Table 1 rows it is read against
+    table3 = report.split("## Table 3: prior offline methods")[1].split("\n## ")[0]
+    assert "This profile has no prior offline method" in table3 and "| dcod | subject |" in table3
     claims = report.split("## Claims")[1]
     # two seeds: every difference is a range, which decides no claim (docs/claims.md, "Intervals"); the
     # verdicts of three seeds are tested in tests/reporting/test_tables.py
     assert "### (a) DCOD reaches higher accuracy than every offline baseline: inconclusive" in claims
     assert "no evidence for claim (a)" in claims
-    assert "- DCOD − kd on id: +43.8 (range +40.0 to +47.5 over 2 seeds: not a CI" in claims  # 100 − 56.25 points
+    assert "- DCOD − kd (Table 1) on id: +43.8 (range +40.0 to +47.5 over 2 seeds: not a CI" in claims  # 100 − 56.25 points
     # (b) is judged by the step hazard, which needs graded steps: the fixture's stability.csv has none
     assert "### (b) DCOD yields more stable reasoning traces than every offline baseline and the base student: " \
            "not evaluated" in claims

@@ -63,7 +63,10 @@ def test_flipped_verdicts_and_differences_are_reported(two_runs, tmp_path):
     # published: dcod answers all 40 id problems; flipped: none (seed 0) and one (seed 1) -> 1.25%
     assert row["run_a"] == 100.0 and row["run_b"] == pytest.approx(1.25)
     assert row["difference"] == pytest.approx(-98.75)
-    assert "| (a) DCOD reaches higher accuracy than every offline baseline | supported | not supported | **no** |" in text
+    assert ("| (c) DCOD preserves instruction following (retention of the base student's second skill) | supported "
+            "| not supported | **no** |") in text
+    # two seeds: claim (a) decides nothing in either run (docs/claims.md, "Claim (a) over Tables 1 and 3")
+    assert "| (a) DCOD reaches higher accuracy than every offline baseline | inconclusive | inconclusive | yes |" in text
     assert re.search(r"Claim verdicts: [0-3] of 4 agree", text)
     assert "Largest accuracy difference: -98.8 points (dcod, id)" in text
 

@@ -2,6 +2,16 @@
 # --work gets the world marker (work/<profile>/world/world.json) and --results-dir / --figures-dir a file
 # inside the folder, so every path the command uses is derived from a declared input.
 
+from dcod.layout import TABLE3_FIGURES
+
+# Table 3, prior offline methods (docs/claims.md): every `table: prior` experiment beside the Table 1 runs it
+# is read against (subject and baseline, the same runs). In `make all`, never an input of Table 1's target.
+TABLE3 = f"{R}/table3.csv"
+CLAIMS_TABLE1 = f"{R}/claims_table1.csv"  # the claims on Table 1 alone: what comparisons of Table 1s read
+TABLE3_TIMING = f"{R}/table3_timing.csv"
+TABLE3_AGAINST = [e for e in dict.fromkeys([P.report.subject, BASELINE]) if e in MAIN]
+PUBLISHED_TABLE3_INPUTS = [p for p in (PUBLISHED_TABLE1, PUBLISHED / "results" / "table3.csv") if p.is_file()]
+
 
 rule calibration:
     # the base student here is the profile's own (pretrain.seed), also under pretrain.per_seed: the knife-edge
@@ -83,6 +93,55 @@ rule table2:
         "--out {output.table} > {log} 2>&1"
 
 
+rule table3:
+    input:
+        evals(TABLE3_AGAINST + PRIOR, SEEDS),
+        runs(TABLE3_AGAINST + PRIOR, SEEDS),
+        f"{W}/traces/train.json",
+        PUBLISHED_TABLE3_INPUTS,
+        world=f"{W}/world/world.json",
+    output:
+        table=report(TABLE3, caption="../report/table3.rst", category="Table 3", subcategory="table"),
+        markdown=report(f"{R}/table3.md", caption="../report/table3.rst", category="Table 3", subcategory="report"),
+        timing=report(TABLE3_TIMING, caption="../report/timing.rst", category="Table 3", subcategory="wall time"),
+    params:
+        **STAGE_PARAMS["report"],
+        experiments=",".join(TABLE3_AGAINST + PRIOR),
+        seeds=",".join(map(str, SEEDS)),
+        experiments_dir=EXPERIMENTS_DIR,
+        published=f"--published {PUBLISHED / 'results'}" if PUBLISHED_TABLE3_INPUTS else "",
+    log:
+        f"{W}/logs/report/table3.log",
+    conda:
+        ENV
+    shell:
+        "python -m dcod report table3 --profile {params.profile} --work {input.world} "
+        "--experiment-list {params.experiments} --seeds {params.seeds} --experiments {params.experiments_dir} "
+        "{params.published} --out {output.table} > {log} 2>&1"
+
+
+rule figure_table3:
+    input:
+        TABLE1_TIMING,
+        TABLE3_TIMING,
+        table3=TABLE3,
+        table1=TABLE1,
+    output:
+        marker=report(f"{F}/{{name}}.png", caption="../report/figure.rst", category="figures", subcategory="{name}"),
+        data=report(f"{F}/{{name}}.csv", caption="../report/figure_data.rst", category="figures", subcategory="{name}"),
+    params:
+        **STAGE_PARAMS["report"],
+    log:
+        f"{W}/logs/report/figure_{{name}}.log",
+    wildcard_constraints:
+        name="|".join(TABLE3_FIGURES),
+    conda:
+        ENV
+    shell:
+        "python -m dcod report figure:{wildcards.name} --profile {params.profile} --results-dir {input.table1} "
+        "--out {output.marker} > {log} 2>&1"
+
+
 rule figure:
     input:
         references(["teacher"]),
@@ -102,7 +161,7 @@ rule figure:
     log:
         f"{W}/logs/report/figure_{{name}}.log",
     wildcard_constraints:
-        name="|".join(FIGURE_NAMES),
+        name="|".join(n for n in FIGURE_NAMES if n not in TABLE3_FIGURES),
     conda:
         ENV
     shell:
@@ -112,8 +171,9 @@ rule figure:
 
 
 rule claims:
-    # the verdicts of docs/claims.md on Table 1, judged once: the report and the comparisons read them
+    # the verdicts of docs/claims.md on Table 1 (and Table 3 for claim (a)), judged once: the report reads them
     input:
+        TABLE3,
         table1=TABLE1,
         table2=TABLE2,  # the DCOD reading chosen on validation (docs/claims.md) from Table 2's seeds
         table2_seeds=TABLE2_SEEDS,
@@ -129,9 +189,29 @@ rule claims:
         "python -m dcod report claims --profile {params.profile} --results-dir {input.table1} --out {output} > {log} 2>&1"
 
 
+rule claims_table1:
+    # the same rules on Table 1 alone: the comparisons with the snapshot and the float-path rerun read these,
+    # so that `make reproduce`'s comparison never waits for Table 3's runs
+    input:
+        table1=TABLE1,
+    output:
+        CLAIMS_TABLE1,
+    params:
+        **STAGE_PARAMS["report"],
+    log:
+        f"{W}/logs/report/claims_table1.log",
+    conda:
+        ENV
+    shell:
+        "python -m dcod report claims_table1 --profile {params.profile} --results-dir {input.table1} --out {output} "
+        "> {log} 2>&1"
+
+
 rule report:
     input:
         TABLE2,
+        TABLE3,
+        TABLE3_TIMING,
         CLAIMS,
         TABLE1_TIMING,
         TABLE2_TIMING,
@@ -160,7 +240,7 @@ rule compare:
     input:
         table1=TABLE1,
         timing=TABLE1_TIMING,
-        claims=CLAIMS,
+        claims=CLAIMS_TABLE1,
         published=PUBLISHED_TABLE1,
     output:
         markdown=report(f"{R}/comparison.md", caption="../report/comparison.rst", category="Table 1", subcategory="against the published snapshot"),
@@ -254,7 +334,7 @@ rule float_path_compare:
     input:
         table1=TABLE1,
         timing=TABLE1_TIMING,
-        claims=CLAIMS,
+        claims=CLAIMS_TABLE1,
         other=f"{FLOAT_RESULTS}/table1.csv",
     output:
         markdown=report(f"{R}/float_path.md", caption="../report/float_path.rst", category="float path", subcategory="comparison"),

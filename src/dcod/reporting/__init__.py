@@ -169,3 +169,18 @@ def markdown_table(frame: pd.DataFrame) -> str:
 
 def _blank(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def paired_text(row, prefix: str, digits: int = 1) -> str:
+    """A seed-paired difference: ``+x [low, high]`` for a 95% t interval, ``+x (range low to high)`` for
+    fewer than 3 seeds, which is never called a CI (docs/claims.md, "Intervals")."""
+    kind = row.get(f"{prefix}_kind")
+    point, low, high = (row.get(f"{prefix}{suffix}", math.nan) for suffix in ("", "_low", "_high"))
+    if not isinstance(kind, str) or pd.isna(point):
+        return "–"
+    spec = f"+.{digits}f"
+    if kind == "same":
+        return format(0.0, spec)
+    if kind == "range":
+        return f"{point:{spec}} (range {low:{spec}} to {high:{spec}})"
+    return f"{point:{spec}} [{low:{spec}}, {high:{spec}}]"

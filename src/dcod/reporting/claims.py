@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from dcod.config import ReportConfig
-from dcod.reporting import number_or_dash
+from dcod.reporting import REFERENCES, VALIDATION_SPLIT, number_or_dash
 from dcod.splits import claim_splits
 
 # Which splits each claim is judged on: every split whose declaration states that role (claim_role in a
@@ -138,41 +138,147 @@ def range_text(table1: pd.DataFrame, name: str, key: str, digits: int = 1) -> st
 
 
 # ----------------------------------------------------------------------------- (a) accuracy
-def accuracy_verdict(intervals: dict[str, dict[str, tuple | None]], id_split: str, long_split: str | None) -> str:
-    """docs/claims.md (a) on one world: ``intervals[B][split]`` = DCOD − B with its CI (None: missing)."""
+# docs/claims.md, "Claim (a) over Tables 1 and 3, made operational": support by intersection-union at 95%,
+# refutation at the Bonferroni level 1 - 0.05/m over the m = 2 x baselines comparisons
+LEVEL = 0.95
+MIN_SEEDS = 3  # a comparison over fewer seeds is a range, not an interval: it decides nothing
+TITLE_A = "(a) DCOD reaches higher accuracy than every offline baseline"
+TITLE_A_TABLES = "(a) DCOD reaches higher accuracy than every offline baseline of Tables 1 and 3"
+
+
+def accuracy_verdict(intervals: dict[str, dict[str, tuple | None]], id_split: str, long_split: str | None,
+                     wide: dict[str, dict[str, tuple | None]] | None = None) -> str:
+    """docs/claims.md (a) on one world: ``intervals[B][split]`` = DCOD − B with its 95% CI (None: missing).
+    ``wide``: the same comparisons at the Bonferroni level, which alone can refute the claim; without it
+    (the robustness worlds' older reading) the 95% intervals refute too."""
     if not intervals:
         return NOT_EVALUATED
     splits = [id_split, *([long_split] if long_split else [])]
-    present = [ci for cis in intervals.values() for s in splits if (ci := cis.get(s)) is not None]
+    refuting = wide if wide is not None else intervals
+    present = [ci for cis in refuting.values() for s in splits if (ci := cis.get(s)) is not None]
     if any(side(ci) == "below" for ci in present):
         return NOT_SUPPORTED
     complete = all(cis.get(s) is not None for cis in intervals.values() for s in splits)
-    if complete and all(side(cis[id_split]) == "above" for cis in intervals.values()):
-        return SUPPORTED  # long never lies wholly below (checked above)
+    if (complete and all(side(cis[id_split]) == "above" for cis in intervals.values())
+            and not (long_split and any(side(cis[long_split]) == "below" for cis in intervals.values()))):
+        return SUPPORTED
     return INCONCLUSIVE
 
 
-def accuracy_claim(table1: pd.DataFrame, report: ReportConfig) -> Claim:
-    title = "(a) DCOD reaches higher accuracy than every offline baseline"
+def widened(ci, n_seeds: int, level: float):
+    """The interval at ``level`` from a 95% one: each half-width scaled by q(level) / q(95%), q Student's t
+    quantile with n_seeds − 1 degrees of freedom (exact for the seed-paired t interval)."""
+    from dcod.reporting.stats import t_quantile
+
+    point, low, high = ci
+    scale = t_quantile((1 + level) / 2, n_seeds - 1) / t_quantile((1 + LEVEL) / 2, n_seeds - 1)
+    return point, point - (point - low) * scale, point + (high - point) * scale
+
+
+@dataclass
+class Baseline:
+    """One offline baseline of claim (a): its name, the table it comes from and that table's row."""
+
+    name: str
+    table: str  # "1" or "3"
+    row: pd.Series
+
+
+def table_baselines(table1: pd.DataFrame, table3: pd.DataFrame | None, subject: str) -> tuple[list[Baseline], str]:
+    """The offline baselines of Table 1 and, when given, Table 3 (its prior rows; a method in both counts
+    once, from Table 1), in table order, and how they were identified."""
+    names, how = offline_baselines(table1, subject)
+    rows = table1.set_index("method")
+    found = [Baseline(name, "1", rows.loc[name]) for name in names]
+    if table3 is not None:
+        prior = table3[table3["table"].astype(str) == "3"] if "table" in table3.columns else table3
+        more, _ = offline_baselines(prior, subject)
+        rows3 = prior.set_index("method")
+        found += [Baseline(name, "3", rows3.loc[name]) for name in more if name not in names]
+    return found, how
+
+
+def strongest(baselines: list[Baseline], split: str = VALIDATION_SPLIT) -> Baseline | None:
+    """The baseline with the highest mean on ``split`` (the tuning split; ties: the earlier one, Table 1
+    first); None when no baseline has it."""
+    scored = [(b, _value(b.row, f"{split}_mean")) for b in baselines]
+    scored = [(b, v) for b, v in scored if not math.isnan(v)]
+    return max(scored, key=lambda pair: pair[1])[0] if scored else None  # max keeps the first of ties
+
+
+def comparison(baseline: Baseline, table: pd.DataFrame, subject_row, report: ReportConfig, split: str):
+    """DCOD − baseline on ``split`` with its 95% CI from the baseline's own table, and the number of seeds
+    behind it; (None, n) when the table has no interval or the seeds are too few for one."""
+    ci = versus(table, baseline.name, split)
+    n = min(_value(baseline.row, "n_seeds"), _value(subject_row, "n_seeds") if subject_row is not None else math.inf)
+    if ci is None or math.isnan(n) or n < MIN_SEEDS:
+        return None, n
+    return ci, int(n)
+
+
+def accuracy_claim(table1: pd.DataFrame, report: ReportConfig, table3: pd.DataFrame | None = None) -> Claim:
+    """Claim (a) against every offline baseline of Table 1 and, when it has prior rows, Table 3."""
+    with_prior = table3 is not None and "table" in table3.columns and (table3["table"].astype(str) == "3").any()
+    title = TITLE_A_TABLES if with_prior else TITLE_A
     id_split, long_split = first_split(table1, IN_DISTRIBUTION_SPLITS), first_split(table1, HARD_SPLITS)
-    baselines, how = offline_baselines(table1, report.subject)
+    baselines, how = table_baselines(table1, table3 if with_prior else None, report.subject)
     if id_split is None or not baselines:
         return Claim(title, NOT_EVALUATED, "Table 1 has no in-distribution split or no offline baseline.", "a")
     splits = [id_split, *([long_split] if long_split else [])]
-    intervals = {b: {s: versus(table1, b, s) for s in splits} for b in baselines}
-    verdict = accuracy_verdict(intervals, id_split, long_split)
-    numbers = [f"DCOD − {b} on {s}: " + (f"{interval_text(intervals[b][s])} accuracy points" if intervals[b][s]
-                                           else range_text(table1, b, s) or "no interval in this table")
-               for b in baselines for s in splits]
-    missing = [f"{b} on {s}" for b in baselines for s in splits if intervals[b][s] is None]
-    sentence = (f"Offline baselines ({how}): {', '.join(baselines)}. Rule: supported when every 95% CI of "
-                f"DCOD − baseline on `{id_split}` lies above 0 and none on `{long_split}` lies wholly below 0; "
-                f"not supported when any lies wholly below 0.")
+    m = len(baselines) * len(splits)
+    wide_level = 1 - (1 - LEVEL) / m
+    subject_rows = table1.set_index("method")
+    subject_row = subject_rows.loc[report.subject] if report.subject in subject_rows.index else None
+    intervals, wide, seeds = {}, {}, {}
+    for b in baselines:
+        table = table1 if b.table == "1" else table3
+        for s in splits:
+            ci, seeds[b.name, s] = comparison(b, table, subject_row, report, s)
+            intervals.setdefault(b.name, {})[s] = ci
+            wide.setdefault(b.name, {})[s] = widened(ci, seeds[b.name, s], wide_level) if ci else None
+    verdict = accuracy_verdict(intervals, id_split, long_split, wide)
+    level_text = f"{100 * wide_level:.4g}%"
+
+    def line(b: Baseline, s: str) -> str:
+        ci = intervals[b.name][s]
+        if ci is None:
+            ranged = range_text(table1 if b.table == "1" else table3, b.name, s)
+            if ranged:
+                return f"DCOD − {b.name} (Table {b.table}) on {s}: {ranged}"
+            n = seeds[b.name, s]
+            point = _value(b.row, f"dcod_minus_row_{s}")
+            why = (f"{number_or_dash(point, '+.1f')} over {n:g} seed(s): no interval, decides nothing"
+                   if not math.isnan(n) and n < MIN_SEEDS else "no interval in this table")
+            return f"DCOD − {b.name} (Table {b.table}) on {s}: {why}"
+        return (f"DCOD − {b.name} (Table {b.table}) on {s}: {interval_text(ci)} accuracy points "
+                f"(95% CI; {level_text}: {interval_text(wide[b.name][s])})")
+
+    numbers = [line(b, s) for b in baselines for s in splits]
+    best = strongest(baselines)
+    by_table = "; ".join(f"Table {t}: {', '.join(b.name for b in baselines if b.table == t)}"
+                         for t in ("1", "3") if any(b.table == t for b in baselines))
+    sentence = f"Offline baselines ({how}): {by_table}. "
+    if best is None:
+        sentence += ("The strongest prior offline method is not named: the tables have no `validation` split "
+                     "(a test split never chooses it). ")
+    else:
+        val = _value(best.row, f"{VALIDATION_SPLIT}_mean")
+        numbers.insert(0, f"strongest prior offline method: {best.name} (Table {best.table}; validation {val:.1f}%)")
+        sentence += (f"The strongest prior offline method (highest `validation` mean) is `{best.name}` (Table "
+                     f"{best.table}, {val:.1f}%): DCOD − {best.name} " + ", ".join(
+                         f"on `{s}` {interval_text(intervals[best.name][s])}" for s in splits) + ". ")
+    sentence += (f"Rule (m = {m} comparisons): supported when every 95% CI of DCOD − baseline on `{id_split}` "
+                 f"lies above 0 and none on `{long_split}` lies wholly below 0 (every comparison must hold, so no "
+                 f"correction); not supported when some interval at the Bonferroni level 1 − 0.05/m = {level_text} "
+                 "lies wholly below 0; intervals over fewer than 3 seeds decide nothing.")
+    missing = [f"{b.name} on {s}" for b in baselines for s in splits if intervals[b.name][s] is None]
     if missing:
-        sentence += (f" No interval for {', '.join(missing)} (a range from fewer than 3 seeds is none): that "
-                     "comparison cannot support the claim.")
+        sentence += f" No interval for {', '.join(missing)}: that comparison cannot support the claim."
     if verdict != SUPPORTED:
-        sentence += " These results give no evidence for claim (a)."
+        sentence += " The results give no evidence for claim (a)"
+        below = [f"{b.name} on `{s}`" for b in baselines for s in splits
+                 if wide[b.name][s] is not None and side(wide[b.name][s]) == "below"]
+        sentence += (f": DCOD trails {', '.join(below)} at the {level_text} level." if below else ".")
     return Claim(title, verdict, sentence, "a", numbers)
 
 
@@ -435,24 +541,29 @@ def with_reading(claim: Claim, choice: pd.DataFrame | None, subject: str) -> Cla
 
 # ----------------------------------------------------------------------------- all of them
 def judge_claims(table1: pd.DataFrame, report: ReportConfig | None = None,
-                 reading: pd.DataFrame | None = None) -> list[Claim] | None:
-    """Claims (a)–(d) judged on a Table 1 (fresh, published, or another float path's); None without the
-    rows of ``report.subject`` and ``report.baseline`` (default: the shipped profiles'). ``reading``: the
-    validation-only choice of the DCOD reading (``reading_choice``), where Table 2 was read."""
+                 reading: pd.DataFrame | None = None, table3: pd.DataFrame | None = None) -> list[Claim] | None:
+    """Claims (a)–(d) judged on a Table 1 (fresh, published, or another float path's) and, for claim (a),
+    its Table 3 when given; None without the rows of ``report.subject`` and ``report.baseline`` (default:
+    the shipped profiles'). ``reading``: the validation-only choice of the DCOD reading (``reading_choice``),
+    where Table 2 was read."""
     report = report or ReportConfig()
     names = set(table1["method"])
     if report.subject not in names or report.baseline not in names:
         return None
     rows = table1.set_index("method")
     base = rows.loc["base_student"] if "base_student" in rows.index else None
-    return [with_reading(accuracy_claim(table1, report), reading, report.subject), stability_claim(table1, report),
+    return [with_reading(accuracy_claim(table1, report, table3), reading, report.subject),
+            stability_claim(table1, report),
             retention_claim(rows.loc[report.subject], rows.loc[report.baseline], base), cost_claim(table1, report)]
 
 
 # ----------------------------------------------------------------------------- the verdict file
-# results/claims.csv: claims (a)-(d) judged once on a run's Table 1 (``dcod report claims``); the report and
-# the comparison with a snapshot read it. One row per claim; ``numbers`` one line per number behind it.
+# results/claims.csv: claims (a)-(d) judged once on a run's Table 1 and, for (a), Table 3 (``dcod report
+# claims``); the report reads it. One row per claim; ``numbers`` one line per number behind it.
 CLAIMS_FILE = "claims.csv"
+# the same rules on Table 1 alone (claim (a) without Table 3): what a comparison of two Table 1s reads (a
+# published snapshot, the float-path rerun), so that it never waits for Table 3's runs
+CLAIMS_TABLE1_FILE = "claims_table1.csv"
 CLAIMS_COLUMNS = ["claim", "title", "verdict", "sentence", "numbers"]
 
 
@@ -473,11 +584,24 @@ def read_claims(path: Path) -> list[Claim] | None:
     return claims or None
 
 
-def claims_of(results_dir: Path, table1: pd.DataFrame, report: ReportConfig | None = None) -> list[Claim] | None:
+def read_table3(results_dir: Path) -> pd.DataFrame | None:
+    """A results folder's Table 3, or None where it has none (a snapshot published before Table 3, a
+    float-path rerun, which reruns Table 1 only)."""
+    from dcod.reporting.tables import read_table
+
+    path = Path(results_dir) / "table3.csv"
+    return read_table(path) if path.is_file() else None
+
+
+def claims_of(results_dir: Path, table1: pd.DataFrame, report: ReportConfig | None = None,
+              table1_only: bool = False) -> list[Claim] | None:
     """A run's claims: its verdict file where one was written (a fresh run), else judged by the same rules on
-    its Table 1 (a published snapshot or a float-path rerun, which have none)."""
-    path = Path(results_dir) / CLAIMS_FILE
-    return read_claims(path) if path.is_file() else judge_claims(table1, report)
+    its Table 1 and Table 3 (a published snapshot or a float-path rerun, which have none). ``table1_only``:
+    judged on Table 1 alone (``claims_table1.csv``), what two Table 1s are compared on."""
+    path = Path(results_dir) / (CLAIMS_TABLE1_FILE if table1_only else CLAIMS_FILE)
+    if path.is_file():
+        return read_claims(path)
+    return judge_claims(table1, report, table3=None if table1_only else read_table3(results_dir))
 
 
 def not_judged(claims: list[Claim] | None, profile_name: str) -> list[Claim] | None:
@@ -488,8 +612,15 @@ def not_judged(claims: list[Claim] | None, profile_name: str) -> list[Claim] | N
     return [Claim(c.title, NOT_JUDGED, sentence, c.key) for c in claims] if claims is not None else None
 
 
-def write_claims(args) -> None:
-    """results/claims.csv from Table 1 and, where written beside it, Table 2 (the DCOD reading's choice)."""
+def write_claims_table1(args) -> None:
+    """``claims_table1.csv``: the claims judged on Table 1 alone (``CLAIMS_TABLE1_FILE``), without Table 2's
+    reading choice either, so that the comparison of two Table 1s never waits for Tables 2 and 3."""
+    write_claims(args, table1_only=True)
+
+
+def write_claims(args, table1_only: bool = False) -> None:
+    """results/claims.csv from Table 1, Table 3 and, where written beside it, Table 2 (the DCOD reading's
+    choice); ``table1_only``: from Table 1 alone."""
     from dcod.config import load_profile
     from dcod.io import write_csv
     from dcod.reporting import need
@@ -499,10 +630,10 @@ def write_claims(args) -> None:
     results = Path(need(args.results_dir, "--results-dir", "claims"))
     table1 = read_table(results / "table1.csv")
     reading = None
-    if (results / "table2_seeds.csv").is_file():  # the DCOD reading, chosen on validation (docs/claims.md)
+    if not table1_only and (results / "table2_seeds.csv").is_file():  # the DCOD reading, chosen on validation
         reading = reading_choice(read_table(results / "table2.csv"), pd.read_csv(results / "table2_seeds.csv"),
                                  profile.report.subject, profile.tuning.seed, profile.tuning.split)
-    claims = judge_claims(table1, profile.report, reading)
+    claims = judge_claims(table1, profile.report, reading, table3=None if table1_only else read_table3(results))
     if profile.results == "smoke":
         claims = not_judged(claims, profile.name)
     write_csv(args.out, claims_frame(claims))

@@ -37,9 +37,11 @@ def run(args) -> None:
         return
     commands = {"table1": ("dcod.reporting.tables", "write_table1"),
                 "table2": ("dcod.reporting.tables", "write_table2"),
+                "table3": ("dcod.reporting.table3", "write_table3"),
                 "calibration": ("dcod.reporting.calibration", "write_calibration"),
                 "robustness": ("dcod.reporting.robustness", "write_robustness"),
                 "claims": ("dcod.reporting.claims", "write_claims"),
+                "claims_table1": ("dcod.reporting.claims", "write_claims_table1"),
                 "paper": ("dcod.reporting.paper", "write_report"),
                 "compare": ("dcod.reporting.snapshot", "write_comparison"),
                 "publish": ("dcod.reporting.snapshot", "write_publish")}

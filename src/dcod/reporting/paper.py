@@ -15,11 +15,11 @@ import pandas as pd
 
 from dcod.io import write_text
 from dcod.config import ReportConfig
-from dcod.reporting import REFERENCES, held_out_splits, markdown_table, need, number_or_dash
+from dcod.reporting import REFERENCES, held_out_splits, markdown_table, need, number_or_dash, paired_text
 from dcod.reporting.calibration import check_targets
 from dcod.reporting.claims import (HARD_SPLITS, IN_DISTRIBUTION_SPLITS, RETENTION_SPLITS, Claim,  # noqa: F401
-                                   SUPPORTED, accuracy_claim, claims_of, cost_claim, judge_claims, not_judged,
-                                   offline_baselines, retention_claim, robust_claim, robustness_verdicts,
+                                   SUPPORTED, TITLE_A, accuracy_claim, claims_of, cost_claim, judge_claims, not_judged,
+                                   offline_baselines, read_table3, retention_claim, robust_claim, robustness_verdicts,
                                    stability_claim)
 from dcod.reporting.figures import FIGURE_NAMES, caption, figure_names
 from dcod.reporting.tables import GROUP_COLUMNS, MIN_ORACLE_GAP, table2_knobs, table_splits
@@ -40,21 +40,6 @@ def delta_text(row, split: str) -> str:
     if math.isnan(delta):
         return "–"
     return f"{delta:+.1f} [{row[f'delta_{split}_ci_low']:+.1f}, {row[f'delta_{split}_ci_high']:+.1f}]"
-
-
-def paired_text(row, prefix: str, digits: int = 1) -> str:
-    """A seed-paired difference: ``+x [low, high]`` for a 95% t interval, ``+x (range low to high)`` for
-    fewer than 3 seeds, which is never called a CI (docs/claims.md, "Intervals")."""
-    kind = row.get(f"{prefix}_kind")
-    point, low, high = (row.get(f"{prefix}{suffix}", math.nan) for suffix in ("", "_low", "_high"))
-    if not isinstance(kind, str) or pd.isna(point):
-        return "–"
-    spec = f"+.{digits}f"
-    if kind == "same":
-        return format(0.0, spec)
-    if kind == "range":
-        return f"{point:{spec}} (range {low:{spec}} to {high:{spec}})"
-    return f"{point:{spec}} [{low:{spec}}, {high:{spec}}]"
 
 
 def has_paired(table: pd.DataFrame) -> bool:
@@ -274,6 +259,18 @@ def table2_groups(table2: pd.DataFrame, splits: list[str], labels: dict) -> list
     return lines
 
 
+def table3_section(table3: pd.DataFrame | None, subject: str) -> list[str]:
+    """Table 3 (results/table3.csv): the prior offline methods beside the runs they are read against."""
+    from dcod.reporting.table3 import markdown_lines
+
+    lines = ["## Table 3: prior offline methods", ""]
+    if table3 is None:
+        return lines + ["Not produced in this run (`results/table3.csv` absent).", ""]
+    return lines + markdown_lines(table3, subject) + [
+        "Claim (a) reads every offline method of Tables 1 and 3 (see Claims); `table3.md` beside the tables marks a "
+        "method absent from the published snapshot.", ""]
+
+
 def tuning_section(tuning: pd.DataFrame | None, table1: pd.DataFrame, table2: pd.DataFrame,
                    subject: str) -> list[str]:
     lines = ["## Tuning", ""]
@@ -389,10 +386,13 @@ def figures_section(figures_dir: Path, out: Path, source: str = "toy") -> list[s
 
 # ----------------------------------------------------------------------------- claims
 def claims_section(claims: list[Claim] | None, report: ReportConfig, robust: Claim | None = None,
-                   float_path: tuple[str, dict[str, str]] | None = None, paired: bool = False) -> list[str]:
+                   float_path: tuple[str, dict[str, str]] | None = None, paired: bool = False,
+                   table1_alone: Claim | None = None) -> list[str]:
     """The verdict on each claim; ``float_path`` = (kernel label, claim title → verdict of the float-path
     rerun's Table 1): a claim whose verdict the float kernels alone change is marked as not settled.
-    ``paired``: Table 1 has the seed-paired columns the claims are then judged on."""
+    ``paired``: Table 1 has the seed-paired columns the claims are then judged on. ``table1_alone``: claim (a)
+    judged on this run's Table 1 alone, when the claim read Table 3 too (the float-path rerun has Table 1
+    only, so that is the reading compared across float paths)."""
     intervals = ("Every difference is paired by seed (both models of a seed share its base student): a 95% "
                  "interval is t over seeds with the problem level added; from fewer than 3 seeds it is the range "
                  "of the per-seed differences, not a CI, and decides no claim." if paired else
@@ -405,6 +405,10 @@ def claims_section(claims: list[Claim] | None, report: ReportConfig, robust: Cla
     claims = [*claims[:1], *([robust] if robust is not None else []), *claims[1:]]
     label, other = float_path if float_path is not None else ("", {})
     flipped = flipped_verdicts(claims, other)
+    alone_flip = flipped_verdicts([table1_alone], other) if table1_alone is not None else {}
+    for claim in claims:  # claim (a) over Tables 1 and 3: unsettled when its Table 1 reading flips
+        if claim.key == "a" and claim.title != TITLE_A and alone_flip:
+            flipped[claim.title] = f"{alone_flip[table1_alone.title]} on Table 1 alone, {table1_alone.verdict} here"
     summary = pd.DataFrame([{"claim": c.title, "verdict": f"**{c.verdict}**" + (
                                  f" (`{label}` kernels: {flipped[c.title]}; not settled)" if c.title in flipped else ""),
                              "numbers behind it": "; ".join(c.numbers[:3]) + (" …" if len(c.numbers) > 3 else "")}
@@ -412,10 +416,20 @@ def claims_section(claims: list[Claim] | None, report: ReportConfig, robust: Cla
     lines += [markdown_table(summary), ""]
     for claim in claims:
         lines += [f"### {claim.title}: {claim.verdict}", "", claim.sentence, ""]
-        if claim.title in flipped:
+        if claim.title in flipped and claim.title in other:
             lines += [unsettled_text(claim.verdict, flipped[claim.title], label), ""]
+        elif claim.title in flipped:
+            lines += [unsettled_text(table1_alone.verdict, alone_flip[table1_alone.title], label)
+                      + " (Judged on Table 1 alone: the float-path check reruns Table 1 only.)", ""]
         lines += [f"- {number_line}" for number_line in claim.numbers] + ([""] if claim.numbers else [])
     return lines
+
+
+def table1_reading(claims: list[Claim] | None, table1: pd.DataFrame, report: ReportConfig) -> Claim | None:
+    """Claim (a) judged on Table 1 alone, when ``claims``' claim (a) read Table 3 too; else None."""
+    if not claims or claims[0].key != "a" or claims[0].title == TITLE_A:
+        return None
+    return accuracy_claim(table1, report)
 
 
 def flipped_verdicts(claims: list[Claim], other: dict[str, str]) -> dict[str, str]:
@@ -578,8 +592,10 @@ def write_report(args) -> None:
     tuning = read_result(results_dir, "tuning.csv") if len(profile.tuning.lrs) > 1 else None
     lines += smoke_warning(profile) if smoke else []
     lines += regime_warning(calibration)
+    table3 = read_table3(results_dir)
     lines += setup_section(profile, table1) + table1_section(table1) + table2_section(table2)
     lines += cap_share_section(profile, table1, getattr(args, "work", None)) if smoke else []
+    lines += table3_section(table3, profile.report.subject)
     lines += tuning_section(tuning, table1, table2, profile.report.subject)
     claims = claims_of(results_dir, table1, profile.report)  # results/claims.csv, judged once by its rule
     robustness, robust = robustness_section(read_optional(results_dir / "robustness.csv"), table1, profile.report,
@@ -590,7 +606,9 @@ def write_report(args) -> None:
     lines += calibration_lines + robustness
     check = profile.float_path_check
     check_name = check.name if check else None
-    lines += float_path_section(results_dir, claims, profile.report, check_name)
+    # the float-path rerun has Table 1 only: its verdicts are compared with this run's Table 1 reading
+    alone = table1_reading(claims, table1, profile.report)
+    lines += float_path_section(results_dir, [alone, *claims[1:]] if alone else claims, profile.report, check_name)
     lines += figures_section(Path(args.figures_dir), out, profile.data.source)
     lines += traces_section(profile, getattr(args, "work", None))  # dcod/reporting/traces.py
     other = float_path_table(results_dir, check_name)
@@ -598,6 +616,6 @@ def write_report(args) -> None:
         lines += smoke_claims_section(not_judged(claims, profile.name))  # whatever claims.csv says
     else:
         lines += claims_section(claims, profile.report, robust, (other.parent.name, float_path_verdicts(
-            other, profile.report)) if other is not None else None, has_paired(table1))
+            other, profile.report)) if other is not None else None, has_paired(table1), alone)
     write_text(out, "\n".join(lines))
     print(f"paper: -> {out}")

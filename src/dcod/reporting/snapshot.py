@@ -27,7 +27,7 @@ from dcod.reporting.tables import read_table, table_splits
 
 # every results file the snapshot keeps (the comparison itself is about a rerun, never published)
 RESULT_FILES = ("table1.csv", "table1_timing.csv", "table1_seeds.csv", "table2.csv", "table2_timing.csv",
-                "table2_seeds.csv", "tuning.csv",
+                "table2_seeds.csv", "table3.csv", "table3_timing.csv", "table3.md", "tuning.csv",
                 "calibration.csv", "calibration.md", "calibration_targets.csv", "robustness.csv", "robustness.md",
                 "float_path.csv", "float_path.md")
 # the second float path's Table 1 (results/float_paths/<name>/), published beside the main one
@@ -44,7 +44,7 @@ def _column_values(results_dir: Path, column: str) -> set[str]:
     Table 1 (``float_paths/<name>/table1.csv``), where present: all are published, so all must come from the
     one commit, and each names the machine (and float path) it ran on."""
     values: set[str] = set()
-    paths = [results_dir / "table1.csv", results_dir / "table2.csv",
+    paths = [results_dir / "table1.csv", results_dir / "table2.csv", results_dir / "table3.csv",
              *sorted((results_dir / "float_paths").glob("*/table1.csv"))]
     for path in paths:
         if path.is_file():
@@ -144,11 +144,12 @@ def compare_tables(run_a: pd.DataFrame, run_b: pd.DataFrame) -> pd.DataFrame:
 
 def compare_claims(run_a: pd.DataFrame, run_b: pd.DataFrame, dir_a: Path | None = None,
                    dir_b: Path | None = None) -> pd.DataFrame:
-    """Claim verdicts of both runs: each run's claims.csv where it has one, else judged on its Table 1."""
+    """Claim verdicts of both runs on their Table 1 alone (like for like: a snapshot or a float-path rerun may
+    lack Table 3): each run's claims_table1.csv where it has one, else judged on its Table 1."""
     from dcod.reporting.claims import claims_of, judge_claims
 
     def claims(run, folder):
-        return (claims_of(folder, run) if folder is not None else judge_claims(run)) or []
+        return (claims_of(folder, run, table1_only=True) if folder is not None else judge_claims(run)) or []
 
     old, new = claims(run_a, dir_a), claims(run_b, dir_b)
     b_by_title = {claim.title: claim.verdict for claim in new}
@@ -206,5 +207,8 @@ def write_comparison(args) -> None:
     out = Path(args.out)
     write_csv(out.with_suffix(".csv"), differences)
     machines = (table_machines(dir_a), table_machines(dir_b))
-    write_text(out, "\n".join(comparison_lines(differences, claims, dir_a, dir_b, machines)))
+    from dcod.reporting.table3 import snapshot_lines
+
+    lines = comparison_lines(differences, claims, dir_a, dir_b, machines) + snapshot_lines(dir_a, dir_b)
+    write_text(out, "\n".join(lines))
     print(f"compare: {int(claims['agrees'].sum())}/{len(claims)} claim verdicts agree -> {out}")
