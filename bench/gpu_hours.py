@@ -47,7 +47,7 @@ PASS_KINDS = {"student_traces": "student traces (vLLM 1.5B sampling + 7B teacher
               "trace_scores": "trace scores (1.5B forward over the teacher traces, 1 GPU)"}
 ROLLOUT_KINDS = {"onpolicy_kd": "training, onpolicy_kd (vLLM rollouts, 1 GPU)",
                  "self_distill": "training, self_distill (vLLM rollouts, 1 GPU)"}
-CPU_RULES = {"world", "base_student", "table1", "table2", "table3", "tuning", "figure", "figure_table3", "report",
+CPU_RULES = {"world", "base_student", "table1", "table2", "table3", "tuning", "tuning_choice", "figure", "figure_table3", "report",
              "all", "calibration", "robustness", "compare", "claims", "claims_table1"}
 
 

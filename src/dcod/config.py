@@ -306,7 +306,7 @@ class LearningRates(Section):
 
     ``table``: ``values`` maps experiments to the rate the profile's tuning grid chose, copied from the
     tuning results named in ``tuned_from`` (a test checks the copy); ``tuning``: the DAG runs the grid first
-    and every training job reads its choice from ``results/<profile>/tuning.csv``. Without this section
+    and every training job reads its choice from the tuning results (the DAG: ``work/<profile>/tuning/<E>/choice.csv``). Without this section
     every experiment trains at the profile's ``train.lr`` (one untuned value: the smoke profiles). An
     ablation (``table: ablation``, ``base: <experiment>``) trains at the rate of the experiment it is based
     on unless listed; a Table 1 experiment always needs its own value."""
@@ -526,7 +526,7 @@ def learning_rate_for(profile: ProfileConfig, experiment: ExperimentConfig,
                f"learning_rates.values has no rate for it (nor its bases {list(experiment.bases)}), so the "
                "profile's grid tunes it")
         raise ConfigError(f"{profile.source}: {why}: training {experiment.name!r} needs the tuning results "
-                          "(--lr-table results/<profile>/tuning.csv; the DAG builds it first)")
+                          "(--lr-table: a tuning CSV such as results/<profile>/tuning.csv; the DAG builds one first)")
     newer = "" if rates.source == "tuning" else f", not in learning_rates.values (newer than {rates.tuned_from})"
     chosen = _chosen_learning_rates(Path(tuning_results))
     for name in names:

@@ -40,7 +40,7 @@ PINNED = {
 }
 REPORT_RULES = re.findall(r"^rule (\w+):", (REPO / "workflow" / "rules" / "report.smk").read_text(), re.M)
 # light rules outside report.smk: the grid's choice reads CSVs (a stage, since training reads it)
-LIGHT_STAGES = ["tuning"]
+LIGHT_STAGES = ["tuning", "tuning_choice"]
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """Learning rates belong to a profile: where each one comes from, and that no value crosses profiles."""
 
+import re
 import subprocess
 import sys
 
@@ -175,5 +176,10 @@ def test_the_dag_feeds_the_tuning_choice_to_training_under_source_tuning():
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     train_lines = [line for line in result.stdout.splitlines() if " -m dcod train " in line and "--lr " not in line]
-    assert train_lines and all("--lr-table results/paper/tuning.csv" in line for line in train_lines)
-    assert "rule tuning:" in result.stdout
+    assert train_lines
+    for line in train_lines:  # each job reads the choice of the grid of the experiment that owns its rate
+        owner = re.search(r"--lr-table work/paper/tuning/([A-Za-z0-9_\-]+)/choice.csv", line)
+        assert owner, line
+        experiment = re.search(r"--experiment \S*experiments/([A-Za-z0-9_\-]+)/config.yaml", line).group(1)
+        assert owner.group(1) == experiment or experiment.startswith(owner.group(1)), line
+    assert "rule tuning_choice:" in result.stdout

@@ -14,6 +14,7 @@ localrules:
     figure_table3,
     report,
     tuning,
+    tuning_choice,
     compare,
     claims,
     claims_table1,

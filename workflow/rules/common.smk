@@ -106,13 +106,29 @@ for _name in EXPERIMENTS:
         learning_rate_for(P, EXPERIMENT_OF[_name])
 
 
+# Each tuned experiment's own choice, from its own grid runs only (rule tuning_choice): a training job waits
+# for the grid of the experiment that owns its rate, never for every method's grid (results/tuning.csv)
+TUNING_CHOICE = f"{W}/tuning/{{experiment}}/choice.csv"
+
+
+def rate_owner(name):
+    """The experiment whose grid sets ``name``'s rate: itself, or for an ablation the nearest tuned base."""
+    if EXPERIMENT_OF[name].table != "ablation":
+        return name
+    return next(base for base in EXPERIMENT_OF[name].bases if EXPERIMENT_OF[base].table != "ablation")
+
+
+def lr_file(wildcards):
+    return TUNING_CHOICE.format(experiment=rate_owner(wildcards.experiment))
+
+
 def lr_table(wildcards):
-    """The tuning results a training job reads its learning rate from, when it reads them."""
-    return [TUNING] if LR_FROM_TUNING[wildcards.experiment] else []
+    """The tuning choice a training job reads its learning rate from, when it reads one."""
+    return [lr_file(wildcards)] if LR_FROM_TUNING[wildcards.experiment] else []
 
 
 def lr_option(wildcards):
-    return f"--lr-table {TUNING}" if LR_FROM_TUNING[wildcards.experiment] else ""
+    return f"--lr-table {lr_file(wildcards)}" if LR_FROM_TUNING[wildcards.experiment] else ""
 
 
 def settings_without_lr(name):

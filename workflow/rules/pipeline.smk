@@ -289,7 +289,25 @@ rule tune_evaluate:
         "--model {input.run} --splits {params.split} --out {output.marker} > {log} 2>&1"
 
 
-# The grid's choice: a stage, not a report (training reads it under learning_rates.source: tuning).
+# One experiment's grid choice: what its training (and its ablations') reads when its rate is tuned here.
+rule tuning_choice:
+    input:
+        lambda wildcards: tuning_evals([wildcards.experiment]),
+        world=f"{W}/world/world.json",
+    output:
+        TUNING_CHOICE,
+    params:
+        **STAGE_PARAMS["train"],
+    log:
+        f"{W}/logs/tuning/{{experiment}}_choice.log",
+    conda:
+        ENV
+    shell:
+        "python -m dcod tuning --profile {params.profile} --work {input.world} "
+        "--experiment-list {wildcards.experiment} --out {output} > {log} 2>&1"
+
+
+# The grid's choices of every tuned experiment, in one table (the report shows the grid).
 rule tuning:
     input:
         tuning_evals(TUNED),
