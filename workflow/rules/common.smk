@@ -106,7 +106,7 @@ for _name in EXPERIMENTS:
         learning_rate_for(P, EXPERIMENT_OF[_name])
 
 
-# Each tuned experiment's own choice, from its own grid runs only (rule tuning_choice): a training job waits
+# Each tuned experiment's own choice, from its own grid runs only (the tuning_choice rule). A training job waits
 # for the grid of the experiment that owns its rate, never for every method's grid (results/tuning.csv)
 TUNING_CHOICE = f"{W}/tuning/{{experiment}}/choice.csv"
 
@@ -179,6 +179,11 @@ def train_gpus(wildcards):
 
 def tuning_evals(experiments):
     return expand(f"{W}/tuning/{{experiment}}/lr{{lr}}/eval/metrics.csv", experiment=experiments, lr=TUNING_LRS)
+
+
+def experiment_tuning_evals(wildcards):
+    """One experiment's grid runs, what its choice (the tuning_choice rule) reads."""
+    return tuning_evals([wildcards.experiment])
 
 
 def references(names):

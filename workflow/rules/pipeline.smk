@@ -292,7 +292,7 @@ rule tune_evaluate:
 # One experiment's grid choice: what its training (and its ablations') reads when its rate is tuned here.
 rule tuning_choice:
     input:
-        lambda wildcards: tuning_evals([wildcards.experiment]),
+        experiment_tuning_evals,
         world=f"{W}/world/world.json",
     output:
         TUNING_CHOICE,
