@@ -15,7 +15,7 @@ def ci_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("ci_dag")
     command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "2",
                "--config", "profile=ci"]
-    result = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=1500)
+    result = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=2700)
     if result.returncode != 0:
         logs = "\n".join(f"== {p}\n{p.read_text()[-2000:]}" for p in (workdir / "work/ci/logs").rglob("*.log"))
         pytest.fail(f"snakemake failed:\n{result.stderr[-4000:]}\n{logs[-8000:]}")
@@ -64,6 +64,18 @@ def test_every_other_output_exists(ci_run):
         assert (ci_run / f"figures/ci/{name}.png").stat().st_size > 1000
     report = (ci_run / "paper/ci/report.md").read_text()
     assert "## Claims" in report or "Claims" in report
+    # Table 3: every prior offline method (derived from the experiments) beside the runs it is read against,
+    # its accuracy-versus-cost figure, and claim (a) naming the strongest prior offline method
+    from dcod.config import discover_experiments, load_experiment, load_profile
+
+    names = discover_experiments(REPO / "experiments", load_profile(REPO / "config/profiles/ci.yaml"))
+    prior = {n for n in names if load_experiment(REPO / "experiments" / n / "config.yaml").table == "prior"}
+    table3 = pd.read_csv(ci_run / "results/ci/table3.csv")
+    assert prior and prior | {"dcod", "sft"} == set(table3["method"])
+    assert (ci_run / "figures/ci/offline_accuracy_vs_cost.png").stat().st_size > 1000
+    assert "## Table 3: prior offline methods" in report
+    claim_a = pd.read_csv(ci_run / "results/ci/claims.csv").iloc[0]
+    assert "strongest prior offline method" in str(claim_a["sentence"]) + str(claim_a.get("numbers", ""))
     log = [line for line in (ci_run / "work/ci/runs/dcod/seed0/train_log.jsonl").read_text().splitlines()]
     assert len(log) == 4 and '"ess_fraction"' in log[0]
 
