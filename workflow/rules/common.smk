@@ -99,7 +99,7 @@ TUNING_SPLIT = P.tuning.split
 TUNING_LRS = [f"{lr:g}" for lr in P.tuning.lrs]
 # Where the learning rates come from (ProfileConfig.learning_rates): an experiment in the profile's table is
 # checked now, so a bad value fails the dry run; one that the table lacks (a method newer than the table) or
-# any under `source: tuning` trains only after the profile's tuning grid, reading its choice from TUNING
+# any under `source: tuning` trains only after the grid of the experiment owning its rate (TUNING_CHOICE)
 LR_FROM_TUNING = {name: learning_rate_needs_tuning(P, EXPERIMENT_OF[name]) for name in EXPERIMENTS}
 for _name in EXPERIMENTS:
     if not LR_FROM_TUNING[_name]:
