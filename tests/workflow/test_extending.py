@@ -100,7 +100,7 @@ def test_a_new_method_and_a_new_figure_reach_table1_and_the_report(tmp_path):
     row = table.set_index("method").loc[NAME]
     assert row["role"] == "method" and row["description"] == "a throwaway baseline (SFT under another name)"
     assert 0 <= row["id_mean"] <= 100
-    tuning = pd.read_csv(root / "results/ci/tuning.csv")
+    tuning = pd.read_csv(root / "work/ci/tuning" / NAME / "choice.csv")  # its own grid's choice, what it trained at
     assert NAME in set(tuning.loc[tuning["chosen"], "experiment"])  # tuned on validation like every row
     assert (root / "figures/ci" / f"{FIGURE}.png").stat().st_size > 0
     assert NAME in set(pd.read_csv(root / "figures/ci" / f"{FIGURE}.csv")["method"])
