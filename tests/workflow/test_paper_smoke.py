@@ -116,8 +116,15 @@ def test_paper_smoke_cpu_twin(tmp_path):
         logs = "\n".join(f"== {p}\n{p.read_text()[-2000:]}" for p in (work / "logs").rglob("*.log"))
         pytest.fail(f"snakemake failed:\n{result.stderr[-4000:]}\n{logs[-8000:]}")
 
-    smoke = yaml.safe_load(PROFILE.read_text())
-    main = [e for e in smoke["experiments"] if load_experiment(root / "experiments" / e / "config.yaml").table == "main"]
+    from dcod.config import discover_experiments, load_profile
+    from dcod.methods import needs_of
+
+    # the profile derives its experiments (every one outside Table 2, plus its `ablations`); the DAG drops the
+    # toy-only ones (oracle_knowledge), as it does here
+    configs = {n: load_experiment(root / "experiments" / n / "config.yaml")
+               for n in discover_experiments(root / "experiments", load_profile(PROFILE))}
+    experiments = [n for n, e in configs.items() if not needs_of(e).oracle_knowledge]
+    main = [n for n in experiments if configs[n].table == "main"]
     table = read_table(root / "results" / "paper_smoke_cpu" / "table1.csv")
     assert list(table["method"][:2]) == ["teacher", "base_student"] and sorted(table["method"][2:]) == sorted(main)
     table2 = read_table(root / "results" / "paper_smoke_cpu" / "table2.csv")
@@ -128,7 +135,7 @@ def test_paper_smoke_cpu_twin(tmp_path):
     # stop on <|im_end|> (the student never emits its own eos <|endoftext|>), so their cap share is below 1
     for folder in [work / "base_student", *(work / "runs").glob("*/seed0/model")]:
         assert json.loads((folder / "generation_config.json").read_text())["eos_token_id"] == [256, 258], folder
-    assert len(list((work / "runs").glob("*/seed0/model"))) == len(smoke["experiments"])
+    assert len(list((work / "runs").glob("*/seed0/model"))) == len(experiments)
     assert table["cap_share"].between(0, 1).all(), table[["method", "cap_share"]]
     shares = table.set_index("method")["cap_share"]
     assert shares["teacher"] < 0.5 and shares["base_student"] < 0.5, shares
