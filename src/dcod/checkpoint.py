@@ -46,14 +46,16 @@ def named_write(path: Path, what: str):
 class Checkpointing:
     def save_checkpoint(self, step: int, elapsed: float) -> None:
         """Every rank writes into one temporary folder (``save_state`` is collective under FSDP and
-        DeepSpeed, and each rank saves its own RNG state); rank 0 adds the progress file and renames the
-        folder into place, so a checkpoint is either complete or absent. Only a finite state is written;
-        a failed write (disk full) names the path and leaves no temporary folder behind."""
+        DeepSpeed, and each rank saves its own RNG state); rank 0 adds the progress file last and swaps the
+        folder into place: the previous checkpoint is renamed aside, the new one renamed in, then the old
+        one removed. A kill at any instant leaves a complete checkpoint in one of the three folders, which
+        ``maybe_resume`` finds (``_recover``). Only a finite state is written; a failed write (disk full)
+        names the path and leaves no temporary folder behind."""
         acc = self.accelerator
         if self.check_finite and not self._weights_finite():
             raise NonFiniteLossError(f"{self.name}: non-finite weights after step {step - 1} (train_log step "
                                      f"{step}); not checkpointed; {self._last_good()}")
-        tmp = self.checkpoint_dir.with_name(f".{self.checkpoint_dir.name}.tmp")
+        tmp, old = self._side_folders()
         try:
             with named_write(self.checkpoint_dir, "the checkpoint"):
                 if acc.is_main_process:
@@ -62,18 +64,23 @@ class Checkpointing:
                 acc.save_state(str(tmp))
                 acc.wait_for_everyone()
                 if acc.is_main_process:
-                    progress = {"step": step, "cost": self.cost.as_dict(), "elapsed": elapsed,
-                                "method": self.method.state(), "fingerprint": self.fingerprint}
-                    # strict JSON: a state that does not serialise is a bug to see, not to stringify
-                    write_text(tmp / PROGRESS, json.dumps(progress, allow_nan=False) + "\n")
                     if self.log_path.exists():
                         shutil.copy(self.log_path, tmp / "train_log.jsonl")
+                    progress = {"step": step, "cost": self.cost.as_dict(), "elapsed": elapsed,
+                                "method": self.method.state(), "fingerprint": self.fingerprint}
+                    # strict JSON: a state that does not serialise is a bug to see, not to stringify;
+                    # written last (atomically), so a folder holding it is complete
+                    write_text(tmp / PROGRESS, json.dumps(progress, allow_nan=False) + "\n")
+                    shutil.rmtree(old, ignore_errors=True)
                     if self.checkpoint_dir.exists():
-                        shutil.rmtree(self.checkpoint_dir)
+                        os.replace(self.checkpoint_dir, old)
                     os.replace(tmp, self.checkpoint_dir)
+                    shutil.rmtree(old, ignore_errors=True)
         except BaseException:
             if acc.is_main_process:
                 shutil.rmtree(tmp, ignore_errors=True)
+                if not self.checkpoint_dir.exists() and old.exists():  # failed mid-swap: keep the last good one
+                    os.replace(old, self.checkpoint_dir)
             raise
         self.saved_step = step
         acc.wait_for_everyone()
@@ -88,6 +95,27 @@ class Checkpointing:
             local = parameter.to_local() if hasattr(parameter, "to_local") else parameter
             bad += (~torch.isfinite(local.detach())).sum()
         return float(self.accelerator.reduce(bad, reduction="sum")) == 0
+
+    def _side_folders(self) -> tuple[Path, Path]:
+        """The folder a checkpoint is written into and the one the previous checkpoint waits in while the
+        new one is renamed into place."""
+        name = self.checkpoint_dir.name
+        return self.checkpoint_dir.with_name(f".{name}.tmp"), self.checkpoint_dir.with_name(f".{name}.old")
+
+    def _recover(self) -> None:
+        """After a kill during ``save_checkpoint``'s swap the checkpoint folder may be missing while the new
+        one (``.tmp``, complete once it holds the progress file) or the previous one (``.old``) is whole:
+        rename the newest complete one into place; then drop both side folders (partial writes)."""
+        tmp, old = self._side_folders()
+        if not self.checkpoint_dir.exists():
+            for candidate in (tmp, old):
+                if (candidate / PROGRESS).is_file():
+                    os.replace(candidate, self.checkpoint_dir)
+                    self.accelerator.print(f"checkpoint at {self.checkpoint_dir} restored from {candidate.name} "
+                                           "(the job was killed while swapping checkpoints)")
+                    break
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
 
     def _last_good(self) -> str:
         if self.saved_step is None:
@@ -117,9 +145,9 @@ class Checkpointing:
         config, input or source; a folder without our progress file) is removed and training starts
         fresh. accelerate's ``load_state`` is therefore only ever called on a folder we wrote."""
         acc = self.accelerator
-        tmp = self.checkpoint_dir.with_name(f".{self.checkpoint_dir.name}.tmp")
-        if acc.is_main_process:  # a job killed while writing a checkpoint leaves its temporary folder
-            shutil.rmtree(tmp, ignore_errors=True)
+        if acc.is_main_process:  # a job killed while writing a checkpoint leaves side folders
+            self._recover()
+        acc.wait_for_everyone()
         progress, reason = None, ""
         if self.checkpoint_dir.exists():
             progress, reason = self._read_progress()  # every rank decides alike: same files and fingerprint
@@ -161,5 +189,6 @@ class Checkpointing:
         interrupted job, and a finished run's checkpoint must never stand in for a later one."""
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
-            shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
+            for folder in (self.checkpoint_dir, *self._side_folders()):
+                shutil.rmtree(folder, ignore_errors=True)
         self.accelerator.wait_for_everyone()

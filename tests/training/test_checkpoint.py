@@ -172,6 +172,46 @@ def test_changed_lr_starts_fresh(prepared, tmp_path, capsys, clean):
     assert not (out / "checkpoint").exists()
 
 
+@pytest.mark.parametrize("complete", [".checkpoint.tmp", ".checkpoint.old"])
+def test_a_kill_while_swapping_checkpoints_resumes_from_the_complete_one(prepared, tmp_path, capsys, clean,
+                                                                          complete):
+    """CI caught it: save_checkpoint removed the old checkpoint before renaming the new one in, so a SIGKILL
+    between the two left no checkpoint and the rerun silently trained from step 0. Now the old one waits in
+    .checkpoint.old; a kill leaves a complete folder (the one holding progress.json) that the rerun restores."""
+    out = tmp_path / "run"
+    _interrupted(prepared, out)
+    (out / "checkpoint").rename(out / complete)  # the state a kill between the two renames leaves
+    partial = ({".checkpoint.tmp", ".checkpoint.old"} - {complete}).pop()
+    (out / partial).mkdir()  # a half-written new folder, or a half-removed old one: never resumed
+    (out / partial / "model.safetensors").write_bytes(b"half")
+    capsys.readouterr()
+    weights = _train(prepared, out)
+    printed = capsys.readouterr().out
+    assert f"checkpoint at {out / 'checkpoint'} restored from {complete}" in printed
+    assert f"resumed from {out / 'checkpoint'} at step 2" in printed
+    assert _same(weights, clean())
+    assert not (out / "checkpoint").exists() and not list(out.glob(".checkpoint*"))
+
+
+def test_a_failed_swap_keeps_the_last_good_checkpoint(prepared, tmp_path, monkeypatch):
+    """An interruption after the old checkpoint was renamed aside puts it back before the error propagates."""
+    out = tmp_path / "run"
+    real_replace = checkpoint.os.replace
+
+    def interrupted_swap(source, target):
+        if Path(source).name == ".checkpoint.tmp" and (out / ".checkpoint.old").exists():
+            raise KeyboardInterrupt  # the second checkpoint: the first one is aside, the new one not yet in
+        real_replace(source, target)
+
+    monkeypatch.setattr(checkpoint.os, "replace", interrupted_swap)
+    profile = load_profile(PROFILE)
+    profile.train.checkpoint_every = 1
+    with pytest.raises(KeyboardInterrupt):
+        _train(prepared, out, profile=profile)
+    progress = json.loads((out / "checkpoint" / "progress.json").read_text())
+    assert progress["step"] == 1 and not list(out.glob(".checkpoint*"))
+
+
 def test_retrained_base_student_restarts_training(prepared, tmp_path, capsys, clean):
     """Issue 11.1: after an upstream change of pretrain.steps, SFT kept weights from the old base student."""
     base = tmp_path / "base_student"
@@ -443,6 +483,7 @@ def test_sigkill_then_rerun_with_another_lr_starts_fresh(prepared, tmp_path):
     time.sleep(0.3)
     process.send_signal(signal.SIGKILL)
     process.wait()
+    assert not (killed / "run.json").exists(), "a killed run must not look finished"
     rerun = subprocess.run(_train_command(prepared, killed, steps) + ["--lr", "0.002"], check=True,
                            capture_output=True, text=True, timeout=600)
     assert "differs in: config); starting fresh" in rerun.stdout
