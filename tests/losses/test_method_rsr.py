@@ -8,11 +8,12 @@ import pandas as pd
 import pytest
 import torch
 
-from dcod.config import ConfigError, load_experiment, parse_experiment
+from dcod.config import load_experiment
 from dcod.methods import Cost, Needs, StepContext, build_method, resolve
 from dcod.methods.rsr import RSRParams, select_traces, trace_score
 from dcod.student_pass import load_trace_scores, token_ranks
 
+from method_checks import assert_refused
 from tiny_training import traces  # noqa: F401  (the module's toy traces fixture)
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
@@ -117,8 +118,7 @@ def test_the_experiment_config_and_its_needs():
     assert load_experiment(EXPERIMENTS / "rsr" / "config.yaml").table == "prior"
     for bad, key in (({"keep_fraction": 0.0}, "params.keep_fraction"), ({"score": "ppl"}, "params.score"),
                      ({"rank_clip": 0}, "params.rank_clip")):
-        with pytest.raises(ConfigError, match=rf"experiments/x/config\.yaml: {key}"):
-            resolve(parse_experiment("x", {"method": "rsr", "params": bad}, "experiments/x/config.yaml"))
+        assert_refused("rsr", bad, key)
 
 
 def test_scores_of_another_traces_file_are_refused(tmp_path, traces):  # noqa: F811

@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from dcod import objectives
-from dcod.config import ConfigError, load_experiment, parse_experiment
+from dcod.config import load_experiment
 from dcod.methods import Needs, resolve
 from dcod.methods.speckd import SpecKDParams, speckd_gate, speckd_loss, student_greedy_tokens
 
 from test_methods_wiring import _same_step, _trainer  # noqa: F401
+from method_checks import assert_refused
 from tiny_training import traces  # noqa: F401  (the module's toy traces fixture)
 
 EXPERIMENT = Path(__file__).resolve().parents[2] / "experiments" / "speckd" / "config.yaml"
@@ -82,9 +83,7 @@ def test_the_experiment_resolves_to_the_hard_gate():
     assert (params.accept_top_k, params.rejected_weight) == (None, 0.0)
     assert cls.needs(params) == Needs()
     for bad_params, key in (({"accept_top_k": 0}, "accept_top_k"), ({"rejected_weight": 2}, "rejected_weight")):
-        bad = parse_experiment("x", {"method": "speckd", "params": bad_params}, "experiments/x/config.yaml")
-        with pytest.raises(ConfigError, match=rf"experiments/x/config\.yaml: params\.{key}"):
-            resolve(bad)
+        assert_refused("speckd", bad_params, rf"params\.{key}")
 
 
 def test_a_training_step(toy_tokenizer, traces, tmp_path):  # noqa: F811

@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from dcod import objectives
-from dcod.config import ConfigError, load_experiment, parse_experiment
+from dcod.config import load_experiment
 from dcod.methods import Cost, Needs, StepContext, build_method, resolve
 from dcod.methods.taid import TAIDParams, taid_next_t, taid_target_logprobs, taid_topk_loss
 
 from test_methods_wiring import _trainer  # noqa: F401
+from method_checks import assert_refused, assert_same_loss, completed_teacher
 from tiny_training import traces  # noqa: F401  (the module's toy traces fixture)
 
 EXPERIMENT = Path(__file__).resolve().parents[2] / "experiments" / "taid" / "config.yaml"
@@ -73,19 +74,11 @@ def test_the_tail_bucket_is_the_teacher_completed_like_the_student():
     logits = torch.randn(1, 1, 6, generator=gen, dtype=torch.float64).requires_grad_()
     ids, top = torch.tensor([[[4, 1]]]), torch.log(torch.tensor([[[0.5, 0.3]]], dtype=torch.float64))
     kl, _ = taid_topk_loss(logits, ids, top, 0.7)
-    (grad_ours,) = torch.autograd.grad(kl.sum(), logits)
-    q = torch.softmax(logits.detach(), -1)[0, 0]
-    tail = torch.ones(6, dtype=torch.bool)
-    tail[[4, 1]] = False
-    teacher = torch.zeros(6, dtype=torch.float64)
-    teacher[[4, 1]] = torch.tensor([0.5, 0.3], dtype=torch.float64)
-    teacher[tail] = 0.2 * q[tail] / q[tail].sum()
+    teacher = completed_teacher(logits[0, 0], [4, 1], [0.5, 0.3])
     log_q = torch.log_softmax(logits, -1)[0, 0]
     target = torch.softmax(0.3 * log_q.detach() + 0.7 * teacher.log(), -1)
     full = (target * (target.log() - log_q)).sum()
-    (grad_full,) = torch.autograd.grad(full, logits)
-    assert kl.item() == pytest.approx(full.item(), rel=1e-5)  # the bucket helper reads float32 logits
-    assert torch.allclose(grad_ours.double(), grad_full, atol=1e-6)
+    assert_same_loss(kl, full, logits, rtol=1e-5, atol=1e-6)  # the bucket helper reads float32 logits
 
 
 def _released(logits, teacher_logits, t):
@@ -107,9 +100,9 @@ def test_against_the_released_code_formula_over_a_full_vocabulary():
     order = teacher_log.argsort(-1, descending=True)
     kl, cross_entropy = taid_topk_loss(logits, order, teacher_log.gather(-1, order), 0.6)
     theirs = _released(logits, teacher_logits, 0.6)
-    (grad_ours,) = torch.autograd.grad(kl.sum(), logits)
-    (grad_theirs,) = torch.autograd.grad(theirs.sum(), logits)
     assert torch.allclose(cross_entropy, theirs.detach(), atol=1e-5)
+    (grad_ours,) = torch.autograd.grad(kl.sum(), logits)  # the KL and the cross-entropy differ by a constant
+    (grad_theirs,) = torch.autograd.grad(theirs.sum(), logits)
     assert torch.allclose(grad_ours, grad_theirs, atol=1e-6)
 
 
@@ -165,9 +158,6 @@ def test_the_experiment_resolves_to_the_released_defaults(toy_tokenizer):
     assert cls.name == "taid" and params == TAIDParams() and experiment.table == "prior"
     assert (params.t_start, params.t_end, params.alpha, params.beta, params.adaptive) == (0.4, 1.0, 5e-4, 0.99, True)
     assert cls.needs(params) == Needs()
-    bad = parse_experiment("x", {"method": "taid", "params": {"t_start": 0.9, "t_end": 0.5}},
-                           "experiments/x/config.yaml")
-    with pytest.raises(ConfigError, match=r"experiments/x/config\.yaml: params\.t_start"):
-        resolve(bad)
+    assert_refused("taid", {"t_start": 0.9, "t_end": 0.5}, r"params\.t_start")
     with pytest.raises(ValueError, match="total_steps"):  # the linear target needs the run's length
         build_method("taid", params, StepContext(tokenizer=toy_tokenizer, traces=[], batch_size=1, seed=0), Cost())

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -11,6 +12,7 @@ from dcod.launch import check_launch
 from dcod.methods import needs_of, resolve
 from dcod.provenance import PROFILE_IGNORED, STAGE_CODE, code_fingerprint, profile_fingerprint
 from dcod.splits import check_profile
+from dcod.student_pass import PASSES
 
 validate(config, "../schemas/config.schema.yaml")
 
@@ -115,7 +117,20 @@ def rate_owner(name):
     """The experiment whose grid sets ``name``'s rate: itself, or for an ablation the nearest tuned base."""
     if EXPERIMENT_OF[name].table != "ablation":
         return name
-    return next(base for base in EXPERIMENT_OF[name].bases if EXPERIMENT_OF[base].table != "ablation")
+    owners = [base for base in EXPERIMENT_OF[name].bases if EXPERIMENT_OF[base].table != "ablation"]
+    if not owners:
+        raise ValueError(f"experiments/{name}/config.yaml: an ablation whose `base:` chain "
+                         f"({' -> '.join(EXPERIMENT_OF[name].bases) or 'empty'}) reaches no tuned experiment; "
+                         "its learning rate would have no grid")
+    return owners[0]
+
+
+def figure_caption(name):
+    """A figure's caption, its module's CAPTION (dcod.reporting.figures): Snakemake's HTML report shows it
+    (workflow/report/figure.rst) as the generated report does."""
+    from dcod.reporting.figures import caption
+
+    return caption(name)
 
 
 def lr_file(wildcards):
@@ -192,8 +207,6 @@ def references(names):
 
 # ------------------------------------------------------------------ roots: the main run and its variants
 # Every root, its overrides, world and base student: dcod.layout (the reports read the same module).
-import re as _re
-
 ROOTS = build_roots(P, W, TOY, SEEDS, ABLATION_SEEDS)
 ROBUST = P.robustness if TOY else None
 ROBUST_WORLDS = ROOTS.robust_worlds  # world name -> root
@@ -266,7 +279,7 @@ def knife_edge_evals(owners):
 
 
 wildcard_constraints:
-    root="|".join(_re.escape(r) for r in ROOTS.all()),
+    root="|".join(re.escape(r) for r in ROOTS.all()),
     seed=r"\d+",
     lr=r"[0-9.e\-]+",
     experiment=r"[A-Za-z0-9_\-]+",
@@ -284,8 +297,6 @@ CALIBRATION_EVALS = [f"{root}/eval/base_student/{f}" for root in ROOTS.calibrati
 # A method may declare passes over its seed's base student that run once per seed before training
 # (Needs.student_traces, Needs.trace_scores: dcod.student_pass, docs/architecture.md "Offline student
 # passes"); a train job waits for the passes its experiment declares, and only those.
-from dcod.student_pass import PASSES
-
 
 def passes_of(experiment):
     """The offline student passes an experiment's method declares (read from its Needs)."""

@@ -131,6 +131,7 @@ rule figure_table3:
         data=report(f"{F}/{{name}}.csv", caption="../report/figure_data.rst", category="figures", subcategory="{name}"),
     params:
         **STAGE_PARAMS["report"],
+        caption=lambda wildcards: figure_caption(wildcards.name),
     log:
         f"{W}/logs/report/figure_{{name}}.log",
     wildcard_constraints:
@@ -158,6 +159,7 @@ rule figure:
         **STAGE_PARAMS["report"],
         experiments=",".join(MAIN),
         seeds=",".join(map(str, SEEDS)),
+        caption=lambda wildcards: figure_caption(wildcards.name),
     log:
         f"{W}/logs/report/figure_{{name}}.log",
     wildcard_constraints:
@@ -287,10 +289,11 @@ rule figure_robustness:
     input:
         table=ROBUSTNESS,
     output:
-        marker=report(f"{F}/robustness.png", caption="../report/robustness_figure.rst", category="robustness", subcategory="figure"),
+        marker=report(f"{F}/robustness.png", caption="../report/figure.rst", category="robustness", subcategory="figure"),
         data=report(f"{F}/robustness.csv", caption="../report/figure_data.rst", category="robustness", subcategory="figure"),
     params:
         **STAGE_PARAMS["report"],
+        caption=lambda wildcards: figure_caption("robustness"),
     log:
         f"{W}/logs/report/figure_robustness.log",
     conda:

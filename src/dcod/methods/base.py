@@ -207,6 +207,32 @@ class Method:
         return {}
 
 
+class GatedTokens(Method):
+    """A method whose loss keeps some supervised tokens and masks the rest (ProFit's threshold, SpecKD's
+    acceptance): it counts the kept and the supervised tokens over the run (this process's share of each
+    batch; carried through checkpoints) and writes their ratio to run.json under ``gate_summary``."""
+
+    gate_summary = ""  # the run.json key of the kept fraction
+
+    def __init__(self, params, ctx, cost):
+        super().__init__(params, ctx, cost)
+        self._counts = None  # [kept, supervised] tokens trained so far by this process
+
+    def count_gate(self, kept: torch.Tensor, mask: torch.Tensor) -> None:
+        counts = torch.stack([(kept & mask).sum(), mask.sum()]).double()
+        self._counts = counts if self._counts is None else self._counts + counts.to(self._counts.device)
+
+    def state(self):
+        return {"counts": None if self._counts is None else [float(v) for v in self._counts]}
+
+    def load_state(self, state):
+        self._counts = None if state.get("counts") is None else torch.tensor(state["counts"], dtype=torch.float64)
+
+    def run_summary(self):
+        kept, total = (0.0, 0.0) if self._counts is None else (float(v) for v in self._counts)
+        return {self.gate_summary: kept / total if total else 0.0}
+
+
 def reference_logprobs(method: Method, batch: dict, reference: str) -> torch.Tensor | None:
     """Per-token log-probs [B, T] of the targets under a method's reference (DCOD, iw-SFT):
     ``initial_student`` a no-grad forward of the frozen initial student (its tokens counted as reference

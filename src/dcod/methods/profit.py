@@ -30,7 +30,7 @@ from pydantic import Field
 
 from dcod import objectives
 from dcod.config import Float, Section
-from dcod.methods.base import Method, register
+from dcod.methods.base import GatedTokens, register
 
 
 def profit_loss(logits: torch.Tensor, targets: torch.Tensor,
@@ -52,29 +52,12 @@ class ProFitParams(Section):
 
 
 @register
-class ProFit(Method):
+class ProFit(GatedTokens):
     name = "profit"
     Params = ProFitParams
-
-    def __init__(self, params, ctx, cost):
-        super().__init__(params, ctx, cost)
-        self._counts = None  # [kept, supervised] tokens trained so far by this process
+    gate_summary = "profit_kept_fraction"  # 0: the threshold masked every token and the run did not train
 
     def token_losses(self, logits, batch):
         loss, kept = profit_loss(logits, batch["targets"], threshold=self.params.threshold)
-        mask = batch["loss_mask"]
-        counts = torch.stack([(kept & mask).sum(), mask.sum()]).double()
-        self._counts = counts if self._counts is None else self._counts + counts.to(self._counts.device)
+        self.count_gate(kept, batch["loss_mask"])
         return loss
-
-    def state(self):
-        return {"counts": None if self._counts is None else [float(v) for v in self._counts]}
-
-    def load_state(self, state):
-        self._counts = None if state.get("counts") is None else torch.tensor(state["counts"], dtype=torch.float64)
-
-    def run_summary(self):
-        """The fraction of supervised tokens the gate kept over the run (this process's share of each batch):
-        0 means the threshold masked everything and the run did not train."""
-        kept, total = (0.0, 0.0) if self._counts is None else (float(v) for v in self._counts)
-        return {"profit_kept_fraction": kept / total if total else 0.0}

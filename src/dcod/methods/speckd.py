@@ -36,7 +36,7 @@ from pydantic import Field
 
 from dcod import objectives
 from dcod.config import Float, Section
-from dcod.methods.base import Method, register
+from dcod.methods.base import GatedTokens, register
 
 
 @torch.no_grad()
@@ -88,29 +88,13 @@ class SpecKDParams(Section):
 
 
 @register
-class SpecKD(Method):
+class SpecKD(GatedTokens):
     name = "speckd"
     Params = SpecKDParams
-
-    def __init__(self, params, ctx, cost):
-        super().__init__(params, ctx, cost)
-        self._counts = None  # [accepted, supervised] tokens trained so far by this process
+    gate_summary = "speckd_acceptance_rate"  # the paper's token acceptance rate (TAR)
 
     def token_losses(self, logits, batch):
         loss, gate = speckd_loss(logits, batch["teacher_topk_ids"], batch["teacher_topk_logprobs"],
                                  accept_top_k=self.params.accept_top_k, rejected_weight=self.params.rejected_weight)
-        mask = batch["loss_mask"]
-        counts = torch.stack([(gate & mask).sum(), mask.sum()]).double()
-        self._counts = counts if self._counts is None else self._counts + counts.to(self._counts.device)
+        self.count_gate(gate, batch["loss_mask"])
         return loss
-
-    def state(self):
-        return {"counts": None if self._counts is None else [float(v) for v in self._counts]}
-
-    def load_state(self, state):
-        self._counts = None if state.get("counts") is None else torch.tensor(state["counts"], dtype=torch.float64)
-
-    def run_summary(self):
-        """The token acceptance rate over the run (the paper's TAR; this process's share of each batch)."""
-        accepted, total = (0.0, 0.0) if self._counts is None else (float(v) for v in self._counts)
-        return {"speckd_acceptance_rate": accepted / total if total else 0.0}

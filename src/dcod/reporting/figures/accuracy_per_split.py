@@ -17,8 +17,10 @@ from dcod.reporting.figures import evaluated_once_note, label_of, listed_rows, o
 from dcod.reporting.tables import table_splits
 
 NAME = "accuracy_per_split"
-CAPTION = ("Accuracy per split and method (error bars: std over training seeds; none for a model evaluated once; "
-           "the oracle reference hatched).")  # the report's caption
+# the caption of the generated report and of Snakemake's HTML report (workflow/report/figure.rst)
+CAPTION = ("Accuracy per split (bars) and method; error bars are the standard deviation over training seeds (none "
+           "for a model evaluated once); the oracle reference is hatched. Compare each method's bar with SFT's on "
+           "the held-out splits; the teacher and base student bound the range.")
 
 
 def tidy(rows: pd.DataFrame, splits: list[str]) -> pd.DataFrame:

@@ -17,8 +17,9 @@ from dcod.reporting.figures import label_of, listed_rows, oracle_names, read_tab
 from dcod.reporting.tables import table_splits
 
 NAME = "accuracy_vs_cost"
-CAPTION = ("Accuracy against training FLOPs and tokens sampled, one point per method (the oracle reference as "
-           "a star).")  # the report's caption
+# the caption of the generated report and of Snakemake's HTML report (workflow/report/figure.rst)
+CAPTION = ("Accuracy against training FLOPs and against tokens sampled, one point per method (the oracle reference "
+           "as a star). Up and to the left is better: more accuracy for less compute.")
 
 
 def render(args) -> None:

@@ -18,7 +18,10 @@ from dcod.reporting.figures import inputs, save, style_of
 from dcod.reporting.tables import mean_std
 
 NAME = "accuracy_vs_length"
-CAPTION = "Accuracy against chain length on held-out problems: where compounding errors show."  # the report's caption
+# the caption of the generated report and of Snakemake's HTML report (workflow/report/figure.rst)
+CAPTION = ("Accuracy against chain length (number of steps k) on held-out problems, one line per method. A method "
+           "that copies a style the student cannot execute loses more as k grows: look at the slope, not only "
+           "the level.")
 
 
 def curve(work, name: str, seeds: list[int], paired: bool = False) -> pd.DataFrame:

@@ -15,7 +15,10 @@ from dcod.reporting import read_run, read_train_log, report_roles, run_dirs
 from dcod.reporting.figures import inputs, save
 
 NAME = "dcod_diagnostics"
-CAPTION = "DCOD over training: adaptive β, ESS fraction and clip fraction, one line per seed."  # the report's caption
+# the caption of the generated report and of Snakemake's HTML report (workflow/report/figure.rst)
+CAPTION = ("DCOD over training: the adaptive β, the effective-sample-size fraction and the clip fraction, one line "
+           "per seed. An ESS fraction near its target and a small clip fraction mean the weights stayed well "
+           "conditioned.")
 LABELS = {"beta": "β (temperature of the weights)", "ess_fraction": "ESS / N", "clip_fraction": "clip fraction"}
 
 

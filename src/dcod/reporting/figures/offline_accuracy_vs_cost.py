@@ -26,9 +26,10 @@ from dcod.reporting.figures import save, style_of
 from dcod.reporting.tables import read_table, table_splits
 
 NAME = "offline_accuracy_vs_cost"
+# the caption of the generated report and of Snakemake's HTML report (workflow/report/figure.rst)
 CAPTION = ("Accuracy against cost for every offline method of Tables 1 (circles) and 3 (squares) and DCOD (star): "
-           "forward tokens through the student and the teacher, and tokens generated (shared teacher traces plus "
-           "any extra generation).")
+           "forward tokens through the student-sized model and the teacher, and tokens generated (the shared "
+           "teacher traces plus any extra generation). Up and to the left is better.")
 
 
 def _sum(row, columns) -> float:

@@ -18,7 +18,11 @@ from dcod.reporting import need
 from dcod.reporting.figures import save
 
 NAME = "robustness"
-CAPTION = "DCOD − SFT and DCOD − best other offline baseline against the direct-style probability."  # the report's caption
+# the caption of the generated report and of Snakemake's HTML report (workflow/report/figure.rst)
+CAPTION = ("Two panels (id, long): DCOD − SFT (solid) and DCOD − the best other offline baseline of each world "
+           "(chosen on its validation split; dashed) against the teacher's direct-style probability, one colour "
+           "per world seed, error bars the 95% hierarchical-bootstrap intervals, the main world circled. Points "
+           "above 0 whose bars clear 0 support claim (a) in that world.")
 SPLITS = {"id": "in-distribution chains (id)", "long": "long chains (long)"}
 JITTER = 0.012  # x offset between world seeds, so that their error bars do not overlap
 

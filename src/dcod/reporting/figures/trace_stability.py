@@ -18,7 +18,9 @@ from dcod.reporting.figures import evaluated_once_note, inputs, label_of, save, 
 from dcod.reporting.tables import is_oracle, mean_std
 
 NAME = "trace_stability"
-CAPTION = "Answer agreement across sampled traces and malformed-output rate per method."  # the report's caption
+# the caption of the generated report and of Snakemake's HTML report (workflow/report/figure.rst)
+CAPTION = ("Answer agreement across sampled traces (share of samples equal to the most common answer) and the "
+           "malformed-output rate, per method. High agreement with a low malformed rate is a stable student.")
 
 
 def summary(work, name: str, seeds: list[int], paired: bool = False) -> dict:
