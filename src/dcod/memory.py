@@ -19,7 +19,8 @@ An estimate, not a measurement; every term is a stated count of bytes:
   layer keeps them; with gradient checkpointing each layer keeps its fp32 input (4h) and one layer at a
   time is recomputed: layers x 4h + (16h + 4kv + 8i).
 - **logits**: the chunked LM head (``train.logits_chunk_tokens``) keeps chunk x vocab x 4 bytes x 3
-  (logits, log-softmax, their gradient); without chunking the whole micro-batch's.
+  (logits, log-softmax, their gradient); without chunking, or for a method whose loss reads the whole
+  distribution (``Method.chunked_logits`` False: asft, onpolicy_kd), the whole micro-batch's.
 - **teacher distributions** (methods with a teacher in memory): the trainer collates every micro-batch
   of the optimiser step first, so the teacher's full-vocabulary log-probs of all ``step_tokens`` of the
   rank are alive at once (step_tokens x vocab x 4), and the divergence of one micro-batch holds about

@@ -266,9 +266,12 @@ def step_context(profile: ProfileConfig, cfg: TrainConfig, needs: Needs, *, mode
     return ctx
 
 
-def check_train_memory(profile: ProfileConfig, cfg: TrainConfig, needs: Needs, base_dir: Path, name: str) -> None:
+def check_train_memory(profile: ProfileConfig, cfg: TrainConfig, needs: Needs, base_dir: Path, name: str,
+                       chunked_logits: bool = True) -> None:
     """Print the memory estimate of this training process (dcod.memory) and, on a GPU, refuse a job whose
-    estimate exceeds the device's free memory, before any model is loaded."""
+    estimate exceeds the device's free memory, before any model is loaded. ``chunked_logits``: the method's
+    loss reads the LM head in chunks (``Method.chunked_logits``); one that reads the whole distribution
+    (asft, onpolicy_kd) holds the full logits, and is estimated so."""
     import os
 
     from dcod import memory
@@ -298,7 +301,8 @@ def check_train_memory(profile: ProfileConfig, cfg: TrainConfig, needs: Needs, b
         student, micro_batch=micro, seq_len=profile.traces.max_new_tokens + memory.PROMPT_ALLOWANCE,
         accumulation=cfg.batch_size // (micro * processes), processes=processes, sharding=sharding,
         checkpointing=cfg.gradient_checkpointing, bf16=cfg.mixed_precision == "bf16",
-        logits_chunk_tokens=cfg.logits_chunk_tokens if student.vocab >= cfg.logits_chunk_min_vocab else 0,
+        logits_chunk_tokens=cfg.logits_chunk_tokens if chunked_logits and student.vocab >= cfg.logits_chunk_min_vocab
+        else 0,
         teacher=teacher, reference=needs.reference_model, engine_bytes=engine)
     if needs.teacher_model and teacher is None and profile.teacher.kind == "hf":
         estimate.notes.append(f"teacher {profile.teacher.path}: size not read (no config.json), not counted")
@@ -344,7 +348,7 @@ def stage_train(profile: ProfileConfig, experiment_config: Path, seed: int, worl
     out_dir.mkdir(parents=True, exist_ok=True)
     # before anything loads: a launch that gives wrong numbers, a job that cannot fit its device
     check_launch(cfg, method_class.weighted, cfg.accelerate_config, where=f"{experiment_config} (train)")
-    check_train_memory(profile, cfg, needs, base_dir, name=exp.name)
+    check_train_memory(profile, cfg, needs, base_dir, name=exp.name, chunked_logits=method_class.chunked_logits)
     torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)

@@ -116,6 +116,27 @@ def test_on_cpu_it_only_prints(tmp_path, monkeypatch, capsys):
     assert "memory estimate of sft" in capsys.readouterr().out
 
 
+def test_a_method_reading_the_whole_distribution_is_estimated_with_the_full_logits(tmp_path, monkeypatch, capsys):
+    """asft and onpolicy_kd cannot read the LM head in chunks: on the paper profile (Qwen's 151,936-token
+    vocabulary) their logits line is the whole micro-batch's, not one chunk's."""
+    from dcod import pipeline
+    from dcod.config import load_profile
+    from dcod.methods import Needs, get_method
+
+    (tmp_path / "config.json").write_text(json.dumps(QWEN_1_5B))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    profile, cfg = load_profile("config/profiles/paper.yaml"), TrainConfig(batch_size=64, micro_batch_size=4)
+    logits = {}
+    for name in ("sft", "asft", "onpolicy_kd"):
+        pipeline.check_train_memory(profile, cfg, Needs(), tmp_path, name=name,
+                                    chunked_logits=get_method(name).chunked_logits)
+        line = next(row for row in capsys.readouterr().out.splitlines() if row.strip().startswith("logits"))
+        logits[name] = float(line.split()[1])
+    tokens = 4 * (profile.traces.max_new_tokens + memory.PROMPT_ALLOWANCE)
+    assert logits["sft"] == pytest.approx(3 * 4 * 151936 * cfg.logits_chunk_tokens / memory.GB, abs=0.01)
+    assert logits["asft"] == logits["onpolicy_kd"] == pytest.approx(3 * 4 * 151936 * tokens / memory.GB, abs=0.01)
+
+
 def test_teacher_is_cast_before_it_moves(monkeypatch):
     """frozen_on_device casts to bf16 on the host, then moves: the device never holds the fp32 copy."""
     from dcod import backends
