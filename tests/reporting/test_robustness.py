@@ -206,6 +206,11 @@ def test_markdown_summary(built):
     assert "w0_p0.5 (main)" in markdown
     assert "dcod - sft on `id`: CI above 0 in 1 of 2 worlds, below 0 in 0." in markdown
     assert "| w1_p0.25 | PASS |" in markdown
+    assert "**2 training seed(s) per world**" in markdown  # two seeds: the intervals are called coarse
+
+
+def test_three_seeds_need_no_caveat():
+    assert robustness.few_seeds_caveat(3) == [] and robustness.few_seeds_caveat(1)
 
 
 def test_figure_renders_from_the_table(built):

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from dcod.config import ReportConfig
-from dcod.reporting import REFERENCES, VALIDATION_SPLIT, number_or_dash
+from dcod.reporting import VALIDATION_SPLIT, number_or_dash
 from dcod.splits import claim_splits
 
 # Which splits each claim is judged on: every split whose declaration states that role (claim_role in a

@@ -13,7 +13,6 @@ See docs/reproducibility.md for what is bit-identical where.
 from __future__ import annotations
 
 import datetime
-import json
 import math
 import os
 import shutil
