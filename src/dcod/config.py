@@ -140,6 +140,21 @@ class StudentConfig(Section):
         return self
 
 
+class TeacherRegister(Section):
+    """One register of the programmatic teacher (docs/toy_world.md, "The next world": registers): a latent drawn
+    once per trace with probability ``weight`` (normalised over the registers), with its own probabilities of
+    the notational variants of a decomposed step."""
+
+    weight: Float = Field(gt=0.0)
+    p_low_first: Float = Field(0.0, ge=0.0, le=1.0)
+    p_skip: Float = Field(0.0, ge=0.0, le=1.0)
+    p_round: Float = Field(0.0, ge=0.0, le=1.0)
+
+    def as_teacher_register(self) -> dict[str, float]:
+        """``{"weight": w, <flag>: probability}`` for ``dcod.toy.teacher.ToyTeacher(registers=...)``."""
+        return {"weight": self.weight, "low_first": self.p_low_first, "skip": self.p_skip, "round": self.p_round}
+
+
 class TeacherConfig(Section):
     """``programmatic``: the exact toy teacher (docs/toy_world.md). ``hf``: a model at ``path``."""
 
@@ -154,6 +169,9 @@ class TeacherConfig(Section):
     # its confidence in each result digit of a direct step (the rest on the neighbouring digits: a carry too
     # many or too few; traces with a wrong digit fail verification); 1: exact (docs/toy_world.md)
     direct_confidence: Float = Field(1.0, gt=0.5, le=1.0)
+    # registers of the programmatic teacher (two or more; their variant probabilities replace p_low_first /
+    # p_skip / p_round, which must then stay 0); null: one register, the knobs above (docs/toy_world.md)
+    registers: list[TeacherRegister] | None = None
 
     @property
     def variants(self) -> dict[str, float]:
@@ -169,6 +187,21 @@ class TeacherConfig(Section):
     def _path_for_hf(self):
         if self.kind == "hf" and self.path is None:
             raise ValueError("path: is required when kind is 'hf'")
+        return self
+
+    @property
+    def register_list(self) -> list[dict[str, float]] | None:
+        """The registers for ``dcod.toy.teacher.ToyTeacher(registers=...)``; None: one register."""
+        return None if self.registers is None else [r.as_teacher_register() for r in self.registers]
+
+    @model_validator(mode="after")
+    def _registers_or_variants(self):
+        if self.registers is not None:
+            if len(self.registers) < 2:
+                raise ValueError("registers: give two or more (one register is p_low_first / p_skip / p_round)")
+            if any(self.variants.values()):
+                raise ValueError("registers: each register has its own variant probabilities; p_low_first, "
+                                 "p_skip and p_round must stay 0 beside them")
         return self
 
 

@@ -71,7 +71,7 @@ class _Row:
 class TeacherState:
     """Incremental reading of one completion: ``advance(token_id)``, ``distribution()``."""
 
-    __slots__ = ("t", "ops", "k", "answer", "value", "j", "cands", "pos", "diverged", "seg", "done")
+    __slots__ = ("t", "ops", "k", "answer", "value", "j", "cands", "pos", "diverged", "seg", "done", "post")
 
     def __init__(self, teacher: ToyTeacher, problem: dict):
         self.t = teacher
@@ -82,6 +82,7 @@ class TeacherState:
             self.k = len(self.ops)
         self.j = 0
         self.done = False
+        self.post = teacher.register_weights  # the posterior over the registers (None: one register)
         self._new_segment()
 
     def _new_segment(self):
@@ -89,6 +90,8 @@ class TeacherState:
         if in_step:
             op, x = self.ops[self.j]
             self.cands = self.t._step_candidates(self.value, op, x)
+            if self.post is not None:  # each register's renderings, weighted by its posterior
+                self.cands = [(ids, self.post[r] * w, result, r) for ids, w, result, r in self.cands]
         else:
             ans = self.answer if self.answer is not None else self.value
             self.cands = self.t._answer_candidates(ans)
@@ -114,12 +117,25 @@ class TeacherState:
                 self.diverged = True
         self.pos += 1
         if tok == t.semi_id:  # `;` always closes the segment, well formed or not
+            if self.post is not None and self.j < self.k:
+                self._update_posterior()
             if self.diverged:
                 self.value = _face_value(t._text(self.seg), self.value)
             else:
                 self.value = self.cands[0][2]
             self.j += 1
             self._new_segment()
+
+    def _update_posterior(self):
+        """P(register | prefix) after a closed step: proportional to the summed weights of the renderings still
+        consistent (the step as written; after a wrong character, those consistent up to it). Kept as it was
+        when none has weight (a style the teacher never writes, e.g. a direct step under p_direct 0)."""
+        mass = [0.0] * len(self.post)
+        for _, w, _, r in self.cands:
+            mass[r] += w
+        total = sum(mass)
+        if total > 0:
+            self.post = tuple(m / total for m in mass)
 
     def key(self) -> tuple:
         """The exact (un-floored) next-token distribution as sorted ``((token_id, prob), ...)``."""
@@ -129,9 +145,9 @@ class TeacherState:
         cands, pos = self.cands, self.pos
         if self.diverged:  # positions past a rendering's end close the segment
             close = t.semi_id if self.j < self.k else t.eos_id
-            nexts = [(ids[pos] if pos < len(ids) else close, w) for ids, w, _ in cands]
+            nexts = [(c[0][pos] if pos < len(c[0]) else close, c[1]) for c in cands]
         else:
-            nexts = [(ids[pos], w) for ids, w, _ in cands]
+            nexts = [(c[0][pos], c[1]) for c in cands]
         if t._uncertain and self.j < self.k:
             nexts = t._with_digit_doubt(cands, pos, nexts)
         if len(nexts) == 1:
@@ -154,6 +170,28 @@ class TeacherState:
         return dict(self.key())
 
 
+def _registers(registers: list[dict] | None) -> tuple[tuple[float, ...] | None, list[dict]]:
+    """(prior weights, normalised; variant probabilities of each register) of a register list, each register a
+    ``{"weight": w, <flag>: probability, ...}`` (absent flags 0); (None, []) for None."""
+    if registers is None:
+        return None, []
+    if len(registers) < 2:
+        raise ValueError(f"registers: give two or more (one register is the plain variant knobs), got {registers}")
+    weights, variant_ps = [], []
+    for i, register in enumerate(registers):
+        flags = {name: p for name, p in register.items() if name != "weight"}
+        weight = register.get("weight")
+        if weight is None or not weight > 0:
+            raise ValueError(f"registers[{i}]: weight must be > 0, got {weight}")
+        for name, p in flags.items():
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"registers[{i}]: variant probability {name} must be in [0, 1], got {p}")
+        weights.append(float(weight))
+        variant_ps.append(variant_probabilities(flags))  # ValueError naming an unknown flag
+    total = sum(weights)
+    return tuple(w / total for w in weights), variant_ps
+
+
 def _face_value(text: str, previous):
     """Integer right after the last ``=`` of a step (optional minus sign), else ``previous``."""
     i = text.rfind("=")
@@ -172,13 +210,16 @@ class ToyTeacher:
 
     def __init__(self, tokenizer, p_direct: float = 0.5, floor: float = 1e-6,
                  style_override: str | None = None, variants: dict[str, float] | None = None,
-                 direct_confidence: float = 1.0):
+                 direct_confidence: float = 1.0, registers: list[dict] | None = None):
         for name, p in (variants or {}).items():
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"variant probability {name} must be in [0, 1], got {p}")
         # the teacher's probability of each notational variant of a decomposed step, ``{flag: probability}``
         # (dcod.toy.world.VARIANTS; none or all 0: the canonical rendering only)
         self.variant_p = variant_probabilities(variants or {})
+        # the teacher's registers (docs/toy_world.md, "The next world"): a latent drawn once per trace, each with
+        # its own variant probabilities; None: one register, ``variants`` (the current world's teacher)
+        self.register_weights, self.register_variant_p = _registers(registers)
         # the teacher's own confidence in each result digit of a direct step at a branch point (mental
         # arithmetic): the rest goes to the neighbouring digits, a carry too many or too few. 1: exact
         if not 0.5 < direct_confidence <= 1.0:
@@ -230,26 +271,38 @@ class ToyTeacher:
         direct = render_step(value, op, x, "direct") + ";"
         decomposed = render_step(value, op, x, "decomposed") + ";"
         if direct == decomposed:
-            return [(self._ids(direct), 1.0, result)]
+            if self.register_weights is None:
+                return [(self._ids(direct), 1.0, result)]
+            return [(self._ids(direct), 1.0, result, r) for r in range(len(self.register_weights))]
         cands = [(self._ids(direct), self.p_direct, result)]
         if self.direct_confidence < 1.0:
             start = len(direct) - 1 - len(str(result))  # the result digits, before the `;` (a minus sign of a
             # result after a wrong prefix is no digit)
             self._uncertain[cands[0][0]] = frozenset(i for i in range(start, len(direct) - 1) if direct[i].isdigit())
-        weights: dict[str, float] = {}  # decomposed texts in variant order; zero-weight variants left out
-        for variant, text in variant_renderings(value, op, x).items():
-            if self.variant_p[variant] > 0:
-                weights[text + ";"] = weights.get(text + ";", 0.0) + (1.0 - self.p_direct) * self.variant_p[variant]
-        # (0, 0): one decomposed candidate of weight exactly 1 - p_direct, the current world's teacher
-        cands += [(self._ids(text), w, result) for text, w in weights.items()]
+        renderings = variant_renderings(value, op, x)
+        if self.register_weights is None:
+            # (0, 0): one decomposed candidate of weight exactly 1 - p_direct, the current world's teacher
+            return cands + [(self._ids(text), w, result) for text, w in self._decomposed(renderings, self.variant_p)]
+        # registers: every register's renderings, tagged with it (its posterior weighs them in TeacherState)
+        cands = [(*cands[0], r) for r in range(len(self.register_weights))]
+        for r, variant_p in enumerate(self.register_variant_p):
+            cands += [(self._ids(text), w, result, r) for text, w in self._decomposed(renderings, variant_p)]
         return cands
+
+    def _decomposed(self, renderings: dict, variant_p: dict) -> list[tuple[str, float]]:
+        """(text + ``;``, weight) of each distinct decomposed rendering, in variant order, zero weights left out."""
+        weights: dict[str, float] = {}
+        for variant, text in renderings.items():
+            if variant_p[variant] > 0:
+                weights[text + ";"] = weights.get(text + ";", 0.0) + (1.0 - self.p_direct) * variant_p[variant]
+        return list(weights.items())
 
     def _with_digit_doubt(self, cands, pos: int, nexts: list) -> list:
         """``nexts`` with each uncertain digit of a direct rendering (``direct_confidence`` < 1) sharing
         1 - confidence of its weight among its neighbouring digits (no leading zero)."""
         q, out = self.direct_confidence, []
-        for (ids, _, _), (tok, w) in zip(cands, nexts):
-            positions = self._uncertain.get(ids)
+        for c, (tok, w) in zip(cands, nexts):
+            positions = self._uncertain.get(c[0])
             if positions is None or pos not in positions:
                 out.append((tok, w))
                 continue
