@@ -45,7 +45,8 @@ import numpy as np
 import torch
 
 from dcod.generation import Generation, SamplingParams, process_logits
-from dcod.toy.world import apply_op, boxed, parse_prompt, render_step, variant_probabilities, variant_renderings
+from dcod.toy.world import (apply_op, boxed, compact, is_slot, parse_prompt, render_step, variant_probabilities,
+                            variant_renderings)
 from dcod.toy.tokenizer import WORLD_CHARS
 
 _STYLE_P_DIRECT = {"direct": 1.0, "decomposed": 0.0}
@@ -71,7 +72,7 @@ class _Row:
 class TeacherState:
     """Incremental reading of one completion: ``advance(token_id)``, ``distribution()``."""
 
-    __slots__ = ("t", "ops", "k", "answer", "value", "j", "cands", "pos", "diverged", "seg", "done", "post")
+    __slots__ = ("t", "ops", "k", "answer", "value", "j", "cands", "pos", "diverged", "seg", "done", "post", "lay")
 
     def __init__(self, teacher: ToyTeacher, problem: dict):
         self.t = teacher
@@ -98,6 +99,7 @@ class TeacherState:
         self.pos = 0
         self.diverged = False
         self.seg = []
+        self.lay = 0  # layout: 0 between characters, 1 after a space before a slot, 2 before the space after it
 
     def advance(self, tok: int) -> None:
         """Feed one completion token (any id: unknown or special tokens just diverge the segment)."""
@@ -108,23 +110,73 @@ class TeacherState:
             self.done = True
             return
         self.seg.append(tok)
-        if not self.diverged:
-            pos = self.pos
-            alive = [c for c in self.cands if c[0][pos] == tok]
-            if alive:
-                self.cands = alive
-            else:  # keep the renderings consistent so far and go on by position
-                self.diverged = True
-        self.pos += 1
+        if t.layout and self.j < self.k:
+            self._advance_laid_out(tok)
+        else:
+            if not self.diverged:
+                pos = self.pos
+                alive = [c for c in self.cands if c[0][pos] == tok]
+                if alive:
+                    self.cands = alive
+                else:  # keep the renderings consistent so far and go on by position
+                    self.diverged = True
+            self.pos += 1
         if tok == t.semi_id:  # `;` always closes the segment, well formed or not
             if self.post is not None and self.j < self.k:
                 self._update_posterior()
             if self.diverged:
-                self.value = _face_value(t._text(self.seg), self.value)
+                text = t._text(self.seg)
+                self.value = _face_value(compact(text) if t.layout else text, self.value)
             else:
                 self.value = self.cands[0][2]
             self.j += 1
             self._new_segment()
+
+    def _advance_laid_out(self, tok: int) -> None:
+        """``advance`` in a step of a teacher with a layout: a space before a slot keeps the renderings with a slot
+        there (weighted by their register's space probability), the slot's character then its closing space are
+        forced; a character at a slot without a space weighs its renderings by 1 - that probability. Spaces take no
+        position in the (compact) renderings, also after a wrong character."""
+        t, pos = self.t, self.pos
+        if self.diverged:
+            self.pos += tok != t.space_id
+            return
+        if self.lay == 2:  # the space after a spaced slot
+            if tok == t.space_id:
+                self.lay = 0
+                return
+            self.diverged, self.lay = True, 0
+            self.pos += 1
+            return
+        if tok == t.space_id and self.lay == 0:
+            alive = [t._weighted(c, t._space_p(c)) for c in self.cands if pos in t._slots(c[0])]
+            if alive:
+                self.cands, self.lay = alive, 1
+            else:
+                self.diverged = True
+            return
+        alive = [c for c in self.cands if c[0][pos] == tok]
+        if not alive:
+            self.diverged, self.lay = True, 0
+        elif self.lay == 1:  # the slot's character after its space
+            self.cands, self.lay = alive, 2
+        else:
+            self.cands = [t._weighted(c, 1.0 - t._space_p(c)) if pos in t._slots(c[0]) else c for c in alive]
+        self.pos += 1
+
+    def _laid_out_nexts(self) -> list:
+        """(token, weight) of each rendering's next character, a slot's split into a space and its character."""
+        t, pos, out = self.t, self.pos, []
+        for c in self.cands:
+            ids, w = c[0], c[1]
+            if self.lay == 0 and pos in t._slots(ids):
+                space = t._space_p(c)
+                out += [(t.space_id, w * space), (ids[pos], w * (1.0 - space))]
+            elif t._uncertain:
+                out += t._with_digit_doubt([c], pos, [(ids[pos], w)])
+            else:
+                out.append((ids[pos], w))
+        return out
 
     def _update_posterior(self):
         """P(register | prefix) after a closed step: proportional to the summed weights of the renderings still
@@ -143,12 +195,16 @@ class TeacherState:
         if self.done:
             return t._onehot[t.eos_id]
         cands, pos = self.cands, self.pos
-        if self.diverged:  # positions past a rendering's end close the segment
+        if t.layout and self.j < self.k and not self.diverged:
+            if self.lay == 2:
+                return t._onehot[t.space_id]
+            nexts = self._laid_out_nexts()
+        elif self.diverged:  # positions past a rendering's end close the segment
             close = t.semi_id if self.j < self.k else t.eos_id
             nexts = [(c[0][pos] if pos < len(c[0]) else close, c[1]) for c in cands]
         else:
             nexts = [(c[0][pos], c[1]) for c in cands]
-        if t._uncertain and self.j < self.k:
+        if t._uncertain and self.j < self.k and not (t.layout and not self.diverged):
             nexts = t._with_digit_doubt(cands, pos, nexts)
         if len(nexts) == 1:
             return t._onehot[nexts[0][0]]
@@ -170,26 +226,28 @@ class TeacherState:
         return dict(self.key())
 
 
-def _registers(registers: list[dict] | None) -> tuple[tuple[float, ...] | None, list[dict]]:
-    """(prior weights, normalised; variant probabilities of each register) of a register list, each register a
-    ``{"weight": w, <flag>: probability, ...}`` (absent flags 0); (None, []) for None."""
+def _registers(registers: list[dict] | None) -> tuple[tuple[float, ...] | None, list[dict], tuple[float, ...]]:
+    """(prior weights, normalised; variant probabilities; space probability) of each register of a list, each a
+    ``{"weight": w, "space": probability, <flag>: probability, ...}`` (absent flags and space 0); None: (None, [],
+    ())."""
     if registers is None:
-        return None, []
+        return None, [], ()
     if len(registers) < 2:
         raise ValueError(f"registers: give two or more (one register is the plain variant knobs), got {registers}")
-    weights, variant_ps = [], []
+    weights, variant_ps, spaces = [], [], []
     for i, register in enumerate(registers):
-        flags = {name: p for name, p in register.items() if name != "weight"}
+        flags = {name: p for name, p in register.items() if name not in ("weight", "space")}
         weight = register.get("weight")
         if weight is None or not weight > 0:
             raise ValueError(f"registers[{i}]: weight must be > 0, got {weight}")
-        for name, p in flags.items():
+        for name, p in {**flags, "space": register.get("space", 0.0)}.items():
             if not 0.0 <= p <= 1.0:
-                raise ValueError(f"registers[{i}]: variant probability {name} must be in [0, 1], got {p}")
+                raise ValueError(f"registers[{i}]: probability {name} must be in [0, 1], got {p}")
         weights.append(float(weight))
         variant_ps.append(variant_probabilities(flags))  # ValueError naming an unknown flag
+        spaces.append(float(register.get("space", 0.0)))
     total = sum(weights)
-    return tuple(w / total for w in weights), variant_ps
+    return tuple(w / total for w in weights), variant_ps, tuple(spaces)
 
 
 def _face_value(text: str, previous):
@@ -210,7 +268,7 @@ class ToyTeacher:
 
     def __init__(self, tokenizer, p_direct: float = 0.5, floor: float = 1e-6,
                  style_override: str | None = None, variants: dict[str, float] | None = None,
-                 direct_confidence: float = 1.0, registers: list[dict] | None = None):
+                 direct_confidence: float = 1.0, registers: list[dict] | None = None, space: float = 0.0):
         for name, p in (variants or {}).items():
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"variant probability {name} must be in [0, 1], got {p}")
@@ -219,7 +277,15 @@ class ToyTeacher:
         self.variant_p = variant_probabilities(variants or {})
         # the teacher's registers (docs/toy_world.md, "The next world"): a latent drawn once per trace, each with
         # its own variant probabilities; None: one register, ``variants`` (the current world's teacher)
-        self.register_weights, self.register_variant_p = _registers(registers)
+        self.register_weights, self.register_variant_p, register_space = _registers(registers)
+        # the probability of a space on either side of each slot of a step (dcod.toy.world.is_slot), per register
+        if not 0.0 <= space <= 1.0:
+            raise ValueError(f"space must be a probability in [0, 1], got {space}")
+        if registers is not None and space:
+            raise ValueError("space: each register has its own space probability; leave the teacher's at 0")
+        self.space_p = register_space if registers is not None else (float(space),)
+        self.layout = any(self.space_p)  # off: no layout code runs, the current world's teacher
+        self._slot_cache: dict[tuple, frozenset] = {}
         # the teacher's own confidence in each result digit of a direct step at a branch point (mental
         # arithmetic): the rest goes to the neighbouring digits, a carry too many or too few. 1: exact
         if not 0.5 < direct_confidence <= 1.0:
@@ -250,6 +316,7 @@ class ToyTeacher:
         self.bos_id = tokenizer.bos_token_id
         self.pad_id = tokenizer.pad_token_id
         self.semi_id = self.char_id[";"]
+        self.space_id = self.char_id[" "]
         id_tok = {i: tok for tok, i in vocab.items()}
         # decoding for `text` (special tokens skipped) and for prefix parsing (specials kept visible)
         self._decode_chars = ["" if i in special else id_tok.get(i, "") for i in range(V)]
@@ -288,6 +355,21 @@ class ToyTeacher:
         for r, variant_p in enumerate(self.register_variant_p):
             cands += [(self._ids(text), w, result, r) for text, w in self._decomposed(renderings, variant_p)]
         return cands
+
+    def _slots(self, ids: tuple) -> frozenset:
+        """Positions of a rendering's layout slots."""
+        slots = self._slot_cache.get(ids)
+        if slots is None:
+            text = self._text(ids)
+            slots = self._slot_cache[ids] = frozenset(i for i in range(len(text)) if is_slot(text, i))
+        return slots
+
+    def _space_p(self, cand: tuple) -> float:
+        return self.space_p[cand[3] if self.register_weights is not None else 0]
+
+    @staticmethod
+    def _weighted(cand: tuple, factor: float) -> tuple:
+        return (cand[0], cand[1] * factor, *cand[2:])
 
     def _decomposed(self, renderings: dict, variant_p: dict) -> list[tuple[str, float]]:
         """(text + ``;``, weight) of each distinct decomposed rendering, in variant order, zero weights left out."""
