@@ -19,6 +19,14 @@ How it reads a prefix (a small incremental state machine, O(1) per token):
   the style split on the first character where the renderings differ. If every consistent
   rendering has weight 0 (e.g. ``p_direct=1`` scoring a decomposed step) the teacher continues the
   rendering it is on: that is the limit of ``p_direct -> 1``.
+- registers (``registers``, default none; docs/toy_world.md, "Registers and layout"): a latent drawn once per
+  trace, each register with its own variant and space probabilities. The candidates of a step are every
+  register's renderings weighted by the register's posterior given the prefix, updated at each ``;`` from the
+  weights of the renderings still consistent: the next-token distribution is the exact mixture, and a completion
+  has probability sum_r w_r P_r(completion).
+- layout (``space`` or a register's ``space``, default 0): before each slot of a rendering (``=``, or an operator
+  after a digit: ``dcod.toy.world.is_slot``) a space with that probability, then the slot's character and a
+  forced closing space; spaces take no position in the (compact) renderings.
 - with j >= k the segment must be a prefix of ``\\boxed{value}`` + eos; the reversal task expects
   ``\\boxed{reversed digits}`` + eos.
 - a diverged (malformed) segment gets a defined answer, the one a neural teacher reading the

@@ -14,6 +14,9 @@ The base student's pre-training traces are decomposed-only and, with ``pretrain_
 by a careless hand that forgets carries and borrows (``118+2=110``, ``110-8=112``; ``slip_add``,
 ``slip_sub``): a systematic misconception the teacher's correct traces must teach away.
 
+In the next world (docs/toy_world.md, "Registers and layout") a step may also carry layout spaces around its
+operators and ``=`` (``lay_out``); the step analysis reads a step without them (``compact``).
+
 A second skill, string reversal (``Q:rev 3817\\nA:`` -> ``\\boxed{7183}``), measures retention.
 
 Splits are generated evaluation-first, each from its own ``random.Random`` seeded with
