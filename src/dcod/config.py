@@ -140,6 +140,24 @@ class StudentConfig(Section):
         return self
 
 
+class TeacherRegister(Section):
+    """One register of the programmatic teacher (docs/toy_world.md, "The next world": registers): a latent drawn
+    once per trace with probability ``weight`` (normalised over the registers), with its own probabilities of
+    the notational variants of a decomposed step."""
+
+    weight: Float = Field(gt=0.0)
+    p_low_first: Float = Field(0.0, ge=0.0, le=1.0)
+    p_skip: Float = Field(0.0, ge=0.0, le=1.0)
+    p_round: Float = Field(0.0, ge=0.0, le=1.0)
+    # its layout: a space on either side of each operator and `=` of a step with this probability
+    p_space: Float = Field(0.0, ge=0.0, le=1.0)
+
+    def as_teacher_register(self) -> dict[str, float]:
+        """``{"weight": w, "space": p, <flag>: probability}`` for ``dcod.toy.teacher.ToyTeacher(registers=...)``."""
+        return {"weight": self.weight, "space": self.p_space, "low_first": self.p_low_first, "skip": self.p_skip,
+                "round": self.p_round}
+
+
 class TeacherConfig(Section):
     """``programmatic``: the exact toy teacher (docs/toy_world.md). ``hf``: a model at ``path``."""
 
@@ -154,6 +172,12 @@ class TeacherConfig(Section):
     # its confidence in each result digit of a direct step (the rest on the neighbouring digits: a carry too
     # many or too few; traces with a wrong digit fail verification); 1: exact (docs/toy_world.md)
     direct_confidence: Float = Field(1.0, gt=0.5, le=1.0)
+    # the layout of its steps: a space on either side of each operator and `=` with this probability (a free choice
+    # that changes no value; dcod.toy.world.lay_out); 0: compact (docs/toy_world.md, "The next world")
+    p_space: Float = Field(0.0, ge=0.0, le=1.0)
+    # registers of the programmatic teacher (two or more; their variant and space probabilities replace p_low_first /
+    # p_skip / p_round / p_space, which must then stay 0); null: one register, the knobs above (docs/toy_world.md)
+    registers: list[TeacherRegister] | None = None
 
     @property
     def variants(self) -> dict[str, float]:
@@ -169,6 +193,21 @@ class TeacherConfig(Section):
     def _path_for_hf(self):
         if self.kind == "hf" and self.path is None:
             raise ValueError("path: is required when kind is 'hf'")
+        return self
+
+    @property
+    def register_list(self) -> list[dict[str, float]] | None:
+        """The registers for ``dcod.toy.teacher.ToyTeacher(registers=...)``; None: one register."""
+        return None if self.registers is None else [r.as_teacher_register() for r in self.registers]
+
+    @model_validator(mode="after")
+    def _registers_or_variants(self):
+        if self.registers is not None:
+            if len(self.registers) < 2:
+                raise ValueError("registers: give two or more (one register is p_low_first / p_skip / p_round)")
+            if any(self.variants.values()) or self.p_space:
+                raise ValueError("registers: each register has its own variant and space probabilities; p_low_first, "
+                                 "p_skip, p_round and p_space must stay 0 beside them")
         return self
 
 

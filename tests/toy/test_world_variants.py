@@ -17,8 +17,9 @@ from dcod.reporting import calibration
 from dcod.splits import world_config
 from dcod.toy.teacher import ToyTeacher
 from dcod.toy.tokenizer import EOS_ID, build_tokenizer
-from dcod.toy.world import (CANONICAL, VARIANTS, WorldConfig, all_variants, analyze_completion, build_world,
-                            render_completion, render_step, variant_probabilities, variant_renderings)
+from dcod.toy.world import (CANONICAL, VARIANTS, WorldConfig, all_variants, analyze_completion, build_world, compact,
+                            direct_at_branch, is_slot, lay_out, render_completion, render_step, variant_probabilities,
+                            variant_renderings, writes_direct_at_branch)
 
 # sha256 of the ci profile's world splits and of its teacher's traces (all 64 training prompts, seed 7: the
 # sampled and the top-k token ids, which no float path changes), and the sums of the traces' log-probs (float32
@@ -61,14 +62,16 @@ def test_default_knobs_reproduce_the_current_world_bit_for_bit(tok):
     world = build_world(world_config(profile))
     assert {split: split_digest(records) for split, records in world.items()} == CI_WORLD_SHA256
     teacher = ToyTeacher(tok, p_direct=profile.teacher.p_direct, floor=profile.teacher.floor,
-                         variants=profile.teacher.variants)
+                         variants=profile.teacher.variants, registers=profile.teacher.register_list,
+                         space=profile.teacher.p_space)
+    assert teacher.register_weights is None and not teacher.layout
     generations = ci_traces(teacher, tok, world["train"])
     assert traces_digest(generations) == CI_TRACES_SHA256
     sums = (sum(sum(g.logprobs) for g in generations), sum(sum(map(sum, g.topk_logprobs)) for g in generations))
     assert sums == pytest.approx(CI_TRACES_LOGPROB_SUMS, rel=1e-4)  # AVX2 vs AVX-512: 2e-6 measured
     # the explicit zero knobs are the same world and the same teacher
     zero = build_world(WorldConfig.from_dict({**profile.world, "pretrain_p_low_first": 0.0, "pretrain_p_skip": 0.0,
-                                              "pretrain_p_round": 0.0}))
+                                              "pretrain_p_round": 0.0, "pretrain_p_space": 0.0}))
     assert {split: split_digest(records) for split, records in zero.items()} == CI_WORLD_SHA256
 
 
@@ -264,8 +267,55 @@ def test_pretraining_prior_of_the_student():
 
 def test_toy_next_profile_loads_with_its_knobs():
     profile = load_profile("config/profiles/toy_next.yaml")
-    assert any(profile.teacher.variants.values())
+    registers = profile.teacher.register_list
+    assert registers and any(r["space"] for r in registers) and any(r["low_first"] for r in registers)
     assert any(world_config(profile).pretrain_variant_probabilities().values())
+    assert world_config(profile).pretrain_p_space > 0
+
+
+@pytest.mark.parametrize("variant", all_variants())
+def test_every_layout_is_a_correct_derivation(variant):
+    """Spacing every slot of a rendering (or some: the same analysis) changes no step: the analysis reads the step
+    as written compact; a space inside a number is still an error."""
+    rng = random.Random(1)
+    for value, op, operand in STEPS + random_steps(100):
+        for style in ("decomposed", "direct"):
+            text = render_step(value, op, operand, style, variant)
+            record = {"task": "arith", "ops": [[op, operand]]}
+            for probability in (1.0, 0.5):
+                laid_out = lay_out(text + ";\\boxed{0}", probability, rng)
+                assert laid_out.endswith(";\\boxed{0}") and laid_out.replace(" ", "") == text + ";\\boxed{0}"
+                step = analyze_completion(record, laid_out)[0]
+                assert step.well_formed and step.correct and step.text == text, laid_out
+                assert compact(laid_out.split(";")[0]) == text
+            if style == "direct" and direct_at_branch(text):
+                assert direct_at_branch(lay_out(text, 1.0, rng)) and writes_direct_at_branch(lay_out(text + ";", 1.0, rng))
+    assert lay_out("47+38=85;\\boxed{85}", 1.0, rng) == "47 + 38 = 85;\\boxed{85}"
+    assert lay_out("5-8=-3;", 1.0, rng) == "5 - 8 = -3;"  # a minus sign is no slot
+    broken = analyze_completion({"task": "arith", "ops": [["+", 38]]}, "47 + 3 8 = 85;\\boxed{85}")[0]
+    assert not broken.well_formed
+
+
+def test_pretraining_layout_prior_of_the_student():
+    """pretrain_p_space spaces the slots of the base student's pre-training traces with its own probability and
+    stream: without the spaces every trace is the one of the world without the layout; other splits unchanged."""
+    base = dict(n_train=20, n_validation=10, n_id=10, n_long=10, n_retention=10, n_pretrain=1500,
+                n_pretrain_reversal=10, train_k=(1, 4), long_k=(3, 4), pretrain_k=(1, 4), pretrain_slip=0.5,
+                pretrain_p_low_first=0.5, pretrain_p_direct=0.25)
+    plain = build_world(WorldConfig(**base))
+    world = build_world(WorldConfig(**base, pretrain_p_space=0.3))
+    for split in ("validation", "id", "long", "retention", "train"):
+        assert world[split] == plain[split]
+    slots = spaced = 0
+    for rec, ref in zip(world["pretrain"], plain["pretrain"]):
+        assert rec["completion_decomposed"].replace(" ", "") == ref["completion_decomposed"].replace(" ", "")
+        if rec["task"] == "arith":
+            steps = ref["completion_decomposed"].split("\\boxed")[0]
+            slots += sum(is_slot(steps, i) for i in range(len(steps)))
+            spaced += rec["completion_decomposed"].count(" ") // 2
+    assert abs(spaced / slots - 0.3) < 0.02
+    with pytest.raises(ValueError, match="pretrain_p_space"):
+        WorldConfig(pretrain_p_space=-0.1)
 
 
 # ----------------------------------------------------------------------------- the teacher-term target

@@ -56,3 +56,18 @@ def test_ceiling_prints_shares_of_the_measured_ceiling(tmp_path):
         slack = 5e-5 / gflop + 5e-5 / seconds
         assert abs(gflop / seconds - rate) <= rate * slack + 0.005
         assert 0 < low <= share <= high and ceiling > 0
+
+
+def test_teacher_term_screens_a_design(tmp_path):
+    """bench/teacher_term.py (docs/toy_world.md, "Calibration of the next world") samples the profile's teacher and
+    prints the spread of its per-trace mean log-prob; registers and layout (given by --set) widen it."""
+    import json
+
+    def screen(*sets):
+        out = run(tmp_path, "bench/teacher_term.py", "--profile", CI, "--prompts", "40", *sets)
+        return json.loads(out.strip().splitlines()[-1])
+
+    plain = screen()
+    assert plain["prompts"] == 40 and 35 <= plain["kept"] <= 40 and "ratio" not in plain
+    free = screen("--set", "teacher.registers=[{weight: 1}, {weight: 1, p_space: 0.5, p_low_first: 0.5}]")
+    assert free["teacher_std"] > 2 * plain["teacher_std"] and free["teacher_mean"] < plain["teacher_mean"]

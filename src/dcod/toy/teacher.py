@@ -19,6 +19,14 @@ How it reads a prefix (a small incremental state machine, O(1) per token):
   the style split on the first character where the renderings differ. If every consistent
   rendering has weight 0 (e.g. ``p_direct=1`` scoring a decomposed step) the teacher continues the
   rendering it is on: that is the limit of ``p_direct -> 1``.
+- registers (``registers``, default none; docs/toy_world.md, "Registers and layout"): a latent drawn once per
+  trace, each register with its own variant and space probabilities. The candidates of a step are every
+  register's renderings weighted by the register's posterior given the prefix, updated at each ``;`` from the
+  weights of the renderings still consistent: the next-token distribution is the exact mixture, and a completion
+  has probability sum_r w_r P_r(completion).
+- layout (``space`` or a register's ``space``, default 0): before each slot of a rendering (``=``, or an operator
+  after a digit: ``dcod.toy.world.is_slot``) a space with that probability, then the slot's character and a
+  forced closing space; spaces take no position in the (compact) renderings.
 - with j >= k the segment must be a prefix of ``\\boxed{value}`` + eos; the reversal task expects
   ``\\boxed{reversed digits}`` + eos.
 - a diverged (malformed) segment gets a defined answer, the one a neural teacher reading the
@@ -45,7 +53,8 @@ import numpy as np
 import torch
 
 from dcod.generation import Generation, SamplingParams, process_logits
-from dcod.toy.world import apply_op, boxed, parse_prompt, render_step, variant_probabilities, variant_renderings
+from dcod.toy.world import (apply_op, boxed, compact, is_slot, parse_prompt, render_step, variant_probabilities,
+                            variant_renderings)
 from dcod.toy.tokenizer import WORLD_CHARS
 
 _STYLE_P_DIRECT = {"direct": 1.0, "decomposed": 0.0}
@@ -71,7 +80,7 @@ class _Row:
 class TeacherState:
     """Incremental reading of one completion: ``advance(token_id)``, ``distribution()``."""
 
-    __slots__ = ("t", "ops", "k", "answer", "value", "j", "cands", "pos", "diverged", "seg", "done")
+    __slots__ = ("t", "ops", "k", "answer", "value", "j", "cands", "pos", "diverged", "seg", "done", "post", "lay")
 
     def __init__(self, teacher: ToyTeacher, problem: dict):
         self.t = teacher
@@ -82,6 +91,7 @@ class TeacherState:
             self.k = len(self.ops)
         self.j = 0
         self.done = False
+        self.post = teacher.register_weights  # the posterior over the registers (None: one register)
         self._new_segment()
 
     def _new_segment(self):
@@ -89,12 +99,15 @@ class TeacherState:
         if in_step:
             op, x = self.ops[self.j]
             self.cands = self.t._step_candidates(self.value, op, x)
+            if self.post is not None:  # each register's renderings, weighted by its posterior
+                self.cands = [(ids, self.post[r] * w, result, r) for ids, w, result, r in self.cands]
         else:
             ans = self.answer if self.answer is not None else self.value
             self.cands = self.t._answer_candidates(ans)
         self.pos = 0
         self.diverged = False
         self.seg = []
+        self.lay = 0  # layout: 0 between characters, 1 after a space before a slot, 2 before the space after it
 
     def advance(self, tok: int) -> None:
         """Feed one completion token (any id: unknown or special tokens just diverge the segment)."""
@@ -105,21 +118,84 @@ class TeacherState:
             self.done = True
             return
         self.seg.append(tok)
-        if not self.diverged:
-            pos = self.pos
-            alive = [c for c in self.cands if c[0][pos] == tok]
-            if alive:
-                self.cands = alive
-            else:  # keep the renderings consistent so far and go on by position
-                self.diverged = True
-        self.pos += 1
+        if t.layout and self.j < self.k:
+            self._advance_laid_out(tok)
+        else:
+            if not self.diverged:
+                pos = self.pos
+                alive = [c for c in self.cands if c[0][pos] == tok]
+                if alive:
+                    self.cands = alive
+                else:  # keep the renderings consistent so far and go on by position
+                    self.diverged = True
+            self.pos += 1
         if tok == t.semi_id:  # `;` always closes the segment, well formed or not
+            if self.post is not None and self.j < self.k:
+                self._update_posterior()
             if self.diverged:
-                self.value = _face_value(t._text(self.seg), self.value)
+                text = t._text(self.seg)
+                self.value = _face_value(compact(text) if t.layout else text, self.value)
             else:
                 self.value = self.cands[0][2]
             self.j += 1
             self._new_segment()
+
+    def _advance_laid_out(self, tok: int) -> None:
+        """``advance`` in a step of a teacher with a layout: a space before a slot keeps the renderings with a slot
+        there (weighted by their register's space probability), the slot's character then its closing space are
+        forced; a character at a slot without a space weighs its renderings by 1 - that probability. Spaces take no
+        position in the (compact) renderings, also after a wrong character."""
+        t, pos = self.t, self.pos
+        if self.diverged:
+            self.pos += tok != t.space_id
+            return
+        if self.lay == 2:  # the space after a spaced slot
+            if tok == t.space_id:
+                self.lay = 0
+                return
+            self.diverged, self.lay = True, 0
+            self.pos += 1
+            return
+        if tok == t.space_id and self.lay == 0:
+            alive = [t._weighted(c, t._space_p(c)) for c in self.cands if pos in t._slots(c[0])]
+            if alive:
+                self.cands, self.lay = alive, 1
+            else:
+                self.diverged = True
+            return
+        alive = [c for c in self.cands if c[0][pos] == tok]
+        if not alive:
+            self.diverged, self.lay = True, 0
+        elif self.lay == 1:  # the slot's character after its space
+            self.cands, self.lay = alive, 2
+        else:
+            self.cands = [t._weighted(c, 1.0 - t._space_p(c)) if pos in t._slots(c[0]) else c for c in alive]
+        self.pos += 1
+
+    def _laid_out_nexts(self) -> list:
+        """(token, weight) of each rendering's next character, a slot's split into a space and its character."""
+        t, pos, out = self.t, self.pos, []
+        for c in self.cands:
+            ids, w = c[0], c[1]
+            if self.lay == 0 and pos in t._slots(ids):
+                space = t._space_p(c)
+                out += [(t.space_id, w * space), (ids[pos], w * (1.0 - space))]
+            elif t._uncertain:
+                out += t._with_digit_doubt([c], pos, [(ids[pos], w)])
+            else:
+                out.append((ids[pos], w))
+        return out
+
+    def _update_posterior(self):
+        """P(register | prefix) after a closed step: proportional to the summed weights of the renderings still
+        consistent (the step as written; after a wrong character, those consistent up to it). Kept as it was
+        when none has weight (a style the teacher never writes, e.g. a direct step under p_direct 0)."""
+        mass = [0.0] * len(self.post)
+        for _, w, _, r in self.cands:
+            mass[r] += w
+        total = sum(mass)
+        if total > 0:
+            self.post = tuple(m / total for m in mass)
 
     def key(self) -> tuple:
         """The exact (un-floored) next-token distribution as sorted ``((token_id, prob), ...)``."""
@@ -127,12 +203,16 @@ class TeacherState:
         if self.done:
             return t._onehot[t.eos_id]
         cands, pos = self.cands, self.pos
-        if self.diverged:  # positions past a rendering's end close the segment
+        if t.layout and self.j < self.k and not self.diverged:
+            if self.lay == 2:
+                return t._onehot[t.space_id]
+            nexts = self._laid_out_nexts()
+        elif self.diverged:  # positions past a rendering's end close the segment
             close = t.semi_id if self.j < self.k else t.eos_id
-            nexts = [(ids[pos] if pos < len(ids) else close, w) for ids, w, _ in cands]
+            nexts = [(c[0][pos] if pos < len(c[0]) else close, c[1]) for c in cands]
         else:
-            nexts = [(ids[pos], w) for ids, w, _ in cands]
-        if t._uncertain and self.j < self.k:
+            nexts = [(c[0][pos], c[1]) for c in cands]
+        if t._uncertain and self.j < self.k and not (t.layout and not self.diverged):
             nexts = t._with_digit_doubt(cands, pos, nexts)
         if len(nexts) == 1:
             return t._onehot[nexts[0][0]]
@@ -154,6 +234,30 @@ class TeacherState:
         return dict(self.key())
 
 
+def _registers(registers: list[dict] | None) -> tuple[tuple[float, ...] | None, list[dict], tuple[float, ...]]:
+    """(prior weights, normalised; variant probabilities; space probability) of each register of a list, each a
+    ``{"weight": w, "space": probability, <flag>: probability, ...}`` (absent flags and space 0); None: (None, [],
+    ())."""
+    if registers is None:
+        return None, [], ()
+    if len(registers) < 2:
+        raise ValueError(f"registers: give two or more (one register is the plain variant knobs), got {registers}")
+    weights, variant_ps, spaces = [], [], []
+    for i, register in enumerate(registers):
+        flags = {name: p for name, p in register.items() if name not in ("weight", "space")}
+        weight = register.get("weight")
+        if weight is None or not weight > 0:
+            raise ValueError(f"registers[{i}]: weight must be > 0, got {weight}")
+        for name, p in {**flags, "space": register.get("space", 0.0)}.items():
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"registers[{i}]: probability {name} must be in [0, 1], got {p}")
+        weights.append(float(weight))
+        variant_ps.append(variant_probabilities(flags))  # ValueError naming an unknown flag
+        spaces.append(float(register.get("space", 0.0)))
+    total = sum(weights)
+    return tuple(w / total for w in weights), variant_ps, tuple(spaces)
+
+
 def _face_value(text: str, previous):
     """Integer right after the last ``=`` of a step (optional minus sign), else ``previous``."""
     i = text.rfind("=")
@@ -172,13 +276,24 @@ class ToyTeacher:
 
     def __init__(self, tokenizer, p_direct: float = 0.5, floor: float = 1e-6,
                  style_override: str | None = None, variants: dict[str, float] | None = None,
-                 direct_confidence: float = 1.0):
+                 direct_confidence: float = 1.0, registers: list[dict] | None = None, space: float = 0.0):
         for name, p in (variants or {}).items():
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"variant probability {name} must be in [0, 1], got {p}")
         # the teacher's probability of each notational variant of a decomposed step, ``{flag: probability}``
         # (dcod.toy.world.VARIANTS; none or all 0: the canonical rendering only)
         self.variant_p = variant_probabilities(variants or {})
+        # the teacher's registers (docs/toy_world.md, "The next world"): a latent drawn once per trace, each with
+        # its own variant probabilities; None: one register, ``variants`` (the current world's teacher)
+        self.register_weights, self.register_variant_p, register_space = _registers(registers)
+        # the probability of a space on either side of each slot of a step (dcod.toy.world.is_slot), per register
+        if not 0.0 <= space <= 1.0:
+            raise ValueError(f"space must be a probability in [0, 1], got {space}")
+        if registers is not None and space:
+            raise ValueError("space: each register has its own space probability; leave the teacher's at 0")
+        self.space_p = register_space if registers is not None else (float(space),)
+        self.layout = any(self.space_p)  # off: no layout code runs, the current world's teacher
+        self._slot_cache: dict[tuple, frozenset] = {}
         # the teacher's own confidence in each result digit of a direct step at a branch point (mental
         # arithmetic): the rest goes to the neighbouring digits, a carry too many or too few. 1: exact
         if not 0.5 < direct_confidence <= 1.0:
@@ -209,6 +324,7 @@ class ToyTeacher:
         self.bos_id = tokenizer.bos_token_id
         self.pad_id = tokenizer.pad_token_id
         self.semi_id = self.char_id[";"]
+        self.space_id = self.char_id[" "]
         id_tok = {i: tok for tok, i in vocab.items()}
         # decoding for `text` (special tokens skipped) and for prefix parsing (specials kept visible)
         self._decode_chars = ["" if i in special else id_tok.get(i, "") for i in range(V)]
@@ -230,26 +346,53 @@ class ToyTeacher:
         direct = render_step(value, op, x, "direct") + ";"
         decomposed = render_step(value, op, x, "decomposed") + ";"
         if direct == decomposed:
-            return [(self._ids(direct), 1.0, result)]
+            if self.register_weights is None:
+                return [(self._ids(direct), 1.0, result)]
+            return [(self._ids(direct), 1.0, result, r) for r in range(len(self.register_weights))]
         cands = [(self._ids(direct), self.p_direct, result)]
         if self.direct_confidence < 1.0:
             start = len(direct) - 1 - len(str(result))  # the result digits, before the `;` (a minus sign of a
             # result after a wrong prefix is no digit)
             self._uncertain[cands[0][0]] = frozenset(i for i in range(start, len(direct) - 1) if direct[i].isdigit())
-        weights: dict[str, float] = {}  # decomposed texts in variant order; zero-weight variants left out
-        for variant, text in variant_renderings(value, op, x).items():
-            if self.variant_p[variant] > 0:
-                weights[text + ";"] = weights.get(text + ";", 0.0) + (1.0 - self.p_direct) * self.variant_p[variant]
-        # (0, 0): one decomposed candidate of weight exactly 1 - p_direct, the current world's teacher
-        cands += [(self._ids(text), w, result) for text, w in weights.items()]
+        renderings = variant_renderings(value, op, x)
+        if self.register_weights is None:
+            # (0, 0): one decomposed candidate of weight exactly 1 - p_direct, the current world's teacher
+            return cands + [(self._ids(text), w, result) for text, w in self._decomposed(renderings, self.variant_p)]
+        # registers: every register's renderings, tagged with it (its posterior weighs them in TeacherState)
+        cands = [(*cands[0], r) for r in range(len(self.register_weights))]
+        for r, variant_p in enumerate(self.register_variant_p):
+            cands += [(self._ids(text), w, result, r) for text, w in self._decomposed(renderings, variant_p)]
         return cands
+
+    def _slots(self, ids: tuple) -> frozenset:
+        """Positions of a rendering's layout slots."""
+        slots = self._slot_cache.get(ids)
+        if slots is None:
+            text = self._text(ids)
+            slots = self._slot_cache[ids] = frozenset(i for i in range(len(text)) if is_slot(text, i))
+        return slots
+
+    def _space_p(self, cand: tuple) -> float:
+        return self.space_p[cand[3] if self.register_weights is not None else 0]
+
+    @staticmethod
+    def _weighted(cand: tuple, factor: float) -> tuple:
+        return (cand[0], cand[1] * factor, *cand[2:])
+
+    def _decomposed(self, renderings: dict, variant_p: dict) -> list[tuple[str, float]]:
+        """(text + ``;``, weight) of each distinct decomposed rendering, in variant order, zero weights left out."""
+        weights: dict[str, float] = {}
+        for variant, text in renderings.items():
+            if variant_p[variant] > 0:
+                weights[text + ";"] = weights.get(text + ";", 0.0) + (1.0 - self.p_direct) * variant_p[variant]
+        return list(weights.items())
 
     def _with_digit_doubt(self, cands, pos: int, nexts: list) -> list:
         """``nexts`` with each uncertain digit of a direct rendering (``direct_confidence`` < 1) sharing
         1 - confidence of its weight among its neighbouring digits (no leading zero)."""
         q, out = self.direct_confidence, []
-        for (ids, _, _), (tok, w) in zip(cands, nexts):
-            positions = self._uncertain.get(ids)
+        for c, (tok, w) in zip(cands, nexts):
+            positions = self._uncertain.get(c[0])
             if positions is None or pos not in positions:
                 out.append((tok, w))
                 continue

@@ -14,6 +14,9 @@ The base student's pre-training traces are decomposed-only and, with ``pretrain_
 by a careless hand that forgets carries and borrows (``118+2=110``, ``110-8=112``; ``slip_add``,
 ``slip_sub``): a systematic misconception the teacher's correct traces must teach away.
 
+In the next world (docs/toy_world.md, "Registers and layout") a step may also carry layout spaces around its
+operators and ``=`` (``lay_out``); the step analysis reads a step without them (``compact``).
+
 A second skill, string reversal (``Q:rev 3817\\nA:`` -> ``\\boxed{7183}``), measures retention.
 
 Splits are generated evaluation-first, each from its own ``random.Random`` seeded with
@@ -72,6 +75,9 @@ class WorldConfig:
     # ... and its prior over the direct style at a branch point (a step whose decomposed rendering differs):
     # the student knows the notation, its careless hand writes the result (docs/toy_world.md, "The next world")
     pretrain_p_direct: float = 0.0
+    # ... and its prior over the layout: each operator and `=` of a step written with a space on either side
+    # (`47 + 38 = 85`) with this probability (``lay_out``; docs/toy_world.md, "The next world"). 0: compact
+    pretrain_p_space: float = 0.0
     extrapolate_k: tuple[int, int] = (6, 7)
     n_extrapolate: int = 0  # off by default: k beyond training measures extrapolation only
 
@@ -85,7 +91,7 @@ class WorldConfig:
                 setattr(self, f.name, v)
             elif f.name.startswith("n_") and int(v) < 0:
                 raise ValueError(f"WorldConfig.{f.name} must be >= 0, got {v}")
-        for name in ("pretrain_slip", "pretrain_p_direct", *(f"pretrain_p_{v}" for v in VARIANTS)):
+        for name in ("pretrain_slip", "pretrain_p_direct", "pretrain_p_space", *(f"pretrain_p_{v}" for v in VARIANTS)):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 raise ValueError(f"WorldConfig.{name} must be a probability in [0, 1], got {getattr(self, name)}")
         if self.reverse_len[0] < 1:
@@ -215,6 +221,33 @@ def draw_variants(n_steps: int, probabilities: dict[str, float], rng: random.Ran
     """One variant per step, drawn with the writer's probabilities (one uniform per flag and step)."""
     ps = [float(probabilities.get(name, 0.0)) for name in VARIANTS]
     return [tuple(rng.random() < p for p in ps) for _ in range(n_steps)]
+
+
+# Layout (docs/toy_world.md, "The next world"): a writer may put a space on either side of each binary operator and
+# `=` of a step (`47 + 38 = 47+30+8 = 77 + 8 = 85`), a free choice that changes no value. A slot is a `=`, or an
+# operator right after a digit (a minus sign after `=` is no slot). The step analysis reads a step with its layout
+# spaces removed (``_SPACED``).
+_SPACED = re.compile(r" ?([=+*-]) ?")
+
+
+def is_slot(text: str, i: int) -> bool:
+    """Whether ``text[i]`` is a layout slot: ``=``, or ``+ - *`` right after a digit."""
+    return text[i] == "=" or (text[i] in "+-*" and i > 0 and text[i - 1].isdigit())
+
+
+def lay_out(completion: str, probability: float, rng: random.Random) -> str:
+    """A completion with each slot of its steps (before the ``\\boxed`` answer) spaced with ``probability`` (one
+    uniform per slot, in order)."""
+    steps, box, answer = completion.partition("\\boxed")
+    out = []
+    for i, ch in enumerate(steps):
+        out.append(f" {ch} " if is_slot(steps, i) and rng.random() < probability else ch)
+    return "".join(out) + box + answer
+
+
+def compact(step_text: str) -> str:
+    """A step without its layout spaces (one optional space on either side of each operator and ``=``)."""
+    return _SPACED.sub(r"\1", step_text) if " " in step_text else step_text
 
 
 def slip_add(x: int, y: int) -> int:
@@ -421,6 +454,11 @@ def build_world(cfg: WorldConfig | None = None) -> dict[str, list[dict]]:
             styles, variants = rec.get("styles", "decomposed"), rec.get("variants")
             rec["completion_decomposed"] = render_completion(rec, styles, combine, variants)
             rec["slipped"] = rec["completion_decomposed"] != render_completion(rec, styles, variants=variants)
+    if cfg.pretrain_p_space:
+        # its own stream again: the layout changes no problem, variant, style or slip drawn above
+        layout_rng = random.Random(f"{cfg.seed}:pretrain_layout")
+        for rec in pre:
+            rec["completion_decomposed"] = lay_out(rec["completion_decomposed"], cfg.pretrain_p_space, layout_rng)
     pre_rev = _draw("pretrain", cfg.n_pretrain_reversal, reverse, used, r)
     for i, rec in enumerate(pre_rev, start=len(pre)):
         rec["id"] = f"pretrain-{i:05d}"
@@ -504,7 +542,7 @@ def direct_at_branch(step_text: str) -> bool:
     """A step written in the direct style (one ``=``) where the decomposed rendering of the same
     ``a<op>b`` differs, i.e. where the writer had a style choice (a branch point). ``85+4=89`` is no
     choice (both styles write it so); ``85*6=510`` is."""
-    parts = step_text.split("=")
+    parts = compact(step_text).split("=")
     head = _HEAD.fullmatch(parts[0]) if len(parts) == 2 else None
     if head is None:
         return False
@@ -516,7 +554,7 @@ def writes_direct_at_branch(completion_text: str) -> bool:
     """Whether a completion writes any step in the direct style at a branch point (its ``;``-separated
     segments before the ``\\boxed{`` answer)."""
     return any(direct_at_branch(segment) for segment in completion_text.split(";")
-               if not segment.startswith("\\boxed"))
+               if not compact(segment).startswith("\\boxed"))
 
 
 def analyze_completion(record: dict, completion_text: str) -> list[StepRecord]:
@@ -529,7 +567,7 @@ def analyze_completion(record: dict, completion_text: str) -> list[StepRecord]:
     if record["task"] == "reverse":
         return []
     ops = record["ops"]
-    segments = completion_text.split(";")
+    segments = [compact(segment) for segment in completion_text.split(";")]  # layout spaces are no error
     steps = []
     for i, seg in enumerate(segments):
         last = i == len(segments) - 1
