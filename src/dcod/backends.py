@@ -56,7 +56,8 @@ def load_teacher(profile: ProfileConfig, world_dir: Path, style_override: str | 
         return ToyTeacher(tokenizer, p_direct=profile.teacher.p_direct, floor=profile.teacher.floor,
                           style_override=style_override, variants=profile.teacher.variants,
                           direct_confidence=profile.teacher.direct_confidence,
-                          registers=profile.teacher.register_list, space=profile.teacher.p_space), tokenizer
+                          registers=profile.teacher.register_list, space=profile.teacher.p_space,
+                          layout=profile.teacher.layout), tokenizer
     if style_override is not None:  # an HF teacher has no step styles to force: never evaluate it under that name
         raise ValueError(f"teacher:{style_override}: forcing a step style needs the toy world's programmatic teacher, "
                          f"not teacher.kind {profile.teacher.kind!r}")

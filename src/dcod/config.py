@@ -175,6 +175,9 @@ class TeacherConfig(Section):
     # the layout of its steps: a space on either side of each operator and `=` with this probability (a free choice
     # that changes no value; dcod.toy.world.lay_out); 0: compact (docs/toy_world.md, "The next world")
     p_space: Float = Field(0.0, ge=0.0, le=1.0)
+    # how a slot is laid out (dcod.toy.world.LAYOUTS): `spaced`, a space on either side with p_space; `padded`, exactly
+    # one space, before the slot with p_space, else after it (every layout of a step has the same length)
+    layout: Literal["spaced", "padded"] = "spaced"
     # registers of the programmatic teacher (two or more; their variant and space probabilities replace p_low_first /
     # p_skip / p_round / p_space, which must then stay 0); null: one register, the knobs above (docs/toy_world.md)
     registers: list[TeacherRegister] | None = None

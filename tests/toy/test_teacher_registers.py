@@ -199,6 +199,61 @@ def test_layout_probability_of_a_step(tok):
     assert math.isclose(total, 1.0, rel_tol=3e-3)
 
 
+def padded_versions(text):
+    """Every padded layout of one step: one space at each slot, before it or after it."""
+    slots = [i for i in range(len(text)) if is_slot(text, i)]
+    out = []
+    for mask in itertools.product((False, True), repeat=len(slots)):
+        chars = list(text)
+        for i, before in zip(slots, mask):
+            chars[i] = f" {text[i]}" if before else f"{text[i]} "
+        out.append(("".join(chars), sum(mask), len(slots)))
+    return out
+
+
+def test_padded_layout_probability_of_a_step(tok):
+    """layout="padded", space probability s: each layout of a rendering has the rendering's probability times
+    s^(slots spaced before) (1 - s)^(slots spaced after); every layout of a step has the same length and is graded
+    correct, and a compact step (no pad) is off the teacher's support (floor only)."""
+    s, p_direct = 0.3, 0.25
+    flags = {"low_first": 0.3, "skip": 0.4, "round": 0.2}
+    teacher = ToyTeacher(tok, p_direct=p_direct, variants=flags, space=s, layout="padded")
+    plain = ToyTeacher(tok, p_direct=p_direct, variants=flags)
+    prompt = encode_prompt(tok, "Q:47+38\nA:")
+    record = {"task": "arith", "ops": [["+", 38]]}
+    total = 0.0
+    for text in {render_step(47, "+", 38, "direct"), *variant_renderings(47, "+", 38).values()}:
+        base = math.exp(sum(plain.score(prompt, completion_ids(tok, f"{text};\\boxed{{85}}"))))
+        versions = padded_versions(text)
+        assert len({len(laid_out) for laid_out, _, _ in versions}) == 1
+        for laid_out, before, slots in versions:
+            completion = f"{laid_out};\\boxed{{85}}"
+            got = math.exp(sum(teacher.score(prompt, completion_ids(tok, completion))))
+            assert math.isclose(got, base * s ** before * (1 - s) ** (slots - before), rel_tol=3e-3), completion
+            steps = analyze_completion(record, completion)
+            assert len(steps) == 1 and steps[0].correct and steps[0].text == text
+            total += got
+        compact_lp = sum(teacher.score(prompt, completion_ids(tok, f"{text};\\boxed{{85}}")))
+        assert compact_lp < math.log(1e-4), text
+    assert math.isclose(total, 1.0, rel_tol=3e-3)
+
+
+def test_padded_careful_register_is_deterministic(tok):
+    """A padded register with space probability 0 writes every slot's space after it: no layout entropy, so the
+    careful register keeps its confidence while the free one (0.5) pays log 2 per slot."""
+    careful = {"weight": 0.5}
+    free = {"weight": 0.5, "space": 0.5}
+    teacher = ToyTeacher(tok, p_direct=0.0, registers=[careful, free], layout="padded")
+    prompt = encode_prompt(tok, "Q:47+38\nA:")
+    after = "47+ 38= 47+ 30+ 8= 77+ 8= 85;\\boxed{85}"  # the careful register's one layout (and one of the free's)
+    mixed = "47 +38= 47+ 30 +8= 77+ 8 =85;\\boxed{85}"  # only the free register writes a space before a slot
+    slots = sum(is_slot("47+38=47+30+8=77+8=85", i) for i in range(21))  # 7
+    p_after = math.exp(sum(teacher.score(prompt, completion_ids(tok, after))))
+    p_mixed = math.exp(sum(teacher.score(prompt, completion_ids(tok, mixed))))
+    assert math.isclose(p_after, 0.5 + 0.5 * 0.5 ** slots, rel_tol=3e-3)
+    assert math.isclose(p_mixed, 0.5 * 0.5 ** slots, rel_tol=3e-3)
+
+
 def test_layout_is_evidence_about_the_register(tok):
     """A spaced first step makes the spacing register likelier for the second: the mixture over the registers,
     layout included (P(completion) = sum_r w_r P_r)."""

@@ -318,6 +318,31 @@ def test_pretraining_layout_prior_of_the_student():
         WorldConfig(pretrain_p_space=-0.1)
 
 
+def test_padded_layout_keeps_every_digit_in_place():
+    """pretrain_layout "padded": one space at every slot, before it with pretrain_p_space, else after it; the step
+    keeps its length whatever the draws, reads as written compact, and other splits do not change."""
+    rng = random.Random(2)
+    for value, op, operand in STEPS + random_steps(50):
+        text = render_step(value, op, operand, "decomposed")
+        slots = sum(is_slot(text, i) for i in range(len(text)))
+        versions = {lay_out(text + ";", 0.5, rng, "padded") for _ in range(20)}
+        assert {len(v) for v in versions} == {len(text) + 1 + slots}
+        for laid_out in versions:
+            step = analyze_completion({"task": "arith", "ops": [[op, operand]]}, laid_out)[0]
+            assert step.correct and step.text == text, laid_out
+    assert lay_out("47+38=85;\\boxed{85}", 1.0, rng, "padded") == "47 +38 =85;\\boxed{85}"
+    assert lay_out("47+38=85;\\boxed{85}", 0.0, rng, "padded") == "47+ 38= 85;\\boxed{85}"
+    base = dict(n_train=20, n_validation=10, n_id=10, n_long=10, n_retention=10, n_pretrain=50,
+                n_pretrain_reversal=10, train_k=(1, 4), long_k=(3, 4), pretrain_k=(1, 4), pretrain_slip=0.5)
+    plain, padded = build_world(WorldConfig(**base)), build_world(WorldConfig(**base, pretrain_layout="padded"))
+    for split in ("validation", "id", "long", "retention", "train"):
+        assert padded[split] == plain[split]
+    for rec, ref in zip(padded["pretrain"], plain["pretrain"]):
+        assert rec["completion_decomposed"].replace(" ", "") == ref["completion_decomposed"]
+    with pytest.raises(ValueError, match="pretrain_layout"):
+        WorldConfig(pretrain_layout="wide")
+
+
 # ----------------------------------------------------------------------------- the teacher-term target
 def test_teacher_term_target_passes_with_spread_and_no_collinearity():
     rng = np.random.default_rng(0)

@@ -26,7 +26,9 @@ How it reads a prefix (a small incremental state machine, O(1) per token):
   has probability sum_r w_r P_r(completion).
 - layout (``space`` or a register's ``space``, default 0): before each slot of a rendering (``=``, or an operator
   after a digit: ``dcod.toy.world.is_slot``) a space with that probability, then the slot's character and a
-  forced closing space; spaces take no position in the (compact) renderings.
+  forced closing space; spaces take no position in the (compact) renderings. ``layout="padded"``: every slot has
+  exactly one space, before it with that probability (then the slot's character), else after it (forced after
+  the character), so every layout of a step has the same length.
 - with j >= k the segment must be a prefix of ``\\boxed{value}`` + eos; the reversal task expects
   ``\\boxed{reversed digits}`` + eos.
 - a diverged (malformed) segment gets a defined answer, the one a neural teacher reading the
@@ -53,8 +55,8 @@ import numpy as np
 import torch
 
 from dcod.generation import Generation, SamplingParams, process_logits
-from dcod.toy.world import (apply_op, boxed, compact, is_slot, parse_prompt, render_step, variant_probabilities,
-                            variant_renderings)
+from dcod.toy.world import (LAYOUTS, apply_op, boxed, compact, is_slot, parse_prompt, render_step,
+                            variant_probabilities, variant_renderings)
 from dcod.toy.tokenizer import WORLD_CHARS
 
 _STYLE_P_DIRECT = {"direct": 1.0, "decomposed": 0.0}
@@ -166,10 +168,12 @@ class TeacherState:
         alive = [c for c in self.cands if c[0][pos] == tok]
         if not alive:
             self.diverged, self.lay = True, 0
-        elif self.lay == 1:  # the slot's character after its space
-            self.cands, self.lay = alive, 2
+        elif self.lay == 1:  # the slot's character after its space (padded: the slot's one space)
+            self.cands, self.lay = alive, 0 if t.padded else 2
         else:
-            self.cands = [t._weighted(c, 1.0 - t._space_p(c)) if pos in t._slots(c[0]) else c for c in alive]
+            at_slot = pos in t._slots(alive[0][0])  # the renderings alive agree up to pos, so on its slots too
+            self.cands = [t._weighted(c, 1.0 - t._space_p(c)) for c in alive] if at_slot else alive
+            self.lay = 2 if at_slot and t.padded else 0  # padded: the slot's one space comes after it
         self.pos += 1
 
     def _laid_out_nexts(self) -> list:
@@ -276,7 +280,8 @@ class ToyTeacher:
 
     def __init__(self, tokenizer, p_direct: float = 0.5, floor: float = 1e-6,
                  style_override: str | None = None, variants: dict[str, float] | None = None,
-                 direct_confidence: float = 1.0, registers: list[dict] | None = None, space: float = 0.0):
+                 direct_confidence: float = 1.0, registers: list[dict] | None = None, space: float = 0.0,
+                 layout: str = "spaced"):
         for name, p in (variants or {}).items():
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"variant probability {name} must be in [0, 1], got {p}")
@@ -292,7 +297,12 @@ class ToyTeacher:
         if registers is not None and space:
             raise ValueError("space: each register has its own space probability; leave the teacher's at 0")
         self.space_p = register_space if registers is not None else (float(space),)
-        self.layout = any(self.space_p)  # off: no layout code runs, the current world's teacher
+        # how a slot is laid out (dcod.toy.world.LAYOUTS): ``spaced``, a space on either side with the probability;
+        # ``padded``, exactly one space, before the slot with the probability, else after it
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+        self.padded = layout == "padded"
+        self.layout = any(self.space_p) or self.padded  # off: no layout code runs, the current world's teacher
         self._slot_cache: dict[tuple, frozenset] = {}
         # the teacher's own confidence in each result digit of a direct step at a branch point (mental
         # arithmetic): the rest goes to the neighbouring digits, a carry too many or too few. 1: exact

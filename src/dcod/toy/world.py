@@ -78,6 +78,10 @@ class WorldConfig:
     # ... and its prior over the layout: each operator and `=` of a step written with a space on either side
     # (`47 + 38 = 85`) with this probability (``lay_out``; docs/toy_world.md, "The next world"). 0: compact
     pretrain_p_space: float = 0.0
+    # ... and how a slot is laid out: ``spaced`` (a space on either side with ``pretrain_p_space``, else none) or
+    # ``padded`` (exactly one space, before the slot with ``pretrain_p_space``, else after it: every layout of a
+    # step has the same length, so no digit moves; ``lay_out``)
+    pretrain_layout: str = "spaced"
     extrapolate_k: tuple[int, int] = (6, 7)
     n_extrapolate: int = 0  # off by default: k beyond training measures extrapolation only
 
@@ -94,6 +98,9 @@ class WorldConfig:
         for name in ("pretrain_slip", "pretrain_p_direct", "pretrain_p_space", *(f"pretrain_p_{v}" for v in VARIANTS)):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 raise ValueError(f"WorldConfig.{name} must be a probability in [0, 1], got {getattr(self, name)}")
+        if self.pretrain_layout not in LAYOUTS:
+            raise ValueError(f"WorldConfig.pretrain_layout must be one of {', '.join(LAYOUTS)}, "
+                             f"got {self.pretrain_layout!r}")
         if self.reverse_len[0] < 1:
             raise ValueError("WorldConfig.reverse_len must start at >= 1")
         # `long` measures compounding errors inside the trained range, not length extrapolation.
@@ -235,13 +242,23 @@ def is_slot(text: str, i: int) -> bool:
     return text[i] == "=" or (text[i] in "+-*" and i > 0 and text[i - 1].isdigit())
 
 
-def lay_out(completion: str, probability: float, rng: random.Random) -> str:
-    """A completion with each slot of its steps (before the ``\\boxed`` answer) spaced with ``probability`` (one
-    uniform per slot, in order)."""
+# ``spaced``: a slot is written ` = ` with the probability, else `=`; ``padded``: ` =` with the probability, else `= `
+# (one space at every slot, so every layout of a step has the same length and every digit keeps its position)
+LAYOUTS = ("spaced", "padded")
+
+
+def lay_out(completion: str, probability: float, rng: random.Random, layout: str = "spaced") -> str:
+    """A completion with each slot of its steps (before the ``\\boxed`` answer) laid out by ``layout`` (``LAYOUTS``),
+    one uniform per slot, in order."""
     steps, box, answer = completion.partition("\\boxed")
     out = []
     for i, ch in enumerate(steps):
-        out.append(f" {ch} " if is_slot(steps, i) and rng.random() < probability else ch)
+        if not is_slot(steps, i):
+            out.append(ch)
+        elif layout == "padded":
+            out.append(f" {ch}" if rng.random() < probability else f"{ch} ")
+        else:
+            out.append(f" {ch} " if rng.random() < probability else ch)
     return "".join(out) + box + answer
 
 
@@ -454,11 +471,12 @@ def build_world(cfg: WorldConfig | None = None) -> dict[str, list[dict]]:
             styles, variants = rec.get("styles", "decomposed"), rec.get("variants")
             rec["completion_decomposed"] = render_completion(rec, styles, combine, variants)
             rec["slipped"] = rec["completion_decomposed"] != render_completion(rec, styles, variants=variants)
-    if cfg.pretrain_p_space:
+    if cfg.pretrain_p_space or cfg.pretrain_layout != "spaced":
         # its own stream again: the layout changes no problem, variant, style or slip drawn above
         layout_rng = random.Random(f"{cfg.seed}:pretrain_layout")
         for rec in pre:
-            rec["completion_decomposed"] = lay_out(rec["completion_decomposed"], cfg.pretrain_p_space, layout_rng)
+            rec["completion_decomposed"] = lay_out(rec["completion_decomposed"], cfg.pretrain_p_space, layout_rng,
+                                                   cfg.pretrain_layout)
     pre_rev = _draw("pretrain", cfg.n_pretrain_reversal, reverse, used, r)
     for i, rec in enumerate(pre_rev, start=len(pre)):
         rec["id"] = f"pretrain-{i:05d}"
