@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from dcod.config import ConfigError, load_profile, parse_section
+from dcod.config import ConfigError, parse_section
 from dcod.config import TeacherConfig
 from dcod.generation import SamplingParams
 from dcod.models import encode_prompt
@@ -164,77 +164,45 @@ def test_profile_registers(tmp_path):
 FREE_SPACED = {"weight": 0.5, "space": 0.5, "low_first": 0.5, "skip": 0.5, "round": 0.5}
 
 
-def spaced_versions(text):
-    """Every layout of one step (a space on either side of each slot, or none)."""
+def layout_versions(text, layout="spaced"):
+    """Every layout of one step, with the number of slots spaced "on" (spaced: a space on either side of the slot,
+    else none; padded: the slot's one space before it, else after it) and the number of slots."""
     slots = [i for i in range(len(text)) if is_slot(text, i)]
+    on_off = {"spaced": (" {} ", "{}"), "padded": (" {}", "{} ")}[layout]
     out = []
     for mask in itertools.product((False, True), repeat=len(slots)):
         chars = list(text)
         for i, on in zip(slots, mask):
-            if on:
-                chars[i] = f" {text[i]} "
+            chars[i] = on_off[0 if on else 1].format(text[i])
         out.append(("".join(chars), sum(mask), len(slots)))
     return out
 
 
-def test_layout_probability_of_a_step(tok):
+@pytest.mark.parametrize("layout", ["spaced", "padded"])
+def test_layout_probability_of_a_step(tok, layout):
     """One register, space probability s: each layout of a rendering has the rendering's probability times
-    s^(spaced slots) (1 - s)^(compact slots); every layout is graded correct."""
+    s^(slots on) (1 - s)^(slots off); every layout is graded correct. Padded: every layout of a step has the same
+    length, and a compact step (no pad) is off the teacher's support (floor only)."""
     s, p_direct = 0.3, 0.25
     flags = {"low_first": 0.3, "skip": 0.4, "round": 0.2}
-    teacher = ToyTeacher(tok, p_direct=p_direct, variants=flags, space=s)
+    teacher = ToyTeacher(tok, p_direct=p_direct, variants=flags, space=s, layout=layout)
     plain = ToyTeacher(tok, p_direct=p_direct, variants=flags)
     prompt = encode_prompt(tok, "Q:47+38\nA:")
     record = {"task": "arith", "ops": [["+", 38]]}
     total = 0.0
     for text in {render_step(47, "+", 38, "direct"), *variant_renderings(47, "+", 38).values()}:
         base = math.exp(sum(plain.score(prompt, completion_ids(tok, f"{text};\\boxed{{85}}"))))
-        for laid_out, spaced, slots in spaced_versions(text):
+        versions = layout_versions(text, layout)
+        for laid_out, on, slots in versions:
             completion = f"{laid_out};\\boxed{{85}}"
             got = math.exp(sum(teacher.score(prompt, completion_ids(tok, completion))))
-            assert math.isclose(got, base * s ** spaced * (1 - s) ** (slots - spaced), rel_tol=3e-3), completion
+            assert math.isclose(got, base * s ** on * (1 - s) ** (slots - on), rel_tol=3e-3), completion
             steps = analyze_completion(record, completion)
             assert len(steps) == 1 and steps[0].correct and steps[0].text == text
             total += got
-    assert math.isclose(total, 1.0, rel_tol=3e-3)
-
-
-def padded_versions(text):
-    """Every padded layout of one step: one space at each slot, before it or after it."""
-    slots = [i for i in range(len(text)) if is_slot(text, i)]
-    out = []
-    for mask in itertools.product((False, True), repeat=len(slots)):
-        chars = list(text)
-        for i, before in zip(slots, mask):
-            chars[i] = f" {text[i]}" if before else f"{text[i]} "
-        out.append(("".join(chars), sum(mask), len(slots)))
-    return out
-
-
-def test_padded_layout_probability_of_a_step(tok):
-    """layout="padded", space probability s: each layout of a rendering has the rendering's probability times
-    s^(slots spaced before) (1 - s)^(slots spaced after); every layout of a step has the same length and is graded
-    correct, and a compact step (no pad) is off the teacher's support (floor only)."""
-    s, p_direct = 0.3, 0.25
-    flags = {"low_first": 0.3, "skip": 0.4, "round": 0.2}
-    teacher = ToyTeacher(tok, p_direct=p_direct, variants=flags, space=s, layout="padded")
-    plain = ToyTeacher(tok, p_direct=p_direct, variants=flags)
-    prompt = encode_prompt(tok, "Q:47+38\nA:")
-    record = {"task": "arith", "ops": [["+", 38]]}
-    total = 0.0
-    for text in {render_step(47, "+", 38, "direct"), *variant_renderings(47, "+", 38).values()}:
-        base = math.exp(sum(plain.score(prompt, completion_ids(tok, f"{text};\\boxed{{85}}"))))
-        versions = padded_versions(text)
-        assert len({len(laid_out) for laid_out, _, _ in versions}) == 1
-        for laid_out, before, slots in versions:
-            completion = f"{laid_out};\\boxed{{85}}"
-            got = math.exp(sum(teacher.score(prompt, completion_ids(tok, completion))))
-            assert math.isclose(got, base * s ** before * (1 - s) ** (slots - before), rel_tol=3e-3), completion
-            steps = analyze_completion(record, completion)
-            assert len(steps) == 1 and steps[0].correct and steps[0].text == text
-            total += got
-        compact_lp = sum(teacher.score(prompt, completion_ids(tok, f"{text};\\boxed{{85}}")))
-        assert compact_lp < math.log(1e-4), text
+        if layout == "padded":
+            assert len({len(laid_out) for laid_out, _, _ in versions}) == 1
+            assert sum(teacher.score(prompt, completion_ids(tok, f"{text};\\boxed{{85}}"))) < math.log(1e-4), text
     assert math.isclose(total, 1.0, rel_tol=3e-3)
 
 
