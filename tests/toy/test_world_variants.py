@@ -265,12 +265,17 @@ def test_pretraining_prior_of_the_student():
         WorldConfig(pretrain_p_round=1.5)
 
 
-def test_toy_next_profile_loads_with_its_knobs():
+def test_toy_next_profile_loads_with_its_knobs(tmp_path):
+    from dcod.backends import load_teacher
+
     profile = load_profile("config/profiles/toy_next.yaml")
     registers = profile.teacher.register_list
     assert registers and any(r["space"] for r in registers) and any(r["low_first"] for r in registers)
     assert any(world_config(profile).pretrain_variant_probabilities().values())
-    assert world_config(profile).pretrain_p_space > 0
+    assert world_config(profile).pretrain_p_space > 0 and world_config(profile).pretrain_layout == "padded"
+    build_tokenizer().save_pretrained(tmp_path / "tokenizer")
+    teacher, _ = load_teacher(profile, tmp_path)  # the traces stage's path from the profile to the teacher
+    assert teacher.padded and teacher.layout
 
 
 @pytest.mark.parametrize("variant", all_variants())
@@ -339,6 +344,10 @@ def test_padded_layout_keeps_every_digit_in_place():
         assert padded[split] == plain[split]
     for rec, ref in zip(padded["pretrain"], plain["pretrain"]):
         assert rec["completion_decomposed"].replace(" ", "") == ref["completion_decomposed"]
+        if rec["task"] == "arith":  # p_space 0: every slot's space after it, none before
+            steps = ref["completion_decomposed"].split("\\boxed")[0]
+            assert rec["completion_decomposed"].count(" ") == sum(is_slot(steps, i) for i in range(len(steps))) > 0
+            assert " =" not in rec["completion_decomposed"]
     with pytest.raises(ValueError, match="pretrain_layout"):
         WorldConfig(pretrain_layout="wide")
 
