@@ -4,6 +4,7 @@ base students of the ci profile pre-trained in a tmp folder (never under models/
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -208,6 +209,23 @@ def test_rebuild_mode_pretrains_every_base_student_and_checks_them(workflow):
     assert len(check) == 1
     assert f"--manifest {workflow}/models/{SHIPPED_PROFILE}/manifest.json" in check[0]
     assert f"--out results/{SHIPPED_PROFILE}/base_students.csv" in check[0]
+
+
+def test_the_copy_job_builds_the_shipped_bytes_from_the_dags_own_world(workflow):
+    """The rule's command for real: the world the DAG writes is the one the export recorded (its digest)."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    target = f"{W}/calibration/pretrain_seed1235/base_student"
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--config",
+                             f"profile={SHIPPED_PROFILE}", "--", target],
+                            cwd=workflow, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    stats = result.stdout + result.stderr  # the job stats: the copy ran, no pre-training
+    assert re.search(r"^base_student_shipped\s+1$", stats, re.M) and not re.search(r"^base_student\s+\d", stats, re.M)
+    shipped = workflow / "models" / SHIPPED_PROFILE / "pretrain_seed1235"
+    assert sorted(p.name for p in (workflow / target).iterdir() if not p.name.startswith(".")) == sorted(
+        p.name for p in shipped.iterdir())
+    for path in shipped.iterdir():
+        assert (workflow / target / path.name).read_bytes() == path.read_bytes(), path.name
 
 
 def test_a_stale_manifest_fails_the_dry_run_naming_the_key(workflow):

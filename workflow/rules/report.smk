@@ -365,7 +365,8 @@ if BASE_STUDENTS_CHECK:
             manifest=SHIPPED_MANIFEST,
             world=f"{W}/world/world.json",
         output:
-            table=report(BASE_STUDENTS_CHECK[0], caption="../report/base_students.rst", category="calibration", subcategory="shipped base students"),
+            table=report(BASE_STUDENTS_CHECK[0], caption="../report/base_students.rst", category="calibration",
+                         subcategory="shipped base students"),
             markdown=BASE_STUDENTS_CHECK[1],
         params:
             **STAGE_PARAMS["report"],

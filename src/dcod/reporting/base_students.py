@@ -116,7 +116,7 @@ def write_base_students(args) -> None:
     frame = check_rows(manifest, rebuilt_students(profile, work), stale_reasons(manifest, profile, work))
     out = Path(args.out)
     write_csv(out, frame)
-    write_text(out.with_suffix(".md"), render_markdown(frame, f"{profile.pretrain.shipped}/manifest.json" if profile.pretrain.shipped
-                                                  else str(manifest_path)))
+    shown = f"{profile.pretrain.shipped}/{manifest_path.name}" if profile.pretrain.shipped else str(manifest_path)
+    write_text(out.with_suffix(".md"), render_markdown(frame, shown))
     for row in frame.itertuples(index=False):
         print(f"base_students: {row.status} pretrain_seed{row.pretrain_seed}: {row.evidence}")
