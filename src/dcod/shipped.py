@@ -195,7 +195,10 @@ def read_manifest(folder: Path) -> dict:
         raise FileNotFoundError(f"{path}: no such file (pretrain.shipped names a folder without a manifest: export "
                                 "it with `python -m dcod ship-base-students`, or build with "
                                 "`--config base_students=rebuild`)")
-    manifest = json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error.msg}, line {error.lineno}): re-export") from None
     if manifest.get("format") != FORMAT:
         raise ValueError(f"{path}: format {manifest.get('format')!r}, this code reads format {FORMAT}: re-export")
     return manifest
