@@ -28,4 +28,5 @@ rule all:
         COMPARISON,
         ROBUSTNESS_TARGETS,
         FLOAT_PATH_TARGETS,
+        BASE_STUDENTS_CHECK,
     default_target: True

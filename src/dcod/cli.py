@@ -52,9 +52,26 @@ def cmd_world(args):
 
 
 def cmd_base_student(args):
+    if args.shipped:  # a shipped base student, checked against its manifest and copied (dcod.shipped)
+        from dcod.shipped import copy_shipped
+
+        copy_shipped(_profile(args), _folder(args.world), Path(args.shipped), Path(args.out))
+        return
     from dcod.pipeline import stage_base_student
 
     stage_base_student(_profile(args), _folder(args.world), Path(args.out), threads=args.threads)
+
+
+def cmd_ship_base_students(args):
+    import shlex
+
+    from dcod.shipped import export
+
+    command = shlex.join(["python", "-m", "dcod", *args.argv])
+    manifest = export(_profile(args), Path(args.work), Path(args.out), command)
+    for name, student in manifest["students"].items():
+        accuracy = ", ".join(f"{split} {value:.1f}%" for split, value in student["accuracy"].items())
+        print(f"{args.out}/{name}: {accuracy}")
 
 
 def cmd_traces(args):
@@ -196,6 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--world", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: the profile's)")
+    p.add_argument("--shipped", default=None, help="copy this shipped base student (<pretrain.shipped>/"
+                   "pretrain_seed<S>) after checking it against its manifest, instead of pre-training")
+    p = add("ship-base-students", cmd_ship_base_students, "export the main world's base students with their "
+            "manifest (docs/reproducibility.md, Shipped base students)")
+    p.add_argument("--work", required=True, help="the profile's work folder, e.g. work/toy_next")
+    p.add_argument("--out", required=True, help="the shipped folder, e.g. models/toy_next")
     p = add("traces", cmd_traces, "sample verified teacher traces with log-probs and top-k")
     p.add_argument("--world", required=True)
     p.add_argument("--out", required=True)
@@ -257,8 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=_positive_number, default=5.0, help="seconds per item (at most a day)")
     p.add_argument("--workers", type=int, default=2)
     p = add("report", cmd_report, "calibration, tables, figures and the generated report", profile=False)
-    p.add_argument("what", help="calibration | table1 | table2 | table3 | tuning | robustness | figure:<name> | paper "
-                   "| compare | publish")
+    p.add_argument("what", help="calibration | table1 | table2 | table3 | tuning | robustness | base_students "
+                   "| figure:<name> | paper | compare | publish")
     p.add_argument("--profile", default=None, help="profile YAML (recorded in the outputs)")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                    help="claims and paper: override one profile value (repeatable), e.g. --set results=smoke")
@@ -271,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--published", default=None, help="compare: the published snapshot's table1.csv; "
                    "table3: its results folder")
     p.add_argument("--worlds", default="", help="robustness: comma-separated name=<work>/world/world.json pairs")
+    p.add_argument("--manifest", default=None, help="base_students: the shipped base students' manifest.json")
     p.add_argument("--out", required=True)
     p = add("inspect", cmd_inspect, "one problem (or a filtered set) across every model and seed of a work folder",
             profile=False)
@@ -292,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command, as a manifest records it
     try:
         args.func(args)
     except Exception as error:

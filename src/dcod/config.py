@@ -230,6 +230,20 @@ class PretrainConfig(Section):
     # draw (why: docs/claims.md, "Seeds carry the pre-training draw"; the DAG: docs/architecture.md);
     # False: every run starts from the one base student
     per_seed: bool = False
+    # a folder relative to the repository root holding the shipped base students of the main world and their
+    # manifest.json (``python -m dcod ship-base-students``); the DAG copies them instead of pre-training them,
+    # after checking every hash and this profile against the manifest (dcod.shipped; docs/reproducibility.md,
+    # "Shipped base students"). None: every base student is pre-trained
+    shipped: str | None = None
+
+    @model_validator(mode="after")
+    def _shipped_inside_the_repository(self):
+        if self.shipped is not None:
+            parts = Path(self.shipped).parts
+            if not parts or Path(self.shipped).is_absolute() or ".." in parts:
+                raise ValueError(f"shipped: a folder relative to the repository root without '..', got "
+                                 f"{self.shipped!r}")
+        return self
 
 
 class TracesConfig(Section):

@@ -93,7 +93,14 @@ PROFILE_IGNORED = {
     "evaluate": (*DAG_ONLY, "report", "train", "learning_rates"),  # evaluation reads eval, tuning.split, ...
     "report": (),  # tables, figures and the report read any section
 }
-STAGE_CODE = {"prepare": "pipeline", "train": "pipeline", "evaluate": "pipeline", "report": "report"}
+STAGE_CODE = {"prepare": "pipeline", "train": "pipeline", "evaluate": "pipeline", "report": "report",
+              "shipped": "shipped"}
+# Modules with a stage group of their own, outside ``pipeline``: the copy of the shipped base students
+# (dcod.shipped) is a cheap job whose code edit must not rerun every pre-training, world and trace stage.
+# Its profile fingerprint is dcod.shipped's (the sections that decide a base student); the key it reads
+# (pretrain.shipped: where they lie) is in no stage's profile fingerprint (PROFILE_DAG_KEYS).
+OWN_GROUP = {"shipped": "shipped.py"}
+PROFILE_DAG_KEYS = {"pretrain": ("shipped",)}
 
 
 def _module_file(name: str) -> Path | None:
@@ -146,17 +153,21 @@ def _closure(files: list[Path]) -> set[Path]:
 
 
 def stage_sources(code: str) -> list[Path]:
-    """The package files of a stage group: ``report`` -- dcod.reporting and what it imports; ``pipeline``
-    -- every other module (a stage may load any of them: the methods are discovered by name) and what those
-    import. Data files of the package (benchmark declarations) count for both."""
-    if code not in ("pipeline", "report"):
-        raise ValueError(f"unknown stage code {code!r}: expected pipeline or report")
+    """The package files of a stage group: ``report`` -- dcod.reporting and what it imports; a group of
+    OWN_GROUP (``shipped``) -- its module and what it imports; ``pipeline`` -- every other module (a stage may
+    load any of them: the methods are discovered by name) and what those import. Data files of the package
+    (benchmark declarations) count for all."""
+    if code not in ("pipeline", "report", *OWN_GROUP):
+        raise ValueError(f"unknown stage code {code!r}: expected pipeline, report or {', '.join(OWN_GROUP)}")
     python = [p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts]
     reporting = PACKAGE / "reporting"
+    own = {PACKAGE / name for name in OWN_GROUP.values()}
     if code == "report":
         entries = [p for p in python if p.is_relative_to(reporting)]
+    elif code in OWN_GROUP:
+        entries = [PACKAGE / OWN_GROUP[code]]
     else:
-        entries = [p for p in python if not p.is_relative_to(reporting)]
+        entries = [p for p in python if not p.is_relative_to(reporting) and p not in own]
     entries += [PACKAGE / name for name in ENTRY_POINT]
     data = [p for p in PACKAGE.rglob("*.yaml") if "__pycache__" not in p.parts]
     return sorted(_closure(entries) | set(data))
@@ -181,4 +192,7 @@ def profile_fingerprint(profile, stage: str) -> str:
         raise ValueError(f"unknown stage {stage!r}: expected one of {', '.join(PROFILE_IGNORED)}")
     data = {key: value for key, value in profile.model_dump(mode="json").items()
             if key not in PROFILE_IGNORED[stage]}
+    for section, keys in PROFILE_DAG_KEYS.items():
+        if section in data:
+            data[section] = {k: v for k, v in data[section].items() if k not in keys}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()

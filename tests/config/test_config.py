@@ -132,6 +132,9 @@ RANGE_PROFILES = [
     ({"train": {"lr": float("inf")}}, r"train\.lr: Input should be a finite number, got inf"),
     ({"train": {"lr": float("nan")}}, r"train\.lr: Input should be a finite number, got nan"),
     ({"pretrain": {"lr": float("inf")}}, r"pretrain\.lr: Input should be a finite number"),
+    # shipped base students lie inside the repository (dcod.shipped)
+    ({"pretrain": {"shipped": "/models/ci"}}, r"pretrain\.shipped: a folder relative to the repository root"),
+    ({"pretrain": {"shipped": "models/../../x"}}, r"pretrain\.shipped: a folder relative to the repository root"),
     ({"teacher": {"p_direct": float("nan")}}, r"teacher\.p_direct: Input should be a finite number"),
     ({"traces": {"temperature": float("inf")}}, r"traces\.temperature: Input should be a finite number"),
     ({"eval": {"stability_temperature": float("inf")}}, r"eval\.stability_temperature: Input should be a finite number"),

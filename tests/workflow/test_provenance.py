@@ -58,7 +58,7 @@ def _fingerprints(package_root, profile_text=None):
     code = ("import json, sys\n"
             "from dcod.config import load_profile\n"
             "from dcod.provenance import PROFILE_IGNORED, code_fingerprint, profile_fingerprint\n"
-            "out = {c: code_fingerprint(c) for c in ('pipeline', 'report')}\n"
+            "out = {c: code_fingerprint(c) for c in ('pipeline', 'report', 'shipped')}\n"
             "if len(sys.argv) > 1:\n"
             "    profile = load_profile(sys.argv[1])\n"
             "    out.update({s: profile_fingerprint(profile, s) for s in PROFILE_IGNORED})\n"
@@ -101,6 +101,21 @@ def test_a_new_method_module_changes_the_pipeline_code(package):
     assert _fingerprints(package)["pipeline"] != before["pipeline"]
 
 
+def test_a_shipped_copy_edit_changes_its_own_code_only(package):
+    """The copy of the shipped base students (dcod.shipped) is a stage group of its own: an edit of it reruns
+    the copy jobs, never every pre-training, world and traces job (dcod.provenance, OWN_GROUP); the reports
+    read its manifest functions, so their code changes too."""
+    before = _fingerprints(package)
+    with edited(package / "dcod/shipped.py", '"""', '"""Edited. '):
+        after = _fingerprints(package)
+    assert after["shipped"] != before["shipped"] and after["pipeline"] == before["pipeline"]
+    assert after["report"] != before["report"]
+    # ... and a pipeline edit (the loss) leaves the copy's code alone
+    with edited(package / "dcod/objectives.py", "return -target_logprobs(logits, targets)",
+                "return -2.0 * target_logprobs(logits, targets)"):
+        assert _fingerprints(package)["shipped"] == before["shipped"]
+
+
 def test_the_report_code_is_what_the_report_modules_import():
     """Every dcod module that importing the report modules loads is in the report fingerprint."""
     from dcod.provenance import PACKAGE, stage_sources
@@ -138,6 +153,8 @@ def test_profile_fingerprints_ignore_exactly_the_sections_a_stage_never_reads(tm
     assert changed("  max_new_tokens: 60\n", "  max_new_tokens: 61\n") == {"prepare", "train", "evaluate", "report"}
     assert changed("  steps: 12\n", "  steps: 13\n") == {"prepare", "train", "evaluate", "report"}
     assert changed("# Miniature", "# comment. Miniature") == set()  # the resolved profile, not its text
+    # where the shipped base students lie is the DAG's and the copy's (their own fingerprints: dcod.shipped)
+    assert changed("  per_seed: true", "  shipped: models/ci\n  per_seed: true") == set()
 
 
 def test_every_rule_carries_its_stage_fingerprints_and_no_profile_input():
@@ -149,7 +166,7 @@ def test_every_rule_carries_its_stage_fingerprints_and_no_profile_input():
             rules[re.match(r"rule (\w+):", block).group(1)] = block
     assert len(rules) > 15
     for name, block in rules.items():
-        assert re.search(r'\*\*STAGE_PARAMS\["(prepare|train|evaluate|report)"\]', block), name
+        assert re.search(r'\*\*STAGE_PARAMS\["(prepare|train|evaluate|report|shipped)"\]', block), name
         assert "PROFILE_FILE" not in block and "input.profile" not in block, name
 
 

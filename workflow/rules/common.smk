@@ -11,6 +11,9 @@ from dcod.layout import (EVAL_FILES, RUN_FILES, build_roots, figure_names, folde
 from dcod.launch import check_launch
 from dcod.methods import needs_of, resolve
 from dcod.provenance import PROFILE_IGNORED, STAGE_CODE, code_fingerprint, profile_fingerprint
+from dcod.shipped import MANIFEST, check_profile as check_shipped_profile, check_seeds as check_shipped_seeds
+from dcod.shipped import (base_student_dir, base_student_metrics, deciding_sections, read_manifest, sections_sha256,
+                          seed_folder, shipped_roots, shipped_seeds)
 from dcod.splits import check_profile
 from dcod.student_pass import PASSES
 
@@ -290,6 +293,45 @@ ROBUSTNESS = f"{R}/robustness.csv"
 ROBUSTNESS_TARGETS = [ROBUSTNESS, f"{F}/robustness.png"] if ROBUST is not None else []
 FLOAT_PATH_TARGETS = [f"{R}/float_path.md", f"{R}/float_path.csv"] if FLOAT is not None else []
 CALIBRATION_EVALS = [f"{root}/eval/base_student/{f}" for root in ROOTS.calibration for f in EVAL_FILES]
+
+
+# ------------------------------------------------------------------ shipped base students
+# A profile with pretrain.shipped starts the main world's Table 1 base students from the shipped folder
+# (dcod.shipped; docs/reproducibility.md, "Shipped base students"): `base_students=shipped` (the default)
+# copies them, in the main root and in the float-path root (which reruns every stage under other kernels from
+# the same weights); every other base student (robustness world seeds, the steps-factor plateau student, the
+# calibration seeds not shipped) is pre-trained as always. `base_students=rebuild` (make all) pre-trains every
+# one and checks the rebuild against the manifest (results/<profile>/base_students.csv). Without
+# pretrain.shipped the key is ignored.
+SHIPPED_DIR = P.pretrain.shipped
+BASE_STUDENTS = config.get("base_students", "shipped")
+SHIPPED_MANIFEST = str(BASE / SHIPPED_DIR / MANIFEST) if SHIPPED_DIR is not None else None
+SHIPPED_ROOTS = {}  # root -> the pre-training seed of its shipped base student
+if SHIPPED_DIR is not None:
+    _manifest = read_manifest(BASE / SHIPPED_DIR)  # a missing manifest stops the dry run, in either mode
+    if BASE_STUDENTS == "shipped":
+        # stale or incomplete: refused now, naming the key or the seed (the copy job checks the files)
+        check_shipped_profile(_manifest, P, SHIPPED_MANIFEST)
+        check_shipped_seeds(_manifest, P, SHIPPED_MANIFEST)
+        SHIPPED_ROOTS = shipped_roots(P, [W, *([FLOAT_ROOT] if FLOAT_ROOT is not None else [])])
+BASE_STUDENTS_CHECK = ([f"{R}/base_students.csv", f"{R}/base_students.md"]
+                       if SHIPPED_DIR is not None and BASE_STUDENTS == "rebuild" else [])
+STAGE_PARAMS["shipped"] = {"code": code_fingerprint(STAGE_CODE["shipped"]),
+                           "profile_sections": sections_sha256(deciding_sections(P)), "profile": PROFILE_FILE}
+
+
+def shipped_folder(wildcards):
+    """The shipped folder a shipped root's base student is copied from."""
+    return f"{BASE / SHIPPED_DIR}/{seed_folder(SHIPPED_ROOTS[wildcards.root])}"
+
+
+def shipped_files(wildcards):
+    """The shipped files (a re-export or an edit reruns the copy) and the manifest."""
+    import json
+
+    name = seed_folder(SHIPPED_ROOTS[wildcards.root])
+    files = json.loads(Path(SHIPPED_MANIFEST).read_text())["students"][name]["files"]
+    return [SHIPPED_MANIFEST, *(f"{BASE / SHIPPED_DIR}/{name}/{f}" for f in files)]
 
 
 

@@ -43,6 +43,34 @@ rule base_student:
         "--out {output} > {log} 2>&1"
 
 
+# A shipped base student (common.smk, SHIPPED_ROOTS): its files checked against the manifest and copied, in
+# place of the pre-training; a stage group of its own (dcod.provenance, STAGE_CODE["shipped"]).
+if SHIPPED_ROOTS:
+
+    rule base_student_shipped:
+        input:
+            shipped_files,
+            world=root_world,
+        output:
+            directory("{root}/base_student"),
+        params:
+            **STAGE_PARAMS["shipped"],
+            sets=root_sets,
+            env=root_env,
+            shipped=shipped_folder,
+        log:
+            "{root}/logs/base_student.log",
+        wildcard_constraints:
+            root="|".join(re.escape(r) for r in SHIPPED_ROOTS),
+        conda:
+            ENV
+        shell:
+            "{params.env}python -m dcod base-student --profile {params.profile} {params.sets} --world {input.world} "
+            "--shipped {params.shipped} --out {output} > {log} 2>&1"
+
+    ruleorder: base_student_shipped > base_student
+
+
 rule traces:
     input:
         world=root_world,

@@ -351,3 +351,29 @@ rule float_path_compare:
     shell:
         "python -m dcod report compare --results-dir {input.table1} --published {input.other} "
         "--out {output.markdown} > {log} 2>&1"
+
+
+# make all (base_students=rebuild) with a profile that ships its base students: every one rebuilt from scratch,
+# checked against the shipped one by accuracy (dcod.reporting.base_students; docs/reproducibility.md).
+if BASE_STUDENTS_CHECK:
+
+    rule base_students_check:
+        input:
+            # the rebuilt base students and the evaluations Table 1 reads (what an export records)
+            [str(base_student_dir(W, P, seed)) for seed in shipped_seeds(P)],
+            [str(base_student_metrics(W, seed)) for seed in shipped_seeds(P).values()],
+            manifest=SHIPPED_MANIFEST,
+            world=f"{W}/world/world.json",
+        output:
+            table=report(BASE_STUDENTS_CHECK[0], caption="../report/base_students.rst", category="calibration",
+                         subcategory="shipped base students"),
+            markdown=BASE_STUDENTS_CHECK[1],
+        params:
+            **STAGE_PARAMS["report"],
+        log:
+            f"{W}/logs/report/base_students.log",
+        conda:
+            ENV
+        shell:
+            "python -m dcod report base_students --profile {params.profile} --work {input.world} "
+            "--manifest {input.manifest} --out {output.table} > {log} 2>&1"

@@ -40,6 +40,7 @@ def run(args) -> None:
                 "table3": ("dcod.reporting.table3", "write_table3"),
                 "calibration": ("dcod.reporting.calibration", "write_calibration"),
                 "robustness": ("dcod.reporting.robustness", "write_robustness"),
+                "base_students": ("dcod.reporting.base_students", "write_base_students"),
                 "claims": ("dcod.reporting.claims", "write_claims"),
                 "claims_table1": ("dcod.reporting.claims", "write_claims_table1"),
                 "paper": ("dcod.reporting.paper", "write_report"),
