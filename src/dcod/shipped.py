@@ -106,6 +106,12 @@ def world_digests(world_dir: Path) -> dict[str, str]:
     return {name: content_digest(Path(world_dir) / name) for name in WORLD_INPUTS}
 
 
+def world_mismatches(manifest: dict, world_dir: Path) -> list[Path]:
+    """The world files the pre-training reads whose digest differs from the manifest's."""
+    return [Path(world_dir) / name for name, digest in world_digests(world_dir).items()
+            if manifest["world"].get(name) != digest]
+
+
 def _flat(data, prefix: str = "") -> dict:
     if not isinstance(data, dict):
         return {prefix: data}
@@ -237,11 +243,10 @@ def copy_shipped(profile, world_dir: Path, shipped: Path, out: Path) -> None:
         raise ValueError(f"{shipped} holds pre-training seed {entry['pretrain_seed']}, the profile says "
                          f"pretrain.seed={profile.pretrain.seed}")
     check_profile(manifest, profile, path)
-    for name, digest in world_digests(world_dir).items():
-        if manifest["world"].get(name) != digest:
-            raise ValueError(f"{path} was made from another world: {Path(world_dir) / name} differs from the one "
-                             f"the base students were pre-trained on (world.* or the world code changed): rebuild "
-                             f"with `{REBUILD.format(profile=profile.name)}` and re-export")
+    for changed in world_mismatches(manifest, world_dir):
+        raise ValueError(f"{path} was made from another world: {changed} differs from the one the base students "
+                         f"were pre-trained on (world.* or the world code changed): rebuild with "
+                         f"`{REBUILD.format(profile=profile.name)}` and re-export")
     with atomic_path(out, directory=True) as tmp:
         for name, source in model_files(shipped).items():
             shutil.copyfile(source, tmp / name)

@@ -12,8 +12,8 @@ from dcod.cli import main
 from dcod.config import load_profile
 from dcod.reporting.base_students import check_rows
 from dcod.reporting.calibration import KNIFE_EDGE_MAX_DEVIATION
-from dcod.shipped import (base_student_dir, base_student_metrics, deciding_sections, sha256_file, shipped_seeds,
-                          world_digests)
+from dcod.shipped import (FORMAT, base_student_dir, base_student_metrics, deciding_sections, sha256_file,
+                          shipped_seeds, world_digests)
 
 CI = REPO / "config" / "profiles" / "ci.yaml"
 
@@ -78,7 +78,7 @@ def test_the_report_command_reads_the_rebuild_and_the_manifest(tmp_path, capsys)
                                             "files": {"model.safetensors": sha256_file(model)}}
     manifest = tmp_path / "models" / "manifest.json"
     manifest.parent.mkdir()
-    manifest.write_text(json.dumps({"students": students, "sections": deciding_sections(profile),
+    manifest.write_text(json.dumps({"format": FORMAT, "students": students, "sections": deciding_sections(profile),
                                     "world": world_digests(work / "world")}))
     out = tmp_path / "results" / "base_students.csv"
     main(["report", "base_students", "--profile", str(CI), "--work", str(work / "world" / "world.json"),

@@ -78,13 +78,10 @@ def rebuilt_students(profile, work: Path) -> dict[str, dict]:
 def stale_reasons(manifest: dict, profile, work: Path) -> list[str]:
     """Why the manifest does not describe this checkout's base students: deciding profile keys or world files
     that differ (dcod.shipped)."""
-    from dcod.shipped import profile_mismatches, world_digests
+    from dcod.shipped import profile_mismatches, world_mismatches
 
-    reasons = [f"made with {m}" for m in profile_mismatches(manifest, profile)]
-    for name, digest in world_digests(Path(work) / "world").items():
-        if manifest["world"].get(name) != digest:
-            reasons.append(f"made from another world/{name}")
-    return reasons
+    return ([f"made with {m}" for m in profile_mismatches(manifest, profile)]
+            + [f"made from another world/{path.name}" for path in world_mismatches(manifest, Path(work) / "world")])
 
 
 def render_markdown(frame: pd.DataFrame, manifest_path: str) -> str:
@@ -103,16 +100,15 @@ def render_markdown(frame: pd.DataFrame, manifest_path: str) -> str:
 
 
 def write_base_students(args) -> None:
-    import json
-
     from dcod.config import load_profile
+    from dcod.shipped import MANIFEST, read_manifest
 
     profile = load_profile(need(args.profile, "--profile", "base_students"))
     work = Path(need(args.work, "--work", "base_students"))
     manifest_path = Path(need(args.manifest, "--manifest", "base_students"))
-    if not manifest_path.is_file():
-        raise FileNotFoundError(f"missing input {manifest_path} (the shipped base students' manifest)")
-    manifest = json.loads(manifest_path.read_text())
+    if manifest_path.name != MANIFEST:
+        raise ValueError(f"--manifest {manifest_path}: expected a {MANIFEST} (written by ship-base-students)")
+    manifest = read_manifest(manifest_path.parent)  # missing, not JSON or another format: refused by name
     frame = check_rows(manifest, rebuilt_students(profile, work), stale_reasons(manifest, profile, work))
     out = Path(args.out)
     write_csv(out, frame)
