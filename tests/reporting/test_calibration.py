@@ -142,13 +142,34 @@ def test_knife_edge_not_measured_without_pretrain_seeds_and_absent_off_main(tmp_
     assert no_oracle["oracle_helps"] == "not measured"
 
 
-def test_capacity_gap_not_measured_without_direct_steps(tmp_path):
-    work = make_work(tmp_path)
+def keep_direct_steps(work: Path, kept: int) -> None:
+    """Leave the first ``kept`` direct steps (pooled over the SFT seeds), every one of them wrong."""
     for seed in SEEDS:
         path = work / "eval" / "sft" / f"seed{seed}" / "samples.jsonl"
-        rows = [{**json.loads(text), "steps_direct": 0, "errors_direct": 0} for text in path.read_text().splitlines()]
+        rows = []
+        for text in path.read_text().splitlines():
+            row = json.loads(text)
+            step = row["split"] in calibration.ARITHMETIC_SPLITS and kept > 0
+            kept -= step
+            rows.append({**row, "steps_direct": int(step), "errors_direct": int(step)})
         path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def test_capacity_gap_not_measured_without_direct_steps(tmp_path):
+    work = make_work(tmp_path)
+    keep_direct_steps(work, 0)
     assert line(work)["capacity_gap"] == "not measured"
+
+
+def test_capacity_gap_needs_enough_direct_steps_to_judge(tmp_path):
+    # every kept direct step wrong: a gap as wide as it gets, judged only on enough steps
+    work = make_work(tmp_path)
+    keep_direct_steps(work, calibration.STUDENT_MIN_DIRECT_STEPS - 1)
+    few = calibration.check_targets(calibration.build_calibration(work, SEEDS, "sft", "oracle_sft").frame)
+    gap = next(target for target in few if target.name == "capacity_gap")
+    assert gap.status == "not measured" and "too few direct steps" in gap.evidence
+    keep_direct_steps(work, calibration.STUDENT_MIN_DIRECT_STEPS)
+    assert line(work)["capacity_gap"] == "PASS"
 
 
 def write_profile(tmp_path: Path) -> Path:

@@ -52,6 +52,10 @@ SFT_MIN_GAIN_ID = 5.0  # points: SFT on the mixed traces >= base student + this 
 ORACLE_MIN_GAIN_ID = 15.0  # points: SFT on student-style traces >= base student + this on id
 STUDENT_DIRECT_ERROR_RATIO = 2.0  # SFT student's direct-step error rate >= this x its decomposed one
 STUDENT_MIN_DIRECT_ERROR = 0.05  # ... and at least this high in absolute terms
+# ... judged on at least this many direct steps (pooled): a rate's binomial standard error is then <= 0.1
+# (0.5 / sqrt(25)), a quarter of the 0.25 -> 0.5 distance between "no gap" and "2 x" at a typical decomposed
+# rate; fewer is not measured, never PASS (docs/toy_world.md, "Sixth pass": one direct step passed)
+STUDENT_MIN_DIRECT_STEPS = 25
 KNIFE_EDGE_MAX_DEVIATION = 4.0  # points: every pre-training seed's base id within this of their mean
 KNIFE_EDGE_MIN_STUDENTS = 3  # base students (pre-training seeds) needed to judge the spread
 PLATEAU_MAX_SHIFT = 3.0  # points: base id moves less than this with steps_factor x the pre-training steps
@@ -300,7 +304,8 @@ def student_target(frame: pd.DataFrame, missing: Missing | None = None) -> Targe
     student = _name(frame, missing, BASELINE)
     question = (f"capacity gap: after plain distillation ({student}), the direct-step error rate >= "
                 f"{STUDENT_DIRECT_ERROR_RATIO:g} x the decomposed-step one and >= {STUDENT_MIN_DIRECT_ERROR:g} "
-                f"(pooled over {', '.join(ARITHMETIC_SPLITS)} and seeds)")
+                f"(pooled over {', '.join(ARITHMETIC_SPLITS)} and seeds; judged on >= {STUDENT_MIN_DIRECT_STEPS} "
+                f"direct steps)")
     rows = frame[(frame["model"] == trained_model(frame)) & frame["split"].isin(ARITHMETIC_SPLITS)]
     if rows.empty:
         return _not_measured("capacity_gap", question, missing, (BASELINE,),
@@ -315,8 +320,10 @@ def student_target(frame: pd.DataFrame, missing: Missing | None = None) -> Targe
                 + ("direct steps at branch points" if branch else "steps") + f", decomposed-step "
                 f"error {decomposed:.4f} over {rows['steps_decomposed'].sum():.0f} steps")
     numbers = {"sft_step_error_direct": direct, "sft_step_error_decomposed": decomposed}
-    if math.isnan(direct):
-        return Target("capacity_gap", question, NOT_MEASURED, f"{student} wrote no direct step; {evidence}", numbers)
+    if rows[steps].sum() < STUDENT_MIN_DIRECT_STEPS:
+        return Target("capacity_gap", question, NOT_MEASURED,
+                      f"{student} wrote too few direct steps to judge (at least {STUDENT_MIN_DIRECT_STEPS} needed); "
+                      f"{evidence}", numbers)
     passed = (_at_least(direct, STUDENT_MIN_DIRECT_ERROR)
               and (math.isnan(decomposed) or _at_least(direct, STUDENT_DIRECT_ERROR_RATIO * decomposed)))
     return Target("capacity_gap", question, PASS if passed else FAIL, evidence, numbers)
