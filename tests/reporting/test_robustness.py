@@ -18,6 +18,7 @@ import yaml
 
 from dcod.config import RobustnessConfig, load_profile
 from dcod.reporting import robustness
+from dcod.reporting.calibration import Target
 from dcod.reporting.figures import robustness as robustness_figure
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -198,6 +199,47 @@ def test_knife_edge_is_judged_per_world_seed_from_its_owner(tmp_path, monkeypatc
     without_main = judged(["w0_p0.25", "w1_p0.25", "w1_p0.5"])
     assert without_main.loc["w0_p0.25", "calib_no_knife_edge"] == "not measured"
     assert without_main.loc["w1_p0.5", "calib_no_knife_edge"] == "PASS"
+
+
+def test_teacher_term_is_judged_per_world_from_its_traces_and_its_world_seeds_base_student(tmp_path, monkeypatch):
+    """Every world's line carries the teacher-term target, judged on that world's own training traces scored by
+    the base student of its world seed: the main world's for world seed 0 (also for w0_p0.25), the smallest root's
+    of the seed otherwise (w1_p0.25 for both worlds of seed 1), as the DAG pre-trains them. A FAIL counts the world
+    out of the calibrated ones; a world whose traces are missing reads not measured, never PASS."""
+    for name, facts in (("w1_p0.5", (1, 0.5)), ("w0_p0.25", (0, 0.25))):
+        monkeypatch.setitem(FACTS, name, facts)
+        monkeypatch.setitem(CORRECT, name, CORRECT["w1_p0.25"])
+    work = tmp_path / "work"
+    roots = {"w0_p0.5": work, "w0_p0.25": work / "robustness" / "w0_p0.25",
+             "w1_p0.25": work / "robustness" / "w1_p0.25", "w1_p0.5": work / "robustness" / "w1_p0.5"}
+    for name, root in roots.items():
+        make_world(root, name)
+    verdicts = {"w0_p0.5": "PASS", "w0_p0.25": "PASS", "w1_p0.25": "FAIL"}  # w1_p0.5: no traces written
+    read = {}
+    real = robustness.teacher_term_from_files
+
+    def fake(traces, base):
+        world = next(name for name, root in roots.items() if Path(traces).parent.parent == root)
+        read[world] = Path(base)
+        if world not in verdicts:
+            return real(traces, base)  # the real function: missing traces read not measured
+        ratio = 1.0 if verdicts[world] == "PASS" else 0.1
+        return Target(robustness.TEACHER_TERM, "question", verdicts[world], "evidence",
+                      {"teacher_term_spread_ratio": ratio, "teacher_term_corr": 0.1})
+
+    monkeypatch.setattr(robustness, "teacher_term_from_files", fake)
+    out = tmp_path / "results" / "robustness.csv"
+    robustness.write_robustness(args_for(tmp_path, ",".join(f"{n}={r}/world/world.json" for n, r in roots.items()),
+                                         out))
+    table = pd.read_csv(out).set_index("world")
+    assert read == {"w0_p0.5": work / "base_student", "w0_p0.25": work / "base_student",
+                    "w1_p0.25": roots["w1_p0.25"] / "base_student", "w1_p0.5": roots["w1_p0.25"] / "base_student"}
+    column = f"calib_{robustness.TEACHER_TERM}"
+    assert table[column].to_dict() == {"w0_p0.5": "PASS", "w0_p0.25": "PASS", "w1_p0.25": "FAIL",
+                                       "w1_p0.5": "not measured"}
+    assert table.loc["w1_p0.25", "calib_teacher_term_spread_ratio"] == pytest.approx(0.1)
+    markdown = out.with_suffix(".md").read_text()
+    assert robustness.TEACHER_TERM in markdown.split("## Calibration line per world")[1]
 
 
 def test_markdown_summary(built):

@@ -267,6 +267,9 @@ rule robustness:
          for r in ["base_student", "teacher_direct", "teacher_decomposed"] for f in EVAL_FILES],
         [f"{root}/world/world.json" for root in ROBUST_WORLDS.values()],
         [f"{root}/traces/train.json" for root in ROBUST_WORLDS.values()],
+        # the teacher-term target of every world: its training traces, scored by its world seed's base student
+        [f"{root}/traces/train.parquet" for root in ROBUST_WORLDS.values()],
+        sorted({ROOTS.base(root) for root in ROBUST_WORLDS.values()}),
         CALIBRATION_EVALS,  # the main world's knife-edge and plateau lines
         knife_edge_evals(KNIFE_EDGE_SEEDS),  # every world seed's knife-edge base students
     output:

@@ -16,7 +16,9 @@ calibration line read the world seed's own one); the same offline experiments ar
 - the world's calibration line (``dcod.reporting.calibration.calibration_line``): PASS / FAIL / not
   measured per target. The knife-edge target is judged on every world, from the base students of its world
   seed (``knife_edge_owner``: the main world's for the main world seed, else those pre-trained in the
-  smallest root of the seed, where the DAG builds them); the plateau target on the main world only.
+  smallest root of the seed, where the DAG builds them); the plateau target on the main world only; the
+  teacher-term target on every world, from its own training traces scored by the base student of its world
+  seed (the owner's ``base_student``, the one its calibration line reads).
 
 The subject (DCOD) and the baseline (SFT) are the profile's ``report`` roles. Offline baselines are the
 robustness experiments other than the subject and the student-style oracle reference. The robustness
@@ -27,6 +29,8 @@ student-style reference: the rule the DAG uses (workflow/rules/common.smk).
 Inputs per world folder ``R`` (``--worlds name=R/world/world.json,...``):
   R/world/world.json                       world seed (``world.seed``) and p_direct (``profile.teacher``)
   R/traces/train.json (when present)       p_direct again (``profile.teacher.p_direct``): must agree
+  R/traces/train.parquet                   the teacher's stored log-probs (the teacher-term target)
+  O/base_student                           the world seed's base student, which scores those traces
   R/eval/<model>/[seed<s>/]samples.jsonl   base_student, teacher_direct, teacher_decomposed, experiments
   O/calibration/pretrain_seed<S>/eval/base_student/samples.jsonl
                                            the knife-edge base students of the world seed, in its owner
@@ -50,8 +54,8 @@ from dcod.io import write_csv, write_text
 from dcod.layout import seed_owner
 from dcod.reporting import (eval_dirs, is_reference, markdown_table, need, number_or_dash, parse_names, read_samples,
                             require)
-from dcod.reporting.calibration import (FAIL, NOT_MEASURED, PASS, TARGET_NAMES, calibration_line,
-                                        knife_edge_knobs, oracle_experiment)
+from dcod.reporting.calibration import (FAIL, NOT_MEASURED, PASS, TARGET_NAMES, TEACHER_TERM, calibration_line,
+                                        knife_edge_knobs, oracle_experiment, teacher_term_from_files)
 from dcod.reporting.stats import excludes_zero, hierarchical_bootstrap_diff
 # Table 1's replicate count, seeds and gap rule: a world's numbers are computed exactly as Table 1's
 from dcod.reporting.tables import BOOTSTRAP_REPLICATES, MIN_ORACLE_GAP as ORACLE_GAP_MIN, bootstrap_seed
@@ -59,8 +63,11 @@ from dcod.reporting.tables import BOOTSTRAP_REPLICATES, MIN_ORACLE_GAP as ORACLE
 COMPARED_SPLITS = ("id", "long")
 SELECTION_SPLIT = "validation"  # the best other baseline is chosen here, never on a compared split
 CALIBRATION_PREFIX = "calib_"
+# every world's calibration targets: the calibration report's, the teacher term included
+WORLD_TARGETS = (*TARGET_NAMES, TEACHER_TERM)
 CALIBRATION_NUMBERS = ("sft_gain_id", "sft_gain_long", "oracle_gain_id", "sft_step_error_direct",
-                       "sft_step_error_decomposed", "pretrain_seed_max_deviation", "plateau_shift_id")
+                       "sft_step_error_decomposed", "pretrain_seed_max_deviation", "plateau_shift_id",
+                       "teacher_term_spread_ratio", "teacher_term_corr")
 
 
 @dataclass
@@ -71,6 +78,7 @@ class World:
     p_direct: float
     main: bool = False
     knife_edge: dict | None = None  # calibration_line's knife-edge keywords (None: not judged)
+    base_student: Path | None = None  # the world seed's base student (None: <work>/base_student)
 
 
 def parse_worlds(text: str | None) -> list[tuple[str, Path]]:
@@ -191,7 +199,11 @@ def world_row(world: World, experiments: list[str], seeds: list[int], splits: li
                 row[f"oracle_gap_closed_{split}"] = (row[f"{subject}_{split}_mean"]
                                                      - row[f"{baseline}_{split}_mean"]) / gap
     line = calibration_line(world.work, seeds, baseline, oracle, **(knife_edge or {}))
-    for target in TARGET_NAMES:
+    term = teacher_term_from_files(world.work / "traces" / "train.parquet",
+                                   world.base_student or world.work / "base_student")
+    line[term.name] = term.status
+    line.update(term.numbers)
+    for target in WORLD_TARGETS:
         row[f"{CALIBRATION_PREFIX}{target}"] = line.get(target, "")
     for number in CALIBRATION_NUMBERS:
         row[f"{CALIBRATION_PREFIX}{number}"] = line.get(number, math.nan)
@@ -275,8 +287,8 @@ def render_markdown(frame: pd.DataFrame, experiments: list[str]) -> str:
             above, below = count_excluding_zero(frame, f"delta_{split}_vs_{versus}")
             lines.append(f"- {subject} - {label} on `{split}`: CI above 0 in {above} of {len(frame)} worlds, "
                          f"below 0 in {below}.")
-    calibrated = sum(all(row[f"{CALIBRATION_PREFIX}{t}"] in (PASS, "") for t in TARGET_NAMES)
-                     and any(row[f"{CALIBRATION_PREFIX}{t}"] == PASS for t in TARGET_NAMES)
+    calibrated = sum(all(row[f"{CALIBRATION_PREFIX}{t}"] in (PASS, "") for t in WORLD_TARGETS)
+                     and any(row[f"{CALIBRATION_PREFIX}{t}"] == PASS for t in WORLD_TARGETS)
                      for _, row in frame.iterrows())
     lines += [f"- Worlds whose judged calibration targets all PASS (not measured is not a pass): {calibrated} of "
               f"{len(frame)}.", ""]
@@ -305,11 +317,12 @@ def render_markdown(frame: pd.DataFrame, experiments: list[str]) -> str:
     lines += [markdown_table(accuracy), "", "## Calibration line per world", "",
               f"PASS / FAIL / {NOT_MEASURED} per target of `calibration.md`; no_knife_edge is judged per world "
               "seed, from the base students pre-trained for it (the same for every world of the seed); "
-              "plateau on the main world only (blank elsewhere).", ""]
-    calibration = pd.DataFrame([{"world": row["world"], **{t: row[f"{CALIBRATION_PREFIX}{t}"] for t in TARGET_NAMES}}
+              "plateau on the main world only (blank elsewhere); teacher_term_matters on every world, from its "
+              "training traces and the base student of its world seed.", ""]
+    calibration = pd.DataFrame([{"world": row["world"], **{t: row[f"{CALIBRATION_PREFIX}{t}"] for t in WORLD_TARGETS}}
                                 for _, row in frame.iterrows()])
     lines += [markdown_table(calibration), ""]
-    if (frame[[f"{CALIBRATION_PREFIX}{t}" for t in TARGET_NAMES]] == FAIL).any().any():
+    if (frame[[f"{CALIBRATION_PREFIX}{t}" for t in WORLD_TARGETS]] == FAIL).any().any():
         lines += ["A world with a FAIL is outside the paper's regime on that target: read its differences "
                   "with that in mind.", ""]
     return "\n".join(lines)
@@ -336,6 +349,7 @@ def write_robustness(args) -> None:
         worlds.append(World(name, work, seed, p_direct, main=seed == main_seed and math.isclose(p_direct, main_p)))
     for world in worlds:
         world.knife_edge = world_knife_edge(profile, world, worlds)
+        world.base_student = (knife_edge_owner(world, worlds, main_seed) or world.work) / "base_student"
     knife_edge = knife_edge_knobs(profile)
     frame = build_robustness(worlds, experiments, list(profile.robustness.seeds), list(profile.robustness.splits),
                              profile.report.subject, profile.report.baseline, oracle, knife_edge)
