@@ -154,14 +154,8 @@ def test_calibration_line_per_world(built):
     assert main["calib_sft_gain_id"] == pytest.approx(10.0)
 
 
-def test_knife_edge_is_judged_per_world_seed_from_its_owner(tmp_path, monkeypatch):
-    """Under pretrain.per_seed with seeds 0-3 and calibration seeds 1235, 1236, the main world seed compares
-    pre-training seeds 1234-1237 (Table 1's seeds), any other world seed 1234-1236 (its robustness seeds 0, 1
-    and the calibration's). The main world's 1237 (only under W, where the DAG builds it) answers 2 of 20 id
-    problems against 8 for the others: 10% against a mean of 32.5% -> FAIL on the main world and on the other
-    world of its seed (w0_p0.25), which must read the main world's four, not the calibration's three. World
-    seed 1's three agree (40%) -> PASS on both its worlds, read from the smallest root of the seed, w1_p0.25.
-    Without the main world in the list, w0_p0.25 finds no base students: not measured, never blank."""
+def four_worlds(tmp_path: Path, monkeypatch) -> tuple[Path, dict[str, Path]]:
+    """Two worlds per world seed (0 and 1) as the DAG lays them out: the main root and three robustness roots."""
     for name, facts in (("w1_p0.5", (1, 0.5)), ("w0_p0.25", (0, 0.25))):
         monkeypatch.setitem(FACTS, name, facts)
         monkeypatch.setitem(CORRECT, name, CORRECT["w1_p0.25"])
@@ -170,6 +164,18 @@ def test_knife_edge_is_judged_per_world_seed_from_its_owner(tmp_path, monkeypatc
              "w1_p0.25": work / "robustness" / "w1_p0.25", "w1_p0.5": work / "robustness" / "w1_p0.5"}
     for name, root in roots.items():
         make_world(root, name)
+    return work, roots
+
+
+def test_knife_edge_is_judged_per_world_seed_from_its_owner(tmp_path, monkeypatch):
+    """Under pretrain.per_seed with seeds 0-3 and calibration seeds 1235, 1236, the main world seed compares
+    pre-training seeds 1234-1237 (Table 1's seeds), any other world seed 1234-1236 (its robustness seeds 0, 1
+    and the calibration's). The main world's 1237 (only under W, where the DAG builds it) answers 2 of 20 id
+    problems against 8 for the others: 10% against a mean of 32.5% -> FAIL on the main world and on the other
+    world of its seed (w0_p0.25), which must read the main world's four, not the calibration's three. World
+    seed 1's three agree (40%) -> PASS on both its worlds, read from the smallest root of the seed, w1_p0.25.
+    Without the main world in the list, w0_p0.25 finds no base students: not measured, never blank."""
+    work, roots = four_worlds(tmp_path, monkeypatch)
     for seed, id_correct in ((1235, 8), (1236, 8), (1237, 2)):
         write_samples(work / "calibration" / f"pretrain_seed{seed}" / "eval" / "base_student", (6, id_correct, 2))
     for seed in (1235, 1236):
@@ -206,14 +212,7 @@ def test_teacher_term_is_judged_per_world_from_its_traces_and_its_world_seeds_ba
     the base student of its world seed: the main world's for world seed 0 (also for w0_p0.25), the smallest root's
     of the seed otherwise (w1_p0.25 for both worlds of seed 1), as the DAG pre-trains them. A FAIL counts the world
     out of the calibrated ones; a world whose traces are missing reads not measured, never PASS."""
-    for name, facts in (("w1_p0.5", (1, 0.5)), ("w0_p0.25", (0, 0.25))):
-        monkeypatch.setitem(FACTS, name, facts)
-        monkeypatch.setitem(CORRECT, name, CORRECT["w1_p0.25"])
-    work = tmp_path / "work"
-    roots = {"w0_p0.5": work, "w0_p0.25": work / "robustness" / "w0_p0.25",
-             "w1_p0.25": work / "robustness" / "w1_p0.25", "w1_p0.5": work / "robustness" / "w1_p0.5"}
-    for name, root in roots.items():
-        make_world(root, name)
+    work, roots = four_worlds(tmp_path, monkeypatch)
     verdicts = {"w0_p0.5": "PASS", "w0_p0.25": "PASS", "w1_p0.25": "FAIL"}  # w1_p0.5: no traces written
     read = {}
     real = robustness.teacher_term_from_files
