@@ -210,8 +210,8 @@ def test_knife_edge_is_judged_per_world_seed_from_its_owner(tmp_path, monkeypatc
 def test_teacher_term_is_judged_per_world_from_its_traces_and_its_world_seeds_base_student(tmp_path, monkeypatch):
     """Every world's line carries the teacher-term target, judged on that world's own training traces scored by
     the base student of its world seed: the main world's for world seed 0 (also for w0_p0.25), the smallest root's
-    of the seed otherwise (w1_p0.25 for both worlds of seed 1), as the DAG pre-trains them. A FAIL counts the world
-    out of the calibrated ones; a world whose traces are missing reads not measured, never PASS."""
+    of the seed otherwise (w1_p0.25 for both worlds of seed 1), as the DAG pre-trains them. A world whose traces are
+    missing reads not measured, never PASS."""
     work, roots = four_worlds(tmp_path, monkeypatch)
     verdicts = {"w0_p0.5": "PASS", "w0_p0.25": "PASS", "w1_p0.25": "FAIL"}  # w1_p0.5: no traces written
     read = {}
